@@ -1,0 +1,402 @@
+//! Issuing and verifying access and service tokens.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use base64::Engine as _;
+use jwt_simple::JWTError;
+use jwt_simple::prelude::{
+    Audiences, Duration, Ed25519PublicKey, EdDSAKeyPairLike, EdDSAPublicKeyLike, HeaderOptions,
+    JWTClaims, NoCustomClaims, Token, VerificationOptions,
+};
+
+use crate::keys::{SigningKey, SigningKeys, TrustedServiceKeys, URL, Verifier};
+use crate::{
+    ACCESS_TOKEN_TYPE, ALGORITHM, DEFAULT_ACCESS_TOKEN_TTL_SECS, IssueError, LEEWAY_SECS,
+    MAX_SERVICE_TOKEN_TTL_SECS, MAX_SUBJECT_LEN, MAX_TOKEN_LEN, SERVICE_SUBJECT_PREFIX,
+    SERVICE_TOKEN_AUDIENCE, SERVICE_TOKEN_TYPE, VerifyError, is_valid_name,
+};
+
+/// Issuer, audience and lifetime of access tokens; the same value configures issuing (auth) and
+/// verifying (auth and customer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessTokenConfig {
+    /// `iss`, e.g. auth's public base URL.
+    pub issuer: String,
+    /// `aud`, e.g. the API's identifier.
+    pub audience: String,
+    /// Lifetime given to new tokens; verification does not use it.
+    pub ttl_secs: u64,
+}
+
+impl AccessTokenConfig {
+    /// A config with the default lifetime of 15 minutes.
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        AccessTokenConfig {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            ttl_secs: DEFAULT_ACCESS_TOKEN_TTL_SECS,
+        }
+    }
+
+    /// Sets the lifetime of new tokens.
+    pub fn with_ttl_secs(mut self, ttl_secs: u64) -> Self {
+        self.ttl_secs = ttl_secs;
+        self
+    }
+}
+
+/// A freshly signed token and what the response needs to say about it.
+/// `Debug` does not show the token (it is a bearer credential).
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    /// The compact JWT.
+    pub token: String,
+    /// Its `jti`.
+    pub jti: String,
+    /// The kid it was signed with.
+    pub kid: String,
+    /// `iat`, Unix seconds.
+    pub issued_at: u64,
+    /// `exp`, Unix seconds.
+    pub expires_at: u64,
+    /// `exp - iat`, for the `expires_in` response field.
+    pub expires_in: u64,
+}
+
+impl fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token", &"<redacted>")
+            .field("jti", &self.jti)
+            .field("kid", &self.kid)
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// The checked claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessClaims {
+    /// `sub`: the user id.
+    pub subject: String,
+    pub issuer: String,
+    pub issued_at: u64,
+    pub expires_at: u64,
+    pub not_before: Option<u64>,
+    pub jti: String,
+    /// The kid of the key that signed it.
+    pub kid: String,
+}
+
+/// The checked claims of a service token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceClaims {
+    /// The calling service, e.g. `customer` (from `sub` = `service:customer`, and equal to the
+    /// service its key is configured for).
+    pub service: String,
+    pub issued_at: u64,
+    pub expires_at: u64,
+    pub jti: String,
+    pub kid: String,
+}
+
+// ---- issuing -----------------------------------------------------------------------------------
+
+fn random_jti() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source failed");
+    URL.encode(bytes)
+}
+
+fn valid_access_subject(sub: &str) -> bool {
+    !sub.is_empty()
+        && sub.len() <= MAX_SUBJECT_LEN
+        && !sub.starts_with(SERVICE_SUBJECT_PREFIX)
+        && !sub.chars().any(char::is_control)
+}
+
+/// What goes into one token besides the key and the time.
+struct Grant<'a> {
+    typ: &'a str,
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    ttl: u64,
+}
+
+fn sign(key: &SigningKey, grant: Grant<'_>, now: u64) -> Result<IssuedToken, IssueError> {
+    let Grant {
+        typ,
+        iss,
+        aud,
+        sub,
+        ttl,
+    } = grant;
+    if now > MAX_NOW {
+        return Err(IssueError::InvalidTime);
+    }
+    let jti = random_jti();
+    let expires_at = now + ttl;
+    let claims = JWTClaims {
+        issued_at: Some(Duration::from_secs(now)),
+        expires_at: Some(Duration::from_secs(expires_at)),
+        invalid_before: Some(Duration::from_secs(now)),
+        issuer: Some(iss.to_owned()),
+        subject: Some(sub.to_owned()),
+        audiences: Some(Audiences::AsString(aud.to_owned())),
+        jwt_id: Some(jti.clone()),
+        nonce: None,
+        custom: NoCustomClaims {},
+    };
+    let options = HeaderOptions {
+        signature_type: Some(typ.to_owned()),
+        content_type: None,
+    };
+    let token = key
+        .pair
+        .sign_with_options(claims, &options)
+        .map_err(|_| IssueError::Signing)?;
+    Ok(IssuedToken {
+        token,
+        jti,
+        kid: key.kid.clone(),
+        issued_at: now,
+        expires_at,
+        expires_in: ttl,
+    })
+}
+
+impl SigningKeys {
+    /// Signs an access token for user `subject` with the active key.
+    ///
+    /// # Panics
+    /// Only if the operating system's random source fails.
+    pub fn issue_access_token(
+        &self,
+        config: &AccessTokenConfig,
+        subject: &str,
+        now: u64,
+    ) -> Result<IssuedToken, IssueError> {
+        if config.issuer.is_empty() || config.audience.is_empty() {
+            return Err(IssueError::InvalidConfig);
+        }
+        // A day at most: refresh tokens exist for longer sessions.
+        if !(1..=86_400).contains(&config.ttl_secs) {
+            return Err(IssueError::InvalidLifetime(86_400));
+        }
+        if !valid_access_subject(subject) {
+            return Err(IssueError::InvalidSubject);
+        }
+        let grant = Grant {
+            typ: ACCESS_TOKEN_TYPE,
+            iss: &config.issuer,
+            aud: &config.audience,
+            sub: subject,
+            ttl: config.ttl_secs,
+        };
+        sign(&self.keys[0], grant, now)
+    }
+
+    /// Signs a service token for calling auth as `service` (e.g. `customer`) with the active
+    /// key, valid for [`MAX_SERVICE_TOKEN_TTL_SECS`].
+    ///
+    /// # Panics
+    /// Only if the operating system's random source fails.
+    pub fn issue_service_token(&self, service: &str, now: u64) -> Result<IssuedToken, IssueError> {
+        if !is_valid_name(service) {
+            return Err(IssueError::InvalidServiceName);
+        }
+        let principal = format!("{SERVICE_SUBJECT_PREFIX}{service}");
+        let grant = Grant {
+            typ: SERVICE_TOKEN_TYPE,
+            iss: &principal,
+            aud: SERVICE_TOKEN_AUDIENCE,
+            sub: &principal,
+            ttl: MAX_SERVICE_TOKEN_TTL_SECS,
+        };
+        sign(&self.keys[0], grant, now)
+    }
+}
+
+// ---- verifying ---------------------------------------------------------------------------------
+
+/// Longest header segment looked at; ours are under 100 characters.
+const MAX_HEADER_B64_LEN: usize = 1024;
+
+/// jwt-simple keeps times as 32.32 fixed point: seconds beyond 2^32 (year 2106) saturate, and
+/// its `now + leeway` would overflow near there. Keep `now` well inside the range.
+const MAX_NOW: u64 = u32::MAX as u64 - 2 * 86_400;
+
+/// Checks that need no key: size, shape, algorithm, type. Returns the kid.
+fn precheck(token: &str, typ: &str) -> Result<String, VerifyError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(VerifyError::TooLong);
+    }
+    let mut parts = token.split('.');
+    let header_len = parts.next().map_or(0, str::len);
+    if parts.count() != 2 || header_len > MAX_HEADER_B64_LEN {
+        return Err(VerifyError::Malformed);
+    }
+    let meta = Token::decode_metadata(token).map_err(|_| VerifyError::Malformed)?;
+    if meta.algorithm() != ALGORITHM {
+        return Err(VerifyError::AlgorithmNotAllowed);
+    }
+    if !meta
+        .signature_type()
+        .is_some_and(|t| t.eq_ignore_ascii_case(typ))
+    {
+        return Err(VerifyError::WrongType);
+    }
+    match meta.key_id() {
+        Some(kid) if !kid.is_empty() => Ok(kid.to_owned()),
+        _ => Err(VerifyError::MissingKid),
+    }
+}
+
+fn map_error(err: &jwt_simple::Error) -> VerifyError {
+    use JWTError::*;
+    match err.downcast_ref::<JWTError>() {
+        Some(InvalidSignature) => VerifyError::BadSignature,
+        Some(TokenHasExpired) => VerifyError::Expired,
+        Some(TokenNotValidYet | ClockDrift) => VerifyError::NotYetValid,
+        Some(RequiredIssuerMismatch | RequiredIssuerMissing) => VerifyError::WrongIssuer,
+        Some(RequiredAudienceMismatch | RequiredAudienceMissing) => VerifyError::WrongAudience,
+        Some(RequiredSignatureTypeMismatch | NotJWT) => VerifyError::WrongType,
+        Some(AlgorithmMismatch) => VerifyError::AlgorithmNotAllowed,
+        Some(TokenTooLong) => VerifyError::TooLong,
+        _ => VerifyError::Malformed,
+    }
+}
+
+struct Checked {
+    sub: String,
+    iss: String,
+    iat: u64,
+    exp: u64,
+    nbf: Option<u64>,
+    jti: String,
+}
+
+/// Signature, then `iss`, `aud` and times (with leeway) by jwt-simple; then presence of the
+/// claims we rely on.
+fn check_signed(
+    token: &str,
+    key: &Ed25519PublicKey,
+    kid: &str,
+    typ: &str,
+    issuer: &str,
+    audience: &str,
+    now: u64,
+) -> Result<Checked, VerifyError> {
+    let options = VerificationOptions {
+        required_signature_type: Some(typ.to_owned()),
+        required_key_id: Some(kid.to_owned()),
+        allowed_issuers: Some(HashSet::from([issuer.to_owned()])),
+        allowed_audiences: Some(HashSet::from([audience.to_owned()])),
+        time_tolerance: Some(Duration::from_secs(LEEWAY_SECS)),
+        artificial_time: Some(Duration::from_secs(now.min(MAX_NOW))),
+        max_token_length: Some(MAX_TOKEN_LEN),
+        accept_future: false,
+        ..VerificationOptions::default()
+    };
+    let claims = key
+        .verify_token::<NoCustomClaims>(token, Some(options))
+        .map_err(|e| map_error(&e))?;
+    let exp = claims
+        .expires_at
+        .ok_or(VerifyError::MissingClaim("exp"))?
+        .as_secs();
+    let iat = claims
+        .issued_at
+        .ok_or(VerifyError::MissingClaim("iat"))?
+        .as_secs();
+    let nbf = claims.invalid_before.map(|t| t.as_secs());
+    let jti = claims
+        .jwt_id
+        .filter(|j| !j.is_empty())
+        .ok_or(VerifyError::MissingClaim("jti"))?;
+    let sub = claims.subject.ok_or(VerifyError::MissingClaim("sub"))?;
+    let iss = claims.issuer.ok_or(VerifyError::WrongIssuer)?;
+    Ok(Checked {
+        sub,
+        iss,
+        iat,
+        exp,
+        nbf,
+        jti,
+    })
+}
+
+impl Verifier {
+    /// Verifies an access token at time `now` (Unix seconds). See the crate docs for the checks.
+    /// Never panics, whatever the input.
+    pub fn verify_access_token(
+        &self,
+        token: &str,
+        config: &AccessTokenConfig,
+        now: u64,
+    ) -> Result<AccessClaims, VerifyError> {
+        let kid = precheck(token, ACCESS_TOKEN_TYPE)?;
+        let key = self.key(&kid).ok_or(VerifyError::UnknownKid)?;
+        let c = check_signed(
+            token,
+            key,
+            &kid,
+            ACCESS_TOKEN_TYPE,
+            &config.issuer,
+            &config.audience,
+            now,
+        )?;
+        if !valid_access_subject(&c.sub) {
+            return Err(VerifyError::InvalidSubject);
+        }
+        Ok(AccessClaims {
+            subject: c.sub,
+            issuer: c.iss,
+            issued_at: c.iat,
+            expires_at: c.exp,
+            not_before: c.nbf,
+            jti: c.jti,
+            kid,
+        })
+    }
+}
+
+impl TrustedServiceKeys {
+    /// Verifies a service token at time `now` (Unix seconds): the access-token checks with
+    /// `typ` = `service+jwt` and `aud` = `auth`, plus `sub` = `iss` = `service:<the service the
+    /// signing key is configured for>` and `exp - iat` ≤ 60 s. Never panics, whatever the input.
+    pub fn verify_service_token(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<ServiceClaims, VerifyError> {
+        let kid = precheck(token, SERVICE_TOKEN_TYPE)?;
+        let entry = self.key(&kid).ok_or(VerifyError::UnknownKid)?;
+        let principal = format!("{SERVICE_SUBJECT_PREFIX}{}", entry.service);
+        let c = check_signed(
+            token,
+            &entry.key,
+            &kid,
+            SERVICE_TOKEN_TYPE,
+            &principal,
+            SERVICE_TOKEN_AUDIENCE,
+            now,
+        )?;
+        if c.sub != principal {
+            return Err(VerifyError::InvalidSubject);
+        }
+        if c.exp < c.iat || c.exp - c.iat > MAX_SERVICE_TOKEN_TTL_SECS {
+            return Err(VerifyError::LifetimeTooLong);
+        }
+        Ok(ServiceClaims {
+            service: entry.service.clone(),
+            issued_at: c.iat,
+            expires_at: c.exp,
+            jti: c.jti,
+            kid,
+        })
+    }
+}

@@ -1,0 +1,373 @@
+//! Parsing the key variables and the JWKS.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use jwt_simple::prelude::{Ed25519KeyPair, Ed25519PublicKey};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::{ALGORITHM, KeyConfigError, MAX_JWKS_LEN, MAX_KEYS, is_valid_name};
+
+const LENIENT: GeneralPurposeConfig =
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+/// Standard alphabet, padding optional (the admin tool writes padded values).
+pub(crate) const STD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
+/// URL-safe alphabet, padding optional on input, none on output (JWK `x`).
+pub(crate) const URL: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    LENIENT.with_encode_padding(false),
+);
+
+/// Non-empty, trimmed entries with their 1-based index.
+fn entries(var: &str) -> Result<Vec<(usize, &str)>, KeyConfigError> {
+    let var = var.trim();
+    if var.is_empty() {
+        return Err(KeyConfigError::Empty);
+    }
+    let mut out = Vec::new();
+    for (i, entry) in var.split(',').enumerate() {
+        let index = i + 1;
+        if index > MAX_KEYS {
+            return Err(KeyConfigError::TooManyKeys);
+        }
+        let entry = entry.trim();
+        if entry.is_empty() {
+            return Err(KeyConfigError::EmptyEntry { index });
+        }
+        out.push((index, entry));
+    }
+    Ok(out)
+}
+
+fn decode_32(index: usize, kid: &str, b64: &str) -> Result<Zeroizing<[u8; 32]>, KeyConfigError> {
+    let bytes =
+        Zeroizing::new(
+            STD.decode(b64.trim())
+                .map_err(|_| KeyConfigError::InvalidBase64 {
+                    index,
+                    kid: kid.to_owned(),
+                })?,
+        );
+    let mut out = Zeroizing::new([0u8; 32]);
+    if bytes.len() != out.len() {
+        return Err(KeyConfigError::WrongLength {
+            index,
+            kid: kid.to_owned(),
+            len: bytes.len(),
+        });
+    }
+    out.copy_from_slice(&bytes);
+    if out.iter().all(|&b| b == 0) {
+        return Err(KeyConfigError::AllZeroKey {
+            index,
+            kid: kid.to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+fn check_kid(index: usize, kid: &str, seen: &[&str]) -> Result<(), KeyConfigError> {
+    if !is_valid_name(kid) {
+        return Err(KeyConfigError::InvalidKid { index });
+    }
+    if seen.contains(&kid) {
+        return Err(KeyConfigError::DuplicateKid {
+            kid: kid.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn public_key(index: usize, kid: &str, raw: &[u8]) -> Result<Ed25519PublicKey, KeyConfigError> {
+    // `from_bytes` also refuses small-order and non-canonical points.
+    Ed25519PublicKey::from_bytes(raw)
+        .map(|pk| pk.with_key_id(kid))
+        .map_err(|_| KeyConfigError::InvalidPublicKey {
+            index,
+            kid: kid.to_owned(),
+        })
+}
+
+// -------------------------------------------------------------------------------------------------
+
+pub(crate) struct SigningKey {
+    pub(crate) kid: String,
+    pub(crate) pair: Ed25519KeyPair,
+}
+
+/// The signing-key variable: `<kid>:<base64 32-byte seed>`, comma-separated. The first key
+/// signs; all are published and verify. `Debug` shows key ids only.
+pub struct SigningKeys {
+    pub(crate) keys: Vec<SigningKey>,
+}
+
+impl fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKeys")
+            .field("kids", &self.kids().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl SigningKeys {
+    /// Parses `<kid>:<base64 std of a 32-byte Ed25519 seed>`, comma-separated.
+    pub fn parse(var_value: &str) -> Result<SigningKeys, KeyConfigError> {
+        let mut keys: Vec<SigningKey> = Vec::new();
+        for (index, entry) in entries(var_value)? {
+            let (kid, b64) = entry.split_once(':').ok_or(KeyConfigError::WrongShape {
+                index,
+                expected: "kid:base64 seed",
+            })?;
+            let kid = kid.trim();
+            check_kid(
+                index,
+                kid,
+                &keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+            )?;
+            let seed = decode_32(index, kid, b64)?;
+            let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(*seed));
+            let raw = Zeroizing::new(kp.sk.to_vec());
+            let pair = Ed25519KeyPair::from_bytes(&raw)
+                .map_err(|_| KeyConfigError::InvalidPublicKey {
+                    index,
+                    kid: kid.to_owned(),
+                })?
+                .with_key_id(kid);
+            keys.push(SigningKey {
+                kid: kid.to_owned(),
+                pair,
+            });
+        }
+        Ok(SigningKeys { keys })
+    }
+
+    /// The kid of the key that signs.
+    pub fn active_kid(&self) -> &str {
+        &self.keys[0].kid
+    }
+
+    /// All kids, in configuration order.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|k| k.kid.as_str())
+    }
+
+    /// The JWKS with every key's public half (RFC 8037 OKP, `alg` EdDSA, `use` sig), for
+    /// `GET /.well-known/jwks.json`.
+    pub fn jwks_json(&self) -> String {
+        let keys: Vec<Value> = self
+            .keys
+            .iter()
+            .map(|k| {
+                json!({
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "x": URL.encode(k.pair.public_key().to_bytes()),
+                    "kid": k.kid,
+                    "alg": ALGORITHM,
+                    "use": "sig",
+                })
+            })
+            .collect();
+        json!({ "keys": keys }).to_string()
+    }
+
+    /// A verifier holding every key's public half.
+    pub fn verifier(&self) -> Verifier {
+        Verifier {
+            keys: self
+                .keys
+                .iter()
+                .map(|k| (k.kid.clone(), k.pair.public_key()))
+                .collect(),
+        }
+    }
+
+    /// `<service>:<kid>:<base64 public key>` for every key, comma-separated: the value auth's
+    /// trusted-service-keys variable needs for a service that signs with these keys.
+    pub fn trusted_service_entries(&self, service: &str) -> String {
+        self.keys
+            .iter()
+            .map(|k| {
+                format!(
+                    "{service}:{}:{}",
+                    k.kid,
+                    STD.encode(k.pair.public_key().to_bytes())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+
+/// Public keys that verify access tokens, chosen by kid. `Debug` shows key ids only.
+#[derive(Clone)]
+pub struct Verifier {
+    pub(crate) keys: Vec<(String, Ed25519PublicKey)>,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("kids", &self.kids().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Verifier {
+    /// Reads a JWKS (at most [`MAX_JWKS_LEN`] bytes, [`MAX_KEYS`] keys).
+    ///
+    /// Keys of another type or curve, with an `alg` other than `EdDSA` or a `use` other than
+    /// `sig` are skipped (RFC 7517 §5). An Ed25519 key that is malformed, weak, without a valid
+    /// `kid`, or that carries private material (`d`) makes the whole document invalid, as does a
+    /// document without any usable key.
+    pub fn from_jwks(json: &str) -> Result<Verifier, KeyConfigError> {
+        use KeyConfigError::InvalidJwks;
+        if json.len() > MAX_JWKS_LEN {
+            return Err(InvalidJwks("document too large"));
+        }
+        let doc: Value = serde_json::from_str(json).map_err(|_| InvalidJwks("not JSON"))?;
+        let list = doc
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or(InvalidJwks("no keys array"))?;
+        if list.len() > MAX_KEYS {
+            return Err(KeyConfigError::TooManyKeys);
+        }
+        let mut keys: Vec<(String, Ed25519PublicKey)> = Vec::new();
+        for (i, jwk) in list.iter().enumerate() {
+            let index = i + 1;
+            let jwk = jwk
+                .as_object()
+                .ok_or(InvalidJwks("a key is not an object"))?;
+            if jwk.contains_key("d") {
+                return Err(InvalidJwks("a key contains private key material"));
+            }
+            let field = |name: &str| jwk.get(name).and_then(Value::as_str);
+            let skip = field("kty") != Some("OKP")
+                || field("crv") != Some("Ed25519")
+                || jwk
+                    .get("alg")
+                    .is_some_and(|a| a.as_str() != Some(ALGORITHM))
+                || jwk.get("use").is_some_and(|u| u.as_str() != Some("sig"));
+            if skip {
+                continue;
+            }
+            let kid = field("kid").ok_or(InvalidJwks("an Ed25519 key has no kid"))?;
+            if !is_valid_name(kid) {
+                return Err(InvalidJwks("an Ed25519 key has an invalid kid"));
+            }
+            if keys.iter().any(|(k, _)| k == kid) {
+                return Err(KeyConfigError::DuplicateKid {
+                    kid: kid.to_owned(),
+                });
+            }
+            let x = field("x")
+                .and_then(|x| URL.decode(x).ok())
+                .filter(|x| x.len() == 32)
+                .ok_or(InvalidJwks("an Ed25519 key has an invalid x"))?;
+            let pk = public_key(index, kid, &x)
+                .map_err(|_| InvalidJwks("an Ed25519 key is not a usable public key"))?;
+            keys.push((kid.to_owned(), pk));
+        }
+        if keys.is_empty() {
+            return Err(InvalidJwks("no usable Ed25519 signing key"));
+        }
+        Ok(Verifier { keys })
+    }
+
+    /// All kids this verifier knows.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|(k, _)| k.as_str())
+    }
+
+    /// Whether a key with this kid is known.
+    pub fn contains_kid(&self, kid: &str) -> bool {
+        self.key(kid).is_some()
+    }
+
+    pub(crate) fn key(&self, kid: &str) -> Option<&Ed25519PublicKey> {
+        self.keys.iter().find(|(k, _)| k == kid).map(|(_, pk)| pk)
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+
+pub(crate) struct ServiceKey {
+    pub(crate) service: String,
+    pub(crate) kid: String,
+    pub(crate) key: Ed25519PublicKey,
+}
+
+/// The trusted-service-keys variable: `<service>:<kid>:<base64 32-byte public key>`,
+/// comma-separated. Each key vouches only for its own service. `Debug` shows names only.
+pub struct TrustedServiceKeys {
+    pub(crate) keys: Vec<ServiceKey>,
+}
+
+impl fmt::Debug for TrustedServiceKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self
+            .keys
+            .iter()
+            .map(|k| format!("{}:{}", k.service, k.kid))
+            .collect();
+        f.debug_struct("TrustedServiceKeys")
+            .field("keys", &names)
+            .finish()
+    }
+}
+
+impl TrustedServiceKeys {
+    /// Parses `<service>:<kid>:<base64 std of a 32-byte Ed25519 public key>`, comma-separated.
+    /// Kids are unique across the whole list.
+    pub fn parse(var_value: &str) -> Result<TrustedServiceKeys, KeyConfigError> {
+        let mut keys: Vec<ServiceKey> = Vec::new();
+        for (index, entry) in entries(var_value)? {
+            let mut parts = entry.splitn(3, ':');
+            let (Some(service), Some(kid), Some(b64)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(KeyConfigError::WrongShape {
+                    index,
+                    expected: "service:kid:base64 public key",
+                });
+            };
+            let (service, kid) = (service.trim(), kid.trim());
+            if !is_valid_name(service) {
+                return Err(KeyConfigError::InvalidServiceName { index });
+            }
+            check_kid(
+                index,
+                kid,
+                &keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+            )?;
+            let raw = decode_32(index, kid, b64)?;
+            let key = public_key(index, kid, &raw[..])?;
+            keys.push(ServiceKey {
+                service: service.to_owned(),
+                kid: kid.to_owned(),
+                key,
+            });
+        }
+        Ok(TrustedServiceKeys { keys })
+    }
+
+    /// The distinct service names, in configuration order.
+    pub fn services(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for k in &self.keys {
+            if !out.contains(&k.service.as_str()) {
+                out.push(&k.service);
+            }
+        }
+        out
+    }
+
+    pub(crate) fn key(&self, kid: &str) -> Option<&ServiceKey> {
+        self.keys.iter().find(|k| k.kid == kid)
+    }
+}
