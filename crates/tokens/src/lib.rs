@@ -96,6 +96,10 @@ pub const SERVICE_TOKEN_TYPE: &str = "service+jwt";
 pub const ALGORITHM: &str = "EdDSA";
 /// `aud` of every service token.
 pub const SERVICE_TOKEN_AUDIENCE: &str = "auth";
+/// `iss` of the access tokens auth issues; both services check it.
+pub const ACCESS_TOKEN_ISSUER: &str = "auth";
+/// `aud` of the access tokens auth issues: the API of both services.
+pub const ACCESS_TOKEN_AUDIENCE: &str = "auth-billing";
 /// Prefix of a service token's `sub` and `iss`; refused in an access token's `sub`.
 pub const SERVICE_SUBJECT_PREFIX: &str = "service:";
 /// Default access-token lifetime: 15 minutes.
