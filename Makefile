@@ -1,0 +1,83 @@
+# Development entry points. The stack (MariaDB, localstripe, .env) is scripts/stack.sh;
+# layout, ports and formats are in docs/dev-stack.md.
+#
+#   make up            stack + build + migrate, then serve on 127.0.0.1:$(PORT) (Ctrl-C stops the server)
+#   make build         components (wasm32-wasip2, release) and native tools (profile native)
+#   make test          stack + build, then the native test suites
+#   make migrate       admin migrate $(MIGRATE_ARGS)   (e.g. make migrate MIGRATE_ARGS=status)
+#   make down          stop MariaDB and localstripe
+#   make clean-stack   stop them and delete .local/ (databases, venv, logs, stack.env)
+#   make bench         scripts/bench.sh
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+
+PORT ?= 3000
+SPIN ?= 0
+MIGRATE_ARGS ?= up
+# Native test crates; --profile native shares the optimised wasmtime build with `make build`
+# instead of compiling it again in the dev profile.
+TEST_CARGO_FLAGS ?= --profile native -p admin -p spin-local-host -p integration-tests
+
+NATIVE := target/native
+ADMIN := $(NATIVE)/admin
+HOST := $(NATIVE)/spin-local
+STACK := bash scripts/stack.sh
+
+.PHONY: up serve stack build build-components build-native build-test-fixtures test migrate down clean-stack bench
+
+# Steps run in order (also under make -j): the stack's .env step builds admin itself.
+up:
+	$(STACK) up
+	@$(MAKE) --no-print-directory build
+	$(ADMIN) migrate up
+	@$(MAKE) --no-print-directory serve
+
+stack:
+	$(STACK) up
+
+serve:
+	@mkdir -p .local/logs
+	@echo "serving on http://127.0.0.1:$(PORT)"
+	@echo "  auth health:     http://127.0.0.1:$(PORT)/api/v3/auth/health"
+	@echo "  customer health: http://127.0.0.1:$(PORT)/api/v3/customers/health"
+	@echo "logs: server in this terminal and .local/logs/server.log;" \
+	      "MariaDB .local/logs/mariadb.log; localstripe .local/logs/localstripe.log"
+	@echo "Ctrl-C stops the server; MariaDB and localstripe keep running (make down stops them)"
+	@if [ "$(SPIN)" = 1 ] && command -v spin >/dev/null 2>&1; then \
+	    spin up --from spin.toml --listen 127.0.0.1:$(PORT) 2>&1 | tee -a .local/logs/server.log; \
+	else \
+	    if [ "$(SPIN)" = 1 ]; then echo "SPIN=1 but no spin on PATH: using $(HOST)"; fi; \
+	    $(HOST) up --from spin.toml --listen 127.0.0.1:$(PORT) 2>&1 | tee -a .local/logs/server.log; \
+	fi
+
+build: build-components build-native
+
+build-components:
+	cargo build --target wasm32-wasip2 --release -p auth -p customer
+
+# Test-only components (tests/fixtures): the local host's own tests run them.
+build-test-fixtures:
+	cargo build --target wasm32-wasip2 --release -p probe
+
+build-native:
+	cargo build --profile native -p spin-local-host -p admin
+
+test:
+	$(STACK) up
+	@$(MAKE) --no-print-directory build build-test-fixtures
+	set -a; . .local/stack.env; set +a; cargo test $(TEST_CARGO_FLAGS)
+	cargo test -p auth -p customer
+
+migrate:
+	cargo build --quiet --profile native -p admin
+	$(ADMIN) migrate $(MIGRATE_ARGS)
+
+down:
+	$(STACK) down
+
+clean-stack:
+	$(STACK) clean
+
+bench:
+	bash scripts/bench.sh
