@@ -1,0 +1,3 @@
+ALTER TABLE customers
+    DROP INDEX idx_stripe_customer,
+    DROP COLUMN stripe_customer_id;

@@ -1,0 +1,3 @@
+ALTER TABLE customers
+    DROP INDEX idx_sync_version,
+    DROP COLUMN sync_version;

@@ -1,0 +1,2 @@
+ALTER TABLE customers
+    DROP COLUMN last_sync_at;
