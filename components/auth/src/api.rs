@@ -1,40 +1,470 @@
-//! HTTP handlers: wire in, domain call, wire out.
+//! Handlers: request parts in, validated values to the domain, JSON out. Body rules: at most
+//! 64 KiB (413), `Content-Type: application/json` (415), valid JSON (400), a JSON object (400),
+//! then per-field checks (422, every invalid field listed); unknown fields are ignored.
 
-use spin_sdk::http::{Params, Request, Response};
-use spin_sdk::mysql::Connection;
+use serde_json::{Map, Value, json};
+use tokens::RefreshToken;
 
-use crate::config;
-use crate::problem::Problem;
+use crate::config::{self, Source};
+use crate::domain::accounts::{self, Caller, Credentials, ProfileChange, Registration, Session, User};
+use crate::domain::fields::{Name, parse_email};
+use crate::domain::password::Password;
+use crate::domain::{Ctx, time};
+use crate::error::{Error, FieldError};
+use crate::store::mysql::MysqlStore;
 
-/// `GET /api/v3/auth/health`: a real round trip to auth's database (`SELECT 1`, no table needed).
-pub fn health(_request: Request, _params: Params) -> Response {
-    match check_database() {
-        Ok(()) => json(200, &serde_json::json!({"status": "ok", "database": "ok"})),
-        Err(problem) => problem.into_response(),
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What a handler needs from the request, free of `spin_sdk` types.
+pub struct Incoming<'a> {
+    pub content_type: Option<&'a str>,
+    pub authorization: Option<&'a str>,
+    pub body: &'a [u8],
+    pub ctx: Ctx,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Option<String>,
+}
+
+impl Reply {
+    fn json(status: u16, value: &Value) -> Reply {
+        Reply {
+            status,
+            headers: vec![
+                ("content-type", "application/json".into()),
+                ("cache-control", "no-store".into()),
+            ],
+            body: Some(value.to_string()),
+        }
+    }
+
+    fn no_content() -> Reply {
+        Reply { status: 204, headers: vec![("cache-control", "no-store".into())], body: None }
     }
 }
 
-fn check_database() -> Result<(), Problem> {
-    let url = config::required(config::DB_URL)?;
-    let connection = Connection::open(&url).map_err(|err| {
-        eprintln!("health: failed to open the database connection: {err}");
-        Problem::database_unavailable()
-    })?;
-    connection.query("SELECT 1", &[]).map_err(|err| {
-        eprintln!("health: SELECT 1 failed: {err}");
-        Problem::database_unavailable()
-    })?;
-    Ok(())
+// ---- request parts -----------------------------------------------------------------------------
+
+/// The body as a JSON object, after the size, media-type and syntax checks.
+pub fn json_object(content_type: Option<&str>, body: &[u8]) -> Result<Map<String, Value>, Error> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Error::PayloadTooLarge);
+    }
+    if !is_json_media_type(content_type) {
+        return Err(Error::UnsupportedMediaType);
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Error::BodyNotObject),
+        Err(_) => Err(Error::MalformedJson),
+    }
 }
 
-pub fn not_found(request: Request, _params: Params) -> Response {
-    Problem::not_found(request.path()).into_response()
+/// `application/json`, with parameters (e.g. `; charset=utf-8`), any case.
+fn is_json_media_type(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
-fn json(status: u16, body: &serde_json::Value) -> Response {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .build()
+/// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
+pub fn bearer(authorization: Option<&str>) -> Option<&str> {
+    let value = authorization?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The client IP from `spin-client-addr` (`ip:port` or `[v6]:port`), or `unknown`.
+pub fn client_ip(header: Option<&str>) -> String {
+    let Some(value) = header.map(str::trim) else {
+        return "unknown".into();
+    };
+    if let Ok(addr) = value.parse::<std::net::SocketAddr>() {
+        return addr.ip().to_string();
+    }
+    match value.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => "unknown".into(),
+    }
+}
+
+/// Reads body fields, collecting every problem before failing.
+struct Fields {
+    map: Map<String, Value>,
+    errors: Vec<FieldError>,
+}
+
+impl Fields {
+    fn new(map: Map<String, Value>) -> Fields {
+        Fields { map, errors: Vec::new() }
+    }
+
+    /// A string field; `None` (and an error) when missing or not a string.
+    fn required(&mut self, name: &str) -> Option<String> {
+        match self.map.get(name) {
+            None | Some(Value::Null) => {
+                self.errors.push(FieldError::new(name, "required", "is required"));
+                None
+            }
+            Some(Value::String(value)) => Some(value.clone()),
+            Some(_) => {
+                self.errors.push(FieldError::new(name, "invalid_type", "must be a string"));
+                None
+            }
+        }
+    }
+
+    /// A string field that may be absent (or null).
+    fn optional(&mut self, name: &str) -> Option<String> {
+        match self.map.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(value)) => Some(value.clone()),
+            Some(_) => {
+                self.errors.push(FieldError::new(name, "invalid_type", "must be a string"));
+                None
+            }
+        }
+    }
+
+    fn check<T>(&mut self, result: Result<T, FieldError>) -> Option<T> {
+        result.map_err(|err| self.errors.push(err)).ok()
+    }
+
+    fn finish(self) -> Result<(), Error> {
+        if self.errors.is_empty() { Ok(()) } else { Err(Error::Validation(self.errors)) }
+    }
+}
+
+fn new_password(field: &str, raw: &str) -> Result<Password, FieldError> {
+    Password::new_secret(raw).map_err(|rule| FieldError::new(field, rule.code(), rule.message()))
+}
+
+// ---- DTOs --------------------------------------------------------------------------------------
+
+pub fn parse_registration(map: Map<String, Value>) -> Result<Registration, Error> {
+    let mut f = Fields::new(map);
+    let name = f.required("name").and_then(|v| f.check(Name::parse("name", &v)));
+    let email = f.required("email").and_then(|v| f.check(parse_email("email", &v)));
+    let password = f.required("password").and_then(|v| f.check(new_password("password", &v)));
+    match (name, email, password) {
+        (Some(name), Some(email), Some(password)) if f.errors.is_empty() => Ok(Registration { name, email, password }),
+        _ => Err(f.finish().err().unwrap_or(Error::Internal)),
+    }
+}
+
+pub fn parse_credentials(map: Map<String, Value>) -> Result<Credentials, Error> {
+    let mut f = Fields::new(map);
+    let email = f.required("email").and_then(|v| f.check(parse_email("email", &v)));
+    let password = f.required("password").map(|v| Password::presented(&v));
+    match (email, password) {
+        (Some(email), Some(password)) if f.errors.is_empty() => Ok(Credentials { email, password }),
+        _ => Err(f.finish().err().unwrap_or(Error::Internal)),
+    }
+}
+
+pub fn parse_refresh_token(map: Map<String, Value>) -> Result<Option<RefreshToken>, Error> {
+    let mut f = Fields::new(map);
+    let token = f.required("refresh_token");
+    f.finish()?;
+    // A string that cannot be one of ours never reaches the database.
+    Ok(token.and_then(|t| RefreshToken::parse(&t).ok()))
+}
+
+pub fn parse_profile_change(map: Map<String, Value>) -> Result<ProfileChange, Error> {
+    let mut f = Fields::new(map);
+    let name = f.optional("name").and_then(|v| f.check(Name::parse("name", &v)));
+    let email = f.optional("email").and_then(|v| f.check(parse_email("email", &v)));
+    let current_password = f.optional("current_password").map(|v| Password::presented(&v));
+    let touched = ["name", "email"].iter().any(|k| f.map.get(*k).is_some_and(|v| !v.is_null()));
+    if !touched {
+        f.errors.push(FieldError::new("body", "required", "give at least one of name and email"));
+    }
+    f.finish()?;
+    Ok(ProfileChange { name, email, current_password })
+}
+
+pub fn parse_password_change(map: Map<String, Value>) -> Result<(Password, Password), Error> {
+    let mut f = Fields::new(map);
+    let current = f.required("current_password").map(|v| Password::presented(&v));
+    let new = f.required("new_password").and_then(|v| f.check(new_password("new_password", &v)));
+    match (current, new) {
+        (Some(current), Some(new)) if f.errors.is_empty() => Ok((current, new)),
+        _ => Err(f.finish().err().unwrap_or(Error::Internal)),
+    }
+}
+
+pub fn parse_password_confirmation(map: Map<String, Value>) -> Result<Password, Error> {
+    let mut f = Fields::new(map);
+    let password = f.required("password").map(|v| Password::presented(&v));
+    match password {
+        Some(password) if f.errors.is_empty() => Ok(password),
+        _ => Err(f.finish().err().unwrap_or(Error::Internal)),
+    }
+}
+
+pub fn parse_batch(map: Map<String, Value>) -> Result<Vec<String>, Error> {
+    let mut f = Fields::new(map);
+    let ids = match f.map.get("ids") {
+        None | Some(Value::Null) => {
+            f.errors.push(FieldError::new("ids", "required", "is required"));
+            Vec::new()
+        }
+        Some(Value::Array(items)) => {
+            let mut ids = Vec::with_capacity(items.len());
+            let mut errors = Vec::new();
+            if let Err(err) = accounts::check_batch_size(items.len()) {
+                errors.push(err);
+            } else {
+                for (i, item) in items.iter().enumerate() {
+                    match item.as_str() {
+                        Some(id) if !id.is_empty() => ids.push(id.to_owned()),
+                        Some(_) => errors.push(FieldError::new(format!("ids[{i}]"), "required", "must not be empty")),
+                        None => errors.push(FieldError::new(format!("ids[{i}]"), "invalid_type", "must be a string")),
+                    }
+                }
+            }
+            f.errors.extend(errors);
+            ids
+        }
+        Some(_) => {
+            f.errors.push(FieldError::new("ids", "invalid_type", "must be an array of strings"));
+            Vec::new()
+        }
+    };
+    f.finish()?;
+    Ok(ids)
+}
+
+// ---- views -------------------------------------------------------------------------------------
+
+pub fn user_json(user: &User) -> Value {
+    json!({
+        "id": user.id,
+        "name": user.name,
+        "email": user.email,
+        "created_at": time::rfc3339(user.created_at),
+        "updated_at": time::rfc3339(user.updated_at),
+    })
+}
+
+pub fn session_json(session: &Session) -> Value {
+    json!({
+        "user": user_json(&session.user),
+        "access_token": session.access.token,
+        "token_type": "Bearer",
+        "expires_in": session.access.expires_in,
+        "refresh_token": session.refresh.as_str(),
+    })
+}
+
+// ---- handlers ----------------------------------------------------------------------------------
+
+fn open_store(source: &impl Source) -> Result<MysqlStore, Error> {
+    let url = config::required(source, config::DB_URL)?;
+    MysqlStore::open(&url).map_err(Error::from)
+}
+
+pub fn health(source: &impl Source) -> Result<Reply, Error> {
+    let store = open_store(source)?;
+    store.ping()?;
+    Ok(Reply::json(200, &json!({"status": "ok", "database": "ok"})))
+}
+
+pub fn jwks(source: &impl Source) -> Result<Reply, Error> {
+    let keys = config::signing_keys(source)?;
+    Ok(Reply {
+        status: 200,
+        headers: vec![
+            ("content-type", "application/json".into()),
+            // Short enough that a rotation (add at the end, then move to the front) propagates.
+            ("cache-control", "public, max-age=300".into()),
+        ],
+        body: Some(keys.jwks_json()),
+    })
+}
+
+pub fn register(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
+    let input = parse_registration(json_object(req.content_type, req.body)?)?;
+    let (crypto, settings) = (config::crypto(source)?, config::settings(source)?);
+    let mut store = open_store(source)?;
+    let session = accounts::register(&mut store, &crypto, &settings, &req.ctx, input)?;
+    let mut reply = Reply::json(201, &session_json(&session));
+    reply.headers.push(("location", format!("/api/v3/users/{}", session.user.id)));
+    Ok(reply)
+}
+
+pub fn login(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
+    let input = parse_credentials(json_object(req.content_type, req.body)?)?;
+    let (crypto, settings) = (config::crypto(source)?, config::settings(source)?);
+    let mut store = open_store(source)?;
+    let session = accounts::login(&mut store, &crypto, &settings, &req.ctx, input)?;
+    Ok(Reply::json(200, &session_json(&session)))
+}
+
+pub fn refresh(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
+    let token = parse_refresh_token(json_object(req.content_type, req.body)?)?.ok_or(Error::InvalidRefreshToken)?;
+    let (crypto, settings) = (config::crypto(source)?, config::settings(source)?);
+    let mut store = open_store(source)?;
+    let session = accounts::refresh(&mut store, &crypto, &settings, &req.ctx, &token)?;
+    Ok(Reply::json(200, &session_json(&session)))
+}
+
+pub fn logout(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
+    let Some(token) = parse_refresh_token(json_object(req.content_type, req.body)?)? else {
+        return Ok(Reply::no_content());
+    };
+    let mut store = open_store(source)?;
+    accounts::logout(&mut store, &req.ctx, &token)?;
+    Ok(Reply::no_content())
+}
+
+/// Verifies the bearer access token, then opens the store: (crypto, user id, store).
+fn signed_in(source: &impl Source, req: &Incoming) -> Result<(crate::domain::Crypto, String, MysqlStore), Error> {
+    let crypto = config::crypto(source)?;
+    let user_id = accounts::authenticate_user(&crypto, &req.ctx, bearer(req.authorization))?;
+    let store = open_store(source)?;
+    Ok((crypto, user_id, store))
+}
+
+pub fn me(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
+    let (crypto, user_id, mut store) = signed_in(source, req)?;
+    let user = accounts::me(&mut store, &crypto, &user_id)?;
+    Ok(Reply::json(200, &json!({ "user": user_json(&user) })))
+}
+
+pub fn update_me(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
+    let (crypto, user_id, mut store) = signed_in(source, req)?;
+    let change = parse_profile_change(json_object(req.content_type, req.body)?)?;
+    let settings = config::settings(source)?;
+    let user = accounts::update_profile(&mut store, &crypto, &settings, &req.ctx, &user_id, change)?;
+    Ok(Reply::json(200, &json!({ "user": user_json(&user) })))
+}
+
+pub fn change_password(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
+    let (crypto, user_id, mut store) = signed_in(source, req)?;
+    let (current, new) = parse_password_change(json_object(req.content_type, req.body)?)?;
+    let settings = config::settings(source)?;
+    accounts::change_password(&mut store, &crypto, &settings, &req.ctx, &user_id, &current, &new)?;
+    Ok(Reply::no_content())
+}
+
+pub fn delete_me(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
+    let (_, user_id, mut store) = signed_in(source, req)?;
+    let password = parse_password_confirmation(json_object(req.content_type, req.body)?)?;
+    let settings = config::settings(source)?;
+    accounts::delete_account(&mut store, &settings, &req.ctx, &user_id, &password)?;
+    Ok(Reply::no_content())
+}
+
+fn caller(source: &impl Source, crypto: &crate::domain::Crypto, req: &Incoming) -> Result<Caller, Error> {
+    accounts::authenticate_caller(crypto, &req.ctx, bearer(req.authorization), || config::trusted_services(source))
+}
+
+pub fn get_user(source: &impl Source, req: &Incoming, id: &str) -> Result<Reply, Error> {
+    let crypto = config::crypto(source)?;
+    let caller = caller(source, &crypto, req)?;
+    let settings = config::settings(source)?;
+    let mut store = open_store(source)?;
+    let user = accounts::read_user(&mut store, &crypto, &settings, &req.ctx, &caller, id)?;
+    Ok(Reply::json(200, &json!({ "user": user_json(&user) })))
+}
+
+pub fn batch_users(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
+    let crypto = config::crypto(source)?;
+    let caller = caller(source, &crypto, req)?;
+    let ids = parse_batch(json_object(req.content_type, req.body)?)?;
+    let settings = config::settings(source)?;
+    let mut store = open_store(source)?;
+    let (users, missing) = accounts::read_users(&mut store, &crypto, &settings, &req.ctx, &caller, ids)?;
+    let users: Vec<Value> = users.iter().map(user_json).collect();
+    Ok(Reply::json(200, &json!({ "users": users, "missing": missing })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn body_rules_in_order() {
+        let big = vec![b' '; MAX_BODY_BYTES + 1];
+        assert_eq!(json_object(Some("application/json"), &big).unwrap_err(), Error::PayloadTooLarge);
+        assert_eq!(json_object(Some("text/plain"), b"{}").unwrap_err(), Error::UnsupportedMediaType);
+        assert_eq!(json_object(None, b"{}").unwrap_err(), Error::UnsupportedMediaType);
+        assert_eq!(json_object(Some("application/json"), b"{\"a\":").unwrap_err(), Error::MalformedJson);
+        assert_eq!(json_object(Some("application/json"), b"[1]").unwrap_err(), Error::BodyNotObject);
+        assert!(json_object(Some("Application/JSON; charset=utf-8"), b"{\"x\":1}").is_ok());
+        assert_eq!(json_object(Some("application/json"), b"\xff\xfe").unwrap_err(), Error::MalformedJson);
+    }
+
+    #[test]
+    fn registration_lists_every_invalid_field() {
+        let err = parse_registration(obj(json!({"name": 5, "email": "nope", "extra": true}))).err().expect("invalid");
+        let Error::Validation(errors) = err else { panic!("not a validation error") };
+        let fields: Vec<(&str, &str)> = errors.iter().map(|e| (e.field.as_str(), e.code)).collect();
+        assert_eq!(fields, vec![("name", "invalid_type"), ("email", "invalid_email"), ("password", "required")]);
+        let ok = parse_registration(obj(json!({"name": "A", "email": "a@example.org", "password": "kiwi-banana-77", "unknown": 1})));
+        assert!(ok.is_ok());
+        let Error::Validation(errors) = parse_registration(obj(json!({"name": "A", "email": "a@example.org", "password": "password1"}))).err().expect("common") else {
+            panic!("not a validation error")
+        };
+        assert_eq!((errors[0].field.as_str(), errors[0].code), ("password", "too_common"));
+    }
+
+    #[test]
+    fn batch_bounds_and_types() {
+        assert_eq!(parse_batch(obj(json!({"ids": ["a", "b"]}))).expect("ok"), vec!["a", "b"]);
+        for (body, field, code) in [
+            (json!({}), "ids", "required"),
+            (json!({"ids": []}), "ids", "too_few"),
+            (json!({"ids": "a"}), "ids", "invalid_type"),
+            (json!({"ids": ["a", 3]}), "ids[1]", "invalid_type"),
+        ] {
+            let Error::Validation(errors) = parse_batch(obj(body)).unwrap_err() else { panic!("not validation") };
+            assert_eq!((errors[0].field.as_str(), errors[0].code), (field, code));
+        }
+        let many: Vec<String> = (0..101).map(|i| i.to_string()).collect();
+        let Error::Validation(errors) = parse_batch(obj(json!({ "ids": many }))).unwrap_err() else { panic!("not validation") };
+        assert_eq!(errors[0].code, "too_many");
+    }
+
+    #[test]
+    fn profile_change_needs_a_field() {
+        assert!(parse_profile_change(obj(json!({"current_password": "x"}))).is_err());
+        assert!(parse_profile_change(obj(json!({"name": "New"}))).is_ok());
+    }
+
+    #[test]
+    fn headers() {
+        assert_eq!(bearer(Some("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(Some("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer(Some("Basic abc")), None);
+        assert_eq!(bearer(Some("Bearer")), None);
+        assert_eq!(client_ip(Some("127.0.0.1:5000")), "127.0.0.1");
+        assert_eq!(client_ip(Some("[::1]:5000")), "::1");
+        assert_eq!(client_ip(Some("garbage")), "unknown");
+        assert_eq!(client_ip(None), "unknown");
+    }
+
+    #[test]
+    fn users_render_rfc3339_and_no_secrets() {
+        let user = User { id: "u".into(), name: "N".into(), email: "e@example.org".into(), created_at: 0, updated_at: 1_700_000_000 };
+        let v = user_json(&user);
+        assert_eq!(v["created_at"], "1970-01-01T00:00:00Z");
+        assert_eq!(v["updated_at"], "2023-11-14T22:13:20Z");
+        assert_eq!(v.as_object().map(|m| m.len()), Some(5));
+    }
 }

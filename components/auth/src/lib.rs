@@ -1,20 +1,87 @@
-//! The auth component: identity (name, encrypted email, password) and tokens.
+//! The auth component: identity (name, encrypted email, password), tokens, and the user reads
+//! the customer component makes.
 //!
-//! Routing lives here and only here; handlers sit in `api`, configuration names in `config`,
-//! and every error becomes RFC 9457 problem+json in `problem`.
+//! Layers: `lib.rs` routes (this file, the only one besides `config::Spin` and `store::mysql`
+//! that touches `spin_sdk`) → `api` (request parts → validated values, JSON views) → `domain`
+//! (rules, behind the `domain::ports::Store` trait) → `store::mysql` (SQL). Every error becomes
+//! problem+json in `error`.
 
-mod api;
-mod config;
-mod problem;
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod routes;
+pub mod store;
 
-use spin_sdk::http::{Request, Response, Router};
-use spin_sdk::http_component;
+use spin_sdk::http::{Method, Request, Response};
 
-#[http_component]
+use api::{Incoming, Reply};
+use config::Spin;
+use error::Error;
+use routes::Endpoint;
+
+// The export exists only in the component: natively, the `wasi:http/...` symbol name breaks the
+// cdylib's linker version script, and `cargo test -p auth` needs the crate to link.
+#[cfg_attr(target_arch = "wasm32", spin_sdk::http_component)]
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 fn handle(request: Request) -> Response {
-    let mut router = Router::new();
-    router.get("/api/v3/auth/health", api::health);
-    router.any("/api/v3/auth/*", api::not_found);
-    router.any("/api/v3/users/*", api::not_found);
-    router.handle(request)
+    let method = method_name(request.method());
+    let result = routes::resolve(method, request.path()).and_then(|(endpoint, id)| dispatch(&request, endpoint, id.as_deref()));
+    match result {
+        Ok(reply) => respond(reply.status, reply.headers, reply.body),
+        Err(err) => {
+            let rendered = err.render();
+            respond(rendered.status, rendered.headers, Some(rendered.body))
+        }
+    }
+}
+
+fn dispatch(request: &Request, endpoint: Endpoint, id: Option<&str>) -> Result<Reply, Error> {
+    let (now, now_ms) = domain::time::now();
+    let header = |name: &str| request.header(name).and_then(|value| value.as_str());
+    let incoming = Incoming {
+        content_type: header("content-type"),
+        authorization: header("authorization"),
+        body: request.body(),
+        ctx: domain::Ctx { now, now_ms, client_addr: api::client_ip(header("spin-client-addr")) },
+    };
+    let source = Spin;
+    match endpoint {
+        Endpoint::Health => api::health(&source),
+        Endpoint::Jwks => api::jwks(&source),
+        Endpoint::Register => api::register(&source, &incoming),
+        Endpoint::Login => api::login(&source, &incoming),
+        Endpoint::Refresh => api::refresh(&source, &incoming),
+        Endpoint::Logout => api::logout(&source, &incoming),
+        Endpoint::Me => api::me(&source, &incoming),
+        Endpoint::UpdateMe => api::update_me(&source, &incoming),
+        Endpoint::DeleteMe => api::delete_me(&source, &incoming),
+        Endpoint::ChangePassword => api::change_password(&source, &incoming),
+        Endpoint::Batch => api::batch_users(&source, &incoming),
+        Endpoint::User => api::get_user(&source, &incoming, id.unwrap_or_default()),
+    }
+}
+
+fn method_name(method: &Method) -> &str {
+    match method {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Delete => "DELETE",
+        Method::Connect => "CONNECT",
+        Method::Options => "OPTIONS",
+        Method::Trace => "TRACE",
+        Method::Patch => "PATCH",
+        Method::Other(other) => other,
+    }
+}
+
+fn respond(status: u16, headers: Vec<(&'static str, String)>, body: Option<String>) -> Response {
+    let mut builder = Response::builder();
+    builder.status(status);
+    for (name, value) in headers {
+        builder.header(name, value);
+    }
+    builder.body(body.unwrap_or_default()).build()
 }

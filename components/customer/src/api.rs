@@ -1,66 +1,737 @@
-//! HTTP handlers: wire in, domain call, wire out.
+//! HTTP handlers: wire in (DTO → domain values), the rules, wire out (domain → JSON). Every
+//! error goes through `error.rs`; every write honours `Idempotency-Key`.
 
+use std::cell::OnceCell;
 use std::time::Duration;
 
+use serde::Deserialize;
+use serde_json::{Value, json};
 use spin_sdk::http::{Params, Request, Response};
-use spin_sdk::mysql::Connection;
 
+use crate::auth_client::{AuthClient, AuthSettings};
 use crate::config;
-use crate::outbound::{self, Timeouts};
-use crate::problem::Problem;
+use crate::domain::billing::{self, Ctx};
+use crate::domain::idempotency::{self, Begin};
+use crate::domain::webhook::{self, Event, Outcome};
+use crate::domain::{
+    AreaIds, AreaIdsError, Customer, IdempotencyKey, PriceId, ProfileLookup, ProfileSource, Profiles,
+    Subscription, UserId, is_stripe_id,
+};
+use crate::error::Error;
+use crate::kv::SpinKv;
+use crate::outbound::WasiTransport;
+use crate::problem::FieldError;
+use crate::store::mysql::MysqlStore;
+use crate::stripe::{StripeClient, StripeSecret};
+use crate::transport::Timeouts;
 
-/// How long health waits for auth before calling it unavailable.
-const AUTH_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest request body read (as auth).
+pub const MAX_BODY: usize = 64 * 1024;
+/// Largest webhook payload read.
+pub const MAX_WEBHOOK_BODY: usize = 512 * 1024;
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `GET /api/v3/customers/health`: a real round trip to customer's database (`SELECT 1`, no
-/// table needed), plus auth's reachability through `auth_service_url` (service chaining by
-/// default) with its latency. Auth being down degrades, but does not fail, customer's health.
-pub fn health(_request: Request, _params: Params) -> Response {
-    if let Err(problem) = check_database() {
-        return problem.into_response();
+// ---- wire types ----------------------------------------------------------------------------------
+
+/// A request as the handlers see it.
+pub struct Req {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Req {
+    pub fn from_spin(request: &Request) -> Self {
+        Self {
+            method: request.method().to_string().to_ascii_uppercase(),
+            path: request.path().to_string(),
+            query: request.query().to_string(),
+            headers: request
+                .headers()
+                .filter_map(|(n, v)| v.as_str().map(|v| (n.to_ascii_lowercase(), v.to_string())))
+                .collect(),
+            body: request.body().to_vec(),
+        }
     }
-    let auth = match auth_health() {
-        Ok(latency) => serde_json::json!({"status": "ok", "latency_ms": latency}),
-        Err(reason) => serde_json::json!({"status": "unavailable", "reason": reason}),
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        form_urlencoded::parse(self.query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    }
+}
+
+/// An answer before it becomes a Spin response (and what the idempotency table keeps).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: &Value) -> Self {
+        Self { status, content_type: "application/json".into(), body: body.to_string(), headers: Vec::new() }
+    }
+
+    pub fn no_content() -> Self {
+        Self { status: 204, content_type: String::new(), body: String::new(), headers: Vec::new() }
+    }
+
+    pub fn error(err: &Error) -> Self {
+        let problem = err.problem();
+        let mut headers = Vec::new();
+        if let Some(seconds) = problem.retry_after {
+            headers.push(("retry-after".to_string(), seconds.to_string()));
+        }
+        if problem.status == 401 {
+            headers.push(("www-authenticate".to_string(), "Bearer".to_string()));
+        }
+        Self { status: problem.status, content_type: "application/problem+json".into(), body: problem.body(), headers }
+    }
+
+    pub fn into_response(self) -> Response {
+        let mut builder = Response::builder();
+        builder.status(self.status);
+        if !self.content_type.is_empty() {
+            builder.header("content-type", self.content_type);
+        }
+        for (name, value) in self.headers {
+            builder.header(name, value);
+        }
+        builder.body(self.body).build()
+    }
+}
+
+fn respond(result: Result<Reply, Error>) -> Response {
+    match result {
+        Ok(reply) => reply.into_response(),
+        Err(err) => Reply::error(&err).into_response(),
+    }
+}
+
+/// RFC 3339 UTC from Unix seconds.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn customer_json(c: &Customer) -> Value {
+    json!({
+        "id": c.id,
+        "stripe_customer_id": c.stripe_customer_id,
+        "area_ids": c.area_ids.as_slice(),
+        "created_at": rfc3339(c.created_at),
+        "updated_at": rfc3339(c.updated_at),
+    })
+}
+
+fn subscription_json(s: &Subscription) -> Value {
+    json!({
+        "id": s.id,
+        "stripe_subscription_id": s.stripe_subscription_id,
+        "status": s.status.as_str(),
+        "price_id": s.price_id,
+        "current_period_end": s.current_period_end.map(rfc3339),
+        "cancel_at_period_end": s.cancel_at_period_end,
+    })
+}
+
+fn profile_json(lookup: &ProfileLookup) -> Value {
+    let (source, stale, age) = match lookup.source {
+        ProfileSource::Auth => ("auth", false, None),
+        ProfileSource::Cache => ("cache", false, None),
+        ProfileSource::StaleCache { age } => ("stale_cache", true, Some(age)),
     };
-    json(200, &serde_json::json!({"status": "ok", "database": "ok", "auth": auth}))
+    json!({
+        "id": lookup.profile.id,
+        "name": lookup.profile.name,
+        "email": lookup.profile.email,
+        "source": source,
+        "stale": stale,
+        "age_seconds": age,
+    })
 }
 
-fn check_database() -> Result<(), Problem> {
-    let url = config::required(config::DB_URL)?;
-    let connection = Connection::open(&url).map_err(|err| {
-        eprintln!("health: failed to open the database connection: {err}");
-        Problem::database_unavailable()
-    })?;
-    connection.query("SELECT 1", &[]).map_err(|err| {
-        eprintln!("health: SELECT 1 failed: {err}");
-        Problem::database_unavailable()
-    })?;
-    Ok(())
+// ---- request bodies (DTO → domain) -----------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+pub struct AreaIdsDto {
+    pub area_ids: Option<Value>,
 }
 
-/// Calls auth's health route; returns the latency in milliseconds.
-fn auth_health() -> Result<f64, String> {
-    let base = config::required(config::AUTH_SERVICE_URL).map_err(|_| "auth_service_url is not set".to_string())?;
-    let url = format!("{}/api/v3/auth/health", base.trim_end_matches('/'));
-    let response = outbound::send("GET", &url, &[], None, Timeouts::all(AUTH_HEALTH_TIMEOUT), 16 * 1024)
-        .map_err(|err| err.to_string())?;
-    let latency = response.elapsed.as_secs_f64() * 1000.0;
-    eprintln!("auth call: GET /api/v3/auth/health status={} latency_ms={latency:.2}", response.status);
-    match response.status {
-        200 => Ok((latency * 100.0).round() / 100.0),
-        status => Err(format!("auth answered {status}")),
+impl TryFrom<AreaIdsDto> for AreaIds {
+    type Error = Error;
+
+    fn try_from(dto: AreaIdsDto) -> Result<Self, Error> {
+        let Some(raw) = dto.area_ids else {
+            return Err(Error::field("area_ids", "is required"));
+        };
+        let Some(items) = raw.as_array() else {
+            return Err(Error::field("area_ids", "must be an array of integers"));
+        };
+        let mut values = Vec::with_capacity(items.len());
+        let mut errors = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            match item.as_i64() {
+                Some(v) => values.push(v),
+                None => errors.push(FieldError { field: format!("area_ids[{index}]"), message: "must be an integer".into() }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Error::Validation(errors));
+        }
+        AreaIds::parse(&values).map_err(|err| {
+            let field = match err {
+                AreaIdsError::NotPositive { index } | AreaIdsError::TooLarge { index, .. } => format!("area_ids[{index}]"),
+                _ => "area_ids".to_string(),
+            };
+            Error::field(field, err.to_string())
+        })
     }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SubscribeDto {
+    pub price_id: Option<Value>,
+}
+
+impl TryFrom<SubscribeDto> for PriceId {
+    type Error = Error;
+
+    fn try_from(dto: SubscribeDto) -> Result<Self, Error> {
+        match dto.price_id {
+            None => Err(Error::field("price_id", "is required")),
+            Some(Value::String(s)) => PriceId::parse(&s).map_err(|m| Error::field("price_id", m)),
+            Some(_) => Err(Error::field("price_id", "must be a string")),
+        }
+    }
+}
+
+/// A JSON body: size, content type, syntax (unknown fields are ignored, as in auth).
+pub fn json_body<T: serde::de::DeserializeOwned>(req: &Req) -> Result<T, Error> {
+    if req.body.len() > MAX_BODY {
+        return Err(Error::PayloadTooLarge);
+    }
+    let content_type = req.header("content-type").unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/json") {
+        return Err(Error::UnsupportedMediaType);
+    }
+    serde_json::from_slice(&req.body).map_err(|err| {
+        if err.is_data() {
+            Error::field("body", "must be a JSON object with the documented fields")
+        } else {
+            Error::bad_request("malformed_json", "The body is not valid JSON.")
+        }
+    })
+}
+
+// ---- per-request dependencies ------------------------------------------------------------------
+
+pub struct Deps {
+    pub now: i64,
+    transport: WasiTransport,
+    kv: SpinKv,
+    store: OnceCell<Result<MysqlStore, Error>>,
+    service_keys: OnceCell<Result<tokens::SigningKeys, Error>>,
+}
+
+impl Deps {
+    pub fn new() -> Self {
+        Self {
+            now: i64::try_from(tokens::now_unix()).unwrap_or(i64::MAX),
+            transport: WasiTransport,
+            kv: SpinKv::new(),
+            store: OnceCell::new(),
+            service_keys: OnceCell::new(),
+        }
+    }
+
+    pub fn store(&self) -> Result<&MysqlStore, Error> {
+        self.store
+            .get_or_init(|| {
+                let url = config::required(config::DB_URL)?;
+                MysqlStore::open(&url).map_err(|err| {
+                    eprintln!("store: cannot open the database connection: {err}");
+                    Error::DatabaseUnavailable
+                })
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn service_keys(&self) -> Result<&tokens::SigningKeys, Error> {
+        self.service_keys
+            .get_or_init(|| {
+                let raw = config::required(config::SERVICE_TOKEN_KEY)?;
+                tokens::SigningKeys::parse(&raw)
+                    .map_err(|e| Error::Misconfigured { variable: config::SERVICE_TOKEN_KEY, what: format!("is invalid: {e}") })
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn auth_settings(&self) -> Result<AuthSettings, Error> {
+        let timeout = Duration::from_millis(u64::try_from(config::number(config::AUTH_TIMEOUT_MS, 2000)?).unwrap_or(2000));
+        Ok(AuthSettings {
+            base_url: config::required(config::AUTH_SERVICE_URL)?,
+            timeouts: Timeouts { connect: timeout.min(Duration::from_secs(1)), first_byte: timeout, between_bytes: timeout },
+            cache_ttl: config::number(config::PROFILE_CACHE_TTL_SECS, 60)?,
+            stale_ttl: 24 * 60 * 60,
+            threshold: 5,
+            cooldown: 15,
+        })
+    }
+
+    /// The auth client with the service key (profiles).
+    pub fn auth(&self) -> Result<AuthClient<'_>, Error> {
+        Ok(AuthClient::new(self.auth_settings()?, &self.transport, &self.kv, Some(self.service_keys()?), self.now))
+    }
+
+    /// The auth client without a service key (JWKS, health, login).
+    pub fn auth_public(&self) -> Result<AuthClient<'_>, Error> {
+        Ok(AuthClient::new(self.auth_settings()?, &self.transport, &self.kv, None, self.now))
+    }
+
+    pub fn stripe(&self) -> Result<StripeClient<'_>, Error> {
+        let base = config::required(config::STRIPE_API_BASE)?;
+        let secret = StripeSecret::new(config::required(config::STRIPE_SECRET_KEY)?);
+        Ok(StripeClient::new(&base, secret, &self.transport))
+    }
+}
+
+// ---- authentication --------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    User(UserId),
+    Service(String),
+}
+
+impl Principal {
+    /// The idempotency scope and audit actor.
+    pub fn key(&self) -> String {
+        match self {
+            Self::User(id) => format!("user:{id}"),
+            Self::Service(name) => format!("service:{name}"),
+        }
+    }
+}
+
+fn bearer(req: &Req) -> Result<&str, Error> {
+    let header = req.header("authorization").ok_or(Error::Unauthorized("A bearer token is required."))?;
+    let (scheme, token) = header.split_once(' ').ok_or(Error::Unauthorized("A bearer token is required."))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(Error::Unauthorized("A bearer token is required."));
+    }
+    Ok(token.trim())
+}
+
+/// Verifies an access token (auth's keys, from `auth_jwks` or auth's JWKS) or a service token
+/// (keys in `trusted_service_keys`).
+pub fn authenticate(req: &Req, deps: &Deps) -> Result<Principal, Error> {
+    use tokens::VerifyError;
+    let token = bearer(req)?;
+    let now = u64::try_from(deps.now).unwrap_or(0);
+    let access = tokens::AccessTokenConfig::new(tokens::ACCESS_TOKEN_ISSUER, tokens::ACCESS_TOKEN_AUDIENCE);
+    let configured = config::optional(config::AUTH_JWKS);
+    let result = if configured.is_empty() {
+        let auth = deps.auth_public()?;
+        let verifier = auth.jwks(false)?;
+        match verifier.verify_access_token(token, &access, now) {
+            Err(VerifyError::UnknownKid) => auth.jwks(true)?.verify_access_token(token, &access, now),
+            other => other,
+        }
+    } else {
+        tokens::Verifier::from_jwks(&configured)
+            .map_err(|e| Error::Misconfigured { variable: config::AUTH_JWKS, what: format!("is invalid: {e}") })?
+            .verify_access_token(token, &access, now)
+    };
+    match result {
+        Ok(claims) => UserId::parse(&claims.subject)
+            .map(Principal::User)
+            .map_err(|_| Error::Unauthorized("The token's subject is not a user id.")),
+        Err(VerifyError::WrongType) => {
+            let trusted = config::optional(config::TRUSTED_SERVICE_KEYS);
+            if trusted.is_empty() {
+                return Err(Error::Unauthorized("The token is not valid."));
+            }
+            let keys = tokens::TrustedServiceKeys::parse(&trusted).map_err(|e| Error::Misconfigured {
+                variable: config::TRUSTED_SERVICE_KEYS,
+                what: format!("is invalid: {e}"),
+            })?;
+            match keys.verify_service_token(token, now) {
+                Ok(claims) => Ok(Principal::Service(claims.service)),
+                Err(err) => {
+                    eprintln!("auth: service token refused: {err}");
+                    Err(Error::Unauthorized("The token is not valid."))
+                }
+            }
+        }
+        Err(err) => {
+            eprintln!("auth: access token refused: {err}");
+            Err(Error::Unauthorized("The token is not valid."))
+        }
+    }
+}
+
+fn user_only(principal: Principal) -> Result<UserId, Error> {
+    match principal {
+        Principal::User(id) => Ok(id),
+        Principal::Service(_) => Err(Error::Forbidden),
+    }
+}
+
+// ---- idempotency -----------------------------------------------------------------------------------
+
+/// Runs a write under the request's `Idempotency-Key`, if it has one.
+fn idempotent(req: &Req, deps: &Deps, principal: &Principal, run: impl FnOnce() -> Result<Reply, Error>) -> Result<Reply, Error> {
+    let Some(raw) = req.header("idempotency-key") else {
+        return run();
+    };
+    let key = IdempotencyKey::parse(raw)
+        .map_err(|m| Error::bad_request("invalid_idempotency_key", format!("Idempotency-Key {m}.")))?;
+    let store = deps.store()?;
+    let target = if req.query.is_empty() { req.path.clone() } else { format!("{}?{}", req.path, req.query) };
+    let hash = idempotency::fingerprint(&req.method, &target, &req.body);
+    let scope = principal.key();
+    match idempotency::begin(store, &scope, key.as_str(), &hash, deps.now)? {
+        Begin::Replay { status, content_type, body } => Ok(Reply {
+            status,
+            content_type,
+            body,
+            headers: vec![("idempotent-replayed".into(), "true".into())],
+        }),
+        Begin::Proceed => {
+            let reply = run().unwrap_or_else(|err| Reply::error(&err));
+            idempotency::finish(store, &scope, key.as_str(), reply.status, &reply.content_type, &reply.body);
+            Ok(reply)
+        }
+    }
+}
+
+// ---- handlers --------------------------------------------------------------------------------------
+
+/// `GET /api/v3/customers/health`: the database (required), auth and Stripe (reported with their
+/// latency; their being down degrades but does not fail health).
+pub fn health(_request: Request, _params: Params) -> Response {
+    let deps = Deps::new();
+    respond((|| {
+        deps.store()?.ping().map_err(|err| {
+            eprintln!("health: SELECT 1 failed: {err}");
+            Error::DatabaseUnavailable
+        })?;
+        let auth = match deps.auth_public().and_then(|a| Ok(a.health())) {
+            Ok(Ok(latency)) => json!({"status": "ok", "latency_ms": latency}),
+            Ok(Err(reason)) => json!({"status": "unavailable", "reason": reason}),
+            Err(err) => json!({"status": "unavailable", "reason": err.problem().detail}),
+        };
+        let stripe = match deps.stripe().map(|s| s.ping(Timeouts::all(HEALTH_TIMEOUT))) {
+            Ok(Ok(latency)) => {
+                let ms = latency.as_secs_f64() * 1000.0;
+                eprintln!("stripe call: GET /v1/balance (health) latency_ms={ms:.2}");
+                json!({"status": "ok", "latency_ms": (ms * 100.0).round() / 100.0})
+            }
+            Ok(Err(reason)) => json!({"status": "unavailable", "reason": reason}),
+            Err(err) => json!({"status": "unavailable", "reason": err.problem().detail}),
+        };
+        Ok(Reply::json(200, &json!({"status": "ok", "database": "ok", "auth": auth, "stripe": stripe})))
+    })())
+}
+
+/// Runs a handler with authentication and the per-request dependencies.
+fn with_principal(request: &Request, run: impl FnOnce(&Req, &Deps, Principal) -> Result<Reply, Error>) -> Response {
+    let req = Req::from_spin(request);
+    let deps = Deps::new();
+    respond(authenticate(&req, &deps).and_then(|principal| run(&req, &deps, principal)))
+}
+
+fn ctx_run<T>(deps: &Deps, run: impl FnOnce(&Ctx<'_>) -> Result<T, Error>) -> Result<T, Error> {
+    let store = deps.store()?;
+    let stripe = deps.stripe()?;
+    let auth = deps.auth()?;
+    run(&Ctx { store, stripe: &stripe, profiles: &auth, now: deps.now })
+}
+
+/// `POST /api/v3/customers`
+pub fn create_customer(request: Request, _params: Params) -> Response {
+    with_principal(&request, |req, deps, principal| {
+        idempotent(req, deps, &principal, || {
+            let user = user_only(principal.clone())?;
+            let areas = AreaIds::try_from(json_body::<AreaIdsDto>(req)?)?;
+            let customer = ctx_run(deps, |ctx| billing::create_customer(ctx, &user, &areas))?;
+            Ok(Reply::json(201, &customer_json(&customer)))
+        })
+    })
+}
+
+/// `GET /api/v3/customers/me[?include=profile]`
+pub fn get_me(request: Request, _params: Params) -> Response {
+    with_principal(&request, |req, deps, principal| {
+        let user = user_only(principal)?;
+        customer_reply(req, deps, &user)
+    })
+}
+
+fn customer_reply(req: &Req, deps: &Deps, user: &UserId) -> Result<Reply, Error> {
+    let customer = billing::get_customer(deps.store()?, user)?;
+    let mut body = customer_json(&customer);
+    match req.query_param("include").as_deref() {
+        None | Some("") => {}
+        Some("profile") => {
+            // Auth being down never fails this read: the profile is left out and said so.
+            match deps.auth()?.profile(user.as_str()) {
+                Ok(lookup) => body["profile"] = profile_json(&lookup),
+                Err(err) => {
+                    let err = Error::from(err);
+                    let problem = err.problem();
+                    body["profile"] = Value::Null;
+                    body["profile_error"] = json!({"code": problem.code, "detail": problem.detail, "retry_after": problem.retry_after});
+                }
+            }
+        }
+        Some(_) => return Err(Error::bad_request("invalid_query", "include may only be `profile`.")),
+    }
+    Ok(Reply::json(200, &body))
+}
+
+/// `PATCH /api/v3/customers/me`
+pub fn patch_me(request: Request, _params: Params) -> Response {
+    with_principal(&request, |req, deps, principal| {
+        idempotent(req, deps, &principal, || {
+            let user = user_only(principal.clone())?;
+            let areas = AreaIds::try_from(json_body::<AreaIdsDto>(req)?)?;
+            let customer = billing::update_areas(deps.store()?, &user, &areas, deps.now)?;
+            Ok(Reply::json(200, &customer_json(&customer)))
+        })
+    })
+}
+
+/// `DELETE /api/v3/customers/me`
+pub fn delete_me(request: Request, _params: Params) -> Response {
+    with_principal(&request, |req, deps, principal| {
+        idempotent(req, deps, &principal, || {
+            let user = user_only(principal.clone())?;
+            ctx_run(deps, |ctx| billing::delete_customer(ctx, &user))?;
+            Ok(Reply::no_content())
+        })
+    })
+}
+
+/// `GET /api/v3/customers/{id}`: services, or the user itself (anyone else: 404, as if absent).
+pub fn get_by_id(request: Request, params: Params) -> Response {
+    let id = params.get("id").unwrap_or_default().to_string();
+    with_principal(&request, move |req, deps, principal| {
+        let user = UserId::parse(&id).map_err(|_| Error::not_found("No such customer."))?;
+        match &principal {
+            Principal::Service(name) => {
+                eprintln!("customer: service {name} reads customer {user}");
+                customer_reply(req, deps, &user).map_err(|err| match err {
+                    Error::NotFound { .. } => Error::not_found("No such customer."),
+                    other => other,
+                })
+            }
+            Principal::User(me) if *me == user => customer_reply(req, deps, &user),
+            Principal::User(_) => Err(Error::not_found("No such customer.")),
+        }
+    })
+}
+
+/// `POST /api/v3/customers/me/subscriptions`
+pub fn create_subscription(request: Request, _params: Params) -> Response {
+    with_principal(&request, |req, deps, principal| {
+        idempotent(req, deps, &principal, || {
+            let user = user_only(principal.clone())?;
+            let price = PriceId::try_from(json_body::<SubscribeDto>(req)?)?;
+            let sub = ctx_run(deps, |ctx| billing::subscribe(ctx, &user, &price))?;
+            Ok(Reply::json(201, &subscription_json(&sub)))
+        })
+    })
+}
+
+/// `GET /api/v3/customers/me/subscriptions`
+pub fn list_subscriptions(request: Request, _params: Params) -> Response {
+    with_principal(&request, |_req, deps, principal| {
+        let user = user_only(principal)?;
+        let subs = billing::list_subscriptions(deps.store()?, &user)?;
+        Ok(Reply::json(200, &json!({"subscriptions": subs.iter().map(subscription_json).collect::<Vec<_>>()})))
+    })
+}
+
+/// `DELETE /api/v3/customers/me/subscriptions/{id}[?at_period_end=false]`
+pub fn cancel_subscription(request: Request, params: Params) -> Response {
+    let id = params.get("id").unwrap_or_default().to_string();
+    with_principal(&request, move |req, deps, principal| {
+        idempotent(req, deps, &principal, || {
+            let user = user_only(principal.clone())?;
+            if uuid::Uuid::parse_str(&id).is_err() {
+                return Err(Error::not_found("No such subscription."));
+            }
+            let at_period_end = match req.query_param("at_period_end").as_deref() {
+                None | Some("true") => true,
+                Some("false") => false,
+                Some(_) => return Err(Error::bad_request("invalid_query", "at_period_end must be true or false.")),
+            };
+            let sub = ctx_run(deps, |ctx| billing::cancel_subscription(ctx, &user, &id, at_period_end))?;
+            Ok(Reply::json(200, &subscription_json(&sub)))
+        })
+    })
+}
+
+/// `GET /api/v3/customers/me/invoices[?limit=&starting_after=]`
+pub fn invoices(request: Request, _params: Params) -> Response {
+    with_principal(&request, |req, deps, principal| {
+        let user = user_only(principal)?;
+        let limit = match req.query_param("limit") {
+            None => 10,
+            Some(raw) => match raw.parse::<u32>() {
+                Ok(n) if (1..=100).contains(&n) => n,
+                _ => return Err(Error::bad_request("invalid_query", "limit must be an integer from 1 to 100.")),
+            },
+        };
+        let cursor = req.query_param("starting_after");
+        if let Some(c) = &cursor {
+            if !is_stripe_id(c) {
+                return Err(Error::bad_request("invalid_query", "starting_after must be an invoice id."));
+            }
+        }
+        let (profile, page) = ctx_run(deps, |ctx| billing::invoices(ctx, &user, limit, cursor.as_deref()))?;
+        let next_cursor = if page.has_more { page.invoices.last().map(|i| i.id.clone()) } else { None };
+        let bill_to = profile_json(&profile);
+        Ok(Reply::json(
+            200,
+            &json!({
+                "bill_to": {"name": bill_to["name"], "email": bill_to["email"], "source": bill_to["source"], "stale": bill_to["stale"]},
+                "invoices": page.invoices.iter().map(|i| json!({
+                    "id": i.id,
+                    "number": i.number,
+                    "status": i.status,
+                    "amount_due": i.amount_due,
+                    "amount_paid": i.amount_paid,
+                    "currency": i.currency,
+                    "created": rfc3339(i.created),
+                    "hosted_invoice_url": i.hosted_invoice_url,
+                })).collect::<Vec<_>>(),
+                "has_more": page.has_more,
+                "next_cursor": next_cursor,
+            }),
+        ))
+    })
+}
+
+/// `POST /api/v3/billing/stripe/webhook`
+pub fn stripe_webhook(request: Request, _params: Params) -> Response {
+    let req = Req::from_spin(&request);
+    let deps = Deps::new();
+    respond((|| {
+        if req.body.len() > MAX_WEBHOOK_BODY {
+            return Err(Error::PayloadTooLarge);
+        }
+        let secrets = config::required(config::STRIPE_WEBHOOK_SECRET)?;
+        let secrets: Vec<&str> = secrets.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        webhook::verify_signature(req.header("stripe-signature"), &req.body, &secrets, deps.now, webhook::TOLERANCE_SECS)
+            .map_err(|err| {
+                eprintln!("webhook: refused: {err}");
+                Error::from(err)
+            })?;
+        let event = Event::parse(&req.body)?;
+        let store = deps.store()?;
+        let stripe = deps.stripe()?;
+        let outcome = webhook::handle(store, &stripe, &event, deps.now)?;
+        eprintln!("webhook: {} {} created={} outcome={}", event.id, event.kind, event.created, outcome.as_str());
+        Ok(Reply::json(
+            200,
+            &json!({"received": true, "duplicate": outcome == Outcome::Duplicate, "outcome": outcome.as_str()}),
+        ))
+    })())
+}
+
+/// `POST /api/v3/auth/login`: the seed's login proxy. Reaches this component only in a split
+/// deployment (customer alone, auth elsewhere via `auth_service_url`); in the combined app the
+/// route belongs to auth. The answer (tokens included) is passed through untouched.
+pub fn login_proxy(request: Request, _params: Params) -> Response {
+    let req = Req::from_spin(&request);
+    let deps = Deps::new();
+    respond((|| {
+        if req.header("x-forwarded-by") == Some("customer") {
+            return Err(Error::Internal("login proxy loop: auth_service_url points back at customer".into()));
+        }
+        if req.body.len() > MAX_BODY {
+            return Err(Error::PayloadTooLarge);
+        }
+        let auth = deps.auth_public()?;
+        let response = auth.login(req.body.clone(), req.header("spin-client-addr")).map_err(|err| {
+            eprintln!("auth: login proxy failed: {err}");
+            Error::AuthUnavailable { retry_after: 5 }
+        })?;
+        let mut headers = Vec::new();
+        if let Some(retry) = response.header("retry-after") {
+            headers.push(("retry-after".to_string(), retry.to_string()));
+        }
+        Ok(Reply {
+            status: response.status,
+            content_type: response.header("content-type").unwrap_or("application/json").to_string(),
+            body: String::from_utf8_lossy(&response.body).into_owned(),
+            headers,
+        })
+    })())
 }
 
 pub fn not_found(request: Request, _params: Params) -> Response {
-    Problem::not_found(request.path()).into_response()
+    Reply::error(&Error::not_found(format!("No resource at {}.", request.path()))).into_response()
 }
 
-fn json(status: u16, body: &serde_json::Value) -> Response {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .build()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    fn areas(body: Value) -> Result<AreaIds, Error> {
+        AreaIds::try_from(serde_json::from_value::<AreaIdsDto>(body).unwrap())
+    }
+
+    #[test]
+    fn area_dtos_name_the_field_that_is_wrong() {
+        assert_eq!(areas(json!({"area_ids": [3, 1]})).unwrap().as_slice(), &[1, 3]);
+        let err = areas(json!({})).unwrap_err();
+        assert!(matches!(&err, Error::Validation(e) if e[0].field == "area_ids"));
+        let err = areas(json!({"area_ids": [1, "x", 2.5]})).unwrap_err();
+        assert!(matches!(&err, Error::Validation(e) if e.len() == 2 && e[0].field == "area_ids[1]"));
+        let err = areas(json!({"area_ids": [1, -1]})).unwrap_err();
+        assert!(matches!(&err, Error::Validation(e) if e[0].field == "area_ids[1]"));
+        assert!(areas(json!({"area_ids": "1,2"})).is_err());
+    }
+
+    #[test]
+    fn price_dtos() {
+        let parse = |v: Value| PriceId::try_from(serde_json::from_value::<SubscribeDto>(v).unwrap());
+        assert!(parse(json!({"price_id": "price_123"})).is_ok());
+        assert!(parse(json!({"price_id": 5})).is_err());
+        assert!(parse(json!({"price_id": "price 1"})).is_err());
+        assert!(parse(json!({})).is_err());
+    }
 }

@@ -1,24 +1,54 @@
-//! Names of the component variables customer reads (declared in spin.toml's [component.customer.variables]).
+//! Names of the component variables customer reads (declared in spin.toml's
+//! [component.customer.variables]) and how they are read. Errors name the variable, never its value.
 
 use spin_sdk::variables;
 
-use crate::problem::Problem;
+use crate::error::Error;
 
 /// MySQL URL of customer's own database.
 pub const DB_URL: &str = "db_url";
+/// Where auth answers: `http://auth.spin.internal` (chaining) or auth's own URL in a split deployment.
+pub const AUTH_SERVICE_URL: &str = "auth_service_url";
+/// This component's Ed25519 key for service tokens to auth: `<kid>:<base64 seed>`.
+pub const SERVICE_TOKEN_KEY: &str = "service_token_key";
+/// Auth's JWKS document; empty: fetch `{auth_service_url}/.well-known/jwks.json`.
+pub const AUTH_JWKS: &str = "auth_jwks";
+pub const STRIPE_SECRET_KEY: &str = "stripe_secret_key";
+/// Webhook signing secrets, comma-separated (several during rotation).
+pub const STRIPE_WEBHOOK_SECRET: &str = "stripe_webhook_secret";
+pub const STRIPE_API_BASE: &str = "stripe_api_base";
+/// Services allowed to call `GET /customers/{id}`: `<service>:<kid>:<base64 public key>`, comma-separated.
+pub const TRUSTED_SERVICE_KEYS: &str = "trusted_service_keys";
+/// Seconds a profile from auth is served from the cache (default 60).
+pub const PROFILE_CACHE_TTL_SECS: &str = "profile_cache_ttl_secs";
+/// Milliseconds auth has to answer one call (default 2000).
+pub const AUTH_TIMEOUT_MS: &str = "auth_timeout_ms";
 
-/// Reads a required variable; a missing or empty one is a configuration error that names the
-/// variable (never its value).
-pub fn required(name: &'static str) -> Result<String, Problem> {
+/// Reads a required variable; a missing or empty one is a configuration error.
+pub fn required(name: &'static str) -> Result<String, Error> {
     match variables::get(name) {
         Ok(value) if !value.trim().is_empty() => Ok(value),
-        Ok(_) => Err(Problem::misconfigured(name, "is empty")),
+        Ok(_) => Err(Error::Misconfigured { variable: name, what: "is empty".into() }),
         Err(err) => {
             eprintln!("config: variable {name} unavailable: {err}");
-            Err(Problem::misconfigured(name, "is not set"))
+            Err(Error::Misconfigured { variable: name, what: "is not set".into() })
         }
     }
 }
 
-/// Where auth answers: `http://auth.spin.internal` (chaining) or auth's own URL in a split deployment.
-pub const AUTH_SERVICE_URL: &str = "auth_service_url";
+/// Reads an optional variable ("" when unset).
+pub fn optional(name: &'static str) -> String {
+    variables::get(name).unwrap_or_default().trim().to_string()
+}
+
+/// Reads an optional positive number.
+pub fn number(name: &'static str, default: i64) -> Result<i64, Error> {
+    let raw = optional(name);
+    if raw.is_empty() {
+        return Ok(default);
+    }
+    match raw.parse::<i64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(Error::Misconfigured { variable: name, what: "is not a positive integer".into() }),
+    }
+}

@@ -2,7 +2,7 @@
 //! through wasi:http directly with `request-options` (connect, first byte, between bytes), which
 //! Spin honours. A dead dependency costs at most the timeout, never a hang.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use spin_sdk::wit::wasi::http0_2_0::types::{
@@ -10,58 +10,35 @@ use spin_sdk::wit::wasi::http0_2_0::types::{
 };
 use wasi::io::streams::StreamError;
 
-/// Timeouts of one call.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub first_byte: Duration,
-    pub between_bytes: Duration,
-}
+use crate::transport::{HttpRequest, HttpResponse, Timeouts, Transport, TransportError};
 
-impl Timeouts {
-    pub const fn all(limit: Duration) -> Self {
-        Self { connect: limit, first_byte: limit, between_bytes: limit }
+/// The real transport: wasi:http's outgoing handler.
+pub struct WasiTransport;
+
+impl Transport for WasiTransport {
+    fn send(&self, request: &HttpRequest) -> Result<HttpResponse, TransportError> {
+        let headers: Vec<(&str, &str)> =
+            request.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        send(request.method, &request.url, &headers, request.body.as_deref(), request.timeouts, request.max_body)
     }
 }
 
-#[derive(Debug)]
-#[allow(dead_code)] // headers and body: read by the auth and Stripe clients as they land
-pub struct HttpResponse {
-    pub status: u16,
-    pub headers: Vec<(String, Vec<u8>)>,
-    pub body: Vec<u8>,
-    pub elapsed: Duration,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum OutboundError {
-    #[error("invalid URL: {0}")]
-    InvalidUrl(String),
-    #[error("the request was refused by the host: {0:?}")]
-    Refused(ErrorCode),
-    #[error("the request failed: {0:?}")]
-    Failed(ErrorCode),
-    #[error("the response body exceeds {0} bytes")]
-    TooLarge(usize),
-    #[error("I/O error: {0}")]
-    Io(String),
-}
-
-#[allow(dead_code)] // the retry policy of the auth client uses it
-impl OutboundError {
-    /// A timeout, or a peer that could not be reached at all: worth one retry elsewhere.
-    pub fn is_connection_error(&self) -> bool {
-        matches!(
-            self,
-            Self::Failed(
-                ErrorCode::ConnectionRefused
-                    | ErrorCode::ConnectionTerminated
-                    | ErrorCode::ConnectionTimeout
-                    | ErrorCode::DestinationUnavailable
-                    | ErrorCode::DnsTimeout
-                    | ErrorCode::DnsError(_)
-            )
-        )
+fn classify(code: ErrorCode) -> TransportError {
+    match code {
+        ErrorCode::HttpRequestDenied => TransportError::Refused(format!("{code:?}")),
+        ErrorCode::ConnectionRefused
+        | ErrorCode::ConnectionTimeout
+        | ErrorCode::DestinationUnavailable
+        | ErrorCode::DestinationNotFound
+        | ErrorCode::DestinationIpProhibited
+        | ErrorCode::DestinationIpUnroutable
+        | ErrorCode::DnsTimeout
+        | ErrorCode::DnsError(_)
+        | ErrorCode::ConnectionLimitReached => TransportError::Connect(format!("{code:?}")),
+        ErrorCode::ConnectionReadTimeout
+        | ErrorCode::ConnectionWriteTimeout
+        | ErrorCode::HttpResponseTimeout => TransportError::Timeout(format!("{code:?}")),
+        other => TransportError::Interrupted(format!("{other:?}")),
     }
 }
 
@@ -73,7 +50,7 @@ pub fn send(
     body: Option<&[u8]>,
     timeouts: Timeouts,
     max_body: usize,
-) -> Result<HttpResponse, OutboundError> {
+) -> Result<HttpResponse, TransportError> {
     let started = Instant::now();
     let (scheme, authority, path) = split_url(url)?;
     let fields = Fields::from_list(
@@ -82,7 +59,7 @@ pub fn send(
             .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
             .collect::<Vec<_>>(),
     )
-    .map_err(|e| OutboundError::InvalidUrl(format!("invalid header: {e:?}")))?;
+    .map_err(|e| TransportError::Refused(format!("invalid header: {e:?}")))?;
     let request = OutgoingRequest::new(fields);
     let method = match method {
         "GET" => Method::Get,
@@ -92,62 +69,59 @@ pub fn send(
         "PATCH" => Method::Patch,
         other => Method::Other(other.to_string()),
     };
-    let invalid = |what: &str| OutboundError::InvalidUrl(format!("{what} rejected"));
+    let invalid = |what: &str| TransportError::Refused(format!("{what} rejected"));
     request.set_method(&method).map_err(|()| invalid("method"))?;
     request.set_scheme(Some(&scheme)).map_err(|()| invalid("scheme"))?;
     request.set_authority(Some(authority)).map_err(|()| invalid("authority"))?;
     request.set_path_with_query(Some(path)).map_err(|()| invalid("path"))?;
-    let outgoing_body = request.body().map_err(|()| OutboundError::Io("request body unavailable".into()))?;
+    let outgoing_body =
+        request.body().map_err(|()| TransportError::Interrupted("request body unavailable".into()))?;
 
     let options = RequestOptions::new();
-    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     // A host may not support every option; the remaining ones still bound the call.
     let _ = options.set_connect_timeout(Some(nanos(timeouts.connect)));
     let _ = options.set_first_byte_timeout(Some(nanos(timeouts.first_byte)));
     let _ = options.set_between_bytes_timeout(Some(nanos(timeouts.between_bytes)));
 
-    let pending = outgoing_handler::handle(request, Some(options)).map_err(|code| match code {
-        ErrorCode::HttpRequestDenied => OutboundError::Refused(code),
-        other => OutboundError::Failed(other),
-    })?;
+    let pending = outgoing_handler::handle(request, Some(options)).map_err(classify)?;
     {
-        let stream = outgoing_body.write().map_err(|()| OutboundError::Io("request body stream unavailable".into()))?;
+        let stream = outgoing_body
+            .write()
+            .map_err(|()| TransportError::Interrupted("request body stream unavailable".into()))?;
         for chunk in body.unwrap_or_default().chunks(4096) {
             stream
                 .blocking_write_and_flush(chunk)
-                .map_err(|e| OutboundError::Io(format!("writing the request body: {e:?}")))?;
+                .map_err(|e| TransportError::Interrupted(format!("writing the request body: {e:?}")))?;
         }
     }
-    OutgoingBody::finish(outgoing_body, None).map_err(OutboundError::Failed)?;
+    OutgoingBody::finish(outgoing_body, None).map_err(classify)?;
 
     pending.subscribe().block();
     let response = match pending.get() {
         Some(Ok(Ok(response))) => response,
-        Some(Ok(Err(code))) => {
-            return Err(match code {
-                ErrorCode::HttpRequestDenied => OutboundError::Refused(code),
-                other => OutboundError::Failed(other),
-            });
-        }
-        Some(Err(())) | None => return Err(OutboundError::Io("response already taken".into())),
+        Some(Ok(Err(code))) => return Err(classify(code)),
+        Some(Err(())) | None => return Err(TransportError::Interrupted("response already taken".into())),
     };
     let status = response.status();
     let headers = response.headers().entries();
-    let incoming = response.consume().map_err(|()| OutboundError::Io("response body unavailable".into()))?;
+    let incoming =
+        response.consume().map_err(|()| TransportError::Interrupted("response body unavailable".into()))?;
     let mut body = Vec::new();
     {
-        let stream = incoming.stream().map_err(|()| OutboundError::Io("response stream unavailable".into()))?;
+        let stream =
+            incoming.stream().map_err(|()| TransportError::Interrupted("response stream unavailable".into()))?;
         loop {
             match stream.blocking_read(64 * 1024) {
                 Ok(chunk) => {
                     body.extend_from_slice(&chunk);
                     if body.len() > max_body {
-                        return Err(OutboundError::TooLarge(max_body));
+                        return Err(TransportError::TooLarge(max_body));
                     }
                 }
                 Err(StreamError::Closed) => break,
                 Err(StreamError::LastOperationFailed(err)) => {
-                    return Err(OutboundError::Io(err.to_debug_string()));
+                    return Err(TransportError::Interrupted(err.to_debug_string()));
                 }
             }
         }
@@ -155,21 +129,21 @@ pub fn send(
     Ok(HttpResponse { status, headers, body, elapsed: started.elapsed() })
 }
 
-fn split_url(url: &str) -> Result<(Scheme, &str, &str), OutboundError> {
+fn split_url(url: &str) -> Result<(Scheme, &str, &str), TransportError> {
     let (scheme, rest) = url
         .split_once("://")
-        .ok_or_else(|| OutboundError::InvalidUrl("no scheme".into()))?;
+        .ok_or_else(|| TransportError::Refused("invalid URL: no scheme".into()))?;
     let scheme = match scheme {
         "http" => Scheme::Http,
         "https" => Scheme::Https,
-        other => return Err(OutboundError::InvalidUrl(format!("unsupported scheme {other}"))),
+        other => return Err(TransportError::Refused(format!("invalid URL: unsupported scheme {other}"))),
     };
     let (authority, path) = match rest.find('/') {
         Some(index) => rest.split_at(index),
         None => (rest, "/"),
     };
     if authority.is_empty() {
-        return Err(OutboundError::InvalidUrl("no host".into()));
+        return Err(TransportError::Refused("invalid URL: no host".into()));
     }
     Ok((scheme, authority, path))
 }

@@ -1,0 +1,642 @@
+//! Accounts and sessions: register, login, refresh, logout, profile, password, deletion, and
+//! the service reads the customer component makes.
+
+use sealed_email::NormalizedEmail;
+use tokens::{IssuedToken, RefreshToken, TrustedServiceKeys, VerifyError};
+
+use super::fields::Name;
+use super::ids::{is_plausible_user_id, new_user_id};
+use super::password::{self, Password, Verified};
+use super::ports::{
+    AuditEvent, Counter, EMAIL_UNIQUE, NewRefresh, NewUser, RefreshRow, Store, StoreError, UserRow, UserWrite,
+};
+use super::{Crypto, Ctx, Settings};
+use crate::error::{Error, FieldError};
+
+/// Most ids in one batch read.
+pub const MAX_BATCH_IDS: usize = 100;
+
+/// A user as the API shows it. Never a password hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What register, login and refresh return.
+#[derive(Debug)]
+pub struct Session {
+    pub user: User,
+    pub access: IssuedToken,
+    pub refresh: RefreshToken,
+}
+
+pub struct Registration {
+    pub name: Name,
+    pub email: NormalizedEmail,
+    pub password: Password,
+}
+
+pub struct Credentials {
+    pub email: NormalizedEmail,
+    pub password: Password,
+}
+
+/// `PATCH /users/me`: at least one of name and email.
+pub struct ProfileChange {
+    pub name: Option<Name>,
+    pub email: Option<NormalizedEmail>,
+    pub current_password: Option<Password>,
+}
+
+/// Who is calling a user-reading endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A service proven by its service token (`customer`).
+    Service(String),
+    /// A user with an access token: may read only its own id.
+    User(String),
+}
+
+// ---- helpers -----------------------------------------------------------------------------------
+
+fn event(event: &'static str, success: bool, reason: Option<&'static str>, ctx: &Ctx) -> AuditEvent {
+    AuditEvent {
+        event,
+        success,
+        reason,
+        actor: "anonymous".into(),
+        subject: None,
+        email_hash: None,
+        client_addr: ctx.client_addr.clone(),
+        detail: None,
+    }
+}
+
+fn user_event(name: &'static str, success: bool, reason: Option<&'static str>, ctx: &Ctx, user_id: &str) -> AuditEvent {
+    AuditEvent {
+        actor: format!("user:{user_id}"),
+        subject: Some(user_id.to_owned()),
+        ..event(name, success, reason, ctx)
+    }
+}
+
+/// Runs `f` inside START TRANSACTION / COMMIT; rolls back when it fails.
+fn in_transaction<S: Store, T>(store: &mut S, f: impl FnOnce(&mut S) -> Result<T, Error>) -> Result<T, Error> {
+    store.begin()?;
+    match f(store) {
+        Ok(value) => {
+            store.commit()?;
+            Ok(value)
+        }
+        Err(err) => {
+            store.rollback();
+            Err(err)
+        }
+    }
+}
+
+/// The API view of a row: the email opened with the row's id as context.
+pub fn to_user(crypto: &Crypto, row: &UserRow) -> Result<User, Error> {
+    let email = crypto
+        .email
+        .open_with_aad(&row.email_encrypted, row.id.as_bytes())
+        .map_err(|err| Error::internal(&format!("the email of user {} does not open", row.id), &err))?;
+    Ok(User {
+        id: row.id.clone(),
+        name: row.name.clone(),
+        email,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+fn issue_access(crypto: &Crypto, ctx: &Ctx, user_id: &str) -> Result<IssuedToken, Error> {
+    crypto
+        .signing
+        .issue_access_token(&crypto.access, user_id, ctx.now)
+        .map_err(|err| Error::internal("issuing an access token", &err))
+}
+
+fn new_refresh(settings: &Settings, ctx: &Ctx, family_id: &str, user_id: &str, parent: Option<&str>) -> (RefreshToken, NewRefresh) {
+    let token = RefreshToken::generate();
+    let row = NewRefresh {
+        token_hash: token.hash(),
+        family_id: family_id.to_owned(),
+        user_id: user_id.to_owned(),
+        parent_hash: parent.map(str::to_owned),
+        created_at: ctx.now,
+        expires_at: ctx.now + settings.refresh_ttl_secs,
+    };
+    (token, row)
+}
+
+/// Starts a refresh-token family for `user` and writes `audit` in the same transaction.
+fn start_session<S: Store>(
+    store: &mut S,
+    crypto: &Crypto,
+    settings: &Settings,
+    ctx: &Ctx,
+    user: User,
+    audit: AuditEvent,
+) -> Result<Session, Error> {
+    let family_id = new_user_id(ctx.now_ms)?;
+    let (refresh, row) = new_refresh(settings, ctx, &family_id, &user.id, None);
+    in_transaction(store, |store| {
+        store.insert_family(&family_id, &user.id, ctx.now, &row)?;
+        store.audit(&audit)?;
+        Ok(())
+    })?;
+    let access = issue_access(crypto, ctx, &user.id)?;
+    Ok(Session { user, access, refresh })
+}
+
+/// Seconds to wait when either counter is over its limit, else `None`.
+fn throttle_wait(account: Option<Counter>, address: Option<Counter>, settings: &Settings, now: u64) -> Option<u64> {
+    let window = settings.throttle_window_secs;
+    let account_wait = account
+        .filter(|c| c.failures >= settings.account_max_failures)
+        .map(|c| (c.last_failure_at + window).saturating_sub(now));
+    let address_wait = address
+        .filter(|c| c.failures >= settings.address_max_failures)
+        .map(|c| (c.window_started_at + window).saturating_sub(now));
+    account_wait.into_iter().chain(address_wait).filter(|wait| *wait > 0).max()
+}
+
+/// Checks a password of a signed-in user who confirms a sensitive change: throttled like a
+/// login on the same account, and a wrong one counts as a failure.
+fn reauthenticate<S: Store>(
+    store: &mut S,
+    settings: &Settings,
+    ctx: &Ctx,
+    user: &UserRow,
+    password: &Password,
+    action: &'static str,
+) -> Result<Verified, Error> {
+    let (account, address) = store.counters(&user.email_hash, &ctx.client_addr)?;
+    if let Some(retry_after) = throttle_wait(account, address, settings, ctx.now) {
+        store.audit(&user_event(action, false, Some("throttled"), ctx, &user.id))?;
+        return Err(Error::Throttled { retry_after });
+    }
+    match password::verify(password, user.password_hash.as_deref())? {
+        Verified::Mismatch => {
+            store.record_failure(&user.email_hash, &ctx.client_addr, ctx.now, settings.throttle_window_secs)?;
+            store.audit(&user_event(action, false, Some("wrong_password"), ctx, &user.id))?;
+            Err(Error::WrongPassword)
+        }
+        verified => {
+            if account.is_some_and(|c| c.failures > 0) {
+                store.clear_account(&user.email_hash)?;
+            }
+            Ok(verified)
+        }
+    }
+}
+
+fn write_of(user: &UserRow) -> UserWrite {
+    UserWrite {
+        name: user.name.clone(),
+        email_encrypted: user.email_encrypted.clone(),
+        email_hash: user.email_hash.clone(),
+        password_hash: user.password_hash.clone(),
+        must_reset_password: user.must_reset_password,
+    }
+}
+
+/// Re-seals the stored email with the active key when it was sealed with an older one.
+fn reseal_if_needed(crypto: &Crypto, user: &UserRow, write: &mut UserWrite) -> Result<bool, Error> {
+    if !crypto.email.needs_reseal(&user.email_encrypted) {
+        return Ok(false);
+    }
+    let email = to_user(crypto, user)?.email;
+    let email = sealed_email::normalize_email(&email)
+        .map_err(|err| Error::internal(&format!("the stored email of user {} is not valid", user.id), &err))?;
+    write.email_encrypted = crypto.email.seal_with_aad(&email, user.id.as_bytes());
+    Ok(true)
+}
+
+fn current_user<S: Store>(store: &mut S, user_id: &str) -> Result<UserRow, Error> {
+    // A valid token whose user has been deleted is no longer a credential.
+    store.user_by_id(user_id)?.ok_or(Error::InvalidToken)
+}
+
+// ---- registration and sign-in ------------------------------------------------------------------
+
+/// `POST /auth/register`: 201 with a session, 409 when the email is taken.
+pub fn register<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ctx: &Ctx, input: Registration) -> Result<Session, Error> {
+    let email_hash = crypto.email.blind_index(&input.email);
+    let taken = |store: &mut S| -> Result<Error, Error> {
+        let mut audit = event("register", false, Some("email_taken"), ctx);
+        audit.email_hash = Some(email_hash.clone());
+        store.audit(&audit)?;
+        Ok(Error::EmailTaken)
+    };
+    // Cheap early answer; the unique key below is what really decides under concurrency.
+    if store.user_by_email_hash(&email_hash)?.is_some() {
+        return Err(taken(store)?);
+    }
+    let password_hash = password::hash(&input.password)?;
+    let id = new_user_id(ctx.now_ms)?;
+    let user = NewUser {
+        email_encrypted: crypto.email.seal_with_aad(&input.email, id.as_bytes()),
+        email_hash: email_hash.clone(),
+        name: input.name.as_str().to_owned(),
+        password_hash,
+        id,
+    };
+    let family_id = new_user_id(ctx.now_ms)?;
+    let (refresh, first) = new_refresh(settings, ctx, &family_id, &user.id, None);
+    let inserted = in_transaction(store, |store| {
+        store.insert_user(&user).map_err(|err| match err {
+            StoreError::Duplicate(constraint) if constraint == EMAIL_UNIQUE => Error::EmailTaken,
+            other => Error::from(other),
+        })?;
+        store.insert_family(&family_id, &user.id, ctx.now, &first)?;
+        store.audit(&user_event("register", true, None, ctx, &user.id))?;
+        Ok(())
+    });
+    match inserted {
+        Err(Error::EmailTaken) => return Err(taken(store)?),
+        other => other?,
+    }
+    let row = store
+        .user_by_id(&user.id)?
+        .ok_or_else(|| Error::internal("register", &"the new user vanished"))?;
+    let user = to_user(crypto, &row)?;
+    let access = issue_access(crypto, ctx, &user.id)?;
+    Ok(Session { user, access, refresh })
+}
+
+/// `POST /auth/login`: one identical 401 for an unknown email and a wrong password, at the
+/// same cost; 429 while the account or the address is throttled.
+pub fn login<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ctx: &Ctx, input: Credentials) -> Result<Session, Error> {
+    let email_hash = crypto.email.blind_index(&input.email);
+    let (account, address) = store.counters(&email_hash, &ctx.client_addr)?;
+    if let Some(retry_after) = throttle_wait(account, address, settings, ctx.now) {
+        let mut audit = event("login_throttled", false, Some("throttled"), ctx);
+        audit.email_hash = Some(email_hash);
+        store.audit(&audit)?;
+        return Err(Error::Throttled { retry_after });
+    }
+    let row = store.user_by_email_hash(&email_hash)?;
+    let verified = password::verify(&input.password, row.as_ref().and_then(|u| u.password_hash.as_deref()))?;
+    let row = match (row, verified) {
+        (Some(row), Verified::Ok | Verified::OkNeedsRehash) => row,
+        (row, _) => {
+            store.record_failure(&email_hash, &ctx.client_addr, ctx.now, settings.throttle_window_secs)?;
+            let reason = match &row {
+                None => "unknown_email",
+                Some(user) if user.password_hash.is_none() => "password_reset_required",
+                Some(_) => "wrong_password",
+            };
+            let mut audit = event("login", false, Some(reason), ctx);
+            audit.subject = row.map(|user| user.id);
+            audit.email_hash = Some(email_hash);
+            store.audit(&audit)?;
+            return Err(Error::InvalidCredentials);
+        }
+    };
+    if account.is_some() {
+        store.clear_account(&email_hash)?;
+    }
+    let mut write = write_of(&row);
+    let mut changed = reseal_if_needed(crypto, &row, &mut write)?;
+    if verified == Verified::OkNeedsRehash {
+        write.password_hash = Some(password::hash(&input.password)?);
+        changed = true;
+    }
+    let row = if changed {
+        store.update_user(&row.id, &write)?;
+        store.user_by_id(&row.id)?.unwrap_or(row)
+    } else {
+        row
+    };
+    let user = to_user(crypto, &row)?;
+    let audit = user_event("login", true, (verified == Verified::OkNeedsRehash).then_some("rehashed"), ctx, &user.id);
+    start_session(store, crypto, settings, ctx, user, audit)
+}
+
+// ---- refresh tokens ----------------------------------------------------------------------------
+
+enum Rotation {
+    Rotated { user: UserRow, refresh: RefreshToken },
+    Refused,
+}
+
+/// `POST /auth/refresh`: exchanges a refresh token for a new pair. A token already exchanged
+/// more than the grace window ago is reuse: its whole family is revoked.
+pub fn refresh<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ctx: &Ctx, token: &RefreshToken) -> Result<Session, Error> {
+    let hash = token.hash();
+    let rotation = in_transaction(store, |store| {
+        let Some(row) = store.lock_refresh(&hash)? else {
+            store.audit(&event("refresh", false, Some("unknown_token"), ctx))?;
+            return Ok(Rotation::Refused);
+        };
+        let refuse = |store: &mut S, row: &RefreshRow, reason: &'static str| -> Result<Rotation, Error> {
+            store.audit(&user_event("refresh", false, Some(reason), ctx, &row.user_id))?;
+            Ok(Rotation::Refused)
+        };
+        if row.family_revoked {
+            return refuse(store, &row, "revoked");
+        }
+        if row.expires_at <= ctx.now {
+            return refuse(store, &row, "expired");
+        }
+        let mut reason = None;
+        match row.rotated_at {
+            Some(rotated_at) if ctx.now.saturating_sub(rotated_at) <= settings.refresh_grace_secs => {
+                // A concurrent refresh from the same client: a sibling successor, same family.
+                reason = Some("grace");
+            }
+            Some(_) => {
+                store.revoke_family(&row.family_id, ctx.now, "reuse")?;
+                let mut audit = user_event("refresh_reuse", false, Some("reuse"), ctx, &row.user_id);
+                audit.detail = Some(serde_json::json!({ "family_id": row.family_id }).to_string());
+                store.audit(&audit)?;
+                return Ok(Rotation::Refused);
+            }
+            None => store.mark_rotated(&hash, ctx.now)?,
+        }
+        let Some(user) = store.user_by_id(&row.user_id)? else {
+            return refuse(store, &row, "no_user");
+        };
+        let (refresh, next) = new_refresh(settings, ctx, &row.family_id, &row.user_id, Some(&hash));
+        store.insert_refresh(&next)?;
+        store.audit(&user_event("refresh", true, reason, ctx, &row.user_id))?;
+        Ok(Rotation::Rotated { user, refresh })
+    })?;
+    match rotation {
+        Rotation::Rotated { user, refresh } => {
+            let user = to_user(crypto, &user)?;
+            let access = issue_access(crypto, ctx, &user.id)?;
+            Ok(Session { user, access, refresh })
+        }
+        Rotation::Refused => Err(Error::InvalidRefreshToken),
+    }
+}
+
+/// `POST /auth/logout`: revokes the token's family. Always succeeds for the caller (an unknown
+/// or already revoked token has nothing left to revoke).
+pub fn logout<S: Store>(store: &mut S, ctx: &Ctx, token: &RefreshToken) -> Result<(), Error> {
+    let hash = token.hash();
+    in_transaction(store, |store| {
+        if let Some(row) = store.lock_refresh(&hash)? {
+            if !row.family_revoked {
+                store.revoke_family(&row.family_id, ctx.now, "logout")?;
+                store.audit(&user_event("logout", true, None, ctx, &row.user_id))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+// ---- the signed-in user ------------------------------------------------------------------------
+
+/// The user id of a bearer access token (`Authorization: Bearer <token>`).
+pub fn authenticate_user(crypto: &Crypto, ctx: &Ctx, bearer: Option<&str>) -> Result<String, Error> {
+    let token = bearer.ok_or(Error::MissingToken)?;
+    let verifier = crypto.signing.verifier();
+    match verifier.verify_access_token(token, &crypto.access, ctx.now) {
+        Ok(claims) => Ok(claims.subject),
+        Err(err) => {
+            eprintln!("auth: access token refused: {err}");
+            Err(Error::InvalidToken)
+        }
+    }
+}
+
+/// `GET /users/me`.
+pub fn me<S: Store>(store: &mut S, crypto: &Crypto, user_id: &str) -> Result<User, Error> {
+    to_user(crypto, &current_user(store, user_id)?)
+}
+
+/// `PATCH /users/me`: name and/or email; changing the email needs the current password.
+pub fn update_profile<S: Store>(
+    store: &mut S,
+    crypto: &Crypto,
+    settings: &Settings,
+    ctx: &Ctx,
+    user_id: &str,
+    change: ProfileChange,
+) -> Result<User, Error> {
+    let row = current_user(store, user_id)?;
+    let current = to_user(crypto, &row)?;
+    let new_email = change.email.filter(|email| email.as_str() != current.email);
+    if new_email.is_some() && change.current_password.is_none() {
+        return Err(Error::field("current_password", "required", "is required to change the email"));
+    }
+    if let Some(password) = &change.current_password {
+        reauthenticate(store, settings, ctx, &row, password, "profile_change")?;
+    }
+    let mut write = write_of(&row);
+    let name_changed = change.name.as_ref().is_some_and(|name| name.as_str() != row.name);
+    if let Some(name) = &change.name {
+        write.name = name.as_str().to_owned();
+    }
+    match &new_email {
+        Some(email) => {
+            write.email_hash = crypto.email.blind_index(email);
+            write.email_encrypted = crypto.email.seal_with_aad(email, row.id.as_bytes());
+        }
+        None => {
+            reseal_if_needed(crypto, &row, &mut write)?;
+        }
+    }
+    if write != write_of(&row) {
+        in_transaction(store, |store| {
+            store.update_user(&row.id, &write).map_err(|err| match err {
+                StoreError::Duplicate(constraint) if constraint == EMAIL_UNIQUE => Error::EmailTaken,
+                other => Error::from(other),
+            })?;
+            if name_changed {
+                store.audit(&user_event("profile_change", true, Some("name"), ctx, &row.id))?;
+            }
+            if new_email.is_some() {
+                store.audit(&user_event("email_change", true, None, ctx, &row.id))?;
+            }
+            Ok(())
+        })
+        .or_else(|err| {
+            if err == Error::EmailTaken {
+                store.audit(&user_event("email_change", false, Some("email_taken"), ctx, &row.id))?;
+            }
+            Err(err)
+        })?;
+    }
+    me(store, crypto, &row.id)
+}
+
+/// `PUT /users/me/password`: revokes every refresh token of the user.
+pub fn change_password<S: Store>(
+    store: &mut S,
+    crypto: &Crypto,
+    settings: &Settings,
+    ctx: &Ctx,
+    user_id: &str,
+    current: &Password,
+    new: &Password,
+) -> Result<(), Error> {
+    let row = current_user(store, user_id)?;
+    reauthenticate(store, settings, ctx, &row, current, "password_change")?;
+    let mut write = write_of(&row);
+    reseal_if_needed(crypto, &row, &mut write)?;
+    write.password_hash = Some(password::hash(new)?);
+    write.must_reset_password = false;
+    in_transaction(store, |store| {
+        store.update_user(&row.id, &write)?;
+        store.revoke_user_families(&row.id, ctx.now, "password_change")?;
+        store.audit(&user_event("password_change", true, None, ctx, &row.id))?;
+        Ok(())
+    })
+}
+
+/// `DELETE /users/me`: deletes the record and every token.
+pub fn delete_account<S: Store>(
+    store: &mut S,
+    settings: &Settings,
+    ctx: &Ctx,
+    user_id: &str,
+    password: &Password,
+) -> Result<(), Error> {
+    let row = current_user(store, user_id)?;
+    reauthenticate(store, settings, ctx, &row, password, "account_delete")?;
+    in_transaction(store, |store| {
+        store.revoke_user_families(&row.id, ctx.now, "account_deleted")?;
+        store.delete_user(&row.id)?;
+        store.audit(&user_event("account_delete", true, None, ctx, &row.id))?;
+        Ok(())
+    })
+}
+
+// ---- reads by services -------------------------------------------------------------------------
+
+/// Who is calling: a service token signed by a key in `trusted_service_keys` (loaded only when
+/// one is presented), else a user's access token.
+pub fn authenticate_caller(
+    crypto: &Crypto,
+    ctx: &Ctx,
+    bearer: Option<&str>,
+    trusted: impl FnOnce() -> Result<Option<TrustedServiceKeys>, Error>,
+) -> Result<Caller, Error> {
+    let token = bearer.ok_or(Error::MissingToken)?;
+    match crypto.signing.verifier().verify_access_token(token, &crypto.access, ctx.now) {
+        Ok(claims) => return Ok(Caller::User(claims.subject)),
+        Err(VerifyError::WrongType) => {}
+        Err(err) => {
+            eprintln!("auth: bearer token refused: {err}");
+            return Err(Error::InvalidToken);
+        }
+    }
+    let Some(trusted) = trusted()? else {
+        eprintln!("auth: service token refused: no service is trusted (trusted_service_keys is empty)");
+        return Err(Error::InvalidToken);
+    };
+    match trusted.verify_service_token(token, ctx.now) {
+        Ok(claims) => Ok(Caller::Service(claims.service)),
+        Err(err) => {
+            eprintln!("auth: service token refused: {err}");
+            Err(Error::InvalidToken)
+        }
+    }
+}
+
+fn rate_limit<S: Store>(store: &mut S, settings: &Settings, ctx: &Ctx, service: &str) -> Result<(), Error> {
+    let window_start = ctx.now - ctx.now % 60;
+    let count = store.count_service_call(service, window_start)?;
+    if count > settings.service_calls_per_minute {
+        if count == settings.service_calls_per_minute + 1 {
+            let mut audit = event("service_rate_limited", false, Some("rate_limited"), ctx);
+            audit.actor = format!("service:{service}");
+            store.audit(&audit)?;
+        }
+        return Err(Error::RateLimited { retry_after: window_start + 60 - ctx.now });
+    }
+    Ok(())
+}
+
+fn audit_service_read<S: Store>(store: &mut S, ctx: &Ctx, service: &str, ids: &[String], found: usize) -> Result<(), Error> {
+    let mut audit = event("service_read", true, None, ctx);
+    audit.actor = format!("service:{service}");
+    if let [id] = ids {
+        audit.subject = Some(id.clone());
+    }
+    audit.detail = Some(serde_json::json!({ "ids": ids, "found": found }).to_string());
+    store.audit(&audit).map_err(Error::from)
+}
+
+/// `GET /users/{id}`: a service reads any user; a user only itself (anything else is 404, the
+/// same answer as a missing user, so ids cannot be probed).
+pub fn read_user<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ctx: &Ctx, caller: &Caller, id: &str) -> Result<User, Error> {
+    if let Caller::User(own) = caller {
+        if own != id {
+            return Err(Error::UserNotFound);
+        }
+    }
+    if let Caller::Service(service) = caller {
+        rate_limit(store, settings, ctx, service)?;
+    }
+    let row = if is_plausible_user_id(id) { store.user_by_id(id)? } else { None };
+    if let Caller::Service(service) = caller {
+        audit_service_read(store, ctx, service, &[id.to_owned()], usize::from(row.is_some()))?;
+    }
+    to_user(crypto, &row.ok_or(Error::UserNotFound)?)
+}
+
+/// `POST /users/batch`: the users found, in request order, and the ids that are missing (or,
+/// for a user caller, not its own). Duplicate ids count once.
+pub fn read_users<S: Store>(
+    store: &mut S,
+    crypto: &Crypto,
+    settings: &Settings,
+    ctx: &Ctx,
+    caller: &Caller,
+    ids: Vec<String>,
+) -> Result<(Vec<User>, Vec<String>), Error> {
+    let mut unique: Vec<String> = Vec::with_capacity(ids.len());
+    for id in ids {
+        if !unique.contains(&id) {
+            unique.push(id);
+        }
+    }
+    let readable: Vec<String> = unique
+        .iter()
+        .filter(|id| is_plausible_user_id(id))
+        .filter(|id| match caller {
+            Caller::Service(_) => true,
+            Caller::User(own) => own == *id,
+        })
+        .cloned()
+        .collect();
+    if let Caller::Service(service) = caller {
+        rate_limit(store, settings, ctx, service)?;
+    }
+    let rows = if readable.is_empty() { Vec::new() } else { store.users_by_ids(&readable)? };
+    if let Caller::Service(service) = caller {
+        audit_service_read(store, ctx, service, &unique, rows.len())?;
+    }
+    let mut users = Vec::with_capacity(rows.len());
+    let mut missing = Vec::new();
+    for id in unique {
+        match rows.iter().find(|row| row.id == id) {
+            Some(row) => users.push(to_user(crypto, row)?),
+            None => missing.push(id),
+        }
+    }
+    Ok((users, missing))
+}
+
+/// Field errors for a batch's `ids`: 1..=100 strings.
+pub fn check_batch_size(len: usize) -> Result<(), FieldError> {
+    match len {
+        0 => Err(FieldError::new("ids", "too_few", "must list at least one id")),
+        n if n > MAX_BATCH_IDS => Err(FieldError::new("ids", "too_many", format!("must list at most {MAX_BATCH_IDS} ids"))),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+#[path = "accounts_tests.rs"]
+mod tests;

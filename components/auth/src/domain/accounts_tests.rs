@@ -1,0 +1,268 @@
+use sealed_email::EmailKeyring;
+use tokens::{AccessTokenConfig, SigningKeys};
+
+use super::*;
+use crate::domain::fields::{Name, parse_email};
+use crate::domain::memory::MemoryStore;
+
+const NOW: u64 = 1_800_000_000;
+
+fn crypto() -> Crypto {
+    Crypto {
+        email: EmailKeyring::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").expect("key"),
+        signing: SigningKeys::parse("s1:AQECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").expect("key"),
+        access: AccessTokenConfig::new(tokens::ACCESS_TOKEN_ISSUER, tokens::ACCESS_TOKEN_AUDIENCE),
+    }
+}
+
+fn ctx(now: u64) -> Ctx {
+    Ctx { now, now_ms: now * 1000, client_addr: "192.0.2.1".into() }
+}
+
+fn registration(email: &str, password: &str) -> Registration {
+    Registration {
+        name: Name::parse("name", "Ada Lovelace").expect("name"),
+        email: parse_email("email", email).expect("email"),
+        password: Password::new_secret(password).expect("password"),
+    }
+}
+
+fn credentials(email: &str, password: &str) -> Credentials {
+    Credentials { email: parse_email("email", email).expect("email"), password: Password::presented(password) }
+}
+
+fn setup() -> (MemoryStore, Crypto, Settings, Session) {
+    let mut store = MemoryStore::default();
+    let crypto = crypto();
+    let settings = Settings::default();
+    let session = register(&mut store, &crypto, &settings, &ctx(NOW), registration("Ada@Example.org", "analytical-engine-1843")).expect("registered");
+    (store, crypto, settings, session)
+}
+
+#[test]
+fn register_stores_sealed_email_and_blind_index_and_returns_tokens() {
+    let (store, crypto, _, session) = setup();
+    assert_eq!(session.user.email, "ada@example.org");
+    assert_eq!(session.user.name, "Ada Lovelace");
+    assert_eq!(session.access.expires_in, 900);
+    let row = &store.state.users[&session.user.id];
+    assert!(row.email_encrypted.starts_with("v1.k1."));
+    assert!(!row.email_encrypted.contains("ada"));
+    assert_eq!(row.email_hash, crypto.email.blind_index(&parse_email("e", "ada@example.org").expect("email")));
+    assert!(row.password_hash.as_deref().is_some_and(|h| h.starts_with("$argon2id$")));
+    let claims = crypto.signing.verifier().verify_access_token(&session.access.token, &crypto.access, NOW).expect("valid");
+    assert_eq!(claims.subject, session.user.id);
+    assert_eq!(claims.issuer, tokens::ACCESS_TOKEN_ISSUER);
+    assert_eq!(store.events(), vec![("register", true, None)]);
+}
+
+#[test]
+fn a_taken_email_is_409_whatever_its_case_and_spacing() {
+    let (mut store, crypto, settings, _) = setup();
+    let err = register(&mut store, &crypto, &settings, &ctx(NOW), registration("  ADA@example.ORG ", "another-good-secret")).unwrap_err();
+    assert_eq!(err, Error::EmailTaken);
+    assert_eq!(store.state.users.len(), 1);
+    assert_eq!(store.events().last(), Some(&("register", false, Some("email_taken"))));
+}
+
+#[test]
+fn login_succeeds_and_fails_identically_for_unknown_email_and_wrong_password() {
+    let (mut store, crypto, settings, session) = setup();
+    let ok = login(&mut store, &crypto, &settings, &ctx(NOW + 1), credentials("ada@example.org", "analytical-engine-1843")).expect("login");
+    assert_eq!(ok.user.id, session.user.id);
+    let wrong = login(&mut store, &crypto, &settings, &ctx(NOW + 2), credentials("ada@example.org", "nope-nope-nope")).unwrap_err();
+    let unknown = login(&mut store, &crypto, &settings, &ctx(NOW + 3), credentials("bob@example.org", "analytical-engine-1843")).unwrap_err();
+    assert_eq!(wrong, Error::InvalidCredentials);
+    assert_eq!(wrong.render(), unknown.render());
+    let reasons: Vec<_> = store.state.audit.iter().filter(|e| e.event == "login").map(|e| e.reason).collect();
+    assert_eq!(reasons, vec![None, Some("wrong_password"), Some("unknown_email")]);
+    assert!(store.state.audit.iter().all(|e| e.detail.as_deref().is_none_or(|d| !d.contains("ada@"))));
+}
+
+#[test]
+fn the_tenth_consecutive_failure_throttles_the_account_then_it_recovers() {
+    let (mut store, crypto, settings, _) = setup();
+    for i in 0..10 {
+        let err = login(&mut store, &crypto, &settings, &ctx(NOW + i), credentials("ada@example.org", "wrong-password-x")).unwrap_err();
+        assert_eq!(err, Error::InvalidCredentials, "attempt {i}");
+    }
+    let err = login(&mut store, &crypto, &settings, &ctx(NOW + 20), credentials("ada@example.org", "analytical-engine-1843")).unwrap_err();
+    assert_eq!(err, Error::Throttled { retry_after: 9 + 900 - 20 });
+    // Unknown emails are throttled the same way (no enumeration through 429s).
+    for i in 0..10 {
+        let _ = login(&mut store, &crypto, &settings, &ctx(NOW + i), credentials("ghost@example.org", "wrong-password-x"));
+    }
+    assert!(matches!(
+        login(&mut store, &crypto, &settings, &ctx(NOW + 20), credentials("ghost@example.org", "x")),
+        Err(Error::Throttled { .. })
+    ));
+    // After the window, the right password works and resets the counter.
+    login(&mut store, &crypto, &settings, &ctx(NOW + 9 + 900), credentials("ada@example.org", "analytical-engine-1843")).expect("recovered");
+    assert!(store.state.counters.get(&("account", store.state.users.values().next().expect("user").email_hash.clone())).is_none());
+}
+
+#[test]
+fn the_address_limit_counts_failures_across_accounts() {
+    let (mut store, crypto, _, _) = setup();
+    let settings = Settings { address_max_failures: 3, ..Settings::default() };
+    for (i, email) in ["a@example.org", "b@example.org", "c@example.org"].iter().enumerate() {
+        let _ = login(&mut store, &crypto, &settings, &ctx(NOW + i as u64), credentials(email, "whatever-123"));
+    }
+    let err = login(&mut store, &crypto, &settings, &ctx(NOW + 10), credentials("ada@example.org", "analytical-engine-1843")).unwrap_err();
+    assert_eq!(err, Error::Throttled { retry_after: 890 });
+    let other_address = Ctx { client_addr: "198.51.100.7".into(), ..ctx(NOW + 10) };
+    login(&mut store, &crypto, &settings, &other_address, credentials("ada@example.org", "analytical-engine-1843")).expect("other address");
+}
+
+#[test]
+fn refresh_rotates_and_reuse_after_the_grace_window_revokes_the_family() {
+    let (mut store, crypto, settings, session) = setup();
+    let first = session.refresh;
+    let second = refresh(&mut store, &crypto, &settings, &ctx(NOW + 100), &first).expect("rotated").refresh;
+    assert_ne!(first, second);
+    // Within the grace window the old token yields a sibling instead of revoking.
+    let sibling = refresh(&mut store, &crypto, &settings, &ctx(NOW + 105), &first).expect("grace").refresh;
+    assert_ne!(sibling, second);
+    // After it, reuse of the old token revokes the whole family.
+    assert_eq!(refresh(&mut store, &crypto, &settings, &ctx(NOW + 111), &first).unwrap_err(), Error::InvalidRefreshToken);
+    for token in [&second, &sibling] {
+        assert_eq!(refresh(&mut store, &crypto, &settings, &ctx(NOW + 112), token).unwrap_err(), Error::InvalidRefreshToken);
+    }
+    assert!(store.events().contains(&("refresh_reuse", false, Some("reuse"))));
+}
+
+#[test]
+fn expired_unknown_and_logged_out_refresh_tokens_are_refused() {
+    let (mut store, crypto, settings, session) = setup();
+    let expired = ctx(NOW + settings.refresh_ttl_secs);
+    assert_eq!(refresh(&mut store, &crypto, &settings, &expired, &session.refresh).unwrap_err(), Error::InvalidRefreshToken);
+    let unknown = RefreshToken::generate();
+    assert_eq!(refresh(&mut store, &crypto, &settings, &ctx(NOW), &unknown).unwrap_err(), Error::InvalidRefreshToken);
+    logout(&mut store, &ctx(NOW), &session.refresh).expect("logout");
+    logout(&mut store, &ctx(NOW), &unknown).expect("logout of an unknown token is quiet");
+    assert_eq!(refresh(&mut store, &crypto, &settings, &ctx(NOW + 1), &session.refresh).unwrap_err(), Error::InvalidRefreshToken);
+}
+
+#[test]
+fn password_change_needs_the_current_password_and_revokes_every_session() {
+    let (mut store, crypto, settings, session) = setup();
+    let id = session.user.id.clone();
+    let other = login(&mut store, &crypto, &settings, &ctx(NOW), credentials("ada@example.org", "analytical-engine-1843")).expect("login");
+    let new = Password::new_secret("difference-engine-1822").expect("valid");
+    assert_eq!(
+        change_password(&mut store, &crypto, &settings, &ctx(NOW), &id, &Password::presented("wrong"), &new).unwrap_err(),
+        Error::WrongPassword
+    );
+    change_password(&mut store, &crypto, &settings, &ctx(NOW), &id, &Password::presented("analytical-engine-1843"), &new).expect("changed");
+    for token in [&session.refresh, &other.refresh] {
+        assert_eq!(refresh(&mut store, &crypto, &settings, &ctx(NOW + 1), token).unwrap_err(), Error::InvalidRefreshToken);
+    }
+    login(&mut store, &crypto, &settings, &ctx(NOW + 2), credentials("ada@example.org", "difference-engine-1822")).expect("new password");
+}
+
+#[test]
+fn profile_changes_name_and_email_with_confirmation() {
+    let (mut store, crypto, settings, session) = setup();
+    let id = session.user.id.clone();
+    register(&mut store, &crypto, &settings, &ctx(NOW), registration("taken@example.org", "another-good-secret")).expect("second user");
+    let change = |name: Option<&str>, email: Option<&str>, current: Option<&str>| ProfileChange {
+        name: name.map(|n| Name::parse("name", n).expect("name")),
+        email: email.map(|e| parse_email("email", e).expect("email")),
+        current_password: current.map(Password::presented),
+    };
+    let user = update_profile(&mut store, &crypto, &settings, &ctx(NOW), &id, change(Some("Countess"), None, None)).expect("name");
+    assert_eq!(user.name, "Countess");
+    let err = update_profile(&mut store, &crypto, &settings, &ctx(NOW), &id, change(None, Some("new@example.org"), None)).unwrap_err();
+    assert!(matches!(err, Error::Validation(ref errors) if errors[0].field == "current_password"));
+    let err = update_profile(&mut store, &crypto, &settings, &ctx(NOW), &id, change(None, Some("new@example.org"), Some("bad"))).unwrap_err();
+    assert_eq!(err, Error::WrongPassword);
+    let err = update_profile(&mut store, &crypto, &settings, &ctx(NOW), &id, change(None, Some("Taken@example.org"), Some("analytical-engine-1843"))).unwrap_err();
+    assert_eq!(err, Error::EmailTaken);
+    let user = update_profile(&mut store, &crypto, &settings, &ctx(NOW), &id, change(None, Some("NEW@example.org"), Some("analytical-engine-1843"))).expect("email");
+    assert_eq!(user.email, "new@example.org");
+    login(&mut store, &crypto, &settings, &ctx(NOW), credentials("new@example.org", "analytical-engine-1843")).expect("login with the new email");
+    // The same email again needs no password (nothing changes).
+    update_profile(&mut store, &crypto, &settings, &ctx(NOW), &id, change(None, Some("new@example.org"), None)).expect("no-op");
+}
+
+#[test]
+fn deleting_the_account_removes_the_user_and_its_tokens() {
+    let (mut store, crypto, settings, session) = setup();
+    let id = session.user.id.clone();
+    assert_eq!(delete_account(&mut store, &settings, &ctx(NOW), &id, &Password::presented("wrong")).unwrap_err(), Error::WrongPassword);
+    delete_account(&mut store, &settings, &ctx(NOW), &id, &Password::presented("analytical-engine-1843")).expect("deleted");
+    assert!(store.state.users.is_empty());
+    assert!(store.state.tokens.is_empty());
+    assert_eq!(me(&mut store, &crypto, &id).unwrap_err(), Error::InvalidToken);
+    assert_eq!(refresh(&mut store, &crypto, &settings, &ctx(NOW), &session.refresh).unwrap_err(), Error::InvalidRefreshToken);
+}
+
+#[test]
+fn users_read_only_themselves_and_services_read_anyone_within_their_budget() {
+    let (mut store, crypto, _, a) = setup();
+    let settings = Settings { service_calls_per_minute: 2, ..Settings::default() };
+    let b = register(&mut store, &crypto, &settings, &ctx(NOW), registration("bob@example.org", "another-good-secret")).expect("b");
+    let as_a = Caller::User(a.user.id.clone());
+    assert_eq!(read_user(&mut store, &crypto, &settings, &ctx(NOW), &as_a, &a.user.id).expect("own").email, "ada@example.org");
+    assert_eq!(read_user(&mut store, &crypto, &settings, &ctx(NOW), &as_a, &b.user.id).unwrap_err(), Error::UserNotFound);
+    let (users, missing) = read_users(&mut store, &crypto, &settings, &ctx(NOW), &as_a, vec![b.user.id.clone(), a.user.id.clone()]).expect("batch");
+    assert_eq!(users.iter().map(|u| u.id.clone()).collect::<Vec<_>>(), vec![a.user.id.clone()]);
+    assert_eq!(missing, vec![b.user.id.clone()]);
+
+    let service = Caller::Service("customer".into());
+    let now = NOW - NOW % 60;
+    let (users, missing) = read_users(&mut store, &crypto, &settings, &ctx(now), &service, vec![b.user.id.clone(), "nope".into(), a.user.id.clone(), "nope".into()]).expect("batch");
+    assert_eq!(users.iter().map(|u| u.id.clone()).collect::<Vec<_>>(), vec![b.user.id.clone(), a.user.id.clone()]);
+    assert_eq!(missing, vec!["nope".to_string()]);
+    assert_eq!(read_user(&mut store, &crypto, &settings, &ctx(now + 1), &service, "nope").unwrap_err(), Error::UserNotFound);
+    assert_eq!(read_user(&mut store, &crypto, &settings, &ctx(now + 2), &service, &a.user.id).unwrap_err(), Error::RateLimited { retry_after: 58 });
+    read_user(&mut store, &crypto, &settings, &ctx(now + 60), &service, &a.user.id).expect("next minute");
+    let reads = store.state.audit.iter().filter(|e| e.event == "service_read").count();
+    assert_eq!(reads, 3);
+    assert!(store.state.audit.iter().any(|e| e.event == "service_read" && e.actor == "service:customer" && e.detail.as_deref().is_some_and(|d| d.contains("nope"))));
+}
+
+#[test]
+fn service_and_user_tokens_are_told_apart() {
+    let crypto = crypto();
+    let service_keys = SigningKeys::parse("c1:AgECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").expect("key");
+    let trusted = || Ok(Some(TrustedServiceKeys::parse(&service_keys.trusted_service_entries("customer")).expect("trusted")));
+    let service_token = service_keys.issue_service_token("customer", NOW).expect("token").token;
+    assert_eq!(authenticate_caller(&crypto, &ctx(NOW), Some(&service_token), trusted).expect("service"), Caller::Service("customer".into()));
+    let user_token = crypto.signing.issue_access_token(&crypto.access, "u1", NOW).expect("token").token;
+    assert_eq!(authenticate_caller(&crypto, &ctx(NOW), Some(&user_token), trusted).expect("user"), Caller::User("u1".into()));
+    assert_eq!(authenticate_caller(&crypto, &ctx(NOW + 120), Some(&service_token), trusted).unwrap_err(), Error::InvalidToken);
+    assert_eq!(authenticate_caller(&crypto, &ctx(NOW), Some(&service_token), || Ok(None)).unwrap_err(), Error::InvalidToken);
+    assert_eq!(authenticate_caller(&crypto, &ctx(NOW), None, trusted).unwrap_err(), Error::MissingToken);
+    // A service token is never a user's access token.
+    assert_eq!(authenticate_user(&crypto, &ctx(NOW), Some(&service_token)).unwrap_err(), Error::InvalidToken);
+}
+
+#[test]
+fn old_hashes_are_replaced_on_login_and_old_keys_resealed() {
+    let (mut store, _, settings, session) = setup();
+    let id = session.user.id.clone();
+    // Rotate the encryption key (prepend) and plant a weak hash.
+    let rotated = Crypto {
+        email: EmailKeyring::parse("k2:BwECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=,k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").expect("keys"),
+        ..crypto()
+    };
+    use argon2::password_hash::PasswordHasher as _;
+    let weak = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, argon2::Params::new(4096, 1, 1, None).expect("params"))
+        .hash_password_with_salt(b"analytical-engine-1843", b"0123456789abcdef")
+        .expect("hash")
+        .to_string();
+    store.state.users.get_mut(&id).expect("user").password_hash = Some(weak);
+    login(&mut store, &rotated, &settings, &ctx(NOW), credentials("ada@example.org", "analytical-engine-1843")).expect("login");
+    let row = &store.state.users[&id];
+    assert!(password::is_current(row.password_hash.as_deref().expect("hash")));
+    assert!(row.email_encrypted.starts_with("v1.k2."), "re-sealed with the active key");
+    assert!(store.events().contains(&("login", true, Some("rehashed"))));
+}
+
+#[test]
+fn batch_size_bounds() {
+    assert_eq!(check_batch_size(0).unwrap_err().code, "too_few");
+    assert!(check_batch_size(100).is_ok());
+    assert_eq!(check_batch_size(101).unwrap_err().code, "too_many");
+}

@@ -1,0 +1,181 @@
+//! An in-memory `Store` for unit tests: the same observable rules as the MySQL store (unique
+//! email hash, cascade on delete, counters, transactions as snapshots).
+
+use std::collections::BTreeMap;
+
+use super::ports::*;
+
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    pub users: BTreeMap<String, UserRow>,
+    /// family id -> (user id, revoked reason)
+    pub families: BTreeMap<String, (String, Option<&'static str>)>,
+    /// token hash -> (row, parent)
+    pub tokens: BTreeMap<String, (NewRefresh, Option<u64>)>,
+    pub counters: BTreeMap<(&'static str, String), Counter>,
+    pub service_calls: BTreeMap<(String, u64), u64>,
+    pub audit: Vec<AuditEvent>,
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    pub state: State,
+    snapshot: Option<State>,
+    /// Incremented on every user write, standing in for `ON UPDATE CURRENT_TIMESTAMP`.
+    pub clock: i64,
+}
+
+impl MemoryStore {
+    pub fn events(&self) -> Vec<(&'static str, bool, Option<&'static str>)> {
+        self.state.audit.iter().map(|e| (e.event, e.success, e.reason)).collect()
+    }
+}
+
+impl Store for MemoryStore {
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.snapshot = Some(self.state.clone());
+        Ok(())
+    }
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.snapshot = None;
+        Ok(())
+    }
+    fn rollback(&mut self) {
+        if let Some(snapshot) = self.snapshot.take() {
+            self.state = snapshot;
+        }
+    }
+
+    fn insert_user(&mut self, user: &NewUser) -> Result<(), StoreError> {
+        if self.state.users.values().any(|u| u.email_hash == user.email_hash) {
+            return Err(StoreError::Duplicate(EMAIL_UNIQUE.into()));
+        }
+        if self.state.users.contains_key(&user.id) {
+            return Err(StoreError::Duplicate("PRIMARY".into()));
+        }
+        self.clock += 1;
+        self.state.users.insert(
+            user.id.clone(),
+            UserRow {
+                id: user.id.clone(),
+                name: user.name.clone(),
+                email_encrypted: user.email_encrypted.clone(),
+                email_hash: user.email_hash.clone(),
+                password_hash: Some(user.password_hash.clone()),
+                must_reset_password: false,
+                created_at: 1_700_000_000 + self.clock,
+                updated_at: 1_700_000_000 + self.clock,
+            },
+        );
+        Ok(())
+    }
+    fn user_by_id(&mut self, id: &str) -> Result<Option<UserRow>, StoreError> {
+        Ok(self.state.users.get(id).cloned())
+    }
+    fn user_by_email_hash(&mut self, email_hash: &str) -> Result<Option<UserRow>, StoreError> {
+        Ok(self.state.users.values().find(|u| u.email_hash == email_hash).cloned())
+    }
+    fn users_by_ids(&mut self, ids: &[String]) -> Result<Vec<UserRow>, StoreError> {
+        Ok(ids.iter().filter_map(|id| self.state.users.get(id).cloned()).collect())
+    }
+    fn update_user(&mut self, id: &str, write: &UserWrite) -> Result<(), StoreError> {
+        if self.state.users.values().any(|u| u.email_hash == write.email_hash && u.id != id) {
+            return Err(StoreError::Duplicate(EMAIL_UNIQUE.into()));
+        }
+        self.clock += 1;
+        let clock = self.clock;
+        if let Some(user) = self.state.users.get_mut(id) {
+            user.name = write.name.clone();
+            user.email_encrypted = write.email_encrypted.clone();
+            user.email_hash = write.email_hash.clone();
+            user.password_hash = write.password_hash.clone();
+            user.must_reset_password = write.must_reset_password;
+            user.updated_at = 1_700_000_000 + clock;
+        }
+        Ok(())
+    }
+    fn delete_user(&mut self, id: &str) -> Result<(), StoreError> {
+        self.state.users.remove(id);
+        self.state.families.retain(|_, (user, _)| user != id);
+        self.state.tokens.retain(|_, (row, _)| row.user_id != id);
+        Ok(())
+    }
+
+    fn insert_family(&mut self, family_id: &str, user_id: &str, _now: u64, first: &NewRefresh) -> Result<(), StoreError> {
+        self.state.families.insert(family_id.to_owned(), (user_id.to_owned(), None));
+        self.insert_refresh(first)
+    }
+    fn insert_refresh(&mut self, token: &NewRefresh) -> Result<(), StoreError> {
+        self.state.tokens.insert(token.token_hash.clone(), (token.clone(), None));
+        Ok(())
+    }
+    fn lock_refresh(&mut self, token_hash: &str) -> Result<Option<RefreshRow>, StoreError> {
+        Ok(self.state.tokens.get(token_hash).map(|(row, rotated_at)| RefreshRow {
+            token_hash: row.token_hash.clone(),
+            family_id: row.family_id.clone(),
+            user_id: row.user_id.clone(),
+            expires_at: row.expires_at,
+            rotated_at: *rotated_at,
+            family_revoked: self.state.families.get(&row.family_id).is_none_or(|(_, r)| r.is_some()),
+        }))
+    }
+    fn mark_rotated(&mut self, token_hash: &str, now: u64) -> Result<(), StoreError> {
+        if let Some((_, rotated_at)) = self.state.tokens.get_mut(token_hash) {
+            *rotated_at = Some(now);
+        }
+        Ok(())
+    }
+    fn revoke_family(&mut self, family_id: &str, _now: u64, reason: &'static str) -> Result<(), StoreError> {
+        if let Some((_, revoked)) = self.state.families.get_mut(family_id) {
+            revoked.get_or_insert(reason);
+        }
+        Ok(())
+    }
+    fn revoke_user_families(&mut self, user_id: &str, _now: u64, reason: &'static str) -> Result<(), StoreError> {
+        for (user, revoked) in self.state.families.values_mut() {
+            if user == user_id {
+                revoked.get_or_insert(reason);
+            }
+        }
+        Ok(())
+    }
+
+    fn counters(&mut self, account: &str, address: &str) -> Result<(Option<Counter>, Option<Counter>), StoreError> {
+        Ok((
+            self.state.counters.get(&("account", account.to_owned())).copied(),
+            self.state.counters.get(&("address", address.to_owned())).copied(),
+        ))
+    }
+    fn record_failure(&mut self, account: &str, address: &str, now: u64, window: u64) -> Result<(), StoreError> {
+        let c = self.state.counters.entry(("account", account.to_owned())).or_default();
+        c.failures = if c.failures == 0 || now.saturating_sub(c.last_failure_at) > window { 1 } else { c.failures + 1 };
+        if c.failures == 1 {
+            c.window_started_at = now;
+        }
+        c.last_failure_at = now;
+        let c = self.state.counters.entry(("address", address.to_owned())).or_default();
+        if c.failures == 0 || now.saturating_sub(c.window_started_at) >= window {
+            c.failures = 1;
+            c.window_started_at = now;
+        } else {
+            c.failures += 1;
+        }
+        c.last_failure_at = now;
+        Ok(())
+    }
+    fn clear_account(&mut self, account: &str) -> Result<(), StoreError> {
+        self.state.counters.remove(&("account", account.to_owned()));
+        Ok(())
+    }
+
+    fn count_service_call(&mut self, service: &str, window_start: u64) -> Result<u64, StoreError> {
+        let count = self.state.service_calls.entry((service.to_owned(), window_start)).or_default();
+        *count += 1;
+        Ok(*count)
+    }
+
+    fn audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
+        self.state.audit.push(event.clone());
+        Ok(())
+    }
+}

@@ -1,0 +1,160 @@
+//! What the domain needs from storage. `store::mysql` implements it on Spin's MySQL; the unit
+//! tests use an in-memory fake. Times are Unix seconds.
+
+/// A `client_auth` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: String,
+    pub name: String,
+    pub email_encrypted: String,
+    pub email_hash: String,
+    pub password_hash: Option<String>,
+    pub must_reset_password: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A user to insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUser {
+    pub id: String,
+    pub name: String,
+    pub email_encrypted: String,
+    pub email_hash: String,
+    pub password_hash: String,
+}
+
+/// The writable columns of a user, all written at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserWrite {
+    pub name: String,
+    pub email_encrypted: String,
+    pub email_hash: String,
+    pub password_hash: Option<String>,
+    pub must_reset_password: bool,
+}
+
+/// A refresh token with its family, as locked for rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRow {
+    pub token_hash: String,
+    pub family_id: String,
+    pub user_id: String,
+    pub expires_at: u64,
+    /// Set once the token has been exchanged for a successor.
+    pub rotated_at: Option<u64>,
+    pub family_revoked: bool,
+}
+
+/// A refresh token to insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRefresh {
+    pub token_hash: String,
+    pub family_id: String,
+    pub user_id: String,
+    /// The token this one replaces (the rotation chain); `None` for a family's first.
+    pub parent_hash: Option<String>,
+    pub created_at: u64,
+    pub expires_at: u64,
+}
+
+/// Failure counters of one throttle key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counter {
+    pub failures: u32,
+    pub window_started_at: u64,
+    pub last_failure_at: u64,
+}
+
+/// Throttle scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Consecutive failures of one account (keyed by the email's blind index, so unknown emails
+    /// are throttled exactly like known ones).
+    Account,
+    /// Failures from one client address in a fixed window.
+    Address,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Account => "account",
+            Scope::Address => "address",
+        }
+    }
+}
+
+/// One audit record. Never holds a password, a token or a plaintext email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// e.g. `register`, `login`, `login_throttled`, `refresh_reuse`, `service_read`.
+    pub event: &'static str,
+    pub success: bool,
+    /// Why it failed, or a qualifier (`unknown_email`, `wrong_password`, `grace`...).
+    pub reason: Option<&'static str>,
+    /// `user:<id>`, `service:<name>` or `anonymous`.
+    pub actor: String,
+    /// The user the event is about.
+    pub subject: Option<String>,
+    /// The blind index of the email involved, when there is no user id (unknown email).
+    pub email_hash: Option<String>,
+    pub client_addr: String,
+    /// Extra facts as compact JSON (e.g. the ids a service read).
+    pub detail: Option<String>,
+}
+
+/// Storage failures, already free of secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// A unique key refused the write; the constraint's name (`uq_client_auth_email_hash`,
+    /// `PRIMARY`...).
+    Duplicate(String),
+    /// The database could not be reached.
+    Unavailable(String),
+    /// Anything else (already logged by the store with its context).
+    Failed(String),
+}
+
+pub const EMAIL_UNIQUE: &str = "uq_client_auth_email_hash";
+
+pub trait Store {
+    fn begin(&mut self) -> Result<(), StoreError>;
+    fn commit(&mut self) -> Result<(), StoreError>;
+    /// Best effort; a failure is logged by the store.
+    fn rollback(&mut self);
+
+    // Users.
+    fn insert_user(&mut self, user: &NewUser) -> Result<(), StoreError>;
+    fn user_by_id(&mut self, id: &str) -> Result<Option<UserRow>, StoreError>;
+    fn user_by_email_hash(&mut self, email_hash: &str) -> Result<Option<UserRow>, StoreError>;
+    /// The users among `ids` that exist (any order).
+    fn users_by_ids(&mut self, ids: &[String]) -> Result<Vec<UserRow>, StoreError>;
+    fn update_user(&mut self, id: &str, write: &UserWrite) -> Result<(), StoreError>;
+    /// Deletes the user; refresh tokens go with it.
+    fn delete_user(&mut self, id: &str) -> Result<(), StoreError>;
+
+    // Refresh tokens.
+    /// A new family with its first token.
+    fn insert_family(&mut self, family_id: &str, user_id: &str, now: u64, first: &NewRefresh) -> Result<(), StoreError>;
+    fn insert_refresh(&mut self, token: &NewRefresh) -> Result<(), StoreError>;
+    /// The token and its family's state, locked until commit (`FOR UPDATE`).
+    fn lock_refresh(&mut self, token_hash: &str) -> Result<Option<RefreshRow>, StoreError>;
+    fn mark_rotated(&mut self, token_hash: &str, now: u64) -> Result<(), StoreError>;
+    fn revoke_family(&mut self, family_id: &str, now: u64, reason: &'static str) -> Result<(), StoreError>;
+    fn revoke_user_families(&mut self, user_id: &str, now: u64, reason: &'static str) -> Result<(), StoreError>;
+
+    // Login throttling.
+    fn counters(&mut self, account: &str, address: &str) -> Result<(Option<Counter>, Option<Counter>), StoreError>;
+    /// Adds one failure to both keys: the account counter restarts when its last failure is
+    /// older than `window`, the address counter when its window started `window` ago or more.
+    fn record_failure(&mut self, account: &str, address: &str, now: u64, window: u64) -> Result<(), StoreError>;
+    fn clear_account(&mut self, account: &str) -> Result<(), StoreError>;
+
+    // Service rate limit.
+    /// Counts one call of `service` in the window starting at `window_start`; returns the count
+    /// so far, this call included.
+    fn count_service_call(&mut self, service: &str, window_start: u64) -> Result<u64, StoreError>;
+
+    fn audit(&mut self, event: &AuditEvent) -> Result<(), StoreError>;
+}

@@ -1,0 +1,254 @@
+//! The one error type of the component and its single mapping to RFC 9457 problem+json.
+//!
+//! Every variant says its status and its stable `code`. Infrastructure failures are logged where
+//! they happen (with the cause, never a secret, token, password or email) and reach the client
+//! as an opaque 500 or 503. This module knows no `spin_sdk`: `render` returns plain parts that
+//! `lib.rs` turns into a response.
+
+use serde::Serialize;
+
+/// Base of every problem `type` URI; the `code` is appended.
+pub const PROBLEM_TYPE_BASE: &str = "https://problems.auth-billing.dev/";
+
+/// One invalid field of a request body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// JSON name of the field (`ids[3]` for an array element, `body` for the body as a whole).
+    pub field: String,
+    /// Stable machine-readable reason, e.g. `required`, `too_long`, `invalid_email`.
+    pub code: &'static str,
+    /// For people; never repeats the value.
+    pub detail: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, code: &'static str, detail: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// 400 `malformed_json`: the body is not JSON.
+    MalformedJson,
+    /// 400 `invalid_body`: JSON, but not an object.
+    BodyNotObject,
+    /// 413 `payload_too_large`: body over 64 KiB.
+    PayloadTooLarge,
+    /// 415 `unsupported_media_type`: a body route without `Content-Type: application/json`.
+    UnsupportedMediaType,
+    /// 422 `validation_failed`, with one entry per invalid field.
+    Validation(Vec<FieldError>),
+    /// 401 `invalid_credentials`: unknown email or wrong password (one identical body).
+    InvalidCredentials,
+    /// 401 `missing_token`: no `Authorization: Bearer` header.
+    MissingToken,
+    /// 401 `invalid_token`: a bearer token that does not verify, or whose user no longer exists.
+    InvalidToken,
+    /// 401 `invalid_refresh_token`: unknown, expired, revoked or reused.
+    InvalidRefreshToken,
+    /// 403 `wrong_password`: the current password given to confirm a change is wrong.
+    WrongPassword,
+    /// 404 `user_not_found`: no such user, or not one this caller may read.
+    UserNotFound,
+    /// 404 `not_found`: no route for this path.
+    RouteNotFound,
+    /// 405 `method_not_allowed`, with `Allow`.
+    MethodNotAllowed { allow: &'static str },
+    /// 409 `email_taken`: another account uses this email (case and whitespace insensitive).
+    EmailTaken,
+    /// 429 `too_many_attempts` + `Retry-After`: login throttled (account or address).
+    Throttled { retry_after: u64 },
+    /// 429 `rate_limited` + `Retry-After`: a calling service went over its per-minute budget.
+    RateLimited { retry_after: u64 },
+    /// 500 `configuration_error`: a variable is missing or malformed. Names the variable only.
+    Misconfigured { variable: &'static str, what: String },
+    /// 500 `internal_error`: logged where it happened; nothing more is said.
+    Internal,
+    /// 503 `database_unavailable` + `Retry-After`.
+    DatabaseUnavailable,
+}
+
+/// The HTTP parts of a problem response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    code: &'a str,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after: Option<u64>,
+}
+
+impl Error {
+    /// Logs an infrastructure failure (`what` failed: `cause`) and returns the opaque 500.
+    pub fn internal(what: &str, cause: &dyn std::fmt::Display) -> Error {
+        eprintln!("error: {what}: {cause}");
+        Error::Internal
+    }
+
+    /// A variable is missing or malformed: logged and answered with its name, never its value.
+    pub fn misconfigured(variable: &'static str, what: impl Into<String>) -> Error {
+        let what = what.into();
+        eprintln!("config: variable `{variable}` {what}");
+        Error::Misconfigured { variable, what }
+    }
+
+    pub fn field(field: &str, code: &'static str, detail: impl Into<String>) -> Error {
+        Error::Validation(vec![FieldError::new(field, code, detail)])
+    }
+
+    pub fn status(&self) -> u16 {
+        self.parts().0
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.parts().1
+    }
+
+    /// (status, code, title)
+    fn parts(&self) -> (u16, &'static str, &'static str) {
+        match self {
+            Error::MalformedJson => (400, "malformed_json", "Malformed JSON"),
+            Error::BodyNotObject => (400, "invalid_body", "Invalid body"),
+            Error::PayloadTooLarge => (413, "payload_too_large", "Payload too large"),
+            Error::UnsupportedMediaType => (415, "unsupported_media_type", "Unsupported media type"),
+            Error::Validation(_) => (422, "validation_failed", "Invalid fields"),
+            Error::InvalidCredentials => (401, "invalid_credentials", "Invalid credentials"),
+            Error::MissingToken => (401, "missing_token", "Authentication required"),
+            Error::InvalidToken => (401, "invalid_token", "Invalid token"),
+            Error::InvalidRefreshToken => (401, "invalid_refresh_token", "Invalid refresh token"),
+            Error::WrongPassword => (403, "wrong_password", "Wrong password"),
+            Error::UserNotFound => (404, "user_not_found", "User not found"),
+            Error::RouteNotFound => (404, "not_found", "Not found"),
+            Error::MethodNotAllowed { .. } => (405, "method_not_allowed", "Method not allowed"),
+            Error::EmailTaken => (409, "email_taken", "Email already registered"),
+            Error::Throttled { .. } => (429, "too_many_attempts", "Too many attempts"),
+            Error::RateLimited { .. } => (429, "rate_limited", "Rate limit exceeded"),
+            Error::Misconfigured { .. } => (500, "configuration_error", "Service misconfigured"),
+            Error::Internal => (500, "internal_error", "Internal error"),
+            Error::DatabaseUnavailable => (503, "database_unavailable", "Database unavailable"),
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Error::MalformedJson => "The request body is not valid JSON.".into(),
+            Error::BodyNotObject => "The request body must be a JSON object.".into(),
+            Error::PayloadTooLarge => format!("The request body exceeds {} bytes.", crate::api::MAX_BODY_BYTES),
+            Error::UnsupportedMediaType => "Send the body as application/json.".into(),
+            Error::Validation(_) => "One or more fields are invalid; see errors.".into(),
+            Error::InvalidCredentials => "The email or password is incorrect.".into(),
+            Error::MissingToken => "Send an access token as Authorization: Bearer <token>.".into(),
+            Error::InvalidToken => "The access token is invalid or expired.".into(),
+            Error::InvalidRefreshToken => "The refresh token is invalid, expired or revoked; sign in again.".into(),
+            Error::WrongPassword => "The current password is incorrect.".into(),
+            Error::UserNotFound => "No such user.".into(),
+            Error::RouteNotFound => "No resource at this path.".into(),
+            Error::MethodNotAllowed { allow } => format!("Allowed methods: {allow}."),
+            Error::EmailTaken => "An account with this email already exists.".into(),
+            Error::Throttled { .. } => "Too many failed attempts; retry later.".into(),
+            Error::RateLimited { .. } => "Too many requests from this service; retry later.".into(),
+            Error::Misconfigured { variable, what } => format!("The variable `{variable}` {what}."),
+            Error::Internal => "Something went wrong on our side.".into(),
+            Error::DatabaseUnavailable => "The service's database is unreachable; retry shortly.".into(),
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Error::Throttled { retry_after } | Error::RateLimited { retry_after } => Some((*retry_after).max(1)),
+            Error::DatabaseUnavailable => Some(5),
+            _ => None,
+        }
+    }
+
+    /// The response: problem+json body, `Retry-After`, `Allow`, `WWW-Authenticate` as due.
+    pub fn render(&self) -> Rendered {
+        let (status, code, title) = self.parts();
+        let retry_after = self.retry_after();
+        let body = Body {
+            kind: format!("{PROBLEM_TYPE_BASE}{code}"),
+            title,
+            status,
+            code,
+            detail: self.detail(),
+            errors: match self {
+                Error::Validation(errors) => Some(errors),
+                _ => None,
+            },
+            retry_after,
+        };
+        let body = serde_json::to_string(&body)
+            .unwrap_or_else(|_| format!(r#"{{"status":{status},"code":"{code}","title":"{title}"}}"#));
+        let mut headers = vec![("content-type", "application/problem+json".to_string())];
+        if let Some(seconds) = retry_after {
+            headers.push(("retry-after", seconds.to_string()));
+        }
+        match self {
+            Error::MethodNotAllowed { allow } => headers.push(("allow", (*allow).to_string())),
+            Error::MissingToken => headers.push(("www-authenticate", "Bearer".into())),
+            Error::InvalidToken => headers.push(("www-authenticate", r#"Bearer error="invalid_token""#.into())),
+            _ => {}
+        }
+        headers.push(("cache-control", "no-store".into()));
+        Rendered { status, headers, body }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_carry_type_code_status_and_headers() {
+        let rendered = Error::Throttled { retry_after: 42 }.render();
+        assert_eq!(rendered.status, 429);
+        assert!(rendered.headers.contains(&("retry-after", "42".to_string())));
+        let body: serde_json::Value = serde_json::from_str(&rendered.body).expect("json");
+        assert_eq!(body["code"], "too_many_attempts");
+        assert_eq!(body["type"], "https://problems.auth-billing.dev/too_many_attempts");
+        assert_eq!(body["status"], 429);
+    }
+
+    #[test]
+    fn validation_lists_each_field() {
+        let rendered = Error::Validation(vec![
+            FieldError::new("email", "invalid_email", "is not an email address"),
+            FieldError::new("password", "too_short", "must be at least 8 characters"),
+        ])
+        .render();
+        assert_eq!(rendered.status, 422);
+        let body: serde_json::Value = serde_json::from_str(&rendered.body).expect("json");
+        assert_eq!(body["errors"][0]["field"], "email");
+        assert_eq!(body["errors"][1]["code"], "too_short");
+    }
+
+    #[test]
+    fn misconfiguration_names_the_variable_only() {
+        let rendered = Error::misconfigured("encryption_key", "is not valid: key entry 1 is not valid base64").render();
+        assert_eq!(rendered.status, 500);
+        assert!(rendered.body.contains("`encryption_key`"));
+        assert!(rendered.body.contains("configuration_error"));
+    }
+
+    #[test]
+    fn invalid_credentials_body_is_constant() {
+        assert_eq!(Error::InvalidCredentials.render(), Error::InvalidCredentials.render());
+    }
+}

@@ -1,0 +1,3 @@
+//! Storage adapters for the domain's `Store` trait (defined in `domain::ports`).
+
+pub mod mysql;

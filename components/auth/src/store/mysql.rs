@@ -1,0 +1,425 @@
+//! `Store` on Spin's MySQL interface: one connection per request, bound parameters only, row
+//! mapping beside each query. TIMESTAMP columns are read as `UNIX_TIMESTAMP(...)` (Spin cannot
+//! read TIMESTAMP values); `execute` reports no row counts, so writes are designed around keys.
+
+use spin_sdk::mysql::{Connection, DbValue, MysqlError as SpinError, ParameterValue};
+
+use crate::domain::ports::{
+    AuditEvent, Counter, EMAIL_UNIQUE, NewRefresh, NewUser, RefreshRow, Store, StoreError, UserRow, UserWrite,
+};
+
+/// Unique keys whose violation the domain may turn into a client error.
+const KNOWN_UNIQUE_KEYS: &[&str] = &[EMAIL_UNIQUE];
+
+pub struct MysqlStore {
+    conn: Connection,
+}
+
+impl MysqlStore {
+    pub fn open(url: &str) -> Result<MysqlStore, StoreError> {
+        Connection::open(url)
+            .map(|conn| MysqlStore { conn })
+            .map_err(|err| StoreError::Unavailable(format!("connect: {}", describe(&err))))
+    }
+
+    fn exec(&self, what: &str, sql: &str, params: &[ParameterValue]) -> Result<(), StoreError> {
+        self.conn.execute(sql, params).map_err(|err| classify(what, &err))
+    }
+
+    fn rows(&self, what: &str, sql: &str, params: &[ParameterValue]) -> Result<Vec<Vec<DbValue>>, StoreError> {
+        self.conn
+            .query(sql, params)
+            .map(|set| set.rows)
+            .map_err(|err| classify(what, &err))
+    }
+
+    /// A health probe: `SELECT 1`.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.rows("ping", "SELECT 1", &[]).map(|_| ())
+    }
+}
+
+/// The text of a Spin MySQL error without the variant name.
+fn describe(err: &SpinError) -> String {
+    match err {
+        SpinError::ConnectionFailed(m)
+        | SpinError::BadParameter(m)
+        | SpinError::QueryFailed(m)
+        | SpinError::ValueConversionFailed(m)
+        | SpinError::Other(m) => m.clone(),
+    }
+}
+
+/// Sorts a failure: a duplicate key (by constraint name, never the duplicated value), a lost
+/// or busy database (503), or anything else (500).
+fn classify(what: &str, err: &SpinError) -> StoreError {
+    let text = describe(err);
+    if let SpinError::ConnectionFailed(_) = err {
+        return StoreError::Unavailable(format!("{what}: {text}"));
+    }
+    if text.contains("1062") || text.contains("Duplicate entry") {
+        let key = KNOWN_UNIQUE_KEYS
+            .iter()
+            .find(|key| text.contains(*key))
+            .map_or("PRIMARY or another unique key", |key| *key);
+        return StoreError::Duplicate(key.to_owned());
+    }
+    let transient = ["code: 1213", "code: 1205", "Io(", "ConnectionClosed", "Connection refused", "broken pipe"];
+    if transient.iter().any(|marker| text.contains(marker)) {
+        return StoreError::Unavailable(format!("{what}: {text}"));
+    }
+    StoreError::Failed(format!("{what}: {text}"))
+}
+
+// ---- values ------------------------------------------------------------------------------------
+
+fn s(value: &str) -> ParameterValue {
+    ParameterValue::Str(value.to_owned())
+}
+
+fn n(value: u64) -> ParameterValue {
+    ParameterValue::Int64(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
+fn opt_s(value: Option<&str>) -> ParameterValue {
+    value.map_or(ParameterValue::DbNull, s)
+}
+
+fn int(value: &DbValue) -> Option<i64> {
+    match value {
+        DbValue::Boolean(v) => Some(i64::from(*v)),
+        DbValue::Int8(v) => Some(i64::from(*v)),
+        DbValue::Int16(v) => Some(i64::from(*v)),
+        DbValue::Int32(v) => Some(i64::from(*v)),
+        DbValue::Int64(v) => Some(*v),
+        DbValue::Uint8(v) => Some(i64::from(*v)),
+        DbValue::Uint16(v) => Some(i64::from(*v)),
+        DbValue::Uint32(v) => Some(i64::from(*v)),
+        DbValue::Uint64(v) => i64::try_from(*v).ok(),
+        DbValue::Str(v) => v.trim().parse().ok(),
+        DbValue::Binary(v) => std::str::from_utf8(v).ok().and_then(|t| t.trim().parse().ok()),
+        _ => None,
+    }
+}
+
+fn text(value: &DbValue) -> Option<String> {
+    match value {
+        DbValue::Str(v) => Some(v.clone()),
+        DbValue::Binary(v) => String::from_utf8(v.clone()).ok(),
+        _ => None,
+    }
+}
+
+fn is_null(value: &DbValue) -> bool {
+    matches!(value, DbValue::DbNull)
+}
+
+/// Column `index` of `row`, converted by `f`, or a mapping error naming the column.
+fn col<T>(row: &[DbValue], index: usize, name: &str, f: impl Fn(&DbValue) -> Option<T>) -> Result<T, StoreError> {
+    row.get(index)
+        .and_then(f)
+        .ok_or_else(|| StoreError::Failed(format!("unexpected value in column {name}")))
+}
+
+fn opt_col<T>(row: &[DbValue], index: usize, name: &str, f: impl Fn(&DbValue) -> Option<T>) -> Result<Option<T>, StoreError> {
+    match row.get(index) {
+        Some(value) if is_null(value) => Ok(None),
+        _ => col(row, index, name, f).map(Some),
+    }
+}
+
+fn unsigned(value: &DbValue) -> Option<u64> {
+    int(value).and_then(|v| u64::try_from(v).ok())
+}
+
+// ---- users -------------------------------------------------------------------------------------
+
+const USER_COLUMNS: &str = "id, name, email_encrypted, email_hash, password_hash, must_reset_password, \
+     CAST(UNIX_TIMESTAMP(created_at) AS SIGNED), CAST(UNIX_TIMESTAMP(updated_at) AS SIGNED)";
+
+fn user_row(row: &[DbValue]) -> Result<UserRow, StoreError> {
+    Ok(UserRow {
+        id: col(row, 0, "id", text)?,
+        name: col(row, 1, "name", text)?,
+        email_encrypted: col(row, 2, "email_encrypted", text)?,
+        email_hash: col(row, 3, "email_hash", text)?,
+        password_hash: opt_col(row, 4, "password_hash", text)?,
+        must_reset_password: col(row, 5, "must_reset_password", int)? != 0,
+        created_at: col(row, 6, "created_at", int)?,
+        updated_at: col(row, 7, "updated_at", int)?,
+    })
+}
+
+fn counter(row: &[DbValue]) -> Result<(String, Counter), StoreError> {
+    Ok((
+        col(row, 0, "scope", text)?,
+        Counter {
+            failures: u32::try_from(col(row, 1, "failures", unsigned)?).unwrap_or(u32::MAX),
+            window_started_at: col(row, 2, "window_started_at", unsigned)?,
+            last_failure_at: col(row, 3, "last_failure_at", unsigned)?,
+        },
+    ))
+}
+
+impl Store for MysqlStore {
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.exec("begin", "START TRANSACTION", &[])
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.exec("commit", "COMMIT", &[])
+    }
+
+    fn rollback(&mut self) {
+        if let Err(err) = self.exec("rollback", "ROLLBACK", &[]) {
+            eprintln!("store: rollback failed: {err:?}");
+        }
+    }
+
+    fn insert_user(&mut self, user: &NewUser) -> Result<(), StoreError> {
+        self.exec(
+            "insert user",
+            "INSERT INTO client_auth (id, name, email_encrypted, email_hash, password_hash) VALUES (?, ?, ?, ?, ?)",
+            &[s(&user.id), s(&user.name), s(&user.email_encrypted), s(&user.email_hash), s(&user.password_hash)],
+        )
+    }
+
+    fn user_by_id(&mut self, id: &str) -> Result<Option<UserRow>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM client_auth WHERE id = ?");
+        self.rows("user by id", &sql, &[s(id)])?
+            .first()
+            .map(|row| user_row(row))
+            .transpose()
+    }
+
+    fn user_by_email_hash(&mut self, email_hash: &str) -> Result<Option<UserRow>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM client_auth WHERE email_hash = ?");
+        self.rows("user by email", &sql, &[s(email_hash)])?
+            .first()
+            .map(|row| user_row(row))
+            .transpose()
+    }
+
+    fn users_by_ids(&mut self, ids: &[String]) -> Result<Vec<UserRow>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One placeholder per id; the values are bound, never spliced into the text.
+        let placeholders = vec!["?"; ids.len()].join(", ");
+        let sql = format!("SELECT {USER_COLUMNS} FROM client_auth WHERE id IN ({placeholders})");
+        let params: Vec<ParameterValue> = ids.iter().map(|id| s(id)).collect();
+        self.rows("users by ids", &sql, &params)?
+            .iter()
+            .map(|row| user_row(row))
+            .collect()
+    }
+
+    fn update_user(&mut self, id: &str, write: &UserWrite) -> Result<(), StoreError> {
+        self.exec(
+            "update user",
+            "UPDATE client_auth SET name = ?, email_encrypted = ?, email_hash = ?, password_hash = ?, \
+             must_reset_password = ? WHERE id = ?",
+            &[
+                s(&write.name),
+                s(&write.email_encrypted),
+                s(&write.email_hash),
+                opt_s(write.password_hash.as_deref()),
+                ParameterValue::Int8(i8::from(write.must_reset_password)),
+                s(id),
+            ],
+        )
+    }
+
+    fn delete_user(&mut self, id: &str) -> Result<(), StoreError> {
+        // Families and their tokens go by ON DELETE CASCADE.
+        self.exec("delete user", "DELETE FROM client_auth WHERE id = ?", &[s(id)])
+    }
+
+    fn insert_family(&mut self, family_id: &str, user_id: &str, now: u64, first: &NewRefresh) -> Result<(), StoreError> {
+        self.exec(
+            "insert refresh family",
+            "INSERT INTO refresh_token_families (id, user_id, created_at) VALUES (?, ?, ?)",
+            &[s(family_id), s(user_id), n(now)],
+        )?;
+        self.insert_refresh(first)
+    }
+
+    fn insert_refresh(&mut self, token: &NewRefresh) -> Result<(), StoreError> {
+        self.exec(
+            "insert refresh token",
+            "INSERT INTO refresh_tokens (token_hash, family_id, parent_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            &[
+                s(&token.token_hash),
+                s(&token.family_id),
+                opt_s(token.parent_hash.as_deref()),
+                n(token.created_at),
+                n(token.expires_at),
+            ],
+        )
+    }
+
+    fn lock_refresh(&mut self, token_hash: &str) -> Result<Option<RefreshRow>, StoreError> {
+        let rows = self.rows(
+            "lock refresh token",
+            "SELECT t.token_hash, t.family_id, f.user_id, t.expires_at, t.rotated_at, f.revoked_at IS NOT NULL \
+             FROM refresh_tokens t JOIN refresh_token_families f ON f.id = t.family_id \
+             WHERE t.token_hash = ? FOR UPDATE",
+            &[s(token_hash)],
+        )?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        Ok(Some(RefreshRow {
+            token_hash: col(row, 0, "token_hash", text)?,
+            family_id: col(row, 1, "family_id", text)?,
+            user_id: col(row, 2, "user_id", text)?,
+            expires_at: col(row, 3, "expires_at", unsigned)?,
+            rotated_at: opt_col(row, 4, "rotated_at", unsigned)?,
+            family_revoked: col(row, 5, "revoked", int)? != 0,
+        }))
+    }
+
+    fn mark_rotated(&mut self, token_hash: &str, now: u64) -> Result<(), StoreError> {
+        self.exec(
+            "mark refresh token rotated",
+            "UPDATE refresh_tokens SET rotated_at = ? WHERE token_hash = ? AND rotated_at IS NULL",
+            &[n(now), s(token_hash)],
+        )
+    }
+
+    fn revoke_family(&mut self, family_id: &str, now: u64, reason: &'static str) -> Result<(), StoreError> {
+        self.exec(
+            "revoke refresh family",
+            "UPDATE refresh_token_families SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND revoked_at IS NULL",
+            &[n(now), s(reason), s(family_id)],
+        )
+    }
+
+    fn revoke_user_families(&mut self, user_id: &str, now: u64, reason: &'static str) -> Result<(), StoreError> {
+        self.exec(
+            "revoke refresh families of a user",
+            "UPDATE refresh_token_families SET revoked_at = ?, revoked_reason = ? WHERE user_id = ? AND revoked_at IS NULL",
+            &[n(now), s(reason), s(user_id)],
+        )
+    }
+
+    fn counters(&mut self, account: &str, address: &str) -> Result<(Option<Counter>, Option<Counter>), StoreError> {
+        let rows = self.rows(
+            "read login counters",
+            "SELECT scope, failures, window_started_at, last_failure_at FROM login_throttle \
+             WHERE (scope = 'account' AND subject = ?) OR (scope = 'address' AND subject = ?)",
+            &[s(account), s(address)],
+        )?;
+        let mut out = (None, None);
+        for row in &rows {
+            match counter(row)? {
+                (scope, c) if scope == "account" => out.0 = Some(c),
+                (_, c) => out.1 = Some(c),
+            }
+        }
+        Ok(out)
+    }
+
+    fn record_failure(&mut self, account: &str, address: &str, now: u64, window: u64) -> Result<(), StoreError> {
+        // Assignments run left to right and see the values already assigned: each reads the old
+        // last_failure_at / window_started_at before they are overwritten.
+        self.exec(
+            "count account failure",
+            "INSERT INTO login_throttle (scope, subject, failures, window_started_at, last_failure_at) \
+             VALUES ('account', ?, 1, ?, ?) ON DUPLICATE KEY UPDATE \
+             window_started_at = IF(? - last_failure_at > ?, ?, window_started_at), \
+             failures = IF(? - last_failure_at > ?, 1, failures + 1), \
+             last_failure_at = GREATEST(last_failure_at, ?)",
+            &[s(account), n(now), n(now), n(now), n(window), n(now), n(now), n(window), n(now)],
+        )?;
+        self.exec(
+            "count address failure",
+            "INSERT INTO login_throttle (scope, subject, failures, window_started_at, last_failure_at) \
+             VALUES ('address', ?, 1, ?, ?) ON DUPLICATE KEY UPDATE \
+             failures = IF(? - window_started_at >= ?, 1, failures + 1), \
+             window_started_at = IF(? - window_started_at >= ?, ?, window_started_at), \
+             last_failure_at = GREATEST(last_failure_at, ?)",
+            &[s(address), n(now), n(now), n(now), n(window), n(now), n(window), n(now), n(now)],
+        )
+    }
+
+    fn clear_account(&mut self, account: &str) -> Result<(), StoreError> {
+        self.exec(
+            "clear account failures",
+            "DELETE FROM login_throttle WHERE scope = 'account' AND subject = ?",
+            &[s(account)],
+        )
+    }
+
+    fn count_service_call(&mut self, service: &str, window_start: u64) -> Result<u64, StoreError> {
+        self.exec(
+            "count service call",
+            "INSERT INTO service_rate_limit (service, window_start, calls) VALUES (?, ?, 1) \
+             ON DUPLICATE KEY UPDATE calls = IF(window_start >= ?, calls + 1, 1), \
+             window_start = GREATEST(window_start, ?)",
+            &[s(service), n(window_start), n(window_start), n(window_start)],
+        )?;
+        let rows = self.rows(
+            "read service calls",
+            "SELECT calls FROM service_rate_limit WHERE service = ?",
+            &[s(service)],
+        )?;
+        match rows.first() {
+            Some(row) => col(row, 0, "calls", unsigned),
+            None => Ok(1),
+        }
+    }
+
+    fn audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
+        self.exec(
+            "write audit event",
+            "INSERT INTO audit_log (event, success, reason, actor, subject, email_hash, client_addr, detail) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            &[
+                s(event.event),
+                ParameterValue::Int8(i8::from(event.success)),
+                opt_s(event.reason),
+                s(&event.actor),
+                opt_s(event.subject.as_deref()),
+                opt_s(event.email_hash.as_deref()),
+                s(&event.client_addr),
+                opt_s(event.detail.as_deref()),
+            ],
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_keys_are_named_by_constraint_without_the_value() {
+        let err = SpinError::QueryFailed(
+            "Server(ServerError { code: 1062, message: \"Duplicate entry 'abc' for key 'client_auth.uq_client_auth_email_hash'\", state: \"23000\" })".into(),
+        );
+        assert_eq!(classify("insert", &err), StoreError::Duplicate(EMAIL_UNIQUE.into()));
+        let err = SpinError::QueryFailed("Server(ServerError { code: 1062, message: \"Duplicate entry 'x' for key 'PRIMARY'\" })".into());
+        assert!(matches!(classify("insert", &err), StoreError::Duplicate(key) if !key.contains('x')));
+    }
+
+    #[test]
+    fn lost_connections_and_deadlocks_are_unavailable() {
+        assert!(matches!(classify("q", &SpinError::ConnectionFailed("refused".into())), StoreError::Unavailable(_)));
+        let deadlock = SpinError::QueryFailed("Server(ServerError { code: 1213, message: \"Deadlock found\" })".into());
+        assert!(matches!(classify("q", &deadlock), StoreError::Unavailable(_)));
+        let io = SpinError::QueryFailed("Io(Io(Kind(BrokenPipe)))".into());
+        assert!(matches!(classify("q", &io), StoreError::Unavailable(_)));
+        let syntax = SpinError::QueryFailed("Server(ServerError { code: 1064 })".into());
+        assert!(matches!(classify("q", &syntax), StoreError::Failed(_)));
+    }
+
+    #[test]
+    fn integers_come_in_any_width() {
+        assert_eq!(int(&DbValue::Uint64(7)), Some(7));
+        assert_eq!(int(&DbValue::Int8(1)), Some(1));
+        assert_eq!(int(&DbValue::Str("1700000000".into())), Some(1_700_000_000));
+        assert_eq!(int(&DbValue::DbNull), None);
+        assert_eq!(unsigned(&DbValue::Int64(-1)), None);
+    }
+}

@@ -1,0 +1,663 @@
+//! Calls to auth: profiles (one, or up to 100 through the batch endpoint), the JWKS, health and
+//! the login proxy. Every call has a timeout and one retry on connection errors only (a request
+//! that may have reached auth is never sent twice). Profiles are cached in key-value for
+//! `cache_ttl` seconds and kept `stale_ttl` seconds longer as a fallback while auth is down. A
+//! circuit breaker (state in key-value, shared by every instance) opens after `threshold`
+//! consecutive failures, answers at once while open, and lets one probe through after `cooldown`.
+//! Every answer is validated before use; a malformed one counts as auth being unavailable.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::{Profile, ProfileError, ProfileLookup, ProfileSource, Profiles};
+use crate::kv::Kv;
+use crate::transport::{HttpRequest, HttpResponse, Timeouts, Transport, TransportError};
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub base_url: String,
+    pub timeouts: Timeouts,
+    pub cache_ttl: i64,
+    pub stale_ttl: i64,
+    pub threshold: u32,
+    pub cooldown: i64,
+}
+
+/// Most ids in one batch call (auth's limit).
+pub const BATCH_MAX: usize = 100;
+const MAX_BODY: usize = 256 * 1024;
+const JWKS_KEY: &str = "auth:jwks";
+const BREAKER_KEY: &str = "auth:breaker";
+/// The JWKS cache's lifetime, and the least time between two refetches for an unknown kid.
+pub const JWKS_TTL_SECS: i64 = 300;
+pub const JWKS_REFETCH_MIN_SECS: i64 = 30;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakerState {
+    pub failures: u32,
+    pub open_until: i64,
+    pub probe_until: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CachedProfile {
+    profile: Profile,
+    fetched_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CachedJwks {
+    json: String,
+    fetched_at: i64,
+}
+
+pub struct AuthClient<'a> {
+    settings: AuthSettings,
+    transport: &'a dyn Transport,
+    kv: &'a dyn Kv,
+    service_keys: Option<&'a tokens::SigningKeys>,
+    now: i64,
+}
+
+/// Checks one `user` object from auth: the id asked for, sane name and email.
+pub fn validate_user(value: &Value, expected_id: Option<&str>) -> Result<Profile, String> {
+    let object = value.as_object().ok_or("user is not an object")?;
+    let text = |name: &str| object.get(name).and_then(Value::as_str).ok_or(format!("user.{name} missing or not a string"));
+    let id = text("id")?;
+    if let Some(expected) = expected_id {
+        if id != expected {
+            return Err("auth answered for another user id".into());
+        }
+    }
+    if id.is_empty() || id.len() > 255 || id.chars().any(char::is_control) {
+        return Err("user.id out of bounds".into());
+    }
+    let name = text("name")?;
+    if name.trim().is_empty() || name.chars().count() > 255 || name.chars().any(char::is_control) {
+        return Err("user.name out of bounds".into());
+    }
+    let email = text("email")?;
+    let well_formed = email.len() <= 254
+        && email.split('@').count() == 2
+        && email.split('@').all(|part| !part.is_empty())
+        && !email.chars().any(|c| c.is_control() || c.is_whitespace());
+    if !well_formed {
+        return Err("user.email malformed".into());
+    }
+    for stamp in ["created_at", "updated_at"] {
+        let value = text(stamp)?;
+        if value.len() < 10 || value.len() > 40 {
+            return Err(format!("user.{stamp} malformed"));
+        }
+    }
+    Ok(Profile { id: id.to_string(), name: name.to_string(), email: email.to_string() })
+}
+
+fn percent_encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+impl<'a> AuthClient<'a> {
+    pub fn new(
+        settings: AuthSettings,
+        transport: &'a dyn Transport,
+        kv: &'a dyn Kv,
+        service_keys: Option<&'a tokens::SigningKeys>,
+        now: i64,
+    ) -> Self {
+        Self { settings, transport, kv, service_keys, now }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.settings.base_url.trim_end_matches('/'))
+    }
+
+    /// Sends once, and once more if no connection could be made.
+    fn send(&self, request: &HttpRequest) -> Result<HttpResponse, TransportError> {
+        match self.transport.send(request) {
+            Err(TransportError::Connect(reason)) => {
+                eprintln!("auth call: {} {} could not connect ({reason}); retrying once", request.method, path_of(&request.url));
+                self.transport.send(request)
+            }
+            other => other,
+        }
+    }
+
+    fn service_request(&self, method: &'static str, path: &str, body: Option<Vec<u8>>) -> Result<HttpRequest, String> {
+        let keys = self.service_keys.ok_or("service_token_key is not configured")?;
+        let token = keys
+            .issue_service_token("customer", u64::try_from(self.now).unwrap_or(0))
+            .map_err(|e| format!("cannot issue a service token: {e}"))?;
+        let mut headers = vec![
+            ("authorization".to_string(), format!("Bearer {}", token.token)),
+            ("accept".to_string(), "application/json".to_string()),
+        ];
+        if body.is_some() {
+            headers.push(("content-type".to_string(), "application/json".to_string()));
+        }
+        Ok(HttpRequest { method, url: self.url(path), headers, body, timeouts: self.settings.timeouts, max_body: MAX_BODY })
+    }
+
+    // ---- circuit breaker ---------------------------------------------------------------------
+
+    pub fn breaker(&self) -> BreakerState {
+        self.kv.get(BREAKER_KEY).and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    fn save_breaker(&self, state: &BreakerState) {
+        if *state == BreakerState::default() {
+            self.kv.delete(BREAKER_KEY);
+        } else if let Ok(bytes) = serde_json::to_vec(state) {
+            self.kv.set(BREAKER_KEY, &bytes);
+        }
+    }
+
+    /// `Err(retry_after)` while the breaker is open (or another request is probing).
+    fn breaker_allows(&self) -> Result<(), u32> {
+        let mut state = self.breaker();
+        if state.failures < self.settings.threshold {
+            return Ok(());
+        }
+        if self.now < state.open_until {
+            return Err(u32::try_from(state.open_until - self.now).unwrap_or(1).max(1));
+        }
+        if self.now < state.probe_until {
+            return Err(1);
+        }
+        // Half-open: this request is the probe.
+        let probe_window = i64::try_from(self.settings.timeouts.first_byte.as_secs()).unwrap_or(5) + 2;
+        state.probe_until = self.now + probe_window;
+        self.save_breaker(&state);
+        eprintln!("auth: circuit half-open, sending one probe");
+        Ok(())
+    }
+
+    fn record_success(&self) {
+        let state = self.breaker();
+        if state != BreakerState::default() {
+            if state.failures >= self.settings.threshold {
+                eprintln!("auth: circuit closed again");
+            }
+            self.save_breaker(&BreakerState::default());
+        }
+    }
+
+    fn record_failure(&self) {
+        let mut state = self.breaker();
+        state.failures = state.failures.saturating_add(1);
+        if state.failures >= self.settings.threshold {
+            state.open_until = self.now + self.settings.cooldown;
+            state.probe_until = 0;
+            eprintln!("auth: circuit open for {} s after {} consecutive failures", self.settings.cooldown, state.failures);
+        }
+        self.save_breaker(&state);
+    }
+
+    // ---- profiles ----------------------------------------------------------------------------
+
+    fn cached(&self, id: &str) -> Option<CachedProfile> {
+        let cached: CachedProfile = serde_json::from_slice(&self.kv.get(&format!("profile:{id}"))?).ok()?;
+        (cached.profile.id == id).then_some(cached)
+    }
+
+    fn cache(&self, profile: &Profile) {
+        let entry = CachedProfile { profile: profile.clone(), fetched_at: self.now };
+        if let Ok(bytes) = serde_json::to_vec(&entry) {
+            self.kv.set(&format!("profile:{}", profile.id), &bytes);
+        }
+    }
+
+    fn stale_or(&self, cached: Option<CachedProfile>, reason: String, retry_after: u32) -> Result<ProfileLookup, ProfileError> {
+        match cached {
+            Some(entry) if self.now - entry.fetched_at < self.settings.cache_ttl + self.settings.stale_ttl => {
+                eprintln!("auth: serving a cached profile ({} s old) because {reason}", self.now - entry.fetched_at);
+                Ok(ProfileLookup { profile: entry.profile, source: ProfileSource::StaleCache { age: self.now - entry.fetched_at } })
+            }
+            _ => Err(ProfileError::Unavailable { reason, retry_after }),
+        }
+    }
+
+    /// One profile: `Ok(None)` when auth says 404.
+    fn fetch_profile(&self, id: &str) -> Result<Option<Profile>, String> {
+        let path = format!("/api/v3/users/{}", percent_encode_segment(id));
+        let request = self.service_request("GET", &path, None)?;
+        let result = self.send(&request);
+        let (status, latency) = match &result {
+            Ok(r) => (r.status.to_string(), r.elapsed.as_secs_f64() * 1000.0),
+            Err(_) => ("error".to_string(), 0.0),
+        };
+        eprintln!("auth call: GET /api/v3/users/{{id}} user={id} status={status} latency_ms={latency:.2}");
+        let response = result.map_err(|e| e.to_string())?;
+        match response.status {
+            200 => {
+                let body: Value = serde_json::from_slice(&response.body).map_err(|_| "auth answered invalid JSON".to_string())?;
+                let user = body.get("user").ok_or("auth's answer has no user")?;
+                validate_user(user, Some(id)).map(Some)
+            }
+            404 => Ok(None),
+            status => Err(format!("auth answered {status}")),
+        }
+    }
+
+    /// Several profiles through the batch endpoint (cache first); missing users are left out.
+    pub fn profiles(&self, ids: &[String]) -> Result<BTreeMap<String, ProfileLookup>, ProfileError> {
+        let mut found = BTreeMap::new();
+        let mut wanted: Vec<String> = Vec::new();
+        let mut stale: BTreeMap<String, CachedProfile> = BTreeMap::new();
+        for id in ids.iter().collect::<BTreeSet<_>>() {
+            match self.cached(id) {
+                Some(entry) if self.now - entry.fetched_at < self.settings.cache_ttl => {
+                    found.insert(id.clone(), ProfileLookup { profile: entry.profile, source: ProfileSource::Cache });
+                }
+                other => {
+                    if let Some(entry) = other {
+                        stale.insert(id.clone(), entry);
+                    }
+                    wanted.push(id.clone());
+                }
+            }
+        }
+        for chunk in wanted.chunks(BATCH_MAX) {
+            let fetched = match self.breaker_allows() {
+                Err(retry_after) => Err((format!("circuit open; retry in {retry_after} s"), retry_after)),
+                Ok(()) => self.fetch_batch(chunk).map_err(|reason| {
+                    self.record_failure();
+                    (reason, 5)
+                }),
+            };
+            match fetched {
+                Ok(users) => {
+                    self.record_success();
+                    for profile in users {
+                        self.cache(&profile);
+                        found.insert(profile.id.clone(), ProfileLookup { profile, source: ProfileSource::Auth });
+                    }
+                }
+                Err((reason, retry_after)) => {
+                    for id in chunk {
+                        let lookup = self.stale_or(stale.remove(id), reason.clone(), retry_after)?;
+                        found.insert(id.clone(), lookup);
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn fetch_batch(&self, ids: &[String]) -> Result<Vec<Profile>, String> {
+        let body = serde_json::to_vec(&serde_json::json!({ "ids": ids })).map_err(|e| e.to_string())?;
+        let request = self.service_request("POST", "/api/v3/users/batch", Some(body))?;
+        let result = self.send(&request);
+        let latency = result.as_ref().map(|r| r.elapsed.as_secs_f64() * 1000.0).unwrap_or(0.0);
+        eprintln!(
+            "auth call: POST /api/v3/users/batch ids={} status={} latency_ms={latency:.2}",
+            ids.len(),
+            result.as_ref().map(|r| r.status.to_string()).unwrap_or_else(|_| "error".into())
+        );
+        let response = result.map_err(|e| e.to_string())?;
+        if response.status != 200 {
+            return Err(format!("auth answered {}", response.status));
+        }
+        validate_batch(&response.body, ids)
+    }
+
+    // ---- JWKS --------------------------------------------------------------------------------
+
+    /// Auth's public keys from the cache, fetched when absent or older than the TTL; `refetch`
+    /// (an unknown kid) fetches again unless the cache is younger than the minimum interval.
+    pub fn jwks(&self, refetch: bool) -> Result<tokens::Verifier, ProfileError> {
+        let cached: Option<CachedJwks> = self.kv.get(JWKS_KEY).and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(entry) = &cached {
+            let age = self.now - entry.fetched_at;
+            let fresh = if refetch { age < JWKS_REFETCH_MIN_SECS } else { age < JWKS_TTL_SECS };
+            if fresh {
+                if let Ok(verifier) = tokens::Verifier::from_jwks(&entry.json) {
+                    return Ok(verifier);
+                }
+            }
+        }
+        let request = HttpRequest {
+            method: "GET",
+            url: self.url("/.well-known/jwks.json"),
+            headers: vec![("accept".into(), "application/json".into())],
+            body: None,
+            timeouts: self.settings.timeouts,
+            max_body: tokens::MAX_JWKS_LEN,
+        };
+        let fetched = self.send(&request).map_err(|e| e.to_string()).and_then(|response| {
+            eprintln!(
+                "auth call: GET /.well-known/jwks.json status={} latency_ms={:.2}",
+                response.status,
+                response.elapsed.as_secs_f64() * 1000.0
+            );
+            if response.status != 200 {
+                return Err(format!("auth answered {}", response.status));
+            }
+            let json = String::from_utf8(response.body).map_err(|_| "JWKS is not UTF-8".to_string())?;
+            let verifier = tokens::Verifier::from_jwks(&json).map_err(|e| e.to_string())?;
+            Ok((json, verifier))
+        });
+        match fetched {
+            Ok((json, verifier)) => {
+                if let Ok(bytes) = serde_json::to_vec(&CachedJwks { json, fetched_at: self.now }) {
+                    self.kv.set(JWKS_KEY, &bytes);
+                }
+                Ok(verifier)
+            }
+            Err(reason) => {
+                // A stale JWKS still verifies tokens signed by the keys it knows.
+                if let Some(verifier) = cached.and_then(|entry| tokens::Verifier::from_jwks(&entry.json).ok()) {
+                    eprintln!("auth: JWKS refetch failed ({reason}); using the cached keys");
+                    return Ok(verifier);
+                }
+                Err(ProfileError::Unavailable { reason: format!("JWKS: {reason}"), retry_after: 5 })
+            }
+        }
+    }
+
+    // ---- health and login --------------------------------------------------------------------
+
+    /// Auth's health route; the latency in milliseconds.
+    pub fn health(&self) -> Result<f64, String> {
+        let request = HttpRequest {
+            method: "GET",
+            url: self.url("/api/v3/auth/health"),
+            headers: Vec::new(),
+            body: None,
+            timeouts: self.settings.timeouts,
+            max_body: 16 * 1024,
+        };
+        let response = self.transport.send(&request).map_err(|e| e.to_string())?;
+        let latency = response.elapsed.as_secs_f64() * 1000.0;
+        eprintln!("auth call: GET /api/v3/auth/health status={} latency_ms={latency:.2}", response.status);
+        match response.status {
+            200 => Ok((latency * 100.0).round() / 100.0),
+            status => Err(format!("auth answered {status}")),
+        }
+    }
+
+    /// Forwards a login to auth (the seed's login proxy). Not retried: a login may have counted.
+    pub fn login(&self, body: Vec<u8>, client_addr: Option<&str>) -> Result<HttpResponse, TransportError> {
+        let mut headers = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("accept".to_string(), "application/json".to_string()),
+            ("x-forwarded-by".to_string(), "customer".to_string()),
+        ];
+        if let Some(addr) = client_addr {
+            headers.push(("x-forwarded-for".to_string(), addr.to_string()));
+        }
+        let request = HttpRequest {
+            method: "POST",
+            url: self.url("/api/v3/auth/login"),
+            headers,
+            body: Some(body),
+            timeouts: self.settings.timeouts,
+            max_body: 64 * 1024,
+        };
+        let result = self.transport.send(&request);
+        if let Ok(response) = &result {
+            eprintln!(
+                "auth call: POST /api/v3/auth/login (proxied) status={} latency_ms={:.2}",
+                response.status,
+                response.elapsed.as_secs_f64() * 1000.0
+            );
+        }
+        result
+    }
+}
+
+fn path_of(url: &str) -> &str {
+    url.split_once("://").and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..])).unwrap_or("/")
+}
+
+/// Checks a batch answer: every user is one we asked for, at most once; `missing` only ids we
+/// asked for; together they account for every id.
+pub fn validate_batch(body: &[u8], asked: &[String]) -> Result<Vec<Profile>, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|_| "auth answered invalid JSON".to_string())?;
+    let users = value.get("users").and_then(Value::as_array).ok_or("batch answer has no users array")?;
+    let missing = value.get("missing").and_then(Value::as_array).ok_or("batch answer has no missing array")?;
+    let asked: BTreeSet<&str> = asked.iter().map(String::as_str).collect();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut profiles = Vec::new();
+    for user in users {
+        let profile = validate_user(user, None)?;
+        if !asked.contains(profile.id.as_str()) {
+            return Err("auth answered a user we did not ask for".into());
+        }
+        if !seen.insert(profile.id.clone()) {
+            return Err("auth answered a user twice".into());
+        }
+        profiles.push(profile);
+    }
+    for id in missing {
+        let id = id.as_str().ok_or("missing holds a non-string")?;
+        if !asked.contains(id) || !seen.insert(id.to_string()) {
+            return Err("missing holds an id we did not ask for, or one also answered".into());
+        }
+    }
+    if seen.len() != asked.len() {
+        return Err("auth's answer leaves ids unaccounted for".into());
+    }
+    Ok(profiles)
+}
+
+impl Profiles for AuthClient<'_> {
+    fn profile(&self, id: &str) -> Result<ProfileLookup, ProfileError> {
+        let cached = self.cached(id);
+        if let Some(entry) = &cached {
+            if self.now - entry.fetched_at < self.settings.cache_ttl {
+                eprintln!("auth: profile {id} from cache");
+                return Ok(ProfileLookup { profile: entry.profile.clone(), source: ProfileSource::Cache });
+            }
+        }
+        if let Err(retry_after) = self.breaker_allows() {
+            return self.stale_or(cached, format!("circuit open; retry in {retry_after} s"), retry_after);
+        }
+        match self.fetch_profile(id) {
+            Ok(Some(profile)) => {
+                self.record_success();
+                self.cache(&profile);
+                Ok(ProfileLookup { profile, source: ProfileSource::Auth })
+            }
+            Ok(None) => {
+                self.record_success();
+                self.kv.delete(&format!("profile:{id}"));
+                Err(ProfileError::NotFound)
+            }
+            Err(reason) => {
+                self.record_failure();
+                self.stale_or(cached, reason, 5)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::kv::MemoryKv;
+
+    struct Fake {
+        answer: RefCell<Box<dyn Fn(&HttpRequest) -> Result<HttpResponse, TransportError>>>,
+        calls: Cell<u32>,
+    }
+
+    impl Fake {
+        fn new(f: impl Fn(&HttpRequest) -> Result<HttpResponse, TransportError> + 'static) -> Self {
+            Self { answer: RefCell::new(Box::new(f)), calls: Cell::new(0) }
+        }
+        fn set(&self, f: impl Fn(&HttpRequest) -> Result<HttpResponse, TransportError> + 'static) {
+            *self.answer.borrow_mut() = Box::new(f);
+        }
+    }
+
+    impl Transport for Fake {
+        fn send(&self, request: &HttpRequest) -> Result<HttpResponse, TransportError> {
+            self.calls.set(self.calls.get() + 1);
+            (self.answer.borrow())(request)
+        }
+    }
+
+    fn ok(body: Value) -> Result<HttpResponse, TransportError> {
+        Ok(HttpResponse { status: 200, headers: Vec::new(), body: body.to_string().into_bytes(), elapsed: Duration::ZERO })
+    }
+
+    fn user(id: &str) -> Value {
+        serde_json::json!({"id": id, "name": "Ada", "email": "ada@example.org",
+            "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-01-01T00:00:00Z"})
+    }
+
+    fn settings() -> AuthSettings {
+        AuthSettings {
+            base_url: "http://auth.test".into(),
+            timeouts: Timeouts::all(Duration::from_secs(1)),
+            cache_ttl: 60,
+            stale_ttl: 3600,
+            threshold: 3,
+            cooldown: 10,
+        }
+    }
+
+    fn keys() -> tokens::SigningKeys {
+        tokens::SigningKeys::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap()
+    }
+
+    #[test]
+    fn validation_refuses_other_ids_and_bad_fields() {
+        assert!(validate_user(&user("u1"), Some("u1")).is_ok());
+        assert!(validate_user(&user("u2"), Some("u1")).is_err());
+        let mut bad = user("u1");
+        bad["email"] = "not-an-email".into();
+        assert!(validate_user(&bad, Some("u1")).is_err());
+        bad = user("u1");
+        bad["name"] = "x".repeat(300).into();
+        assert!(validate_user(&bad, Some("u1")).is_err());
+        bad = user("u1");
+        bad["name"] = Value::Null;
+        assert!(validate_user(&bad, Some("u1")).is_err());
+    }
+
+    #[test]
+    fn batch_answers_must_match_the_question() {
+        let asked = vec!["a".to_string(), "b".to_string()];
+        let good = serde_json::json!({"users": [user("a")], "missing": ["b"]}).to_string();
+        assert_eq!(validate_batch(good.as_bytes(), &asked).unwrap().len(), 1);
+        let extra = serde_json::json!({"users": [user("a"), user("c")], "missing": ["b"]}).to_string();
+        assert!(validate_batch(extra.as_bytes(), &asked).is_err());
+        let short = serde_json::json!({"users": [user("a")], "missing": []}).to_string();
+        assert!(validate_batch(short.as_bytes(), &asked).is_err());
+        let twice = serde_json::json!({"users": [user("a"), user("a")], "missing": ["b"]}).to_string();
+        assert!(validate_batch(twice.as_bytes(), &asked).is_err());
+    }
+
+    #[test]
+    fn profiles_are_cached_then_served_stale_while_auth_is_down() {
+        let kv = MemoryKv::default();
+        let fake = Fake::new(|request| {
+            assert!(request.headers.iter().any(|(k, v)| k == "authorization" && v.starts_with("Bearer ")));
+            ok(serde_json::json!({"user": user("u1")}))
+        });
+        let keys = keys();
+        let client = AuthClient::new(settings(), &fake, &kv, Some(&keys), 1000);
+        assert_eq!(client.profile("u1").unwrap().source, ProfileSource::Auth);
+        assert_eq!(client.profile("u1").unwrap().source, ProfileSource::Cache);
+        assert_eq!(fake.calls.get(), 1);
+        fake.set(|_| Err(TransportError::Connect("refused".into())));
+        let later = AuthClient::new(settings(), &fake, &kv, Some(&keys), 1100);
+        assert_eq!(later.profile("u1").unwrap().source, ProfileSource::StaleCache { age: 100 });
+        // Connection errors are retried once.
+        assert_eq!(fake.calls.get(), 3);
+        // A user never fetched: 503.
+        assert!(matches!(later.profile("u9"), Err(ProfileError::Unavailable { .. })));
+    }
+
+    #[test]
+    fn timeouts_are_not_retried_and_malformed_answers_count_as_down() {
+        let kv = MemoryKv::default();
+        let fake = Fake::new(|_| Err(TransportError::Timeout("first byte".into())));
+        let keys = keys();
+        let client = AuthClient::new(settings(), &fake, &kv, Some(&keys), 1000);
+        assert!(matches!(client.profile("u1"), Err(ProfileError::Unavailable { .. })));
+        assert_eq!(fake.calls.get(), 1);
+        fake.set(|_| ok(serde_json::json!({"user": user("someone-else")})));
+        assert!(matches!(client.profile("u1"), Err(ProfileError::Unavailable { .. })));
+        fake.set(|_| Ok(HttpResponse { status: 404, headers: Vec::new(), body: Vec::new(), elapsed: Duration::ZERO }));
+        assert_eq!(client.profile("u1"), Err(ProfileError::NotFound));
+    }
+
+    #[test]
+    fn the_breaker_opens_then_lets_one_probe_through() {
+        let kv = MemoryKv::default();
+        let fake = Fake::new(|_| Err(TransportError::Timeout("slow".into())));
+        let keys = keys();
+        let at = |now| AuthClient::new(settings(), &fake, &kv, Some(&keys), now);
+        for _ in 0..3 {
+            assert!(at(1000).profile("u1").is_err());
+        }
+        assert_eq!(fake.calls.get(), 3);
+        // Open: no call at all.
+        match at(1001).profile("u1") {
+            Err(ProfileError::Unavailable { retry_after, .. }) => assert_eq!(retry_after, 9),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fake.calls.get(), 3);
+        // After the cool-down one probe goes out; while it runs, others are refused.
+        fake.set(|_| ok(serde_json::json!({"user": user("u1")})));
+        let probe = at(1011);
+        assert!(probe.breaker_allows().is_ok());
+        assert!(at(1011).breaker_allows().is_err());
+        probe.record_success();
+        assert!(at(1012).profile("u1").is_ok());
+        assert_eq!(at(1012).breaker(), BreakerState::default());
+    }
+
+    #[test]
+    fn batch_uses_the_cache_and_one_call() {
+        let kv = MemoryKv::default();
+        let fake = Fake::new(|request| {
+            let body: Value = serde_json::from_slice(request.body.as_deref().unwrap()).unwrap();
+            let ids: Vec<String> = serde_json::from_value(body["ids"].clone()).unwrap();
+            let users: Vec<Value> = ids.iter().filter(|id| *id != "gone").map(|id| user(id)).collect();
+            ok(serde_json::json!({"users": users, "missing": if ids.contains(&"gone".to_string()) { vec!["gone"] } else { vec![] }}))
+        });
+        let keys = keys();
+        let client = AuthClient::new(settings(), &fake, &kv, Some(&keys), 1000);
+        let ids: Vec<String> = ["a", "b", "gone"].iter().map(|s| s.to_string()).collect();
+        let found = client.profiles(&ids).unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(fake.calls.get(), 1);
+        let again = client.profiles(&ids[..2]).unwrap();
+        assert!(again.values().all(|l| l.source == ProfileSource::Cache));
+        assert_eq!(fake.calls.get(), 1);
+    }
+
+    #[test]
+    fn jwks_is_cached_and_refetched_at_most_every_30_seconds() {
+        let kv = MemoryKv::default();
+        let jwks = keys().jwks_json();
+        let fake = Fake::new(move |_| {
+            Ok(HttpResponse { status: 200, headers: Vec::new(), body: jwks.clone().into_bytes(), elapsed: Duration::ZERO })
+        });
+        let at = |now| AuthClient::new(settings(), &fake, &kv, None, now);
+        assert!(at(1000).jwks(false).unwrap().contains_kid("k1"));
+        assert!(at(1100).jwks(false).is_ok());
+        assert_eq!(fake.calls.get(), 1);
+        assert!(at(1010).jwks(true).is_ok());
+        assert_eq!(fake.calls.get(), 1, "refetch rate-limited");
+        assert!(at(1031).jwks(true).is_ok());
+        assert_eq!(fake.calls.get(), 2);
+    }
+}

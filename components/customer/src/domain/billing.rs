@@ -1,0 +1,547 @@
+//! Customers, areas, subscriptions and invoices: the rules, over the ports of `domain`.
+//!
+//! The invariants: a user has at most one Stripe customer and every Stripe customer we create
+//! ends up in a row (crash, retry or concurrency notwithstanding); a customer has at most one live
+//! subscription per price; every change to a customer's subscriptions happens while its row is
+//! locked, so changes and webhook applications are applied in the order they reached Stripe.
+
+use sha2::{Digest, Sha256};
+
+use super::{
+    AreaIds, Billing, Claim, Customer, InvoicePage, NewStripeCustomer, PriceId, ProfileLookup, Profiles, Store,
+    StripeCustomerRef, Subscription, SubscriptionStatus, UserId,
+};
+use crate::error::Error;
+
+/// How long one create may hold a user's provisioning lease (auth + Stripe with retries fit well
+/// within it); after it, another request may resume the creation.
+pub const PROVISIONING_LEASE_SECS: i64 = 60;
+
+/// The ports and the time of one request.
+pub struct Ctx<'a> {
+    pub store: &'a dyn Store,
+    pub stripe: &'a dyn Billing,
+    pub profiles: &'a dyn Profiles,
+    pub now: i64,
+}
+
+/// An id as part of a Stripe Idempotency-Key (at most 255 characters in all): the id itself when
+/// short, else its SHA-256.
+pub fn key_part(id: &str) -> String {
+    if id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+        id.to_string()
+    } else {
+        hex(&Sha256::digest(id.as_bytes()))
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Stripe Idempotency-Key of the customer create: our user id and the attempt number.
+pub fn customer_create_key(user: &UserId, attempt: u32) -> String {
+    format!("customer-create:{}:{attempt}", key_part(user.as_str()))
+}
+
+pub fn subscription_create_key(local_id: &str) -> String {
+    format!("subscription-create:{local_id}")
+}
+
+pub fn subscription_cancel_key(local_id: &str) -> String {
+    format!("subscription-cancel:{local_id}:at-period-end")
+}
+
+pub fn new_local_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn customer_exists() -> Error {
+    Error::Conflict { code: "customer_exists", detail: "This user already is a customer.".into() }
+}
+
+pub fn get_customer(store: &dyn Store, user: &UserId) -> Result<Customer, Error> {
+    store.customer(user.as_str())?.ok_or_else(Error::not_a_customer)
+}
+
+/// `POST /customers`: profile from auth, Stripe customer, then the row.
+pub fn create_customer(ctx: &Ctx<'_>, user: &UserId, areas: &AreaIds) -> Result<Customer, Error> {
+    let store = ctx.store;
+    if store.customer(user.as_str())?.is_some() {
+        return Err(customer_exists());
+    }
+    let (attempt, resumed, last_error) =
+        match store.claim_provisioning(user.as_str(), ctx.now, PROVISIONING_LEASE_SECS)? {
+            Claim::Busy => {
+                return Err(Error::Conflict {
+                    code: "customer_creation_in_progress",
+                    detail: "This user's customer is being created by another request; retry shortly.".into(),
+                });
+            }
+            Claim::Claimed { attempt, resumed, last_error } => (attempt, resumed, last_error),
+        };
+    // Another request may have finished between our first look and the claim.
+    if store.customer(user.as_str())?.is_some() {
+        store.delete_provisioning(user.as_str())?;
+        return Err(customer_exists());
+    }
+    if resumed {
+        eprintln!(
+            "customer: resuming the creation of {user} (attempt {attempt}, last error: {})",
+            last_error.as_deref().unwrap_or("none: interrupted")
+        );
+    }
+
+    let profile = match ctx.profiles.profile(user.as_str()) {
+        Ok(lookup) => lookup.profile,
+        Err(err) => {
+            store.provisioning_failed(user.as_str(), "auth_unavailable", false)?;
+            return Err(err.into());
+        }
+    };
+
+    let stripe_customer = match provision_stripe_customer(ctx, user, &profile, attempt, resumed) {
+        Ok(found) => found,
+        Err(err) => {
+            if err.is_ambiguous() {
+                // Stripe may or may not have created it: the next attempt searches first, then
+                // creates under a new key (Stripe keeps even a 500 for the old one).
+                store.provisioning_failed(user.as_str(), "stripe_ambiguous", true)?;
+            } else {
+                // Nothing was created: start clean next time.
+                store.delete_provisioning(user.as_str())?;
+            }
+            return Err(err.into());
+        }
+    };
+
+    store.begin()?;
+    let inserted = store
+        .insert_customer(user.as_str(), &stripe_customer.id, areas)
+        .and_then(|()| store.delete_provisioning(user.as_str()))
+        .and_then(|()| {
+            store.audit(
+                ctx.now,
+                user.as_str(),
+                "customer.created",
+                Some(user.as_str()),
+                &format!("stripe_customer={} areas={}", stripe_customer.id, areas.as_slice().len()),
+            )
+        })
+        .and_then(|()| store.commit());
+    if let Err(err) = inserted {
+        store.rollback();
+        return Err(err.into());
+    }
+    get_customer(store, user)
+}
+
+/// Finds the Stripe customer an earlier attempt created, or creates one.
+fn provision_stripe_customer(
+    ctx: &Ctx<'_>,
+    user: &UserId,
+    profile: &super::Profile,
+    attempt: u32,
+    resumed: bool,
+) -> Result<StripeCustomerRef, super::StripeError> {
+    if resumed {
+        let mut mine: Vec<StripeCustomerRef> = ctx
+            .stripe
+            .customers_by_email(&profile.email)?
+            .into_iter()
+            .filter(|c| c.user_id.as_deref() == Some(user.as_str()))
+            .collect();
+        mine.sort_by_key(|c| (c.created, c.id.clone()));
+        if mine.len() > 1 {
+            eprintln!("customer: {} Stripe customers carry user {user}; adopting the oldest", mine.len());
+        }
+        if let Some(found) = mine.into_iter().next() {
+            eprintln!("customer: adopting Stripe customer {} created by an earlier attempt for {user}", found.id);
+            return Ok(found);
+        }
+    }
+    let request = NewStripeCustomer { user_id: user.as_str(), name: &profile.name, email: &profile.email };
+    ctx.stripe.create_customer(&request, &customer_create_key(user, attempt))
+}
+
+/// `PATCH /customers/me`.
+pub fn update_areas(store: &dyn Store, user: &UserId, areas: &AreaIds, now: i64) -> Result<Customer, Error> {
+    store.begin()?;
+    let result: Result<bool, super::StoreError> = (|| {
+        if !store.lock_customer(user.as_str())? {
+            return Ok(false);
+        }
+        store.replace_areas(user.as_str(), areas)?;
+        store.audit(now, user.as_str(), "customer.areas_updated", Some(user.as_str()), &format!("areas={}", areas.as_slice().len()))?;
+        store.commit()?;
+        Ok(true)
+    })();
+    match result {
+        Ok(true) => get_customer(store, user),
+        Ok(false) => {
+            store.rollback();
+            Err(Error::not_a_customer())
+        }
+        Err(err) => {
+            store.rollback();
+            Err(err.into())
+        }
+    }
+}
+
+/// `DELETE /customers/me`: Stripe first (subscriptions, then the customer), then our rows.
+pub fn delete_customer(ctx: &Ctx<'_>, user: &UserId) -> Result<(), Error> {
+    let customer = get_customer(ctx.store, user)?;
+    let mut canceled = 0;
+    if let Some(stripe_id) = &customer.stripe_customer_id {
+        match ctx.stripe.subscriptions_of(stripe_id) {
+            Ok(remote) => {
+                for sub in remote.iter().filter(|s| s.status.is_live()) {
+                    match ctx.stripe.cancel_now(&sub.id) {
+                        Ok(_) => canceled += 1,
+                        Err(err) if err.is_not_found() => {}
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+            }
+            Err(err) if err.is_not_found() => {}
+            Err(err) => return Err(err.into()),
+        }
+        ctx.stripe.delete_customer(stripe_id)?;
+    }
+    let store = ctx.store;
+    store.begin()?;
+    let result = store
+        .delete_customer(user.as_str())
+        .and_then(|()| store.delete_provisioning(user.as_str()))
+        .and_then(|()| {
+            store.audit(
+                ctx.now,
+                user.as_str(),
+                "customer.deleted",
+                Some(user.as_str()),
+                &format!(
+                    "stripe_customer={} subscriptions_canceled={canceled}",
+                    customer.stripe_customer_id.as_deref().unwrap_or("-")
+                ),
+            )
+        })
+        .and_then(|()| store.commit());
+    if let Err(err) = result {
+        store.rollback();
+        return Err(err.into());
+    }
+    Ok(())
+}
+
+pub fn list_subscriptions(store: &dyn Store, user: &UserId) -> Result<Vec<Subscription>, Error> {
+    get_customer(store, user)?;
+    Ok(store.subscriptions(user.as_str())?)
+}
+
+/// Runs `work` in a transaction holding the customer's row lock; rolls back on error.
+fn with_customer_locked<T>(
+    store: &dyn Store,
+    user: &UserId,
+    work: impl FnOnce() -> Result<T, Error>,
+) -> Result<T, Error> {
+    store.begin()?;
+    let locked = match store.lock_customer(user.as_str()) {
+        Ok(locked) => locked,
+        Err(err) => {
+            store.rollback();
+            return Err(err.into());
+        }
+    };
+    if !locked {
+        store.rollback();
+        return Err(Error::not_a_customer());
+    }
+    match work() {
+        Ok(value) => match store.commit() {
+            Ok(()) => Ok(value),
+            Err(err) => {
+                store.rollback();
+                Err(err.into())
+            }
+        },
+        Err(err) => {
+            store.rollback();
+            Err(err)
+        }
+    }
+}
+
+/// `POST /customers/me/subscriptions`.
+pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId) -> Result<Subscription, Error> {
+    let store = ctx.store;
+    // Outcome: Ok(sub) = created; Err(Conflict) after adopting a subscription found at Stripe.
+    let adopted = std::cell::Cell::new(false);
+    let result = with_customer_locked(store, user, || {
+        let customer = get_customer(store, user)?;
+        let stripe_customer =
+            customer.stripe_customer_id.ok_or_else(|| Error::internal(format!("customer {user} has no Stripe id")))?;
+        let local = store.subscriptions(user.as_str())?;
+        if local.iter().any(|s| s.status.is_live() && s.price_id == price.as_str()) {
+            return Err(crate::error::conflict_for_constraint("uq_subscriptions_live_price"));
+        }
+        // A subscription created by an interrupted earlier request (or outside this API) that no
+        // webhook has brought in yet: adopt it instead of creating a duplicate.
+        for remote in ctx.stripe.subscriptions_of(&stripe_customer)? {
+            if !remote.status.is_live() || remote.price_id.as_deref() != Some(price.as_str()) {
+                continue;
+            }
+            if store.subscription_by_stripe_id(&remote.id)?.is_some() {
+                continue;
+            }
+            let mut sub = Subscription {
+                id: adoptable_local_id(store, &remote)?,
+                customer_id: user.as_str().to_string(),
+                stripe_subscription_id: None,
+                price_id: price.as_str().to_string(),
+                status: SubscriptionStatus::Pending,
+                current_period_end: None,
+                cancel_at_period_end: false,
+                stripe_created: None,
+                last_event_at: 0,
+            };
+            sub.apply(&remote);
+            store.insert_subscription(&sub)?;
+            store.audit(ctx.now, user.as_str(), "subscription.adopted", Some(user.as_str()), &format!("stripe_subscription={}", remote.id))?;
+            adopted.set(true);
+            return Ok(sub);
+        }
+        let local_id = new_local_id();
+        let mut sub = Subscription {
+            id: local_id.clone(),
+            customer_id: user.as_str().to_string(),
+            stripe_subscription_id: None,
+            price_id: price.as_str().to_string(),
+            status: SubscriptionStatus::Pending,
+            current_period_end: None,
+            cancel_at_period_end: false,
+            stripe_created: None,
+            last_event_at: 0,
+        };
+        store.insert_subscription(&sub)?;
+        let remote = ctx.stripe.create_subscription(
+            &stripe_customer,
+            price,
+            user.as_str(),
+            &local_id,
+            &subscription_create_key(&local_id),
+        )?;
+        sub.apply(&remote);
+        store.update_subscription(&sub)?;
+        store.audit(
+            ctx.now,
+            user.as_str(),
+            "subscription.created",
+            Some(user.as_str()),
+            &format!("subscription={} stripe_subscription={} price={} status={}", sub.id, remote.id, price.as_str(), sub.status.as_str()),
+        )?;
+        Ok(sub)
+    })?;
+    if adopted.get() {
+        return Err(Error::Conflict {
+            code: "already_subscribed",
+            detail: format!(
+                "There already is a live subscription to this price ({}); it is now listed under /customers/me/subscriptions.",
+                result.id
+            ),
+        });
+    }
+    Ok(result)
+}
+
+/// Our id for a subscription found at Stripe: the one in its metadata when it is a free UUID.
+fn adoptable_local_id(store: &dyn Store, remote: &super::StripeSubscription) -> Result<String, Error> {
+    if let Some(candidate) = &remote.local_id {
+        if uuid::Uuid::parse_str(candidate).is_ok() && store.subscription_by_id(candidate)?.is_none() {
+            return Ok(candidate.clone());
+        }
+    }
+    Ok(new_local_id())
+}
+
+/// `DELETE /customers/me/subscriptions/{id}`.
+pub fn cancel_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str, at_period_end: bool) -> Result<Subscription, Error> {
+    let store = ctx.store;
+    with_customer_locked(store, user, || {
+        let mut sub = store
+            .subscription(user.as_str(), id)?
+            .ok_or_else(|| Error::not_found("No such subscription."))?;
+        let Some(stripe_id) = sub.stripe_subscription_id.clone() else {
+            return Err(Error::Conflict {
+                code: "subscription_pending",
+                detail: "The subscription is still being created; retry shortly.".into(),
+            });
+        };
+        if !sub.status.is_live() || (at_period_end && sub.cancel_at_period_end) {
+            return Ok(sub);
+        }
+        let remote = if at_period_end {
+            ctx.stripe.cancel_at_period_end(&stripe_id, &subscription_cancel_key(&sub.id))?
+        } else {
+            ctx.stripe.cancel_now(&stripe_id)?
+        };
+        sub.apply(&remote);
+        store.update_subscription(&sub)?;
+        store.audit(
+            ctx.now,
+            user.as_str(),
+            if at_period_end { "subscription.cancel_at_period_end" } else { "subscription.canceled" },
+            Some(user.as_str()),
+            &format!("subscription={} stripe_subscription={stripe_id}", sub.id),
+        )?;
+        Ok(sub)
+    })
+}
+
+/// `GET /customers/me/invoices`: bill_to from auth, invoices from Stripe.
+pub fn invoices(
+    ctx: &Ctx<'_>,
+    user: &UserId,
+    limit: u32,
+    starting_after: Option<&str>,
+) -> Result<(ProfileLookup, InvoicePage), Error> {
+    let customer = get_customer(ctx.store, user)?;
+    let stripe_customer =
+        customer.stripe_customer_id.ok_or_else(|| Error::internal(format!("customer {user} has no Stripe id")))?;
+    let profile = ctx.profiles.profile(user.as_str())?;
+    let page = ctx.stripe.invoices(&stripe_customer, limit, starting_after)?;
+    Ok((profile, page))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::domain::fake::{FakeProfiles, FakeStripe, MemoryStore};
+
+    fn user(id: &str) -> UserId {
+        UserId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn keys_are_derived_from_our_ids_and_bounded() {
+        assert_eq!(customer_create_key(&user("u-1"), 2), "customer-create:u-1:2");
+        let long = "x".repeat(255);
+        let key = customer_create_key(&user(&long), 1);
+        assert!(key.len() < 100, "{key}");
+        assert_eq!(subscription_create_key("abc"), "subscription-create:abc");
+    }
+
+    #[test]
+    fn create_then_conflict() {
+        let store = MemoryStore::default();
+        let stripe = FakeStripe::default();
+        let profiles = FakeProfiles::up();
+        let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1000 };
+        let areas = AreaIds::parse(&[2, 1]).unwrap();
+        let customer = create_customer(&ctx, &user("u1"), &areas).unwrap();
+        assert_eq!(customer.area_ids.as_slice(), &[1, 2]);
+        assert_eq!(stripe.customers.borrow().len(), 1);
+        let err = create_customer(&ctx, &user("u1"), &areas).unwrap_err();
+        assert_eq!(err.status(), 409);
+        assert_eq!(stripe.customers.borrow().len(), 1);
+    }
+
+    #[test]
+    fn an_ambiguous_stripe_failure_then_a_retry_makes_one_customer() {
+        let store = MemoryStore::default();
+        let stripe = FakeStripe::default();
+        // Stripe creates the customer but the answer is lost.
+        stripe.fail_after_create.set(1);
+        let profiles = FakeProfiles::up();
+        let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1000 };
+        let areas = AreaIds::parse(&[1]).unwrap();
+        assert_eq!(create_customer(&ctx, &user("u1"), &areas).unwrap_err().status(), 503);
+        let customer = create_customer(&ctx, &user("u1"), &areas).unwrap();
+        assert_eq!(stripe.customers.borrow().len(), 1);
+        assert_eq!(customer.stripe_customer_id.as_deref(), Some(stripe.customers.borrow()[0].id.as_str()));
+    }
+
+    #[test]
+    fn a_crash_between_stripe_and_the_row_is_resumed_with_the_same_key() {
+        let store = MemoryStore::default();
+        let stripe = FakeStripe::default();
+        let profiles = FakeProfiles::up();
+        // First attempt: claimed and Stripe called, then "crash" (no row, lease left behind).
+        store.claim_provisioning("u1", 1000, PROVISIONING_LEASE_SECS).unwrap();
+        let first = stripe
+            .create_customer(&NewStripeCustomer { user_id: "u1", name: "A", email: "a@example.org" }, &customer_create_key(&user("u1"), 1))
+            .unwrap();
+        // While the lease runs, others are told to wait.
+        let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1010 };
+        assert_eq!(create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap_err().status(), 409);
+        // After the lease: resumed, adopts the same Stripe customer.
+        let ctx = Ctx { now: 1000 + PROVISIONING_LEASE_SECS + 1, ..ctx };
+        let customer = create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        assert_eq!(customer.stripe_customer_id.as_deref(), Some(first.id.as_str()));
+        assert_eq!(stripe.customers.borrow().len(), 1);
+    }
+
+    #[test]
+    fn auth_down_gives_503_and_releases_the_lease() {
+        let store = MemoryStore::default();
+        let stripe = FakeStripe::default();
+        let profiles = FakeProfiles::down();
+        let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1000 };
+        let err = create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap_err();
+        assert_eq!(err.status(), 503);
+        assert!(stripe.customers.borrow().is_empty());
+        let profiles = FakeProfiles::up();
+        let ctx = Ctx { profiles: &profiles, ..ctx };
+        assert!(create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn subscribe_twice_to_one_price_is_a_conflict() {
+        let store = MemoryStore::default();
+        let stripe = FakeStripe::default();
+        let profiles = FakeProfiles::up();
+        let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1000 };
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        let price = PriceId::parse("price_basic").unwrap();
+        let sub = subscribe(&ctx, &user("u1"), &price).unwrap();
+        assert_eq!(sub.status, SubscriptionStatus::Active);
+        assert_eq!(subscribe(&ctx, &user("u1"), &price).unwrap_err().status(), 409);
+        assert_eq!(stripe.subscriptions.borrow().len(), 1);
+        let canceled = cancel_subscription(&ctx, &user("u1"), &sub.id, true).unwrap();
+        assert!(canceled.cancel_at_period_end);
+        let canceled = cancel_subscription(&ctx, &user("u1"), &sub.id, false).unwrap();
+        assert_eq!(canceled.status, SubscriptionStatus::Canceled);
+        // Ended: a new one may start.
+        assert!(subscribe(&ctx, &user("u1"), &price).is_ok());
+    }
+
+    #[test]
+    fn a_subscription_stripe_has_but_we_lost_is_adopted_not_duplicated() {
+        let store = MemoryStore::default();
+        let stripe = FakeStripe::default();
+        let profiles = FakeProfiles::up();
+        let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1000 };
+        let customer = create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        let price = PriceId::parse("price_basic").unwrap();
+        stripe
+            .create_subscription(customer.stripe_customer_id.as_deref().unwrap(), &price, "u1", "lost", "k")
+            .unwrap();
+        assert_eq!(subscribe(&ctx, &user("u1"), &price).unwrap_err().status(), 409);
+        assert_eq!(stripe.subscriptions.borrow().len(), 1);
+        assert_eq!(store.subscriptions("u1").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn delete_cancels_at_stripe_first() {
+        let store = MemoryStore::default();
+        let stripe = FakeStripe::default();
+        let profiles = FakeProfiles::up();
+        let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1000 };
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        subscribe(&ctx, &user("u1"), &PriceId::parse("price_basic").unwrap()).unwrap();
+        delete_customer(&ctx, &user("u1")).unwrap();
+        assert!(stripe.customers.borrow().is_empty());
+        assert!(stripe.subscriptions.borrow().iter().all(|s| s.status == SubscriptionStatus::Canceled));
+        assert_eq!(get_customer(&store, &user("u1")).unwrap_err().status(), 404);
+    }
+}

@@ -1,0 +1,326 @@
+//! In-memory stand-ins for the ports, for the native unit tests of the rules.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use super::*;
+
+#[derive(Debug, Clone, Default)]
+struct State {
+    customers: BTreeMap<String, Customer>,
+    provisioning: BTreeMap<String, (u32, i64, Option<String>)>,
+    subscriptions: Vec<Subscription>,
+    events: BTreeMap<String, String>,
+    idem: BTreeMap<(String, String), IdemRecord>,
+    audit: Vec<String>,
+}
+
+/// Transactions by snapshot: `begin` saves, `rollback` restores.
+#[derive(Default)]
+pub struct MemoryStore {
+    state: RefCell<State>,
+    snapshot: RefCell<Option<State>>,
+}
+
+impl Store for MemoryStore {
+    fn begin(&self) -> Result<(), StoreError> {
+        *self.snapshot.borrow_mut() = Some(self.state.borrow().clone());
+        Ok(())
+    }
+    fn commit(&self) -> Result<(), StoreError> {
+        *self.snapshot.borrow_mut() = None;
+        Ok(())
+    }
+    fn rollback(&self) {
+        if let Some(saved) = self.snapshot.borrow_mut().take() {
+            *self.state.borrow_mut() = saved;
+        }
+    }
+    fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
+        Ok(self.state.borrow().customers.get(id).cloned())
+    }
+    fn lock_customer(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.state.borrow().customers.contains_key(id))
+    }
+    fn lock_customer_by_stripe_id(&self, stripe_customer_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .state
+            .borrow()
+            .customers
+            .values()
+            .find(|c| c.stripe_customer_id.as_deref() == Some(stripe_customer_id))
+            .map(|c| c.id.clone()))
+    }
+    fn insert_customer(&self, id: &str, stripe_customer_id: &str, areas: &AreaIds) -> Result<(), StoreError> {
+        let mut state = self.state.borrow_mut();
+        if state.customers.contains_key(id) {
+            return Err(StoreError::Duplicate { constraint: "PRIMARY".into() });
+        }
+        state.customers.insert(
+            id.into(),
+            Customer {
+                id: id.into(),
+                stripe_customer_id: Some(stripe_customer_id.into()),
+                area_ids: areas.clone(),
+                created_at: 1,
+                updated_at: 1,
+            },
+        );
+        Ok(())
+    }
+    fn replace_areas(&self, id: &str, areas: &AreaIds) -> Result<(), StoreError> {
+        if let Some(c) = self.state.borrow_mut().customers.get_mut(id) {
+            c.area_ids = areas.clone();
+        }
+        Ok(())
+    }
+    fn delete_customer(&self, id: &str) -> Result<(), StoreError> {
+        let mut state = self.state.borrow_mut();
+        state.customers.remove(id);
+        state.subscriptions.retain(|s| s.customer_id != id);
+        Ok(())
+    }
+    fn claim_provisioning(&self, id: &str, now: i64, lease_secs: i64) -> Result<Claim, StoreError> {
+        let mut state = self.state.borrow_mut();
+        match state.provisioning.get_mut(id) {
+            None => {
+                state.provisioning.insert(id.into(), (1, now + lease_secs, None));
+                Ok(Claim::Claimed { attempt: 1, resumed: false, last_error: None })
+            }
+            Some((_, lease, _)) if *lease > now => Ok(Claim::Busy),
+            Some((attempt, lease, last_error)) => {
+                *lease = now + lease_secs;
+                Ok(Claim::Claimed { attempt: *attempt, resumed: true, last_error: last_error.clone() })
+            }
+        }
+    }
+    fn provisioning_failed(&self, id: &str, error: &str, next_attempt: bool) -> Result<(), StoreError> {
+        if let Some((attempt, lease, last_error)) = self.state.borrow_mut().provisioning.get_mut(id) {
+            *lease = 0;
+            *last_error = Some(error.into());
+            if next_attempt {
+                *attempt += 1;
+            }
+        }
+        Ok(())
+    }
+    fn delete_provisioning(&self, id: &str) -> Result<(), StoreError> {
+        self.state.borrow_mut().provisioning.remove(id);
+        Ok(())
+    }
+    fn subscriptions(&self, customer_id: &str) -> Result<Vec<Subscription>, StoreError> {
+        Ok(self.state.borrow().subscriptions.iter().filter(|s| s.customer_id == customer_id).cloned().collect())
+    }
+    fn subscription(&self, customer_id: &str, id: &str) -> Result<Option<Subscription>, StoreError> {
+        Ok(self.subscriptions(customer_id)?.into_iter().find(|s| s.id == id))
+    }
+    fn subscription_by_stripe_id(&self, stripe_subscription_id: &str) -> Result<Option<Subscription>, StoreError> {
+        Ok(self
+            .state
+            .borrow()
+            .subscriptions
+            .iter()
+            .find(|s| s.stripe_subscription_id.as_deref() == Some(stripe_subscription_id))
+            .cloned())
+    }
+    fn subscription_by_id(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
+        Ok(self.state.borrow().subscriptions.iter().find(|s| s.id == id).cloned())
+    }
+    fn insert_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
+        let mut state = self.state.borrow_mut();
+        if state
+            .subscriptions
+            .iter()
+            .any(|s| s.customer_id == sub.customer_id && s.status.is_live() && sub.status.is_live() && s.price_id == sub.price_id)
+        {
+            return Err(StoreError::Duplicate { constraint: "uq_subscriptions_live_price".into() });
+        }
+        state.subscriptions.push(sub.clone());
+        Ok(())
+    }
+    fn update_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
+        let mut state = self.state.borrow_mut();
+        if let Some(s) = state.subscriptions.iter_mut().find(|s| s.id == sub.id) {
+            *s = sub.clone();
+        }
+        Ok(())
+    }
+    fn insert_event(&self, id: &str, kind: &str, _created: i64, _object_id: Option<&str>) -> Result<(), StoreError> {
+        let mut state = self.state.borrow_mut();
+        if state.events.contains_key(id) {
+            return Err(StoreError::Duplicate { constraint: "PRIMARY".into() });
+        }
+        state.events.insert(id.into(), kind.into());
+        Ok(())
+    }
+    fn set_event_outcome(&self, _id: &str, _outcome: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn audit(&self, _now: i64, actor: &str, action: &str, _subject: Option<&str>, _detail: &str) -> Result<(), StoreError> {
+        self.state.borrow_mut().audit.push(format!("{actor} {action}"));
+        Ok(())
+    }
+    fn idem_insert(&self, principal: &str, key: &str, request_hash: &str, now: i64) -> Result<(), StoreError> {
+        let mut state = self.state.borrow_mut();
+        let k = (principal.to_string(), key.to_string());
+        if state.idem.contains_key(&k) {
+            return Err(StoreError::Duplicate { constraint: "PRIMARY".into() });
+        }
+        state.idem.insert(
+            k,
+            IdemRecord {
+                request_hash: request_hash.into(),
+                done: false,
+                status: 0,
+                content_type: String::new(),
+                body: String::new(),
+                created_at: now,
+            },
+        );
+        Ok(())
+    }
+    fn idem_get(&self, principal: &str, key: &str) -> Result<Option<IdemRecord>, StoreError> {
+        Ok(self.state.borrow().idem.get(&(principal.to_string(), key.to_string())).cloned())
+    }
+    fn idem_complete(&self, principal: &str, key: &str, status: u16, content_type: &str, body: &str) -> Result<(), StoreError> {
+        if let Some(r) = self.state.borrow_mut().idem.get_mut(&(principal.to_string(), key.to_string())) {
+            r.done = true;
+            r.status = status;
+            r.content_type = content_type.into();
+            r.body = body.into();
+        }
+        Ok(())
+    }
+    fn idem_delete(&self, principal: &str, key: &str) -> Result<(), StoreError> {
+        self.state.borrow_mut().idem.remove(&(principal.to_string(), key.to_string()));
+        Ok(())
+    }
+}
+
+/// A Stripe with memory, faults and idempotency keys.
+#[derive(Default)]
+pub struct FakeStripe {
+    pub customers: RefCell<Vec<StripeCustomerRef>>,
+    pub emails: RefCell<BTreeMap<String, String>>,
+    pub subscriptions: RefCell<Vec<StripeSubscription>>,
+    keys: RefCell<BTreeMap<String, String>>,
+    /// Create the customer, then lose the answer, this many times.
+    pub fail_after_create: Cell<u32>,
+    pub down: Cell<bool>,
+    counter: Cell<u32>,
+}
+
+impl FakeStripe {
+    fn next_id(&self, prefix: &str) -> String {
+        self.counter.set(self.counter.get() + 1);
+        format!("{prefix}_{}", self.counter.get())
+    }
+
+    fn check_up(&self) -> Result<(), StripeError> {
+        if self.down.get() { Err(StripeError::Unavailable("down".into())) } else { Ok(()) }
+    }
+
+    pub fn set_status(&self, id: &str, status: SubscriptionStatus) {
+        if let Some(s) = self.subscriptions.borrow_mut().iter_mut().find(|s| s.id == id) {
+            s.status = status;
+        }
+    }
+}
+
+impl Billing for FakeStripe {
+    fn create_customer(&self, c: &NewStripeCustomer<'_>, key: &str) -> Result<StripeCustomerRef, StripeError> {
+        self.check_up()?;
+        if let Some(id) = self.keys.borrow().get(key) {
+            return Ok(self.customers.borrow().iter().find(|x| &x.id == id).cloned().unwrap());
+        }
+        let created = StripeCustomerRef { id: self.next_id("cus"), user_id: Some(c.user_id.into()), created: 1 };
+        self.customers.borrow_mut().push(created.clone());
+        self.emails.borrow_mut().insert(created.id.clone(), c.email.into());
+        self.keys.borrow_mut().insert(key.into(), created.id.clone());
+        if self.fail_after_create.get() > 0 {
+            self.fail_after_create.set(self.fail_after_create.get() - 1);
+            return Err(StripeError::Unavailable("answer lost".into()));
+        }
+        Ok(created)
+    }
+    fn customers_by_email(&self, email: &str) -> Result<Vec<StripeCustomerRef>, StripeError> {
+        self.check_up()?;
+        let emails = self.emails.borrow();
+        Ok(self.customers.borrow().iter().filter(|c| emails.get(&c.id).map(String::as_str) == Some(email)).cloned().collect())
+    }
+    fn customer_exists(&self, id: &str) -> Result<bool, StripeError> {
+        self.check_up()?;
+        Ok(self.customers.borrow().iter().any(|c| c.id == id))
+    }
+    fn delete_customer(&self, id: &str) -> Result<(), StripeError> {
+        self.check_up()?;
+        self.customers.borrow_mut().retain(|c| c.id != id);
+        Ok(())
+    }
+    fn create_subscription(&self, customer: &str, price: &PriceId, _user: &str, local_id: &str, _key: &str) -> Result<StripeSubscription, StripeError> {
+        self.check_up()?;
+        let sub = StripeSubscription {
+            id: self.next_id("sub"),
+            customer: customer.into(),
+            status: SubscriptionStatus::Active,
+            price_id: Some(price.as_str().into()),
+            current_period_end: Some(5000),
+            cancel_at_period_end: false,
+            created: 1000,
+            local_id: Some(local_id.into()),
+        };
+        self.subscriptions.borrow_mut().push(sub.clone());
+        Ok(sub)
+    }
+    fn subscription(&self, id: &str) -> Result<Option<StripeSubscription>, StripeError> {
+        self.check_up()?;
+        Ok(self.subscriptions.borrow().iter().find(|s| s.id == id).cloned())
+    }
+    fn subscriptions_of(&self, customer: &str) -> Result<Vec<StripeSubscription>, StripeError> {
+        self.check_up()?;
+        Ok(self.subscriptions.borrow().iter().filter(|s| s.customer == customer).cloned().collect())
+    }
+    fn cancel_at_period_end(&self, id: &str, _key: &str) -> Result<StripeSubscription, StripeError> {
+        self.check_up()?;
+        let mut subs = self.subscriptions.borrow_mut();
+        let s = subs.iter_mut().find(|s| s.id == id).ok_or(StripeError::InvalidRequest { message: "no".into(), param: None, status: 404 })?;
+        s.cancel_at_period_end = true;
+        Ok(s.clone())
+    }
+    fn cancel_now(&self, id: &str) -> Result<StripeSubscription, StripeError> {
+        self.check_up()?;
+        let mut subs = self.subscriptions.borrow_mut();
+        let s = subs.iter_mut().find(|s| s.id == id).ok_or(StripeError::InvalidRequest { message: "no".into(), param: None, status: 404 })?;
+        s.status = SubscriptionStatus::Canceled;
+        Ok(s.clone())
+    }
+    fn invoices(&self, _customer: &str, _limit: u32, _starting_after: Option<&str>) -> Result<InvoicePage, StripeError> {
+        self.check_up()?;
+        Ok(InvoicePage { invoices: Vec::new(), has_more: false })
+    }
+}
+
+pub struct FakeProfiles {
+    up: bool,
+}
+
+impl FakeProfiles {
+    pub fn up() -> Self {
+        Self { up: true }
+    }
+    pub fn down() -> Self {
+        Self { up: false }
+    }
+}
+
+impl Profiles for FakeProfiles {
+    fn profile(&self, id: &str) -> Result<ProfileLookup, ProfileError> {
+        if !self.up {
+            return Err(ProfileError::Unavailable { reason: "down".into(), retry_after: 5 });
+        }
+        Ok(ProfileLookup {
+            profile: Profile { id: id.into(), name: format!("Name {id}"), email: format!("{id}@example.org") },
+            source: ProfileSource::Auth,
+        })
+    }
+}

@@ -1,0 +1,213 @@
+//! Billing rules. No spin_sdk here: the rules take the ports below (implemented by `store::mysql`,
+//! `stripe` and `auth_client`) and plain values, and are unit-tested natively with fakes.
+
+pub mod billing;
+pub mod idempotency;
+pub mod model;
+pub mod webhook;
+
+#[cfg(test)]
+pub(crate) mod fake;
+
+use crate::error::{Error, conflict_for_constraint};
+pub use model::*;
+
+/// A database failure as the rules see it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key fired (MySQL error 1062); `constraint` is the key's name.
+    #[error("duplicate key {constraint}")]
+    Duplicate { constraint: String },
+    /// The database could not be reached.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Duplicate { constraint } => conflict_for_constraint(&constraint),
+            StoreError::Unavailable(cause) => {
+                eprintln!("store: {cause}");
+                Error::DatabaseUnavailable
+            }
+            StoreError::Other(cause) => Error::Internal(format!("store: {cause}")),
+        }
+    }
+}
+
+/// Result of trying to take the right to create a user's Stripe customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This request holds the lease. `resumed`: an earlier attempt existed (crash or failure).
+    Claimed { attempt: u32, resumed: bool, last_error: Option<String> },
+    /// Another request holds it.
+    Busy,
+}
+
+/// A stored first response of an idempotent request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdemRecord {
+    pub request_hash: String,
+    pub done: bool,
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+    pub created_at: i64,
+}
+
+/// The customer database. One connection per request; `begin`/`commit`/`rollback` wrap the
+/// statements in between in one transaction. `lock_*` take row locks (`FOR UPDATE`) and are
+/// meant to be called inside a transaction.
+pub trait Store {
+    fn begin(&self) -> Result<(), StoreError>;
+    fn commit(&self) -> Result<(), StoreError>;
+    fn rollback(&self);
+
+    fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError>;
+    /// Locks the customer's row; serialises every change to its subscriptions.
+    fn lock_customer(&self, id: &str) -> Result<bool, StoreError>;
+    /// Locks the row of the customer with this Stripe customer id; returns its id.
+    fn lock_customer_by_stripe_id(&self, stripe_customer_id: &str) -> Result<Option<String>, StoreError>;
+    fn insert_customer(&self, id: &str, stripe_customer_id: &str, areas: &AreaIds) -> Result<(), StoreError>;
+    fn replace_areas(&self, id: &str, areas: &AreaIds) -> Result<(), StoreError>;
+    fn delete_customer(&self, id: &str) -> Result<(), StoreError>;
+
+    fn claim_provisioning(&self, id: &str, now: i64, lease_secs: i64) -> Result<Claim, StoreError>;
+    /// Gives the lease back after a failure; `next_attempt` moves the Stripe key on.
+    fn provisioning_failed(&self, id: &str, error: &str, next_attempt: bool) -> Result<(), StoreError>;
+    fn delete_provisioning(&self, id: &str) -> Result<(), StoreError>;
+
+    fn subscriptions(&self, customer_id: &str) -> Result<Vec<Subscription>, StoreError>;
+    fn subscription(&self, customer_id: &str, id: &str) -> Result<Option<Subscription>, StoreError>;
+    fn subscription_by_stripe_id(&self, stripe_subscription_id: &str) -> Result<Option<Subscription>, StoreError>;
+    fn subscription_by_id(&self, id: &str) -> Result<Option<Subscription>, StoreError>;
+    fn insert_subscription(&self, subscription: &Subscription) -> Result<(), StoreError>;
+    fn update_subscription(&self, subscription: &Subscription) -> Result<(), StoreError>;
+
+    /// The webhook inbox: `Duplicate` when the event id is already recorded.
+    fn insert_event(&self, id: &str, kind: &str, created: i64, object_id: Option<&str>) -> Result<(), StoreError>;
+    fn set_event_outcome(&self, id: &str, outcome: &str) -> Result<(), StoreError>;
+
+    fn audit(&self, now: i64, actor: &str, action: &str, subject: Option<&str>, detail: &str) -> Result<(), StoreError>;
+
+    fn idem_insert(&self, principal: &str, key: &str, request_hash: &str, now: i64) -> Result<(), StoreError>;
+    fn idem_get(&self, principal: &str, key: &str) -> Result<Option<IdemRecord>, StoreError>;
+    fn idem_complete(&self, principal: &str, key: &str, status: u16, content_type: &str, body: &str)
+    -> Result<(), StoreError>;
+    fn idem_delete(&self, principal: &str, key: &str) -> Result<(), StoreError>;
+}
+
+/// A Stripe failure as the rules see it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StripeError {
+    /// 402 card_error.
+    #[error("card error: {message}")]
+    Card { message: String, code: Option<String> },
+    /// 400/404 invalid_request_error.
+    #[error("invalid request: {message}")]
+    InvalidRequest { message: String, param: Option<String>, status: u16 },
+    /// 401/403: our key is wrong. Logged, answered as an opaque 500.
+    #[error("stripe refused our credentials ({0})")]
+    Authentication(u16),
+    /// Reusing an Idempotency-Key with other parameters: a bug on our side.
+    #[error("idempotency error: {0}")]
+    Idempotency(String),
+    /// 429/5xx/timeouts after the retries.
+    #[error("stripe unavailable: {0}")]
+    Unavailable(String),
+    /// Stripe answered something we cannot read.
+    #[error("unexpected answer from stripe: {0}")]
+    Malformed(String),
+}
+
+impl StripeError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::InvalidRequest { status: 404, .. })
+    }
+
+    /// The outcome at Stripe is unknown: it may or may not have acted.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Malformed(_))
+    }
+}
+
+impl From<StripeError> for Error {
+    fn from(err: StripeError) -> Self {
+        match err {
+            StripeError::Card { message, code } => Error::PaymentRequired { detail: message, decline_code: code },
+            StripeError::InvalidRequest { message, param, .. } => Error::StripeRejected { detail: message, param },
+            StripeError::Unavailable(cause) => {
+                eprintln!("stripe: unavailable: {cause}");
+                Error::StripeUnavailable { retry_after: 5 }
+            }
+            other => Error::Internal(format!("stripe: {other}")),
+        }
+    }
+}
+
+/// What Stripe needs to create a customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewStripeCustomer<'a> {
+    pub user_id: &'a str,
+    pub name: &'a str,
+    pub email: &'a str,
+}
+
+/// The Stripe API as the rules use it.
+pub trait Billing {
+    fn create_customer(&self, customer: &NewStripeCustomer<'_>, idempotency_key: &str)
+    -> Result<StripeCustomerRef, StripeError>;
+    fn customers_by_email(&self, email: &str) -> Result<Vec<StripeCustomerRef>, StripeError>;
+    /// False when Stripe says the customer is deleted or unknown.
+    fn customer_exists(&self, id: &str) -> Result<bool, StripeError>;
+    /// Deleting a customer that is already gone is success.
+    fn delete_customer(&self, id: &str) -> Result<(), StripeError>;
+    fn create_subscription(
+        &self,
+        customer: &str,
+        price: &PriceId,
+        user_id: &str,
+        local_id: &str,
+        idempotency_key: &str,
+    ) -> Result<StripeSubscription, StripeError>;
+    fn subscription(&self, id: &str) -> Result<Option<StripeSubscription>, StripeError>;
+    /// Every subscription of the customer, whatever its status.
+    fn subscriptions_of(&self, customer: &str) -> Result<Vec<StripeSubscription>, StripeError>;
+    fn cancel_at_period_end(&self, id: &str, idempotency_key: &str) -> Result<StripeSubscription, StripeError>;
+    fn cancel_now(&self, id: &str) -> Result<StripeSubscription, StripeError>;
+    fn invoices(&self, customer: &str, limit: u32, starting_after: Option<&str>) -> Result<InvoicePage, StripeError>;
+}
+
+/// Why a profile could not be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileError {
+    /// Auth answered 404: no such user.
+    #[error("no such user at auth")]
+    NotFound,
+    /// Auth is down, slow, refused us, answered nonsense, or the breaker is open.
+    #[error("auth unavailable: {reason}")]
+    Unavailable { reason: String, retry_after: u32 },
+}
+
+impl From<ProfileError> for Error {
+    fn from(err: ProfileError) -> Self {
+        match err {
+            ProfileError::NotFound => Error::NotFound {
+                code: "profile_not_found",
+                detail: "Auth has no user with this id.".into(),
+            },
+            ProfileError::Unavailable { reason, retry_after } => {
+                eprintln!("auth: unavailable: {reason}");
+                Error::AuthUnavailable { retry_after }
+            }
+        }
+    }
+}
+
+/// Profiles from auth.
+pub trait Profiles {
+    fn profile(&self, id: &str) -> Result<ProfileLookup, ProfileError>;
+}

@@ -1,0 +1,403 @@
+//! The values the rules work on. Every type that carries request-influenced data is built through
+//! a parser that refuses bad input, so the rest of the code can rely on it.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// An auth user id, which is also the customer id (the seed's shared `id`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(String);
+
+impl UserId {
+    pub const MAX_LEN: usize = 255;
+
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        if raw.is_empty() {
+            return Err("must not be empty");
+        }
+        if raw.len() > Self::MAX_LEN {
+            return Err("must be at most 255 bytes");
+        }
+        if raw.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/') {
+            return Err("must not contain whitespace, control characters or '/'");
+        }
+        Ok(Self(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a list of area ids was refused; `index` is 0-based in the request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AreaIdsError {
+    #[error("must contain at least one area id")]
+    Empty,
+    #[error("must contain at most {max} area ids, got {got}")]
+    TooMany { max: usize, got: usize },
+    #[error("area id at index {index} must be a positive integer")]
+    NotPositive { index: usize },
+    #[error("area id at index {index} is larger than {max}")]
+    TooLarge { index: usize, max: i64 },
+    #[error("area id {value} appears more than once")]
+    Duplicate { value: i64 },
+}
+
+/// 1..=100 distinct positive area ids (the seed's `area_ids`), kept sorted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AreaIds(Vec<u32>);
+
+impl AreaIds {
+    pub const MAX: usize = 100;
+    /// Stored in an `INT` column.
+    pub const MAX_VALUE: i64 = i32::MAX as i64;
+
+    pub fn parse(raw: &[i64]) -> Result<Self, AreaIdsError> {
+        if raw.is_empty() {
+            return Err(AreaIdsError::Empty);
+        }
+        if raw.len() > Self::MAX {
+            return Err(AreaIdsError::TooMany { max: Self::MAX, got: raw.len() });
+        }
+        let mut seen = BTreeSet::new();
+        for (index, &value) in raw.iter().enumerate() {
+            if value <= 0 {
+                return Err(AreaIdsError::NotPositive { index });
+            }
+            if value > Self::MAX_VALUE {
+                return Err(AreaIdsError::TooLarge { index, max: Self::MAX_VALUE });
+            }
+            let value32 = u32::try_from(value).map_err(|_| AreaIdsError::TooLarge { index, max: Self::MAX_VALUE })?;
+            if !seen.insert(value32) {
+                return Err(AreaIdsError::Duplicate { value });
+            }
+        }
+        Ok(Self(seen.into_iter().collect()))
+    }
+
+    /// Rows read back from the database (already valid when written; an empty list is allowed
+    /// here because a legacy row may have none).
+    pub fn from_stored(mut ids: Vec<u32>) -> Self {
+        ids.sort_unstable();
+        ids.dedup();
+        Self(ids)
+    }
+
+    pub fn as_slice(&self) -> &[u32] {
+        &self.0
+    }
+}
+
+/// A Stripe price id (`price_...`; a legacy plan id also works as a price in Stripe's API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriceId(String);
+
+impl PriceId {
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        if raw.is_empty() || raw.len() > 255 {
+            return Err("must be 1 to 255 characters");
+        }
+        if !raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':')) {
+            return Err("may contain only letters, digits and _ - . :");
+        }
+        Ok(Self(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A Stripe object id as we accept it in our own URLs and query strings (`in_...`, `sub_...`).
+pub fn is_stripe_id(raw: &str) -> bool {
+    !raw.is_empty() && raw.len() <= 255 && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The value of an `Idempotency-Key` header: 1 to 255 visible ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        if raw.is_empty() || raw.len() > 255 {
+            return Err("must be 1 to 255 characters");
+        }
+        if !raw.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return Err("must be visible ASCII without spaces");
+        }
+        Ok(Self(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Stripe's subscription statuses, plus `pending` (ours: the create call has not answered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionStatus {
+    Pending,
+    Incomplete,
+    IncompleteExpired,
+    Trialing,
+    Active,
+    PastDue,
+    Canceled,
+    Unpaid,
+    Paused,
+}
+
+impl SubscriptionStatus {
+    pub fn parse(raw: &str) -> Option<Self> {
+        Some(match raw {
+            "pending" => Self::Pending,
+            "incomplete" => Self::Incomplete,
+            "incomplete_expired" => Self::IncompleteExpired,
+            "trialing" => Self::Trialing,
+            "active" => Self::Active,
+            "past_due" => Self::PastDue,
+            "canceled" => Self::Canceled,
+            "unpaid" => Self::Unpaid,
+            "paused" => Self::Paused,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Incomplete => "incomplete",
+            Self::IncompleteExpired => "incomplete_expired",
+            Self::Trialing => "trialing",
+            Self::Active => "active",
+            Self::PastDue => "past_due",
+            Self::Canceled => "canceled",
+            Self::Unpaid => "unpaid",
+            Self::Paused => "paused",
+        }
+    }
+
+    /// Still billing (or about to): blocks a second subscription to the same price. Must match
+    /// the `live_price` column of migration 8.
+    pub fn is_live(self) -> bool {
+        !matches!(self, Self::Canceled | Self::IncompleteExpired)
+    }
+}
+
+/// A customer as stored (the seed's normalized `customers` row plus its areas).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Customer {
+    pub id: String,
+    pub stripe_customer_id: Option<String>,
+    pub area_ids: AreaIds,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Our mirror of one Stripe subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Ours (UUID).
+    pub id: String,
+    pub customer_id: String,
+    pub stripe_subscription_id: Option<String>,
+    pub price_id: String,
+    pub status: SubscriptionStatus,
+    pub current_period_end: Option<i64>,
+    pub cancel_at_period_end: bool,
+    pub stripe_created: Option<i64>,
+    /// `created` of the newest Stripe event applied (0: none yet).
+    pub last_event_at: i64,
+}
+
+impl Subscription {
+    /// Takes Stripe's state of this subscription.
+    pub fn apply(&mut self, remote: &StripeSubscription) {
+        self.stripe_subscription_id = Some(remote.id.clone());
+        if let Some(price) = &remote.price_id {
+            self.price_id = price.clone();
+        }
+        self.status = remote.status;
+        self.current_period_end = remote.current_period_end;
+        self.cancel_at_period_end = remote.cancel_at_period_end;
+        self.stripe_created = Some(remote.created);
+    }
+}
+
+/// A user's identity as auth holds it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Profile {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+}
+
+/// Where a profile came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileSource {
+    /// Just fetched from auth.
+    Auth,
+    /// From the cache, within its TTL.
+    Cache,
+    /// From the cache, past its TTL, because auth is unavailable (`age` seconds old).
+    StaleCache { age: i64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileLookup {
+    pub profile: Profile,
+    pub source: ProfileSource,
+}
+
+/// Stripe's view of a subscription (what the client reads from Stripe's JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeSubscription {
+    pub id: String,
+    pub customer: String,
+    pub status: SubscriptionStatus,
+    pub price_id: Option<String>,
+    pub current_period_end: Option<i64>,
+    pub cancel_at_period_end: bool,
+    pub created: i64,
+    /// `metadata.subscription_id`: our id, when we created it.
+    pub local_id: Option<String>,
+}
+
+impl StripeSubscription {
+    /// Reads a Stripe subscription object (pinned API version 2024-06-20: `current_period_end`
+    /// on the subscription; newer versions keep it on the items, which is read as a fallback).
+    pub fn from_json(value: &serde_json::Value) -> Option<Self> {
+        use serde_json::Value;
+        let id_of = |v: Option<&Value>| -> Option<String> {
+            match v? {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_string),
+                _ => None,
+            }
+        };
+        let id = value.get("id").and_then(Value::as_str).filter(|s| is_stripe_id(s))?.to_string();
+        let customer = id_of(value.get("customer")).filter(|s| is_stripe_id(s))?;
+        let status = SubscriptionStatus::parse(value.get("status").and_then(Value::as_str)?)?;
+        let first_item = value.get("items").and_then(|i| i.get("data")).and_then(|d| d.get(0));
+        let price_id = first_item
+            .and_then(|item| id_of(item.get("price")).or_else(|| id_of(item.get("plan"))))
+            .or_else(|| id_of(value.get("plan")));
+        let current_period_end = value
+            .get("current_period_end")
+            .and_then(Value::as_i64)
+            .or_else(|| first_item.and_then(|item| item.get("current_period_end")).and_then(Value::as_i64));
+        Some(Self {
+            id,
+            customer,
+            status,
+            price_id,
+            current_period_end,
+            cancel_at_period_end: value.get("cancel_at_period_end").and_then(Value::as_bool).unwrap_or(false),
+            created: value.get("created").and_then(Value::as_i64).unwrap_or(0),
+            local_id: value
+                .get("metadata")
+                .and_then(|m| m.get("subscription_id"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        })
+    }
+}
+
+/// A Stripe customer as we look it up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeCustomerRef {
+    pub id: String,
+    /// `metadata.user_id`.
+    pub user_id: Option<String>,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Invoice {
+    pub id: String,
+    pub number: Option<String>,
+    pub status: Option<String>,
+    pub amount_due: i64,
+    pub amount_paid: i64,
+    pub currency: String,
+    pub created: i64,
+    pub hosted_invoice_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoicePage {
+    pub invoices: Vec<Invoice>,
+    pub has_more: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn area_ids_accept_distinct_positive_and_sort() {
+        assert_eq!(AreaIds::parse(&[3, 1, 2]).unwrap().as_slice(), &[1, 2, 3]);
+        assert_eq!(AreaIds::parse(&[]), Err(AreaIdsError::Empty));
+        assert_eq!(AreaIds::parse(&[1, 0]), Err(AreaIdsError::NotPositive { index: 1 }));
+        assert_eq!(AreaIds::parse(&[-5]), Err(AreaIdsError::NotPositive { index: 0 }));
+        assert_eq!(AreaIds::parse(&[4, 4]), Err(AreaIdsError::Duplicate { value: 4 }));
+        assert!(matches!(AreaIds::parse(&[1 << 40]), Err(AreaIdsError::TooLarge { .. })));
+        let hundred: Vec<i64> = (1..=100).collect();
+        assert!(AreaIds::parse(&hundred).is_ok());
+        let too_many: Vec<i64> = (1..=101).collect();
+        assert_eq!(AreaIds::parse(&too_many), Err(AreaIdsError::TooMany { max: 100, got: 101 }));
+    }
+
+    proptest! {
+        #[test]
+        fn area_ids_parse_is_exact(raw in proptest::collection::vec(-10i64..3_000_000_000i64, 0..130)) {
+            let distinct: BTreeSet<i64> = raw.iter().copied().collect();
+            let valid = !raw.is_empty()
+                && raw.len() <= 100
+                && raw.iter().all(|&v| v > 0 && v <= i64::from(i32::MAX))
+                && distinct.len() == raw.len();
+            match AreaIds::parse(&raw) {
+                Ok(ids) => {
+                    prop_assert!(valid);
+                    let expected: Vec<u32> = distinct.iter().map(|&v| v as u32).collect();
+                    prop_assert_eq!(ids.as_slice(), expected.as_slice());
+                }
+                Err(_) => prop_assert!(!valid),
+            }
+        }
+
+        #[test]
+        fn user_ids_never_contain_separators(raw in "\\PC{0,300}") {
+            if let Ok(id) = UserId::parse(&raw) {
+                prop_assert!(!id.as_str().is_empty() && id.as_str().len() <= 255);
+                prop_assert!(!id.as_str().contains('/') && !id.as_str().chars().any(char::is_whitespace));
+            }
+        }
+
+        #[test]
+        fn idempotency_keys_are_visible_ascii(raw in "\\PC{0,300}") {
+            if let Ok(key) = IdempotencyKey::parse(&raw) {
+                prop_assert!(key.as_str().bytes().all(|b| (0x21..=0x7e).contains(&b)));
+            }
+        }
+    }
+
+    #[test]
+    fn statuses_round_trip_and_liveness_matches_the_migration() {
+        for s in ["pending", "incomplete", "incomplete_expired", "trialing", "active", "past_due", "canceled", "unpaid", "paused"] {
+            let status = SubscriptionStatus::parse(s).unwrap();
+            assert_eq!(status.as_str(), s);
+            let live_in_sql = ["pending", "incomplete", "trialing", "active", "past_due", "unpaid", "paused"].contains(&s);
+            assert_eq!(status.is_live(), live_in_sql, "{s}");
+        }
+        assert_eq!(SubscriptionStatus::parse("bogus"), None);
+    }
+}

@@ -1,0 +1,427 @@
+//! Stripe webhooks: signature verification, the inbox (dedup) and ordering.
+//!
+//! Ordering: every change to a customer's subscriptions happens with the customer's row locked.
+//! An event older than the newest event already applied to its subscription (`created` <
+//! `last_event_at`) is recorded and skipped. Any other event re-fetches the subscription from
+//! Stripe while the lock is held and stores what Stripe says now, so late, duplicated or
+//! reordered deliveries all converge on Stripe's state, and a slow handler can never overwrite a
+//! newer state with an older one.
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+use super::{Billing, Store, StoreError, StripeSubscription, Subscription, SubscriptionStatus};
+use crate::error::Error;
+
+/// Stripe's default tolerance.
+pub const TOLERANCE_SECS: i64 = 300;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("the Stripe-Signature header is missing")]
+    Missing,
+    #[error("the Stripe-Signature header is malformed")]
+    Malformed,
+    #[error("no signature matches")]
+    NoMatch,
+    #[error("the signature timestamp is outside the tolerance")]
+    Stale,
+}
+
+impl From<SignatureError> for Error {
+    fn from(err: SignatureError) -> Self {
+        Error::WebhookSignature(match err {
+            SignatureError::Missing => "The Stripe-Signature header is missing.",
+            SignatureError::Malformed => "The Stripe-Signature header is malformed.",
+            SignatureError::NoMatch => "No signature in Stripe-Signature matches the payload.",
+            SignatureError::Stale => "The Stripe-Signature timestamp is too old (or in the future).",
+        })
+    }
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect()
+}
+
+/// Checks `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>...]` against every secret: HMAC-SHA-256
+/// over `"<t>.<payload>"`, compared in constant time; the timestamp within `tolerance` of `now`.
+pub fn verify_signature(
+    header: Option<&str>,
+    payload: &[u8],
+    secrets: &[&str],
+    now: i64,
+    tolerance: i64,
+) -> Result<i64, SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?;
+    let mut timestamp: Option<i64> = None;
+    let mut signatures: Vec<Vec<u8>> = Vec::new();
+    for part in header.split(',') {
+        let Some((key, value)) = part.trim().split_once('=') else {
+            return Err(SignatureError::Malformed);
+        };
+        match key {
+            "t" => {
+                if timestamp.is_some() {
+                    return Err(SignatureError::Malformed);
+                }
+                timestamp = Some(value.parse().map_err(|_| SignatureError::Malformed)?);
+            }
+            "v1" => {
+                // A v1 value that is not 32 bytes of hex can never match; skip it.
+                if let Some(bytes) = hex_decode(value).filter(|b| b.len() == 32) {
+                    signatures.push(bytes);
+                }
+            }
+            _ => {} // v0 and future schemes
+        }
+        if signatures.len() > 16 {
+            return Err(SignatureError::Malformed);
+        }
+    }
+    let timestamp = timestamp.ok_or(SignatureError::Malformed)?;
+    if signatures.is_empty() {
+        return Err(SignatureError::NoMatch);
+    }
+    let mut matched = false;
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+            continue;
+        };
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(payload);
+        let expected = mac.finalize().into_bytes();
+        for signature in &signatures {
+            // Constant time; keep looping so timing does not tell which one matched.
+            matched |= tokens::constant_time_eq(&expected, signature);
+        }
+    }
+    if !matched {
+        return Err(SignatureError::NoMatch);
+    }
+    if (now - timestamp).abs() > tolerance {
+        return Err(SignatureError::Stale);
+    }
+    Ok(timestamp)
+}
+
+/// The parts of a Stripe event we use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: String,
+    pub kind: String,
+    pub created: i64,
+    pub object: Value,
+}
+
+impl Event {
+    pub fn parse(body: &[u8]) -> Result<Self, Error> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|_| Error::bad_request("invalid_event", "The event is not valid JSON."))?;
+        let id = value.get("id").and_then(Value::as_str).filter(|s| super::is_stripe_id(s));
+        let kind = value.get("type").and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= 255);
+        let created = value.get("created").and_then(Value::as_i64);
+        let object = value.get("data").and_then(|d| d.get("object")).filter(|o| o.is_object());
+        match (id, kind, created, object) {
+            (Some(id), Some(kind), Some(created), Some(object)) => {
+                Ok(Self { id: id.into(), kind: kind.into(), created, object: object.clone() })
+            }
+            _ => Err(Error::bad_request("invalid_event", "The event lacks id, type, created or data.object.")),
+        }
+    }
+
+    fn object_str(&self, field: &str) -> Option<&str> {
+        match self.object.get(field) {
+            Some(Value::String(s)) => Some(s.as_str()),
+            // An expanded object: {"id": ...}
+            Some(Value::Object(o)) => o.get("id").and_then(Value::as_str),
+            _ => None,
+        }
+    }
+}
+
+/// What happened to one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    /// Already in the inbox: acknowledged, not applied again.
+    Duplicate,
+    /// Older than what is already applied.
+    Stale,
+    Ignored(&'static str),
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Duplicate => "duplicate",
+            Self::Stale => "stale",
+            Self::Ignored(reason) => reason,
+        }
+    }
+}
+
+/// Records the event in the inbox and applies it, in one transaction: a failure leaves no trace,
+/// so Stripe's retry applies it; a redelivery hits the inbox's primary key.
+pub fn handle(store: &dyn Store, stripe: &dyn Billing, event: &Event, now: i64) -> Result<Outcome, Error> {
+    store.begin()?;
+    let object_id = event.object_str("id");
+    match store.insert_event(&event.id, &event.kind, event.created, object_id) {
+        Ok(()) => {}
+        Err(StoreError::Duplicate { .. }) => {
+            store.rollback();
+            return Ok(Outcome::Duplicate);
+        }
+        Err(err) => {
+            store.rollback();
+            return Err(err.into());
+        }
+    }
+    let outcome = match apply(store, stripe, event, now) {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            store.rollback();
+            return Err(err);
+        }
+    };
+    let finished = store.set_event_outcome(&event.id, outcome.as_str()).and_then(|()| store.commit());
+    if let Err(err) = finished {
+        store.rollback();
+        return Err(err.into());
+    }
+    Ok(outcome)
+}
+
+fn apply(store: &dyn Store, stripe: &dyn Billing, event: &Event, now: i64) -> Result<Outcome, Error> {
+    match event.kind.as_str() {
+        "customer.subscription.created" | "customer.subscription.updated" | "customer.subscription.deleted" => {
+            let (Some(sub_id), Some(customer)) = (event.object_str("id"), event.object_str("customer")) else {
+                return Ok(Outcome::Ignored("malformed_object"));
+            };
+            sync_subscription(store, stripe, event, sub_id, customer, now)
+        }
+        "invoice.paid" | "invoice.payment_failed" => {
+            let (Some(sub_id), Some(customer)) = (event.object_str("subscription"), event.object_str("customer")) else {
+                return Ok(Outcome::Ignored("no_subscription"));
+            };
+            sync_subscription(store, stripe, event, sub_id, customer, now)
+        }
+        "customer.deleted" => {
+            let Some(customer) = event.object_str("id") else {
+                return Ok(Outcome::Ignored("malformed_object"));
+            };
+            customer_deleted(store, stripe, event, customer, now)
+        }
+        _ => Ok(Outcome::Ignored("ignored_type")),
+    }
+}
+
+fn sync_subscription(
+    store: &dyn Store,
+    stripe: &dyn Billing,
+    event: &Event,
+    sub_id: &str,
+    stripe_customer: &str,
+    now: i64,
+) -> Result<Outcome, Error> {
+    let Some(customer_id) = store.lock_customer_by_stripe_id(stripe_customer)? else {
+        return Ok(Outcome::Ignored("unknown_customer"));
+    };
+    let mut existing = store.subscription_by_stripe_id(sub_id)?;
+    if existing.is_none() {
+        // Created by us, but the create call has not recorded Stripe's id yet (or never will).
+        let local_id = event.object.get("metadata").and_then(|m| m.get("subscription_id")).and_then(Value::as_str);
+        if let Some(local_id) = local_id {
+            existing = store
+                .subscription_by_id(local_id)?
+                .filter(|s| s.customer_id == customer_id && s.stripe_subscription_id.is_none());
+        }
+    }
+    if let Some(current) = &existing {
+        if event.created < current.last_event_at {
+            return Ok(Outcome::Stale);
+        }
+    }
+    let remote = match stripe.subscription(sub_id)? {
+        Some(remote) => remote,
+        None if event.kind == "customer.subscription.deleted" => {
+            match StripeSubscription::from_json(&event.object) {
+                Some(from_event) => from_event,
+                None => return Ok(Outcome::Ignored("malformed_object")),
+            }
+        }
+        None => return Ok(Outcome::Ignored("unknown_at_stripe")),
+    };
+    if remote.customer != stripe_customer {
+        return Ok(Outcome::Ignored("customer_mismatch"));
+    }
+    match existing {
+        Some(mut sub) => {
+            sub.apply(&remote);
+            sub.last_event_at = sub.last_event_at.max(event.created);
+            store.update_subscription(&sub)?;
+        }
+        None => {
+            let id = match &remote.local_id {
+                Some(candidate) if uuid::Uuid::parse_str(candidate).is_ok() && store.subscription_by_id(candidate)?.is_none() => {
+                    candidate.clone()
+                }
+                _ => super::billing::new_local_id(),
+            };
+            let mut sub = Subscription {
+                id,
+                customer_id: customer_id.clone(),
+                stripe_subscription_id: None,
+                price_id: remote.price_id.clone().unwrap_or_else(|| "unknown".into()),
+                status: SubscriptionStatus::Pending,
+                current_period_end: None,
+                cancel_at_period_end: false,
+                stripe_created: None,
+                last_event_at: event.created,
+            };
+            sub.apply(&remote);
+            match store.insert_subscription(&sub) {
+                Ok(()) => {}
+                Err(StoreError::Duplicate { constraint }) => {
+                    eprintln!(
+                        "webhook: cannot mirror {sub_id} for {customer_id}: {constraint} (a second live subscription to one price at Stripe)"
+                    );
+                    return Ok(Outcome::Ignored("duplicate_live_price"));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+    store.audit(
+        now,
+        "stripe",
+        "subscription.synced",
+        Some(&customer_id),
+        &format!("event={} type={} stripe_subscription={sub_id} status={}", event.id, event.kind, remote.status.as_str()),
+    )?;
+    Ok(Outcome::Applied)
+}
+
+fn customer_deleted(
+    store: &dyn Store,
+    stripe: &dyn Billing,
+    event: &Event,
+    stripe_customer: &str,
+    now: i64,
+) -> Result<Outcome, Error> {
+    let Some(customer_id) = store.lock_customer_by_stripe_id(stripe_customer)? else {
+        return Ok(Outcome::Ignored("unknown_customer"));
+    };
+    if stripe.customer_exists(stripe_customer)? {
+        return Ok(Outcome::Ignored("customer_still_exists"));
+    }
+    store.delete_customer(&customer_id)?;
+    store.delete_provisioning(&customer_id)?;
+    store.audit(
+        now,
+        "stripe",
+        "customer.deleted_at_stripe",
+        Some(&customer_id),
+        &format!("event={} stripe_customer={stripe_customer}", event.id),
+    )?;
+    Ok(Outcome::Applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::billing::{Ctx, create_customer, subscribe};
+    use crate::domain::fake::{FakeProfiles, FakeStripe, MemoryStore};
+    use crate::domain::{AreaIds, PriceId, UserId};
+
+    fn sign(secret: &str, t: i64, payload: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{t}.").as_bytes());
+        mac.update(payload);
+        crate::domain::billing::hex(&mac.finalize().into_bytes())
+    }
+
+    #[test]
+    fn signatures() {
+        let payload = br#"{"id":"evt_1"}"#;
+        let now = 1_700_000_000;
+        let good = sign("whsec_a", now, payload);
+        let header = format!("t={now},v1={good}");
+        assert_eq!(verify_signature(Some(&header), payload, &["whsec_a"], now, 300), Ok(now));
+        // Rotation: the second secret matches.
+        assert!(verify_signature(Some(&header), payload, &["whsec_new", "whsec_a"], now, 300).is_ok());
+        // Several v1 values: one good is enough.
+        let several = format!("t={now},v1={},v1={good},v0=abc", "00".repeat(32));
+        assert!(verify_signature(Some(&several), payload, &["whsec_a"], now, 300).is_ok());
+        assert_eq!(verify_signature(None, payload, &["whsec_a"], now, 300), Err(SignatureError::Missing));
+        assert_eq!(verify_signature(Some("garbage"), payload, &["whsec_a"], now, 300), Err(SignatureError::Malformed));
+        assert_eq!(verify_signature(Some(&header), payload, &["whsec_b"], now, 300), Err(SignatureError::NoMatch));
+        assert_eq!(verify_signature(Some(&header), b"{}", &["whsec_a"], now, 300), Err(SignatureError::NoMatch));
+        assert_eq!(verify_signature(Some(&header), payload, &["whsec_a"], now + 301, 300), Err(SignatureError::Stale));
+        assert_eq!(verify_signature(Some(&header), payload, &["whsec_a"], now - 301, 300), Err(SignatureError::Stale));
+        assert_eq!(verify_signature(Some(&format!("t={now}")), payload, &["whsec_a"], now, 300), Err(SignatureError::NoMatch));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_headers_never_panic(header in "\\PC{0,200}", payload in proptest::collection::vec(0u8..255, 0..64)) {
+            let _ = verify_signature(Some(&header), &payload, &["whsec_x"], 0, 300);
+        }
+    }
+
+    fn event(id: &str, kind: &str, created: i64, object: Value) -> Event {
+        Event { id: id.into(), kind: kind.into(), created, object }
+    }
+
+    #[test]
+    fn duplicates_and_reordering_converge_on_stripes_state() {
+        let store = MemoryStore::default();
+        let stripe = FakeStripe::default();
+        let profiles = FakeProfiles::up();
+        let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1000 };
+        let user = UserId::parse("u1").unwrap();
+        create_customer(&ctx, &user, &AreaIds::parse(&[1]).unwrap()).unwrap();
+        let sub = subscribe(&ctx, &user, &PriceId::parse("price_a").unwrap()).unwrap();
+        let sid = sub.stripe_subscription_id.clone().unwrap();
+        let cus = store.customer("u1").unwrap().unwrap().stripe_customer_id.unwrap();
+        // Stripe moves on: past_due at 2000, then active again at 3000.
+        stripe.set_status(&sid, SubscriptionStatus::Active);
+        let newer = event("evt_2", "customer.subscription.updated", 3000, serde_json::json!({"id": sid, "customer": cus}));
+        let older = event("evt_1", "customer.subscription.updated", 2000, serde_json::json!({"id": sid, "customer": cus}));
+        assert_eq!(handle(&store, &stripe, &newer, 3001).unwrap(), Outcome::Applied);
+        assert_eq!(handle(&store, &stripe, &newer, 3002).unwrap(), Outcome::Duplicate);
+        assert_eq!(handle(&store, &stripe, &older, 3003).unwrap(), Outcome::Stale);
+        let stored = store.subscription_by_stripe_id(&sid).unwrap().unwrap();
+        assert_eq!(stored.status, SubscriptionStatus::Active);
+        assert_eq!(stored.last_event_at, 3000);
+        // Unknown types are acknowledged and ignored.
+        let other = event("evt_3", "charge.refunded", 3000, serde_json::json!({"id": "ch_1"}));
+        assert_eq!(handle(&store, &stripe, &other, 3004).unwrap(), Outcome::Ignored("ignored_type"));
+    }
+
+    #[test]
+    fn a_failed_application_leaves_no_inbox_row() {
+        let store = MemoryStore::default();
+        let stripe = FakeStripe::default();
+        let profiles = FakeProfiles::up();
+        let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1000 };
+        let user = UserId::parse("u1").unwrap();
+        create_customer(&ctx, &user, &AreaIds::parse(&[1]).unwrap()).unwrap();
+        let sub = subscribe(&ctx, &user, &PriceId::parse("price_a").unwrap()).unwrap();
+        let sid = sub.stripe_subscription_id.unwrap();
+        let cus = store.customer("u1").unwrap().unwrap().stripe_customer_id.unwrap();
+        let e = event("evt_9", "customer.subscription.updated", 2000, serde_json::json!({"id": sid, "customer": cus}));
+        stripe.down.set(true);
+        assert_eq!(handle(&store, &stripe, &e, 2001).unwrap_err().status(), 503);
+        stripe.down.set(false);
+        assert_eq!(handle(&store, &stripe, &e, 2002).unwrap(), Outcome::Applied);
+    }
+}

@@ -1,0 +1,76 @@
+//! Key-value as the caches and the circuit breaker use it: best effort (a failing store degrades
+//! to "no cache", never to a failed request). `SpinKv` is Spin's default store.
+
+pub trait Kv {
+    fn get(&self, key: &str) -> Option<Vec<u8>>;
+    fn set(&self, key: &str, value: &[u8]);
+    fn delete(&self, key: &str);
+}
+
+/// Spin's `default` store, opened on first use.
+pub struct SpinKv {
+    store: std::cell::OnceCell<Option<spin_sdk::key_value::Store>>,
+}
+
+impl SpinKv {
+    pub fn new() -> Self {
+        Self { store: std::cell::OnceCell::new() }
+    }
+
+    fn store(&self) -> Option<&spin_sdk::key_value::Store> {
+        self.store
+            .get_or_init(|| match spin_sdk::key_value::Store::open_default() {
+                Ok(store) => Some(store),
+                Err(err) => {
+                    eprintln!("kv: cannot open the default store: {err}");
+                    None
+                }
+            })
+            .as_ref()
+    }
+}
+
+impl Kv for SpinKv {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        match self.store()?.get(key) {
+            Ok(value) => value,
+            Err(err) => {
+                eprintln!("kv: get failed: {err}");
+                None
+            }
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8]) {
+        if let Some(store) = self.store() {
+            if let Err(err) = store.set(key, value) {
+                eprintln!("kv: set failed: {err}");
+            }
+        }
+    }
+
+    fn delete(&self, key: &str) {
+        if let Some(store) = self.store() {
+            if let Err(err) = store.delete(key) {
+                eprintln!("kv: delete failed: {err}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[derive(Default)]
+pub struct MemoryKv(pub std::cell::RefCell<std::collections::BTreeMap<String, Vec<u8>>>);
+
+#[cfg(test)]
+impl Kv for MemoryKv {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.0.borrow().get(key).cloned()
+    }
+    fn set(&self, key: &str, value: &[u8]) {
+        self.0.borrow_mut().insert(key.into(), value.to_vec());
+    }
+    fn delete(&self, key: &str) {
+        self.0.borrow_mut().remove(key);
+    }
+}

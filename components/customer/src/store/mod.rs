@@ -1,0 +1,3 @@
+//! The customer database behind the `domain::Store` port.
+
+pub mod mysql;

@@ -1,0 +1,400 @@
+//! `domain::Store` on Spin's MySQL interface: one connection per request, parameterised
+//! statements only, no TIMESTAMP read as such (`UNIX_TIMESTAMP` cast to an integer), unique keys
+//! reported by name so they map to a 409.
+
+use spin_sdk::mysql::{Connection, DbValue, MysqlError, ParameterValue};
+
+use crate::domain::{AreaIds, Claim, Customer, IdemRecord, Store, StoreError, Subscription, SubscriptionStatus};
+
+pub struct MysqlStore {
+    conn: Connection,
+}
+
+/// The key name in a duplicate-key message: MariaDB says `for key 'PRIMARY'`, MySQL 8
+/// `for key 'customers.PRIMARY'`. The last occurrence is the server's (the value may contain
+/// the same words).
+pub fn duplicate_key_name(message: &str) -> Option<String> {
+    if !message.contains("1062") && !message.contains("Duplicate entry") {
+        return None;
+    }
+    let start = message.rfind("for key '")? + "for key '".len();
+    let rest = &message[start..];
+    let name = &rest[..rest.find('\'')?];
+    Some(name.rsplit('.').next().unwrap_or(name).to_string())
+}
+
+fn map_err(err: MysqlError) -> StoreError {
+    match err {
+        MysqlError::ConnectionFailed(m) => StoreError::Unavailable(m),
+        MysqlError::QueryFailed(m) => {
+            if let Some(constraint) = duplicate_key_name(&m) {
+                StoreError::Duplicate { constraint }
+            } else if m.contains("Io(") || m.contains("ConnectionClosed") || m.contains("Broken pipe") {
+                StoreError::Unavailable(m)
+            } else {
+                StoreError::Other(m)
+            }
+        }
+        MysqlError::BadParameter(m) | MysqlError::ValueConversionFailed(m) | MysqlError::Other(m) => StoreError::Other(m),
+    }
+}
+
+fn s(v: &str) -> ParameterValue {
+    ParameterValue::Str(v.to_string())
+}
+
+fn opt_s(v: Option<&str>) -> ParameterValue {
+    v.map_or(ParameterValue::DbNull, s)
+}
+
+fn i(v: i64) -> ParameterValue {
+    ParameterValue::Int64(v)
+}
+
+fn opt_i(v: Option<i64>) -> ParameterValue {
+    v.map_or(ParameterValue::DbNull, i)
+}
+
+fn int(v: &DbValue) -> Option<i64> {
+    match v {
+        DbValue::Int8(n) => Some(i64::from(*n)),
+        DbValue::Int16(n) => Some(i64::from(*n)),
+        DbValue::Int32(n) => Some(i64::from(*n)),
+        DbValue::Int64(n) => Some(*n),
+        DbValue::Uint8(n) => Some(i64::from(*n)),
+        DbValue::Uint16(n) => Some(i64::from(*n)),
+        DbValue::Uint32(n) => Some(i64::from(*n)),
+        DbValue::Uint64(n) => i64::try_from(*n).ok(),
+        DbValue::Boolean(b) => Some(i64::from(*b)),
+        _ => None,
+    }
+}
+
+fn text(v: &DbValue) -> Option<String> {
+    match v {
+        DbValue::Str(s) => Some(s.clone()),
+        DbValue::Binary(b) => String::from_utf8(b.clone()).ok(),
+        _ => None,
+    }
+}
+
+fn col<'r>(row: &'r [DbValue], index: usize) -> Result<&'r DbValue, StoreError> {
+    row.get(index).ok_or_else(|| StoreError::Other(format!("missing column {index}")))
+}
+
+fn req_text(row: &[DbValue], index: usize) -> Result<String, StoreError> {
+    text(col(row, index)?).ok_or_else(|| StoreError::Other(format!("column {index} is not text")))
+}
+
+fn req_int(row: &[DbValue], index: usize) -> Result<i64, StoreError> {
+    int(col(row, index)?).ok_or_else(|| StoreError::Other(format!("column {index} is not an integer")))
+}
+
+const SUBSCRIPTION_COLUMNS: &str = "id, customer_id, stripe_subscription_id, price_id, status, current_period_end, \
+     cancel_at_period_end, stripe_created, last_event_at";
+
+fn subscription_from(row: &[DbValue]) -> Result<Subscription, StoreError> {
+    let status = req_text(row, 4)?;
+    Ok(Subscription {
+        id: req_text(row, 0)?,
+        customer_id: req_text(row, 1)?,
+        stripe_subscription_id: text(col(row, 2)?),
+        price_id: req_text(row, 3)?,
+        status: SubscriptionStatus::parse(&status).ok_or_else(|| StoreError::Other(format!("unknown status {status}")))?,
+        current_period_end: int(col(row, 5)?),
+        cancel_at_period_end: req_int(row, 6)? != 0,
+        stripe_created: int(col(row, 7)?),
+        last_event_at: req_int(row, 8)?,
+    })
+}
+
+impl MysqlStore {
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        Connection::open(url).map(|conn| Self { conn }).map_err(map_err)
+    }
+
+    fn exec(&self, sql: &str, params: &[ParameterValue]) -> Result<(), StoreError> {
+        self.conn.execute(sql, params).map_err(map_err)
+    }
+
+    fn rows(&self, sql: &str, params: &[ParameterValue]) -> Result<Vec<Vec<DbValue>>, StoreError> {
+        self.conn.query(sql, params).map(|set| set.rows).map_err(map_err)
+    }
+
+    fn row_count(&self) -> Result<i64, StoreError> {
+        let rows = self.rows("SELECT ROW_COUNT()", &[])?;
+        rows.first().map(|row| req_int(row, 0)).transpose().map(|n| n.unwrap_or(0))
+    }
+
+    /// `SELECT 1`, for health.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.rows("SELECT 1", &[]).map(|_| ())
+    }
+
+    fn insert_areas(&self, id: &str, areas: &AreaIds) -> Result<(), StoreError> {
+        if areas.as_slice().is_empty() {
+            return Ok(());
+        }
+        let placeholders = vec!["(?, ?)"; areas.as_slice().len()].join(", ");
+        let mut params = Vec::with_capacity(areas.as_slice().len() * 2);
+        for area in areas.as_slice() {
+            params.push(s(id));
+            params.push(ParameterValue::Uint32(*area));
+        }
+        self.exec(&format!("INSERT INTO customer_areas (customer_id, area_id) VALUES {placeholders}"), &params)
+    }
+}
+
+impl Store for MysqlStore {
+    fn begin(&self) -> Result<(), StoreError> {
+        self.exec("START TRANSACTION", &[])
+    }
+
+    fn commit(&self) -> Result<(), StoreError> {
+        self.exec("COMMIT", &[])
+    }
+
+    fn rollback(&self) {
+        if let Err(err) = self.exec("ROLLBACK", &[]) {
+            eprintln!("store: rollback failed: {err}");
+        }
+    }
+
+    fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
+        let rows = self.rows(
+            "SELECT id, stripe_customer_id, CAST(COALESCE(UNIX_TIMESTAMP(created_at), 0) AS SIGNED), \
+             CAST(COALESCE(UNIX_TIMESTAMP(updated_at), 0) AS SIGNED) FROM customers WHERE id = ?",
+            &[s(id)],
+        )?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let areas = self
+            .rows("SELECT area_id FROM customer_areas WHERE customer_id = ? ORDER BY area_id", &[s(id)])?
+            .iter()
+            .filter_map(|r| r.first().and_then(int).and_then(|n| u32::try_from(n).ok()))
+            .collect();
+        Ok(Some(Customer {
+            id: req_text(row, 0)?,
+            stripe_customer_id: text(col(row, 1)?),
+            area_ids: AreaIds::from_stored(areas),
+            created_at: req_int(row, 2)?,
+            updated_at: req_int(row, 3)?,
+        }))
+    }
+
+    fn lock_customer(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(!self.rows("SELECT id FROM customers WHERE id = ? FOR UPDATE", &[s(id)])?.is_empty())
+    }
+
+    fn lock_customer_by_stripe_id(&self, stripe_customer_id: &str) -> Result<Option<String>, StoreError> {
+        let rows = self.rows(
+            "SELECT id FROM customers WHERE stripe_customer_id = ? ORDER BY id LIMIT 1 FOR UPDATE",
+            &[s(stripe_customer_id)],
+        )?;
+        rows.first().map(|row| req_text(row, 0)).transpose()
+    }
+
+    fn insert_customer(&self, id: &str, stripe_customer_id: &str, areas: &AreaIds) -> Result<(), StoreError> {
+        self.exec("INSERT INTO customers (id, stripe_customer_id) VALUES (?, ?)", &[s(id), s(stripe_customer_id)])?;
+        self.insert_areas(id, areas)
+    }
+
+    fn replace_areas(&self, id: &str, areas: &AreaIds) -> Result<(), StoreError> {
+        self.exec("DELETE FROM customer_areas WHERE customer_id = ?", &[s(id)])?;
+        self.insert_areas(id, areas)?;
+        self.exec("UPDATE customers SET updated_at = CURRENT_TIMESTAMP WHERE id = ?", &[s(id)])
+    }
+
+    fn delete_customer(&self, id: &str) -> Result<(), StoreError> {
+        // customer_areas and subscriptions go with it (ON DELETE CASCADE).
+        self.exec("DELETE FROM customers WHERE id = ?", &[s(id)])
+    }
+
+    fn claim_provisioning(&self, id: &str, now: i64, lease_secs: i64) -> Result<Claim, StoreError> {
+        match self.exec(
+            "INSERT INTO customer_provisioning (customer_id, attempt, lease_until, created_at) VALUES (?, 1, ?, ?)",
+            &[s(id), i(now + lease_secs), i(now)],
+        ) {
+            Ok(()) => return Ok(Claim::Claimed { attempt: 1, resumed: false, last_error: None }),
+            Err(StoreError::Duplicate { .. }) => {}
+            Err(err) => return Err(err),
+        }
+        self.exec(
+            "UPDATE customer_provisioning SET lease_until = ? WHERE customer_id = ? AND lease_until <= ?",
+            &[i(now + lease_secs), s(id), i(now)],
+        )?;
+        if self.row_count()? == 0 {
+            return Ok(Claim::Busy);
+        }
+        let rows = self.rows("SELECT attempt, last_error FROM customer_provisioning WHERE customer_id = ?", &[s(id)])?;
+        let Some(row) = rows.first() else {
+            return Ok(Claim::Busy);
+        };
+        Ok(Claim::Claimed {
+            attempt: u32::try_from(req_int(row, 0)?).unwrap_or(1),
+            resumed: true,
+            last_error: text(col(row, 1)?),
+        })
+    }
+
+    fn provisioning_failed(&self, id: &str, error: &str, next_attempt: bool) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE customer_provisioning SET lease_until = 0, last_error = ?, attempt = attempt + ? WHERE customer_id = ?",
+            &[s(error), i(i64::from(next_attempt)), s(id)],
+        )
+    }
+
+    fn delete_provisioning(&self, id: &str) -> Result<(), StoreError> {
+        self.exec("DELETE FROM customer_provisioning WHERE customer_id = ?", &[s(id)])
+    }
+
+    fn subscriptions(&self, customer_id: &str) -> Result<Vec<Subscription>, StoreError> {
+        self.rows(
+            &format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE customer_id = ? ORDER BY created_at, id"),
+            &[s(customer_id)],
+        )?
+        .iter()
+        .map(|row| subscription_from(row))
+        .collect()
+    }
+
+    fn subscription(&self, customer_id: &str, id: &str) -> Result<Option<Subscription>, StoreError> {
+        self.rows(
+            &format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE customer_id = ? AND id = ?"),
+            &[s(customer_id), s(id)],
+        )?
+        .first()
+        .map(|row| subscription_from(row))
+        .transpose()
+    }
+
+    fn subscription_by_stripe_id(&self, stripe_subscription_id: &str) -> Result<Option<Subscription>, StoreError> {
+        self.rows(
+            &format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE stripe_subscription_id = ? FOR UPDATE"),
+            &[s(stripe_subscription_id)],
+        )?
+        .first()
+        .map(|row| subscription_from(row))
+        .transpose()
+    }
+
+    fn subscription_by_id(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
+        self.rows(&format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?"), &[s(id)])?
+            .first()
+            .map(|row| subscription_from(row))
+            .transpose()
+    }
+
+    fn insert_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
+        self.exec(
+            &format!("INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            &[
+                s(&sub.id),
+                s(&sub.customer_id),
+                opt_s(sub.stripe_subscription_id.as_deref()),
+                s(&sub.price_id),
+                s(sub.status.as_str()),
+                opt_i(sub.current_period_end),
+                i(i64::from(sub.cancel_at_period_end)),
+                opt_i(sub.stripe_created),
+                i(sub.last_event_at),
+            ],
+        )
+    }
+
+    fn update_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE subscriptions SET stripe_subscription_id = ?, price_id = ?, status = ?, current_period_end = ?, \
+             cancel_at_period_end = ?, stripe_created = ?, last_event_at = ? WHERE id = ?",
+            &[
+                opt_s(sub.stripe_subscription_id.as_deref()),
+                s(&sub.price_id),
+                s(sub.status.as_str()),
+                opt_i(sub.current_period_end),
+                i(i64::from(sub.cancel_at_period_end)),
+                opt_i(sub.stripe_created),
+                i(sub.last_event_at),
+                s(&sub.id),
+            ],
+        )
+    }
+
+    fn insert_event(&self, id: &str, kind: &str, created: i64, object_id: Option<&str>) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO stripe_events (id, type, stripe_created, object_id, outcome) VALUES (?, ?, ?, ?, 'processing')",
+            &[s(id), s(kind), i(created), opt_s(object_id)],
+        )
+    }
+
+    fn set_event_outcome(&self, id: &str, outcome: &str) -> Result<(), StoreError> {
+        self.exec("UPDATE stripe_events SET outcome = ? WHERE id = ?", &[s(outcome), s(id)])
+    }
+
+    fn audit(&self, now: i64, actor: &str, action: &str, subject: Option<&str>, detail: &str) -> Result<(), StoreError> {
+        let detail: String = detail.chars().take(1024).collect();
+        self.exec(
+            "INSERT INTO audit_log (occurred_at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
+            &[i(now), s(actor), s(action), opt_s(subject), s(&detail)],
+        )
+    }
+
+    fn idem_insert(&self, principal: &str, key: &str, request_hash: &str, now: i64) -> Result<(), StoreError> {
+        // Keys older than a day are free again: drop a few on every keyed write.
+        self.exec(
+            "DELETE FROM idempotency_keys WHERE created_at < ? ORDER BY created_at LIMIT 100",
+            &[i(now - crate::domain::idempotency::TTL_SECS)],
+        )?;
+        self.exec(
+            "INSERT INTO idempotency_keys (principal, idem_key, request_hash, state, created_at) VALUES (?, ?, ?, 'in_progress', ?)",
+            &[s(principal), s(key), s(request_hash), i(now)],
+        )
+    }
+
+    fn idem_get(&self, principal: &str, key: &str) -> Result<Option<IdemRecord>, StoreError> {
+        let rows = self.rows(
+            "SELECT request_hash, state, response_status, response_content_type, response_body, created_at \
+             FROM idempotency_keys WHERE principal = ? AND idem_key = ?",
+            &[s(principal), s(key)],
+        )?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        Ok(Some(IdemRecord {
+            request_hash: req_text(row, 0)?,
+            done: req_text(row, 1)? == "done",
+            status: int(col(row, 2)?).and_then(|n| u16::try_from(n).ok()).unwrap_or(0),
+            content_type: text(col(row, 3)?).unwrap_or_default(),
+            body: text(col(row, 4)?).unwrap_or_default(),
+            created_at: req_int(row, 5)?,
+        }))
+    }
+
+    fn idem_complete(&self, principal: &str, key: &str, status: u16, content_type: &str, body: &str) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE idempotency_keys SET state = 'done', response_status = ?, response_content_type = ?, response_body = ? \
+             WHERE principal = ? AND idem_key = ?",
+            &[i(i64::from(status)), s(content_type), s(body), s(principal), s(key)],
+        )
+    }
+
+    fn idem_delete(&self, principal: &str, key: &str) -> Result<(), StoreError> {
+        self.exec("DELETE FROM idempotency_keys WHERE principal = ? AND idem_key = ?", &[s(principal), s(key)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_key_names_from_both_servers() {
+        let mariadb = r#"Server(ServerError { code: 1062, message: "Duplicate entry 'u1' for key 'PRIMARY'", state: "23000" })"#;
+        assert_eq!(duplicate_key_name(mariadb).as_deref(), Some("PRIMARY"));
+        let mysql = r#"Server(ServerError { code: 1062, message: "Duplicate entry 'u1-p' for key 'subscriptions.uq_subscriptions_live_price'", state: "23000" })"#;
+        assert_eq!(duplicate_key_name(mysql).as_deref(), Some("uq_subscriptions_live_price"));
+        let tricky = r#"Server(ServerError { code: 1062, message: "Duplicate entry 'x for key 'evil'' for key 'PRIMARY'", state: "23000" })"#;
+        assert_eq!(duplicate_key_name(tricky).as_deref(), Some("PRIMARY"));
+        assert_eq!(duplicate_key_name("Server(ServerError { code: 1146, message: \"Table doesn't exist\" })"), None);
+    }
+}

@@ -1,0 +1,455 @@
+//! A typed Stripe client over outbound HTTP: form-encoded bodies with nested keys, a pinned
+//! `Stripe-Version`, an `Idempotency-Key` on every POST (derived by the caller from our own ids),
+//! retries with exponential backoff on 429, 5xx and timeouts only (and as `Stripe-Should-Retry`
+//! says), and Stripe's errors mapped to `StripeError`. The secret key is a type that never prints.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::domain::{
+    Billing, Invoice, InvoicePage, NewStripeCustomer, PriceId, StripeCustomerRef, StripeError, StripeSubscription,
+    is_stripe_id,
+};
+use crate::transport::{HttpRequest, HttpResponse, Timeouts, Transport, TransportError};
+
+/// The API version every request pins (subscriptions carry `current_period_end`; items carry `price`).
+pub const STRIPE_VERSION: &str = "2024-06-20";
+/// Attempts per request (1 + retries).
+pub const MAX_ATTEMPTS: u32 = 3;
+pub const TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_secs(3),
+    first_byte: Duration::from_secs(10),
+    between_bytes: Duration::from_secs(10),
+};
+const MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// The secret API key. `Debug` and `Display` print a redacted form; only the Authorization header
+/// ever sees the value.
+#[derive(Clone)]
+pub struct StripeSecret(String);
+
+impl StripeSecret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+}
+
+impl fmt::Debug for StripeSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StripeSecret(***)")
+    }
+}
+
+impl fmt::Display for StripeSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// An `application/x-www-form-urlencoded` body with Stripe's nested keys (`items[0][price]`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Form(Vec<(String, String)>);
+
+impl Form {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `path` = ["items", "0", "price"] becomes `items[0][price]`.
+    pub fn field(mut self, path: &[&str], value: impl Into<String>) -> Self {
+        let mut key = String::new();
+        for (i, part) in path.iter().enumerate() {
+            if i == 0 {
+                key.push_str(part);
+            } else {
+                key.push('[');
+                key.push_str(part);
+                key.push(']');
+            }
+        }
+        self.0.push((key, value.into()));
+        self
+    }
+
+    pub fn encode(&self) -> String {
+        let mut serializer = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &self.0 {
+            serializer.append_pair(k, v);
+        }
+        serializer.finish()
+    }
+}
+
+pub struct StripeClient<'a> {
+    base: String,
+    secret: StripeSecret,
+    transport: &'a dyn Transport,
+    sleep: fn(Duration),
+    max_attempts: u32,
+    timeouts: Timeouts,
+}
+
+fn real_sleep(d: Duration) {
+    std::thread::sleep(d);
+}
+
+/// Backoff before retry `n` (1-based): 250 ms, 500 ms, 1 s, ... capped at 2 s.
+pub fn backoff(retry: u32) -> Duration {
+    Duration::from_millis((250u64 << retry.saturating_sub(1).min(3)).min(2000))
+}
+
+fn scrub(message: &str) -> String {
+    message
+        .split(' ')
+        .map(|word| if word.contains("sk_") || word.contains("rk_") { "[redacted]" } else { word })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn path_segment(id: &str) -> Result<&str, StripeError> {
+    if is_stripe_id(id) { Ok(id) } else { Err(StripeError::Malformed(format!("refusing id {id:?} in a Stripe path"))) }
+}
+
+impl<'a> StripeClient<'a> {
+    pub fn new(base: &str, secret: StripeSecret, transport: &'a dyn Transport) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            secret,
+            transport,
+            sleep: real_sleep,
+            max_attempts: MAX_ATTEMPTS,
+            timeouts: TIMEOUTS,
+        }
+    }
+
+    #[cfg(test)]
+    fn for_tests(transport: &'a dyn Transport) -> Self {
+        Self { sleep: |_| {}, ..Self::new("http://stripe.test", StripeSecret::new("sk_test_secret".into()), transport) }
+    }
+
+    /// One attempt, for health: the latency of `GET /v1/balance`.
+    pub fn ping(&self, timeouts: Timeouts) -> Result<Duration, String> {
+        let request = self.build("GET", "/v1/balance", None, None, timeouts);
+        match self.transport.send(&request) {
+            Ok(response) if response.status == 200 => Ok(response.elapsed),
+            Ok(response) => Err(format!("stripe answered {}", response.status)),
+            Err(err) => Err(err.to_string()),
+        }
+    }
+
+    fn build(&self, method: &'static str, path: &str, form: Option<&Form>, idempotency_key: Option<&str>, timeouts: Timeouts) -> HttpRequest {
+        let mut headers = vec![
+            ("authorization".to_string(), self.secret.bearer()),
+            ("stripe-version".to_string(), STRIPE_VERSION.to_string()),
+            ("accept".to_string(), "application/json".to_string()),
+        ];
+        if let Some(key) = idempotency_key {
+            headers.push(("idempotency-key".to_string(), key.to_string()));
+        }
+        let body = form.map(|f| {
+            headers.push(("content-type".to_string(), "application/x-www-form-urlencoded".to_string()));
+            f.encode().into_bytes()
+        });
+        HttpRequest { method, url: format!("{}{path}", self.base), headers, body, timeouts, max_body: MAX_BODY }
+    }
+
+    /// Sends with retries; returns the parsed JSON of a 2xx answer.
+    fn call(&self, method: &'static str, path: &str, form: Option<&Form>, idempotency_key: Option<&str>) -> Result<Value, StripeError> {
+        debug_assert!(method != "POST" || idempotency_key.is_some(), "every POST carries an Idempotency-Key");
+        let request = self.build(method, path, form, idempotency_key, self.timeouts);
+        let mut attempt = 1;
+        loop {
+            let result = self.transport.send(&request);
+            let retryable = match &result {
+                Ok(response) if response.status < 300 => {
+                    eprintln!("stripe call: {method} {path} status={} latency_ms={:.1}", response.status, ms(response));
+                    return serde_json::from_slice(&response.body)
+                        .map_err(|_| StripeError::Malformed(format!("{method} {path}: body is not JSON")));
+                }
+                Ok(response) => {
+                    eprintln!("stripe call: {method} {path} status={} latency_ms={:.1} attempt={attempt}", response.status, ms(response));
+                    match response.header("stripe-should-retry") {
+                        Some("true") => true,
+                        Some("false") => false,
+                        _ => response.status == 429 || response.status >= 500,
+                    }
+                }
+                Err(err) => {
+                    eprintln!("stripe call: {method} {path} failed attempt={attempt}: {err}");
+                    matches!(err, TransportError::Connect(_) | TransportError::Timeout(_) | TransportError::Interrupted(_))
+                }
+            };
+            if retryable && attempt < self.max_attempts {
+                (self.sleep)(backoff(attempt));
+                attempt += 1;
+                continue;
+            }
+            return Err(match result {
+                Ok(response) => map_error(&response),
+                Err(err) => StripeError::Unavailable(err.to_string()),
+            });
+        }
+    }
+}
+
+fn ms(response: &HttpResponse) -> f64 {
+    response.elapsed.as_secs_f64() * 1000.0
+}
+
+/// Stripe's error body → our error. Messages are passed on (scrubbed of anything key-like) only
+/// for card and invalid-request errors.
+pub fn map_error(response: &HttpResponse) -> StripeError {
+    let body: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+    let error = body.get("error");
+    let field = |name: &str| error.and_then(|e| e.get(name)).and_then(Value::as_str).map(str::to_string);
+    let kind = field("type").unwrap_or_default();
+    let message = scrub(&field("message").unwrap_or_else(|| format!("Stripe answered {}", response.status)));
+    match (response.status, kind.as_str()) {
+        (402, _) | (_, "card_error") => StripeError::Card { message, code: field("decline_code").or_else(|| field("code")) },
+        (_, "idempotency_error") => StripeError::Idempotency(message),
+        (401 | 403, _) => StripeError::Authentication(response.status),
+        (429, _) => StripeError::Unavailable("rate limited".into()),
+        (status, _) if status >= 500 => StripeError::Unavailable(format!("status {status}")),
+        (status, _) => StripeError::InvalidRequest { message, param: field("param"), status },
+    }
+}
+
+fn customer_ref(value: &Value) -> Option<StripeCustomerRef> {
+    Some(StripeCustomerRef {
+        id: value.get("id").and_then(Value::as_str).filter(|s| is_stripe_id(s))?.to_string(),
+        user_id: value.get("metadata").and_then(|m| m.get("user_id")).and_then(Value::as_str).map(str::to_string),
+        created: value.get("created").and_then(Value::as_i64).unwrap_or(0),
+    })
+}
+
+fn list_data(value: &Value) -> Result<&Vec<Value>, StripeError> {
+    value.get("data").and_then(Value::as_array).ok_or_else(|| StripeError::Malformed("list without data".into()))
+}
+
+fn subscription(value: &Value) -> Result<StripeSubscription, StripeError> {
+    StripeSubscription::from_json(value).ok_or_else(|| StripeError::Malformed("unreadable subscription".into()))
+}
+
+fn invoice(value: &Value) -> Option<Invoice> {
+    let text = |name: &str| value.get(name).and_then(Value::as_str).map(str::to_string);
+    Some(Invoice {
+        id: text("id").filter(|s| is_stripe_id(s))?,
+        number: text("number"),
+        status: text("status"),
+        amount_due: value.get("amount_due").and_then(Value::as_i64).unwrap_or(0),
+        amount_paid: value.get("amount_paid").and_then(Value::as_i64).unwrap_or(0),
+        currency: text("currency").unwrap_or_default(),
+        created: value.get("created").and_then(Value::as_i64).unwrap_or(0),
+        hosted_invoice_url: text("hosted_invoice_url"),
+    })
+}
+
+impl Billing for StripeClient<'_> {
+    fn create_customer(&self, customer: &NewStripeCustomer<'_>, idempotency_key: &str) -> Result<StripeCustomerRef, StripeError> {
+        let form = Form::new()
+            .field(&["name"], customer.name)
+            .field(&["email"], customer.email)
+            .field(&["metadata", "user_id"], customer.user_id);
+        let value = self.call("POST", "/v1/customers", Some(&form), Some(idempotency_key))?;
+        customer_ref(&value).ok_or_else(|| StripeError::Malformed("unreadable customer".into()))
+    }
+
+    fn customers_by_email(&self, email: &str) -> Result<Vec<StripeCustomerRef>, StripeError> {
+        let query = Form::new().field(&["email"], email).field(&["limit"], "100").encode();
+        let value = self.call("GET", &format!("/v1/customers?{query}"), None, None)?;
+        Ok(list_data(&value)?.iter().filter_map(customer_ref).collect())
+    }
+
+    fn customer_exists(&self, id: &str) -> Result<bool, StripeError> {
+        match self.call("GET", &format!("/v1/customers/{}", path_segment(id)?), None, None) {
+            Ok(value) => Ok(!value.get("deleted").and_then(Value::as_bool).unwrap_or(false)),
+            Err(err) if err.is_not_found() => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn delete_customer(&self, id: &str) -> Result<(), StripeError> {
+        match self.call("DELETE", &format!("/v1/customers/{}", path_segment(id)?), None, None) {
+            Ok(_) => Ok(()),
+            Err(err) if err.is_not_found() => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn create_subscription(
+        &self,
+        customer: &str,
+        price: &PriceId,
+        user_id: &str,
+        local_id: &str,
+        idempotency_key: &str,
+    ) -> Result<StripeSubscription, StripeError> {
+        let form = Form::new()
+            .field(&["customer"], customer)
+            .field(&["items", "0", "price"], price.as_str())
+            .field(&["metadata", "user_id"], user_id)
+            .field(&["metadata", "subscription_id"], local_id);
+        subscription(&self.call("POST", "/v1/subscriptions", Some(&form), Some(idempotency_key))?)
+    }
+
+    fn subscription(&self, id: &str) -> Result<Option<StripeSubscription>, StripeError> {
+        match self.call("GET", &format!("/v1/subscriptions/{}", path_segment(id)?), None, None) {
+            Ok(value) => subscription(&value).map(Some),
+            Err(err) if err.is_not_found() => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn subscriptions_of(&self, customer: &str) -> Result<Vec<StripeSubscription>, StripeError> {
+        let query = Form::new().field(&["customer"], customer).field(&["status"], "all").field(&["limit"], "100").encode();
+        let value = self.call("GET", &format!("/v1/subscriptions?{query}"), None, None)?;
+        list_data(&value)?.iter().map(subscription).collect()
+    }
+
+    fn cancel_at_period_end(&self, id: &str, idempotency_key: &str) -> Result<StripeSubscription, StripeError> {
+        let form = Form::new().field(&["cancel_at_period_end"], "true");
+        subscription(&self.call("POST", &format!("/v1/subscriptions/{}", path_segment(id)?), Some(&form), Some(idempotency_key))?)
+    }
+
+    fn cancel_now(&self, id: &str) -> Result<StripeSubscription, StripeError> {
+        subscription(&self.call("DELETE", &format!("/v1/subscriptions/{}", path_segment(id)?), None, None)?)
+    }
+
+    fn invoices(&self, customer: &str, limit: u32, starting_after: Option<&str>) -> Result<InvoicePage, StripeError> {
+        let mut form = Form::new().field(&["customer"], customer).field(&["limit"], limit.to_string());
+        if let Some(cursor) = starting_after {
+            form = form.field(&["starting_after"], cursor);
+        }
+        let value = self.call("GET", &format!("/v1/invoices?{}", form.encode()), None, None)?;
+        let invoices = list_data(&value)?.iter().filter_map(invoice).collect();
+        Ok(InvoicePage { invoices, has_more: value.get("has_more").and_then(Value::as_bool).unwrap_or(false) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// Answers from a script, records what was sent.
+    struct Script {
+        answers: RefCell<Vec<Result<HttpResponse, TransportError>>>,
+        sent: RefCell<Vec<HttpRequest>>,
+    }
+
+    fn answer(status: u16, body: &str) -> Result<HttpResponse, TransportError> {
+        Ok(HttpResponse { status, headers: Vec::new(), body: body.as_bytes().to_vec(), elapsed: Duration::ZERO })
+    }
+
+    impl Script {
+        fn new(mut answers: Vec<Result<HttpResponse, TransportError>>) -> Self {
+            answers.reverse();
+            Self { answers: RefCell::new(answers), sent: RefCell::new(Vec::new()) }
+        }
+    }
+
+    impl Transport for Script {
+        fn send(&self, request: &HttpRequest) -> Result<HttpResponse, TransportError> {
+            self.sent.borrow_mut().push(request.clone());
+            self.answers.borrow_mut().pop().expect("no more scripted answers")
+        }
+    }
+
+    #[test]
+    fn forms_nest_and_escape() {
+        let form = Form::new().field(&["items", "0", "price"], "price_1").field(&["metadata", "user_id"], "a b&c");
+        assert_eq!(form.encode(), "items%5B0%5D%5Bprice%5D=price_1&metadata%5Buser_id%5D=a+b%26c");
+    }
+
+    #[test]
+    fn the_secret_never_prints() {
+        let secret = StripeSecret::new("sk_live_supersecret".into());
+        assert!(!format!("{secret:?} {secret}").contains("supersecret"));
+    }
+
+    #[test]
+    fn posts_carry_version_and_idempotency_key_and_retry_5xx_and_timeouts() {
+        let script = Script::new(vec![
+            answer(500, "{}"),
+            Err(TransportError::Timeout("first byte".into())),
+            answer(200, r#"{"id":"cus_1","metadata":{"user_id":"u1"},"created":5}"#),
+        ]);
+        let client = StripeClient::for_tests(&script);
+        let created = client
+            .create_customer(&NewStripeCustomer { user_id: "u1", name: "A", email: "a@x.org" }, "customer-create:u1:1")
+            .unwrap();
+        assert_eq!(created.id, "cus_1");
+        let sent = script.sent.borrow();
+        assert_eq!(sent.len(), 3);
+        for request in sent.iter() {
+            let header = |n: &str| request.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+            assert_eq!(header("idempotency-key").as_deref(), Some("customer-create:u1:1"));
+            assert_eq!(header("stripe-version").as_deref(), Some(STRIPE_VERSION));
+            assert_eq!(request.url, "http://stripe.test/v1/customers");
+        }
+    }
+
+    #[test]
+    fn client_errors_are_not_retried_and_are_mapped() {
+        let script = Script::new(vec![answer(402, r#"{"error":{"type":"card_error","message":"Your card was declined.","decline_code":"generic_decline"}}"#)]);
+        let client = StripeClient::for_tests(&script);
+        let err = client
+            .create_subscription("cus_1", &PriceId::parse("price_1").unwrap(), "u1", "l1", "k")
+            .unwrap_err();
+        assert_eq!(err, StripeError::Card { message: "Your card was declined.".into(), code: Some("generic_decline".into()) });
+        assert_eq!(script.sent.borrow().len(), 1);
+
+        let script = Script::new(vec![answer(400, r#"{"error":{"type":"invalid_request_error","message":"No such price: 'x'","param":"items[0][price]"}}"#)]);
+        let err = StripeClient::for_tests(&script).subscription("sub_1").unwrap_err();
+        assert!(matches!(err, StripeError::InvalidRequest { status: 400, .. }));
+
+        let script = Script::new(vec![answer(401, r#"{"error":{"type":"invalid_request_error","message":"Invalid API Key provided: sk_test_****cret"}}"#)]);
+        assert_eq!(StripeClient::for_tests(&script).subscription("sub_1").unwrap_err(), StripeError::Authentication(401));
+
+        // Connection refused three times: unavailable after three attempts.
+        let script = Script::new(vec![
+            Err(TransportError::Connect("refused".into())),
+            Err(TransportError::Connect("refused".into())),
+            Err(TransportError::Connect("refused".into())),
+        ]);
+        assert!(matches!(StripeClient::for_tests(&script).subscription("sub_1").unwrap_err(), StripeError::Unavailable(_)));
+        assert_eq!(script.sent.borrow().len(), 3);
+
+        // A 404 on retrieve is "none".
+        let script = Script::new(vec![answer(404, r#"{"error":{"type":"invalid_request_error","message":"No such subscription"}}"#)]);
+        assert_eq!(StripeClient::for_tests(&script).subscription("sub_1").unwrap(), None);
+    }
+
+    #[test]
+    fn messages_are_scrubbed() {
+        assert_eq!(scrub("Invalid API Key provided: sk_test_abc"), "Invalid API Key provided: [redacted]");
+    }
+
+    #[test]
+    fn subscriptions_read_live_and_legacy_shapes() {
+        let live = serde_json::json!({"id":"sub_1","customer":"cus_1","status":"active","created":10,
+            "current_period_end":99,"cancel_at_period_end":true,"metadata":{"subscription_id":"l1"},
+            "items":{"data":[{"price":{"id":"price_1"}}]}});
+        let sub = StripeSubscription::from_json(&live).unwrap();
+        assert_eq!(sub.price_id.as_deref(), Some("price_1"));
+        assert_eq!(sub.current_period_end, Some(99));
+        assert!(sub.cancel_at_period_end);
+        assert_eq!(sub.local_id.as_deref(), Some("l1"));
+        let legacy = serde_json::json!({"id":"sub_1","customer":{"id":"cus_1"},"status":"past_due","plan":{"id":"plan_1"}});
+        assert_eq!(StripeSubscription::from_json(&legacy).unwrap().price_id.as_deref(), Some("plan_1"));
+        assert!(StripeSubscription::from_json(&serde_json::json!({"id":"sub_1"})).is_none());
+    }
+
+    #[test]
+    fn ids_with_slashes_never_reach_a_path() {
+        let script = Script::new(vec![]);
+        assert!(matches!(StripeClient::for_tests(&script).subscription("../v1/x").unwrap_err(), StripeError::Malformed(_)));
+    }
+}
