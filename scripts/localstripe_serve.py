@@ -1,22 +1,245 @@
-"""Run localstripe bound to one address (127.0.0.1 by default).
+"""Run localstripe bound to one address (127.0.0.1 by default), speaking the live API we use.
 
 localstripe's own `localstripe --port N` has no bind option: it listens on [::] (every
 interface, IPv4 and IPv6), and it saves its state to /tmp/localstripe.pickle, a file shared by
 every checkout on the machine. This wrapper starts the same aiohttp app on the address given,
-and keeps state in memory unless --state-file is passed. Used by scripts/stack.sh.
+and keeps state in memory unless --state-file is passed. Used by scripts/stack.sh and by the
+customer integration tests (one private instance per test).
+
+It also patches localstripe at run time (the installed package is never modified) so that it
+accepts what the live Stripe API accepts for our calls:
+
+* Prices: `POST /v1/prices` (unit_amount, currency, recurring[interval], product or
+  product_data[name]), `GET /v1/prices/{id}` and `GET /v1/prices`. localstripe only knows the
+  legacy Plan; a price is stored as a plan whose id starts with `price_`.
+* Subscriptions take `items[N][price]` (live) as well as `items[N][plan]` (legacy), and
+  `payment_behavior=default_incomplete`; subscription items are exported with `price`.
+* Invoices are exported with `number` and `hosted_invoice_url` (null when localstripe has none).
+* `Idempotency-Key` on POST: the first answer (status and body, 500s included) is kept 24 h and
+  replayed with `Idempotent-Replayed: true`; the same key with other parameters is a 400
+  `idempotency_error`, as on Stripe.
+* Fault injection for tests: `POST /_config/faults` with JSON
+  `{"method": "POST", "path": "/v1/customers", "status": 500, "times": 1, "when": "before"}`
+  answers the next `times` matching requests with `status`; `when` = "before" (the request is
+  not processed) or "after" (processed, then the answer is replaced: a lost response).
+  `DELETE /_config/faults` clears them; `GET /_config/faults` lists what is left.
 """
 
 import argparse
+import hashlib
+import json
 import logging
 import pickle
 import socket
+import time
 
 from aiohttp import web
 from localstripe import resources, server
+from localstripe.errors import UserError
+
+IDEMPOTENCY_TTL = 24 * 3600
+
+
+def _price_to_plan(items):
+    if isinstance(items, list):
+        for item in items:
+            if isinstance(item, dict) and "price" in item:
+                price = item.pop("price")
+                item.setdefault("plan", price)
+    return items
+
+
+def _price_export(plan):
+    return {
+        "id": plan.id,
+        "object": "price",
+        "active": plan.active,
+        "billing_scheme": plan.billing_scheme,
+        "created": plan.created,
+        "currency": plan.currency,
+        "livemode": False,
+        "lookup_key": None,
+        "metadata": plan.metadata,
+        "nickname": plan.nickname,
+        "product": plan.product,
+        "recurring": {
+            "interval": plan.interval,
+            "interval_count": plan.interval_count,
+            "usage_type": plan.usage_type,
+        },
+        "type": "recurring",
+        "unit_amount": plan.amount,
+    }
+
+
+def patch_live_api():
+    Subscription = resources.Subscription
+    SubscriptionItem = resources.SubscriptionItem
+    Invoice = resources.Invoice
+
+    original_init = Subscription.__init__
+
+    def init(self, *args, items=None, payment_behavior="allow_incomplete", **kwargs):
+        if payment_behavior == "default_incomplete":
+            payment_behavior = "allow_incomplete"
+        original_init(self, *args, items=_price_to_plan(items),
+                      payment_behavior=payment_behavior, **kwargs)
+
+    Subscription.__init__ = init
+
+    original_update = Subscription._update
+
+    def update(self, items=None, **kwargs):
+        return original_update(self, items=_price_to_plan(items), **kwargs)
+
+    Subscription._update = update
+
+    original_item_export = SubscriptionItem._export
+
+    def item_export(self, expand=None):
+        exported = original_item_export(self, expand=expand)
+        exported["price"] = _price_export(self.plan)
+        return exported
+
+    SubscriptionItem._export = item_export
+
+    original_invoice_export = Invoice._export
+
+    def invoice_export(self, expand=None):
+        exported = original_invoice_export(self, expand=expand)
+        exported.setdefault("number", None)
+        exported.setdefault("hosted_invoice_url", None)
+        return exported
+
+    Invoice._export = invoice_export
+
+
+async def create_price(request):
+    data = await server.get_post_data(request) or {}
+    recurring = data.get("recurring") or {}
+    product = data.get("product")
+    if product is None and isinstance(data.get("product_data"), dict):
+        product = {"name": data["product_data"].get("name", "Product")}
+    try:
+        plan = resources.Plan(
+            id="price_" + resources.random_id(14),
+            amount=data.get("unit_amount"),
+            currency=data.get("currency"),
+            interval=recurring.get("interval"),
+            interval_count=recurring.get("interval_count", 1),
+            product=product,
+            nickname=data.get("nickname"),
+            metadata=data.get("metadata"),
+        )
+    except TypeError:
+        raise UserError(400, "Bad request")
+    return server.json_response(_price_export(plan))
+
+
+async def retrieve_price(request):
+    return server.json_response(_price_export(resources.Plan._api_retrieve(request.match_info["id"])))
+
+
+async def list_prices(request):
+    prices = [_price_export(v) for k, v in resources.store.items()
+              if k.startswith("plan:price_")]
+    return server.json_response({"object": "list", "url": "/v1/prices", "has_more": False,
+                                 "data": prices})
+
+
+# ---- Idempotency-Key --------------------------------------------------------------------------
+
+_idempotency = {}  # key -> (fingerprint, status, body bytes, content type, stored at)
+
+
+@web.middleware
+async def idempotency_middleware(request, handler):
+    key = request.headers.get("Idempotency-Key")
+    if request.method != "POST" or not key:
+        return await handler(request)
+    body = await request.read()
+    fingerprint = hashlib.sha256(
+        request.method.encode() + b" " + request.path_qs.encode() + b"\n" + body).hexdigest()
+    now = time.time()
+    for k in [k for k, v in _idempotency.items() if now - v[4] > IDEMPOTENCY_TTL]:
+        del _idempotency[k]
+    seen = _idempotency.get(key)
+    if seen is not None:
+        if seen[0] != fingerprint:
+            return server.json_response({"error": {
+                "type": "idempotency_error",
+                "message": "Keys for idempotent requests can only be used with the same "
+                           "parameters they were first used with."}}, status=400)
+        response = web.Response(status=seen[1], body=seen[2], content_type=seen[3])
+        response.headers["Idempotent-Replayed"] = "true"
+        return response
+    try:
+        response = await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        logging.getLogger("aiohttp.access").exception("internal error")
+        response = server.json_response(
+            {"error": {"type": "api_error", "message": "An unknown error occurred"}}, status=500)
+    if isinstance(response, web.Response) and response.body is not None:
+        _idempotency[key] = (fingerprint, response.status, bytes(response.body),
+                             response.content_type, now)
+    return response
+
+
+# ---- fault injection --------------------------------------------------------------------------
+
+_faults = []
+
+
+@web.middleware
+async def fault_middleware(request, handler):
+    for fault in _faults:
+        if fault["times"] > 0 and fault["method"] == request.method and fault["path"] == request.path:
+            fault["times"] -= 1
+            if fault.get("when", "before") == "after":
+                await handler(request)
+            return server.json_response(
+                {"error": {"type": "api_error", "message": "Injected fault"}},
+                status=int(fault.get("status", 500)))
+    return await handler(request)
+
+
+async def add_fault(request):
+    fault = await request.json()
+    fault.setdefault("times", 1)
+    fault.setdefault("when", "before")
+    _faults.append(fault)
+    return server.json_response({"faults": _faults})
+
+
+async def list_faults(request):
+    return server.json_response({"faults": _faults})
+
+
+async def clear_faults(request):
+    _faults.clear()
+    return server.json_response({"faults": _faults})
+
+
+def install(app):
+    patch_live_api()
+    # Outermost first: faults see every request, then idempotency, then localstripe's own.
+    app.middlewares.insert(0, idempotency_middleware)
+    app.middlewares.insert(0, fault_middleware)
+    app.router.add_post("/_config/faults", add_fault)
+    app.router.add_get("/_config/faults", list_faults)
+    app.router.add_delete("/_config/faults", clear_faults)
+    # Before localstripe's generic routes would see them: aiohttp matches in order, and /v1/prices
+    # is not among localstripe's resources, so plain registration is enough.
+    app.router.add_post("/v1/prices", create_price)
+    app.router.add_get("/v1/prices/{id}", retrieve_price)
+    app.router.add_get("/v1/prices", list_prices)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8420)
     parser.add_argument("--state-file", default=None,
@@ -42,6 +265,7 @@ def main():
     resources.Store.try_load_from_disk = load
     resources.Store.dump_to_disk = dump
     resources.store.try_load_from_disk()
+    install(server.app)
 
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

@@ -9,7 +9,8 @@
 #   scripts/stack.sh stripe-start  start localstripe on 127.0.0.1:$STRIPE_PORT (default 8420)
 #   scripts/stack.sh stripe-stop
 #   scripts/stack.sh env           add missing SPIN_VARIABLE_* lines to .env
-#   scripts/stack.sh up            deps + db-start + stripe-start + env
+#   scripts/stack.sh stripe-webhook  point localstripe's webhooks at the app (port $PORT, default 3000)
+#   scripts/stack.sh up            deps + db-start + stripe-start + env + stripe-webhook
 #   scripts/stack.sh down          db-stop + stripe-stop
 #   scripts/stack.sh status        what is running
 #   scripts/stack.sh clean         down, then delete .local/
@@ -310,6 +311,25 @@ cmd_stripe_start() {
 
 cmd_stripe_stop() { stop_pid "$STRIPE_PID_FILE" "localstripe_serve.py" "localstripe"; }
 
+# Registers the app's webhook endpoint with localstripe, signed with the first secret of
+# SPIN_VARIABLE_STRIPE_WEBHOOK_SECRET in .env, so local subscriptions flow back signed. The app's
+# port is $PORT (as `make up PORT=...` passes it), default 3000. Idempotent (same id "app").
+cmd_stripe_webhook() {
+    load_stack_env
+    stripe_running || die "localstripe is not running: scripts/stack.sh stripe-start"
+    [ -f "$DOTENV" ] && dotenv_has SPIN_VARIABLE_STRIPE_WEBHOOK_SECRET || die "no STRIPE_WEBHOOK_SECRET in .env: scripts/stack.sh env"
+    local url="http://127.0.0.1:${PORT:-3000}/api/v3/billing/stripe/webhook"
+    dotenv_get SPIN_VARIABLE_STRIPE_WEBHOOK_SECRET | "$VENV/bin/python" -c '
+import sys, urllib.parse, urllib.request
+port, url = sys.argv[1], sys.argv[2]
+secret = sys.stdin.read().strip().split(",")[0].strip()
+data = urllib.parse.urlencode({"url": url, "secret": secret}).encode()
+urllib.request.urlopen(urllib.request.Request(
+    f"http://127.0.0.1:{port}/_config/webhooks/app", data=data), timeout=5).read()
+' "$STRIPE_PORT" "$url" || die "registering the webhook with localstripe failed"
+    say "localstripe sends webhooks to $url"
+}
+
 # ------------------------------------------------------------------------------------------ .env
 
 dotenv_has() { grep -qE "^[[:space:]]*(export[[:space:]]+)?$1=" "$DOTENV"; }
@@ -407,7 +427,7 @@ cmd_clean() {
     say "removed .local/"
 }
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 
 main() {
     local cmd="${1:-}"
@@ -419,7 +439,8 @@ main() {
         stripe-start) cmd_stripe_start ;;
         stripe-stop) cmd_stripe_stop ;;
         env) cmd_env ;;
-        up) cmd_deps; cmd_db_start; cmd_stripe_start; cmd_env ;;
+        stripe-webhook) cmd_stripe_webhook ;;
+        up) cmd_deps; cmd_db_start; cmd_stripe_start; cmd_env; cmd_stripe_webhook ;;
         down) cmd_db_stop; cmd_stripe_stop ;;
         status) cmd_status ;;
         clean) cmd_clean ;;
