@@ -31,7 +31,7 @@ enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
-    /// Development secrets
+    /// Keys and secrets: generate a consistent set, derive a public key, rotate one without downtime
     Keys {
         #[command(subcommand)]
         action: KeysAction,
@@ -87,12 +87,145 @@ enum KeysAction {
         #[arg(long, default_value = "customer")]
         service: String,
     },
+    /// Print the next value of a key variable for one stage of a rotation without downtime
+    /// (add: the new key verifies/opens only; promote: it signs/seals; retire: the old key goes).
+    /// The current value is read from standard input (first line) unless --current-env names an
+    /// environment variable holding it. Notes on what to do next go to standard error.
+    Rotate(RotateArgs),
+}
+
+#[derive(Args)]
+struct RotateArgs {
+    /// Which variable
+    #[arg(value_enum)]
+    key: RotateKeyArg,
+    /// Rotation stage
+    #[arg(long, value_enum)]
+    stage: StageArg,
+    /// The current value on the command line. Other users can read it with `ps`: prefer
+    /// standard input or --current-env
+    #[arg(long, value_name = "VALUE", conflicts_with = "current_env")]
+    current: Option<String>,
+    /// Read the current value from this environment variable (e.g. SPIN_VARIABLE_TOKEN_SIGNING_KEYS)
+    #[arg(long, value_name = "NAME")]
+    current_env: Option<String>,
+    /// service-token-key: auth's current trusted_service_keys (public keys; other services'
+    /// entries are kept) [default: derived from the service key alone]
+    #[arg(long, value_name = "VALUE")]
+    trusted_current: Option<String>,
+    /// stripe-webhook-secret --stage add: environment variable holding the new whsec_ secret
+    /// [default: the next line of standard input]
+    #[arg(long, value_name = "NAME")]
+    new_env: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Env)]
+    format: Format,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RotateKeyArg {
+    /// auth's token_signing_keys (access-token signing keys)
+    TokenSigningKeys,
+    /// auth's encryption_key (email encryption; the last key roots the blind index)
+    EncryptionKey,
+    /// customer's service_token_key, with auth's trusted_service_keys
+    ServiceTokenKey,
+    /// customer's stripe_webhook_secret
+    StripeWebhookSecret,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StageArg {
+    Add,
+    Promote,
+    Retire,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
     /// SPIN_VARIABLE_<NAME>=<value> lines, for .env
     Env,
+    /// <name>=<value> lines with Spin's variable names: `kubectl create secret generic --from-env-file`
+    Vars,
+    /// name = "value" lines: a TOML file for `spin aka deploy --variable @file.toml`
+    Toml,
+}
+
+fn render(format: Format, vars: &[(&str, String)]) -> String {
+    match format {
+        Format::Env => keys::to_env_lines(vars),
+        Format::Vars => keys::to_var_lines(vars),
+        Format::Toml => keys::to_toml_lines(vars),
+    }
+}
+
+/// Reads one line from standard input (trailing newline removed); `None` at end of input.
+fn read_stdin_line(stdin: &mut impl std::io::BufRead, what: &str) -> Result<Option<String>> {
+    let mut line = String::new();
+    let n = stdin
+        .read_line(&mut line)
+        .with_context(|| format!("Failed to read {what} from standard input"))?;
+    Ok((n > 0).then(|| line.trim_end_matches(['\n', '\r']).to_owned()))
+}
+
+fn rotate_cmd(args: RotateArgs) -> Result<()> {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    let mut stdin = stdin.lock();
+    let needs_new = args.key == RotateKeyArg::StripeWebhookSecret
+        && args.stage == StageArg::Add
+        && args.new_env.is_none();
+    if std::io::stdin().is_terminal()
+        && (args.current.is_none() && args.current_env.is_none() || needs_new)
+    {
+        eprintln!(
+            "reading from standard input (one value per line; it is not echoed to the terminal by this tool, but your terminal may show it)"
+        );
+    }
+    let current = match (&args.current, &args.current_env) {
+        (Some(v), _) => {
+            eprintln!(
+                "warning: --current puts a secret on the command line (visible in `ps`); prefer standard input or --current-env"
+            );
+            v.clone()
+        }
+        (None, Some(name)) => std::env::var(name).with_context(|| {
+            format!("Failed to read the current value: environment variable {name} is not set")
+        })?,
+        (None, None) => read_stdin_line(&mut stdin, "the current value")?
+            .context("Failed to read the current value: standard input is empty")?,
+    };
+    let new_secret = match (&args.new_env, needs_new) {
+        (Some(name), _) => Some(std::env::var(name).with_context(|| {
+            format!("Failed to read the new secret: environment variable {name} is not set")
+        })?),
+        (None, true) => read_stdin_line(&mut stdin, "the new secret")?,
+        (None, false) => None,
+    };
+    let key = match args.key {
+        RotateKeyArg::TokenSigningKeys => keys::RotateKey::TokenSigningKeys,
+        RotateKeyArg::EncryptionKey => keys::RotateKey::EncryptionKey,
+        RotateKeyArg::ServiceTokenKey => keys::RotateKey::ServiceTokenKey,
+        RotateKeyArg::StripeWebhookSecret => keys::RotateKey::StripeWebhookSecret,
+    };
+    let stage = match args.stage {
+        StageArg::Add => keys::Stage::Add,
+        StageArg::Promote => keys::Stage::Promote,
+        StageArg::Retire => keys::Stage::Retire,
+    };
+    let rotation = keys::rotate(
+        key,
+        stage,
+        &keys::RotateInput {
+            current: &current,
+            trusted_current: args.trusted_current.as_deref(),
+            new_secret: new_secret.as_deref(),
+        },
+    )?;
+    print!("{}", render(args.format, &rotation.vars));
+    for note in &rotation.notes {
+        eprintln!("note: {note}");
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -111,13 +244,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli, secrets: &mut Vec<String>) -> Result<()> {
     match cli.command {
         Command::Keys {
-            action: KeysAction::Generate {
-                format: Format::Env,
-            },
+            action: KeysAction::Generate { format },
         } => {
-            print!("{}", keys::to_env_lines(&keys::generate()?));
+            print!("{}", render(format, &keys::generate()?));
             Ok(())
         }
+        Command::Keys {
+            action: KeysAction::Rotate(args),
+        } => rotate_cmd(args),
         Command::Keys {
             action: KeysAction::Public { service },
         } => {
