@@ -194,10 +194,11 @@ fn route(spin: &SpinManifest, components: &BTreeSet<String>, path: &str) -> Opti
         if let Some(prefix) = t.route.strip_suffix("/...") {
             let segs = split(prefix);
             let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-            if path_segs.len() >= segs.len() && segments_match(&segs, &path_segs[..segs.len()]) {
-                if best.is_none_or(|(len, _)| segs.len() > len) {
-                    best = Some((segs.len(), t));
-                }
+            if path_segs.len() >= segs.len()
+                && segments_match(&segs, &path_segs[..segs.len()])
+                && best.is_none_or(|(len, _)| segs.len() > len)
+            {
+                best = Some((segs.len(), t));
             }
         } else {
             let segs = split(&t.route);
@@ -439,12 +440,12 @@ fn validate(spin: &SpinManifest, docs: &[Doc]) -> Vec<String> {
                     .split(['/', ':'])
                     .next()
                     .unwrap_or("");
-                if let Some(target) = host.strip_suffix(".spin.internal") {
-                    if !runs.contains(target) {
-                        errors.push(format!(
+                if let Some(target) = host.strip_suffix(".spin.internal")
+                    && !runs.contains(target)
+                {
+                    errors.push(format!(
                             "{at}: component `{id}` may call {rendered} ({entry:?} in spin.toml), but `{target}` is not deployed in this SpinApp: Spin refuses service chaining to it; point the variable at {target}'s own Service"
                         ));
-                    }
                 }
             }
         }
@@ -891,7 +892,8 @@ fn a_loopback_database_address_is_rejected() {
 
 #[test]
 fn schema_violations_are_rejected() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    type Mutation = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Mutation, &str)> = vec![
         (
             "replicas 0",
             Box::new(|a| a["spec"]["replicas"] = json!(0)),
