@@ -1006,3 +1006,158 @@ fn routing_follows_spin() {
     assert_eq!(route(&spin, &all, "/api/v3/authx"), None);
     assert_eq!(route(&spin, &all, "/"), None);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fermyon Cloud: no templates in allowed_outbound_hosts, no service chaining
+
+/// `a/b/../c` → `a/c`, lexically.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn render_cloud_manifest(env: &[(&str, &str)], out: &Path) -> std::process::Output {
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(repo_root().join("deploy/fermyon-cloud/render-manifest.sh"))
+        .arg(repo_root().join("spin.toml"))
+        .arg(out);
+    for var in [
+        "AUTH_DB_ADDRESS",
+        "CUSTOMER_DB_ADDRESS",
+        "AUTH_SERVICE_URL",
+        "STRIPE_API_BASE",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("bash runs")
+}
+
+#[test]
+fn the_fermyon_cloud_manifest_has_literal_hosts_and_nothing_else_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("cloud");
+    std::fs::create_dir(&sub).unwrap();
+    let out = sub.join("spin.toml");
+    let run = render_cloud_manifest(
+        &[
+            ("AUTH_DB_ADDRESS", "auth-db.example.com:3306"),
+            ("CUSTOMER_DB_ADDRESS", "customer-db.example.com:3306"),
+            (
+                "AUTH_SERVICE_URL",
+                "https://auth-billing-abc123.fermyon.app",
+            ),
+        ],
+        &out,
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let rendered: toml::Table = toml::from_str(&text).expect("the rendered manifest is TOML");
+    let original: toml::Table =
+        toml::from_str(&std::fs::read_to_string(repo_root().join("spin.toml")).unwrap()).unwrap();
+
+    assert_eq!(rendered["variables"], original["variables"]);
+    assert_eq!(rendered["trigger"], original["trigger"]);
+    assert_eq!(rendered["application"], original["application"]);
+    let (rc, oc) = (
+        rendered["component"].as_table().unwrap(),
+        original["component"].as_table().unwrap(),
+    );
+    assert_eq!(rc.keys().collect::<Vec<_>>(), oc.keys().collect::<Vec<_>>());
+    for (id, comp) in rc {
+        let orig = &oc[id];
+        for (field, value) in comp.as_table().unwrap() {
+            match field.as_str() {
+                "allowed_outbound_hosts" => {
+                    for host in value.as_array().unwrap() {
+                        let host = host.as_str().unwrap();
+                        assert!(
+                            !host.contains("{{"),
+                            "component {id}: template left in {host}"
+                        );
+                        assert!(
+                            !host.contains(".spin.internal"),
+                            "component {id}: no chaining on Fermyon Cloud: {host}"
+                        );
+                    }
+                    assert_eq!(
+                        value.as_array().unwrap().len(),
+                        orig[field].as_array().unwrap().len()
+                    );
+                }
+                "source" => {
+                    // Relative to the rendered manifest's folder, it names the same file.
+                    let rel = value.as_str().unwrap();
+                    let resolved = normalize(&sub.join(rel));
+                    assert_eq!(
+                        resolved,
+                        normalize(&repo_root().join(orig[field].as_str().unwrap())),
+                        "component {id}: source {rel} does not point at the original"
+                    );
+                }
+                _ => assert_eq!(value, &orig[field], "component {id}: {field} changed"),
+            }
+        }
+    }
+    let customer_hosts: Vec<&str> = rc["customer"]["allowed_outbound_hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        customer_hosts,
+        vec![
+            "mysql://customer-db.example.com:3306",
+            "https://api.stripe.com",
+            "https://auth-billing-abc123.fermyon.app"
+        ]
+    );
+    assert_eq!(
+        rc["auth"]["allowed_outbound_hosts"].as_array().unwrap()[0].as_str(),
+        Some("mysql://auth-db.example.com:3306")
+    );
+}
+
+#[test]
+fn the_fermyon_cloud_renderer_refuses_chaining_and_unsafe_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("spin.toml");
+    let base = [
+        ("AUTH_DB_ADDRESS", "db.example.com:3306"),
+        ("CUSTOMER_DB_ADDRESS", "db.example.com:3306"),
+    ];
+    for (url, needle) in [
+        ("http://auth.spin.internal", "no service chaining"),
+        ("auth.example.com", "must start with https://"),
+        (
+            "https://a.example.com/&x",
+            "contains a space, quote, backslash or &",
+        ),
+    ] {
+        let mut env = base.to_vec();
+        env.push(("AUTH_SERVICE_URL", url));
+        let run = render_cloud_manifest(&env, &out);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success() && stderr.contains(needle),
+            "{url}: {stderr}"
+        );
+    }
+    let run = render_cloud_manifest(&base, &out);
+    assert!(!run.status.success(), "AUTH_SERVICE_URL is required");
+    assert!(!out.exists(), "nothing written on failure");
+}
