@@ -1,0 +1,284 @@
+//! The auth API end to end: the real auth.wasm on the local host against MariaDB, one fresh
+//! database per test. Every endpoint and every error the issue lists.
+
+#[path = "auth_support.rs"]
+mod support;
+
+use serde_json::{Value, json};
+use support::*;
+
+fn is_rfc3339_utc(value: &Value) -> bool {
+    let s = value.as_str().unwrap_or_default();
+    s.len() == 20 && s.ends_with('Z') && s.as_bytes()[10] == b'T'
+}
+
+#[tokio::test]
+async fn register_returns_the_session_and_stores_only_sealed_data() {
+    let app = app().await;
+    let answer = post(&app, "/api/v3/auth/register", json!({"name": "  Ada Lovelace ", "email": " Ada@Example.ORG ", "password": PASSWORD, "extra": [1, 2]})).await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    assert_eq!(answer.content_type, "application/json");
+    let session = answer.body;
+    let user = &session["user"];
+    let id = user["id"].as_str().expect("id");
+    assert_eq!(answer.location.as_deref(), Some(format!("/api/v3/users/{id}").as_str()));
+    assert_eq!(id.len(), 36);
+    assert_eq!(&id[14..15], "7", "UUIDv7: {id}");
+    assert_eq!(user["name"], "Ada Lovelace");
+    assert_eq!(user["email"], "ada@example.org");
+    assert!(is_rfc3339_utc(&user["created_at"]) && is_rfc3339_utc(&user["updated_at"]), "{user}");
+    assert_eq!(user.as_object().map(|o| o.len()), Some(5), "no password hash or anything else: {user}");
+    assert_eq!(session["token_type"], "Bearer");
+    assert_eq!(session["expires_in"], 900);
+    assert_eq!(refresh_token(&session).len(), 43);
+
+    let (header, claims) = jwt_parts(&token(&session));
+    assert_eq!(header["alg"], "EdDSA");
+    assert_eq!(header["typ"], "at+jwt");
+    assert!(header["kid"].is_string());
+    assert_eq!(claims["iss"], tokens::ACCESS_TOKEN_ISSUER);
+    assert_eq!(claims["aud"], tokens::ACCESS_TOKEN_AUDIENCE);
+    assert_eq!(claims["sub"], id);
+    assert_eq!(claims["exp"].as_u64().expect("exp") - claims["iat"].as_u64().expect("iat"), 900);
+    assert!(claims["jti"].is_string());
+
+    // The token verifies against the published JWKS.
+    let jwks = send(&app, "GET", "/.well-known/jwks.json", None, None).await;
+    assert_eq!(jwks.status, 200);
+    assert!(jwks.text.contains("\"kty\":\"OKP\"") && !jwks.text.contains("\"d\""));
+    let verifier = tokens::Verifier::from_jwks(&jwks.text).expect("jwks");
+    let cfg = tokens::AccessTokenConfig::new(tokens::ACCESS_TOKEN_ISSUER, tokens::ACCESS_TOKEN_AUDIENCE);
+    verifier.verify_access_token(&token(&session), &cfg, now()).expect("verifies");
+
+    let stored = rows(&app, "SELECT id, name, email_encrypted, email_hash, password_hash, must_reset_password FROM client_auth").await;
+    assert_eq!(stored.len(), 1);
+    let row = &stored[0];
+    assert!(row[2].starts_with("v1.") && !row[2].contains("ada"), "sealed: {}", row[2]);
+    assert_eq!(row[3].len(), 64);
+    assert!(row[4].starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{}", row[4]);
+    assert_eq!(row[5], "0");
+    let tokens_rows = rows(&app, "SELECT token_hash FROM refresh_tokens").await;
+    assert_eq!(tokens_rows.len(), 1);
+    assert_ne!(tokens_rows[0][0], refresh_token(&session), "stored hashed");
+    assert_eq!(audit(&app).await, vec![("register".into(), "1".into(), "".into(), id.to_string())]);
+}
+
+#[tokio::test]
+async fn register_refuses_invalid_fields_and_taken_emails() {
+    let app = app().await;
+    let answer = post(&app, "/api/v3/auth/register", json!({"name": "", "email": "not-an-email", "password": "short"})).await;
+    assert_problem(&answer, 422, "validation_failed");
+    let fields: Vec<(String, String)> = answer.body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| (e["field"].as_str().unwrap_or("").to_owned(), e["code"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    assert_eq!(fields, vec![("name".into(), "required".into()), ("email".into(), "invalid_email".into()), ("password".into(), "too_short".into())]);
+
+    for (password, code) in [("Password1", "too_common"), ("iloveyou12", "too_common"), (&"x".repeat(129) as &str, "too_long")] {
+        let answer = post(&app, "/api/v3/auth/register", json!({"name": "A", "email": "a@example.org", "password": password})).await;
+        assert_problem(&answer, 422, "validation_failed");
+        assert_eq!(answer.body["errors"][0]["field"], "password");
+        assert_eq!(answer.body["errors"][0]["code"], code);
+    }
+    let answer = post(&app, "/api/v3/auth/register", json!({"name": 3, "email": null})).await;
+    assert_eq!(answer.body["errors"][0]["code"], "invalid_type", "{}", answer.text);
+    assert_eq!(answer.body["errors"][1]["code"], "required", "{}", answer.text);
+
+    register(&app, "Ada", "ada@example.org").await;
+    let answer = post(&app, "/api/v3/auth/register", json!({"name": "B", "email": "  ADA@example.org", "password": "different-secret-99"})).await;
+    assert_problem(&answer, 409, "email_taken");
+    assert_eq!(rows(&app, "SELECT COUNT(*) FROM client_auth").await[0][0], "1");
+}
+
+#[tokio::test]
+async fn bodies_are_checked_for_size_type_and_syntax() {
+    let app = app().await;
+    let big = format!("{{\"name\":\"{}\"}}", "a".repeat(70 * 1024));
+    assert_problem(&send_raw(&app, "POST", "/api/v3/auth/register", Some("application/json"), big.into_bytes()).await, 413, "payload_too_large");
+    assert_problem(&send_raw(&app, "POST", "/api/v3/auth/login", Some("text/plain"), b"{}".to_vec()).await, 415, "unsupported_media_type");
+    assert_problem(&send_raw(&app, "POST", "/api/v3/auth/login", None, b"{}".to_vec()).await, 415, "unsupported_media_type");
+    assert_problem(&send_raw(&app, "POST", "/api/v3/auth/login", Some("application/json"), b"{\"email\":".to_vec()).await, 400, "malformed_json");
+    assert_problem(&send_raw(&app, "POST", "/api/v3/auth/login", Some("application/json"), b"[1,2]".to_vec()).await, 400, "invalid_body");
+    let ok = send_raw(
+        &app,
+        "POST",
+        "/api/v3/auth/register",
+        Some("application/json; charset=utf-8"),
+        json!({"name": "A", "email": "a@example.org", "password": PASSWORD, "is_admin": true}).to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(ok.status, 201, "unknown fields are ignored: {}", ok.text);
+    // Routing: unknown paths and methods.
+    assert_problem(&send(&app, "GET", "/api/v3/auth/nowhere", None, None).await, 404, "not_found");
+    let wrong_method = send(&app, "GET", "/api/v3/auth/login", None, None).await;
+    assert_problem(&wrong_method, 405, "method_not_allowed");
+    assert_eq!(wrong_method.allow.as_deref(), Some("POST"));
+}
+
+#[tokio::test]
+async fn login_is_identical_for_unknown_email_and_wrong_password() {
+    let app = app().await;
+    let session = register(&app, "Ada", "ada@example.org").await;
+    let id = user_id(&session);
+    let ok = login(&app, " ADA@example.org", PASSWORD).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert_eq!(ok.body["user"]["id"], id.as_str());
+    assert_eq!(ok.body["token_type"], "Bearer");
+    assert_ne!(refresh_token(&ok.body), refresh_token(&session));
+
+    let wrong = login(&app, "ada@example.org", "not-the-password").await;
+    let unknown = login(&app, "nobody@example.org", PASSWORD).await;
+    assert_problem(&wrong, 401, "invalid_credentials");
+    assert_eq!(wrong.text, unknown.text, "one identical body");
+    assert_eq!((wrong.status, wrong.content_type.clone()), (unknown.status, unknown.content_type.clone()));
+    assert_problem(&login(&app, "bad", PASSWORD).await, 422, "validation_failed");
+    assert_problem(&post(&app, "/api/v3/auth/login", json!({"email": "ada@example.org"})).await, 422, "validation_failed");
+
+    let events = audit(&app).await;
+    assert!(events.contains(&("login".into(), "1".into(), "".into(), id.clone())), "{events:?}");
+    assert!(events.contains(&("login".into(), "0".into(), "wrong_password".into(), id.clone())), "{events:?}");
+    assert!(events.contains(&("login".into(), "0".into(), "unknown_email".into(), "".into())), "{events:?}");
+    // Nothing secret in the audit trail.
+    let dump = rows(&app, "SELECT CONCAT_WS('|', actor, COALESCE(subject,''), COALESCE(email_hash,''), client_addr, COALESCE(detail,'')) FROM audit_log").await;
+    for row in dump {
+        assert!(!row[0].contains("example.org") && !row[0].contains(PASSWORD) && !row[0].contains("not-the-password"), "{row:?}");
+    }
+}
+
+#[tokio::test]
+async fn login_is_throttled_per_account_and_per_address() {
+    let app = app_with(&[("auth_login_max_failures_per_account", "3"), ("auth_login_max_failures_per_address", "6")]).await;
+    register(&app, "Ada", "ada@example.org").await;
+    for _ in 0..3 {
+        assert_problem(&login(&app, "ada@example.org", "wrong-wrong-wrong").await, 401, "invalid_credentials");
+    }
+    let throttled = login(&app, "ada@example.org", PASSWORD).await;
+    assert_problem(&throttled, 429, "too_many_attempts");
+    let retry: u64 = throttled.retry_after.as_deref().and_then(|v| v.parse().ok()).expect("Retry-After");
+    assert!((850..=900).contains(&retry), "{retry}");
+    // An unknown email is throttled the same way (no enumeration through 429s).
+    for _ in 0..3 {
+        assert_problem(&login(&app, "ghost@example.org", "whatever-123").await, 401, "invalid_credentials");
+    }
+    // Six failures from this address now: every login from it is refused for the window.
+    let address = login(&app, "someone-else@example.org", "whatever-123").await;
+    assert_problem(&address, 429, "too_many_attempts");
+    let counters = rows(&app, "SELECT scope, failures FROM login_throttle ORDER BY scope, failures").await;
+    assert!(counters.contains(&vec!["address".to_string(), "6".to_string()]), "{counters:?}");
+    assert!(audit(&app).await.iter().any(|e| e.0 == "login_throttled"));
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_logout_revokes() {
+    let app = app().await;
+    let session = register(&app, "Ada", "ada@example.org").await;
+    let first = refresh_token(&session);
+    let rotated = post(&app, "/api/v3/auth/refresh", json!({"refresh_token": first})).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text);
+    assert_eq!(rotated.body["user"]["id"], session["user"]["id"]);
+    assert_eq!(rotated.body["expires_in"], 900);
+    let second = refresh_token(&rotated.body);
+    assert_ne!(first, second);
+    let chain = rows(&app, "SELECT COUNT(*), COUNT(parent_hash), COUNT(rotated_at) FROM refresh_tokens").await;
+    assert_eq!(chain[0], vec!["2", "1", "1"]);
+
+    for junk in [json!({"refresh_token": "nope"}), json!({"refresh_token": "A".repeat(43)})] {
+        assert_problem(&post(&app, "/api/v3/auth/refresh", junk).await, 401, "invalid_refresh_token");
+    }
+    assert_problem(&post(&app, "/api/v3/auth/refresh", json!({})).await, 422, "validation_failed");
+
+    let logout = post(&app, "/api/v3/auth/logout", json!({"refresh_token": second})).await;
+    assert_eq!(logout.status, 204, "{}", logout.text);
+    assert_problem(&post(&app, "/api/v3/auth/refresh", json!({"refresh_token": second})).await, 401, "invalid_refresh_token");
+    // Logging out again, or with a token we never issued, is quiet.
+    assert_eq!(post(&app, "/api/v3/auth/logout", json!({"refresh_token": second})).await.status, 204);
+    assert_eq!(post(&app, "/api/v3/auth/logout", json!({"refresh_token": "x"})).await.status, 204);
+    assert!(audit(&app).await.iter().any(|e| e.0 == "logout"));
+}
+
+#[tokio::test]
+async fn the_signed_in_user_reads_and_changes_its_profile() {
+    let app = app().await;
+    let session = register(&app, "Ada", "ada@example.org").await;
+    register(&app, "Bob", "bob@example.org").await;
+    let token = token(&session);
+    let me = send(&app, "GET", "/api/v3/users/me", Some(&token), None).await;
+    assert_eq!(me.status, 200, "{}", me.text);
+    assert_eq!(me.body["user"], session["user"]);
+    let missing = send(&app, "GET", "/api/v3/users/me", None, None).await;
+    assert_problem(&missing, 401, "missing_token");
+    assert_eq!(missing.www_authenticate.as_deref(), Some("Bearer"));
+
+    let renamed = send(&app, "PATCH", "/api/v3/users/me", Some(&token), Some(json!({"name": "Countess"}))).await;
+    assert_eq!(renamed.status, 200, "{}", renamed.text);
+    assert_eq!(renamed.body["user"]["name"], "Countess");
+    assert_problem(&send(&app, "PATCH", "/api/v3/users/me", Some(&token), Some(json!({}))).await, 422, "validation_failed");
+    let no_password = send(&app, "PATCH", "/api/v3/users/me", Some(&token), Some(json!({"email": "new@example.org"}))).await;
+    assert_problem(&no_password, 422, "validation_failed");
+    assert_eq!(no_password.body["errors"][0]["field"], "current_password");
+    assert_problem(
+        &send(&app, "PATCH", "/api/v3/users/me", Some(&token), Some(json!({"email": "new@example.org", "current_password": "wrong-one"}))).await,
+        403,
+        "wrong_password",
+    );
+    assert_problem(
+        &send(&app, "PATCH", "/api/v3/users/me", Some(&token), Some(json!({"email": "BOB@example.org", "current_password": PASSWORD}))).await,
+        409,
+        "email_taken",
+    );
+    let moved = send(&app, "PATCH", "/api/v3/users/me", Some(&token), Some(json!({"email": "New@Example.org", "current_password": PASSWORD}))).await;
+    assert_eq!(moved.status, 200, "{}", moved.text);
+    assert_eq!(moved.body["user"]["email"], "new@example.org");
+    assert_eq!(login(&app, "new@example.org", PASSWORD).await.status, 200);
+    assert_problem(&login(&app, "ada@example.org", PASSWORD).await, 401, "invalid_credentials");
+    let events: Vec<String> = audit(&app).await.into_iter().map(|e| format!("{}:{}", e.0, e.1)).collect();
+    assert!(events.contains(&"profile_change:1".into()) && events.contains(&"email_change:1".into()), "{events:?}");
+}
+
+#[tokio::test]
+async fn password_change_revokes_sessions_and_deletion_removes_everything() {
+    let app = app().await;
+    let session = register(&app, "Ada", "ada@example.org").await;
+    let token = token(&session);
+    let other = login(&app, "ada@example.org", PASSWORD).await.body;
+    let path = "/api/v3/users/me/password";
+    assert_problem(&send(&app, "PUT", path, Some(&token), Some(json!({"current_password": "nope", "new_password": "difference-engine-1822"}))).await, 403, "wrong_password");
+    assert_problem(&send(&app, "PUT", path, Some(&token), Some(json!({"current_password": PASSWORD, "new_password": "password"}))).await, 422, "validation_failed");
+    let changed = send(&app, "PUT", path, Some(&token), Some(json!({"current_password": PASSWORD, "new_password": "difference-engine-1822"}))).await;
+    assert_eq!(changed.status, 204, "{}", changed.text);
+    for refresh in [refresh_token(&session), refresh_token(&other)] {
+        assert_problem(&post(&app, "/api/v3/auth/refresh", json!({"refresh_token": refresh})).await, 401, "invalid_refresh_token");
+    }
+    assert_problem(&login(&app, "ada@example.org", PASSWORD).await, 401, "invalid_credentials");
+    let fresh = login(&app, "ada@example.org", "difference-engine-1822").await;
+    assert_eq!(fresh.status, 200);
+
+    assert_problem(&send(&app, "DELETE", "/api/v3/users/me", Some(&token), Some(json!({"password": PASSWORD}))).await, 403, "wrong_password");
+    assert_problem(&send(&app, "DELETE", "/api/v3/users/me", Some(&token), Some(json!({}))).await, 422, "validation_failed");
+    let deleted = send(&app, "DELETE", "/api/v3/users/me", Some(&token), Some(json!({"password": "difference-engine-1822"}))).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+    assert_eq!(rows(&app, "SELECT (SELECT COUNT(*) FROM client_auth) + (SELECT COUNT(*) FROM refresh_tokens) + (SELECT COUNT(*) FROM refresh_token_families)").await[0][0], "0");
+    // The still-unexpired access token of a deleted user is no longer a credential.
+    assert_problem(&send(&app, "GET", "/api/v3/users/me", Some(&token), None).await, 401, "invalid_token");
+    assert_problem(&post(&app, "/api/v3/auth/refresh", json!({"refresh_token": refresh_token(&fresh.body)})).await, 401, "invalid_refresh_token");
+    assert_problem(&login(&app, "ada@example.org", "difference-engine-1822").await, 401, "invalid_credentials");
+    let events: Vec<String> = audit(&app).await.into_iter().map(|e| format!("{}:{}:{}", e.0, e.1, e.2)).collect();
+    for expected in ["password_change:0:wrong_password", "password_change:1:", "account_delete:0:wrong_password", "account_delete:1:"] {
+        assert!(events.contains(&expected.to_string()), "{expected} in {events:?}");
+    }
+}
+
+#[tokio::test]
+async fn health_and_jwks() {
+    let app = app().await;
+    let health = send(&app, "GET", "/api/v3/auth/health", None, None).await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.body, json!({"status": "ok", "database": "ok"}));
+    let jwks = send(&app, "GET", "/.well-known/jwks.json", None, None).await;
+    let keys = jwks.body["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["alg"], "EdDSA");
+    assert_eq!(keys[0]["use"], "sig");
+}

@@ -1,0 +1,233 @@
+//! Auth under attack: races, token forgeries, refresh-token theft, access control between users
+//! and services, rate limits, and bad key configuration.
+
+#[path = "auth_support.rs"]
+mod support;
+
+use serde_json::json;
+use support::*;
+use tokens::{AccessTokenConfig, SigningKeys};
+
+fn access_config() -> AccessTokenConfig {
+    AccessTokenConfig::new(tokens::ACCESS_TOKEN_ISSUER, tokens::ACCESS_TOKEN_AUDIENCE)
+}
+
+/// A fresh random Ed25519 signing key nobody trusts.
+fn stranger_key() -> SigningKeys {
+    let seed = admin::keys::SeedKey::generate().expect("seed");
+    SigningKeys::parse(&seed.encode()).expect("key")
+}
+
+#[tokio::test]
+async fn fifty_concurrent_registrations_of_one_email_make_one_account() {
+    let app = app().await;
+    let attempts = (0..50).map(|i| {
+        let body = json!({"name": format!("Racer {i}"), "email": if i % 2 == 0 { "race@example.org" } else { " RACE@example.org" }, "password": PASSWORD});
+        let app = &app;
+        async move { post(app, "/api/v3/auth/register", body).await }
+    });
+    let answers = futures_join_all(attempts).await;
+    let created = answers.iter().filter(|a| a.status == 201).count();
+    let conflicts = answers.iter().filter(|a| a.status == 409 && a.body["code"] == "email_taken").count();
+    let others: Vec<_> = answers.iter().filter(|a| a.status != 201 && a.status != 409).map(|a| a.text.clone()).collect();
+    assert_eq!((created, conflicts), (1, 49), "unexpected answers: {others:?}");
+    assert_eq!(rows(&app, "SELECT COUNT(*) FROM client_auth").await[0][0], "1");
+}
+
+/// `join_all` without the futures crate: spawn each on the runtime via a scoped set.
+async fn futures_join_all<F: std::future::Future<Output = Answer>>(futures: impl Iterator<Item = F>) -> Vec<Answer> {
+    let futures: Vec<_> = futures.map(Box::pin).collect();
+    let mut pending: Vec<Option<std::pin::Pin<Box<F>>>> = futures.into_iter().map(Some).collect();
+    let mut results: Vec<Option<Answer>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (slot, result) in pending.iter_mut().zip(results.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(answer) => {
+                        *result = Some(answer);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    results.into_iter().map(|r| r.expect("completed")).collect()
+}
+
+#[tokio::test]
+async fn reusing_a_rotated_refresh_token_revokes_the_whole_family() {
+    let app = app_with(&[("auth_refresh_grace_secs", "0")]).await;
+    let session = register(&app, "Ada", "ada@example.org").await;
+    let stolen = refresh_token(&session);
+    let legit = post(&app, "/api/v3/auth/refresh", json!({"refresh_token": stolen})).await;
+    assert_eq!(legit.status, 200, "{}", legit.text);
+    let current = refresh_token(&legit.body);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // The thief replays the old token: refused, and the family dies with it.
+    assert_problem(&post(&app, "/api/v3/auth/refresh", json!({"refresh_token": stolen})).await, 401, "invalid_refresh_token");
+    assert_problem(&post(&app, "/api/v3/auth/refresh", json!({"refresh_token": current})).await, 401, "invalid_refresh_token");
+    let family = rows(&app, "SELECT revoked_reason FROM refresh_token_families").await;
+    assert_eq!(family, vec![vec!["reuse".to_string()]]);
+    assert!(audit(&app).await.iter().any(|e| e.0 == "refresh_reuse" && e.3 == user_id(&session)));
+    // Other sessions of the user are untouched.
+    let other = login(&app, "ada@example.org", PASSWORD).await;
+    assert_eq!(post(&app, "/api/v3/auth/refresh", json!({"refresh_token": refresh_token(&other.body)})).await.status, 200);
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_within_the_grace_window_all_succeed() {
+    let app = app().await;
+    let session = register(&app, "Ada", "ada@example.org").await;
+    let token = refresh_token(&session);
+    let answers = futures_join_all((0..4).map(|_| {
+        let app = &app;
+        let body = json!({"refresh_token": token});
+        async move { post(app, "/api/v3/auth/refresh", body).await }
+    }))
+    .await;
+    for answer in &answers {
+        assert_eq!(answer.status, 200, "{}", answer.text);
+    }
+    let family = rows(&app, "SELECT COUNT(*), COUNT(revoked_at) FROM refresh_token_families").await;
+    assert_eq!(family[0], vec!["1", "0"]);
+    // Each successor works on its own.
+    for answer in &answers {
+        assert_eq!(post(&app, "/api/v3/auth/refresh", json!({"refresh_token": refresh_token(&answer.body)})).await.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn forged_expired_and_misaddressed_tokens_are_refused() {
+    let app = app().await;
+    let session = register(&app, "Ada", "ada@example.org").await;
+    let id = user_id(&session);
+    let real = SigningKeys::parse(&app.variables["token_signing_keys"]).expect("auth's keys");
+    let now = now();
+    let good = real.issue_access_token(&access_config(), &id, now).expect("token").token;
+    assert_eq!(send(&app, "GET", "/api/v3/users/me", Some(&good), None).await.status, 200, "the test's own token is valid");
+
+    let unknown_key = stranger_key().issue_access_token(&access_config(), &id, now).expect("token").token;
+    let expired = real.issue_access_token(&access_config(), &id, now - 3600).expect("token").token;
+    let wrong_audience = real.issue_access_token(&AccessTokenConfig::new(tokens::ACCESS_TOKEN_ISSUER, "someone-else"), &id, now).expect("token").token;
+    let wrong_issuer = real.issue_access_token(&AccessTokenConfig::new("evil", tokens::ACCESS_TOKEN_AUDIENCE), &id, now).expect("token").token;
+    let (_, claims) = jwt_parts(&good);
+    let alg_none = format!("{}.{}.", b64url_encode(br#"{"alg":"none","typ":"at+jwt"}"#), b64url_encode(claims.to_string().as_bytes()));
+    let mut tampered_claims = claims.clone();
+    tampered_claims["sub"] = json!("someone-else");
+    let parts: Vec<&str> = good.split('.').collect();
+    let tampered = format!("{}.{}.{}", parts[0], b64url_encode(tampered_claims.to_string().as_bytes()), parts[2]);
+    let service_keys = SigningKeys::parse(&app.variables["service_token_key"]).expect("customer's key");
+    let service_token = service_keys.issue_service_token("customer", now).expect("token").token;
+    let huge = "a".repeat(10 * 1024);
+
+    for (what, token) in [
+        ("unknown key", unknown_key.as_str()),
+        ("alg none", alg_none.as_str()),
+        ("expired", expired.as_str()),
+        ("wrong audience", wrong_audience.as_str()),
+        ("wrong issuer", wrong_issuer.as_str()),
+        ("tampered claims", tampered.as_str()),
+        ("service token as a user token", service_token.as_str()),
+        ("10 KB of junk", huge.as_str()),
+        ("truncated", &good[..good.len() - 10]),
+    ] {
+        let answer = send(&app, "GET", "/api/v3/users/me", Some(token), None).await;
+        assert_eq!(answer.status, 401, "{what}: {}", answer.text);
+        assert_eq!(answer.body["code"], "invalid_token", "{what}");
+        assert_eq!(answer.www_authenticate.as_deref(), Some(r#"Bearer error="invalid_token""#), "{what}");
+        // Same on the service endpoints.
+        let answer = send(&app, "GET", &format!("/api/v3/users/{id}"), Some(token), None).await;
+        let expected = if what == "service token as a user token" { 200 } else { 401 };
+        assert_eq!(answer.status, expected, "{what} on /users/{{id}}: {}", answer.text);
+    }
+    let basic = app.client.get(app.url("/api/v3/users/me")).header("authorization", "Basic YTpi").send().await.expect("sent");
+    assert_eq!(basic.status(), 401);
+}
+
+#[tokio::test]
+async fn users_read_only_themselves_and_services_read_anyone() {
+    let app = app_with(&[("auth_service_calls_per_minute", "4")]).await;
+    let a = register(&app, "Ada", "ada@example.org").await;
+    let b = register(&app, "Bob", "bob@example.org").await;
+    let (a_id, b_id) = (user_id(&a), user_id(&b));
+
+    // A user: its own id only; another id is the same 404 as a missing one.
+    let own = send(&app, "GET", &format!("/api/v3/users/{a_id}"), Some(&token(&a)), None).await;
+    assert_eq!(own.status, 200, "{}", own.text);
+    assert_eq!(own.body["user"], a["user"]);
+    let other = send(&app, "GET", &format!("/api/v3/users/{b_id}"), Some(&token(&a)), None).await;
+    let nobody = send(&app, "GET", "/api/v3/users/0190aaaa-0000-7000-8000-000000000000", Some(&token(&a)), None).await;
+    assert_problem(&other, 404, "user_not_found");
+    assert_eq!(other.text, nobody.text);
+    let batch = send(&app, "POST", "/api/v3/users/batch", Some(&token(&a)), Some(json!({"ids": [b_id, a_id]}))).await;
+    assert_eq!(batch.status, 200, "{}", batch.text);
+    assert_eq!(batch.body["users"].as_array().map(Vec::len), Some(1));
+    assert_eq!(batch.body["users"][0]["id"], a_id.as_str());
+    assert_eq!(batch.body["missing"], json!([b_id]));
+    assert_problem(&send(&app, "GET", &format!("/api/v3/users/{a_id}"), None, None).await, 401, "missing_token");
+
+    // The customer service, with its own short-lived token.
+    let service = SigningKeys::parse(&app.variables["service_token_key"]).expect("customer key");
+    let st = service.issue_service_token("customer", now()).expect("token").token;
+    let one = send(&app, "GET", &format!("/api/v3/users/{b_id}"), Some(&st), None).await;
+    assert_eq!(one.status, 200, "{}", one.text);
+    assert_eq!(one.body, json!({"user": b["user"]}));
+    assert_problem(&send(&app, "GET", "/api/v3/users/no-such-user", Some(&st), None).await, 404, "user_not_found");
+    let batch = send(&app, "POST", "/api/v3/users/batch", Some(&st), Some(json!({"ids": [b_id, "ghost", a_id, b_id]}))).await;
+    assert_eq!(batch.status, 200, "{}", batch.text);
+    let ids: Vec<&str> = batch.body["users"].as_array().expect("users").iter().map(|u| u["id"].as_str().unwrap_or("")).collect();
+    assert_eq!(ids, vec![b_id.as_str(), a_id.as_str()]);
+    assert_eq!(batch.body["missing"], json!(["ghost"]));
+    assert_problem(&send(&app, "POST", "/api/v3/users/batch", Some(&st), Some(json!({"ids": []}))).await, 422, "validation_failed");
+    let too_many: Vec<String> = (0..101).map(|i| format!("id-{i}")).collect();
+    // Four calls so far this minute (the 422 does not count: it never reached the limiter).
+    let limited = send(&app, "POST", "/api/v3/users/batch", Some(&st), Some(json!({"ids": too_many}))).await;
+    assert_problem(&limited, 422, "validation_failed");
+    let limited = send(&app, "GET", &format!("/api/v3/users/{a_id}"), Some(&st), None).await;
+    if limited.status == 200 {
+        // The minute turned over between calls; the next ones land in the new window.
+        for _ in 0..4 {
+            send(&app, "GET", &format!("/api/v3/users/{a_id}"), Some(&st), None).await;
+        }
+    }
+    let limited = send(&app, "GET", &format!("/api/v3/users/{a_id}"), Some(&st), None).await;
+    assert_problem(&limited, 429, "rate_limited");
+    let retry: u64 = limited.retry_after.as_deref().and_then(|v| v.parse().ok()).expect("Retry-After");
+    assert!((1..=60).contains(&retry));
+
+    // A service key auth does not trust, and a token for another audience.
+    let untrusted = stranger_key().issue_service_token("customer", now()).expect("token").token;
+    assert_problem(&send(&app, "GET", &format!("/api/v3/users/{a_id}"), Some(&untrusted), None).await, 401, "invalid_token");
+
+    let reads = rows(&app, "SELECT actor, COALESCE(subject, ''), detail FROM audit_log WHERE event = 'service_read' ORDER BY id").await;
+    assert!(reads.len() >= 3, "{reads:?}");
+    assert_eq!(reads[0][0], "service:customer");
+    assert_eq!(reads[0][1], b_id);
+    assert!(reads[2][2].contains("ghost") && reads[2][2].contains(&a_id), "{reads:?}");
+}
+
+#[tokio::test]
+async fn a_bad_key_configuration_is_a_500_naming_the_variable_only() {
+    let secret_looking = "k1:c2hvcnQ=";
+    let app = app_with(&[("encryption_key", secret_looking)]).await;
+    let answer = post(&app, "/api/v3/auth/register", json!({"name": "A", "email": "a@example.org", "password": PASSWORD})).await;
+    assert_problem(&answer, 500, "configuration_error");
+    assert!(answer.text.contains("encryption_key"), "{}", answer.text);
+    assert!(!answer.text.contains("c2hvcnQ"), "{}", answer.text);
+    let log = app.host.log();
+    assert!(log.contains("encryption_key"), "the log names the variable");
+    assert!(!log.contains("c2hvcnQ"), "the log never holds the value");
+    // Routes that do not need the key keep working.
+    assert_eq!(send(&app, "GET", "/.well-known/jwks.json", None, None).await.status, 200);
+
+    let app = app_with(&[("trusted_service_keys", "customer:c1")]).await;
+    let service = SigningKeys::parse(&app.variables["service_token_key"]).expect("key");
+    let st = service.issue_service_token("customer", now()).expect("token").token;
+    let answer = send(&app, "GET", "/api/v3/users/x", Some(&st), None).await;
+    assert_problem(&answer, 500, "configuration_error");
+    assert!(answer.text.contains("trusted_service_keys"), "{}", answer.text);
+}
