@@ -63,9 +63,18 @@ pub async fn handle(
 pub fn log_request(component: &str, method: &http::Method, path: &str, result: &ResponseResult, started: Instant, chained: bool) {
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
-        Ok(response) => tracing::info!(
-            %component, %method, %path, status = response.status().as_u16(), duration_ms, chained, "request"
-        ),
+        Ok(response) => {
+            // Components echo the request id they used (x-request-id); logging it lets a
+            // client's problem+json report be matched to this line.
+            let request_id = response
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info!(
+                %component, %method, %path, status = response.status().as_u16(), duration_ms, chained, request_id, "request"
+            )
+        }
         Err(err) => tracing::error!(
             %component, %method, %path, status = 500, duration_ms, chained, error = %format!("{err:#}"), "request failed"
         ),
