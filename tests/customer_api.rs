@@ -1,0 +1,365 @@
+//! The customer API end to end: the real customer.wasm on the local host, MariaDB, a private
+//! localstripe, and auth (a stand-in on 127.0.0.1, or the real auth component when it serves
+//! registration).
+
+#[path = "customer_support.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Key, spawn};
+
+/// register at auth → customer → subscribe → signed webhook → active → invoices with bill_to → cancel.
+#[tokio::test]
+async fn the_whole_journey_with_the_auth_stand_in() {
+    let app = spawn(|_| {}).await;
+    // localstripe sends its events, signed with the app's secret, to the app.
+    app.stripe
+        .register_webhook(&app.url("/api/v3/billing/stripe/webhook"), &app.app.variables["stripe_webhook_secret"])
+        .await;
+    app.auth.add_user("u-1", "Ada Lovelace", "ada@example.org");
+
+    // Not a customer yet: the seed's free user.
+    let (status, body, _) = app.call("GET", "/api/v3/customers/me", "u-1", None, &[]).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["code"], "not_a_customer");
+
+    let (status, customer, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [5, 2]})), &[]).await;
+    assert_eq!(status, 201, "{customer}\n{}", app.app.host.log());
+    assert_eq!(customer["id"], "u-1");
+    assert_eq!(customer["area_ids"], json!([2, 5]));
+    let stripe_customer = customer["stripe_customer_id"].as_str().unwrap().to_string();
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/customers/{stripe_customer}")).await;
+    assert_eq!(at_stripe["email"], "ada@example.org");
+    assert_eq!(at_stripe["name"], "Ada Lovelace");
+    assert_eq!(at_stripe["metadata"]["user_id"], "u-1");
+
+    let (status, me, _) = app.call("GET", "/api/v3/customers/me?include=profile", "u-1", None, &[]).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["profile"]["name"], "Ada Lovelace");
+    assert_eq!(me["profile"]["email"], "ada@example.org");
+    assert!(me["created_at"].as_str().unwrap().ends_with('Z'));
+    // The service token customer sent to auth.
+    assert!(app.auth.state.lock().unwrap().seen.iter().any(|s| s.starts_with("GET /api/v3/users/u-1 Bearer ey")));
+
+    let (status, patched, _) = app.call("PATCH", "/api/v3/customers/me", "u-1", Some(json!({"area_ids": [7]})), &[]).await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["area_ids"], json!([7]));
+
+    app.stripe.add_card(&stripe_customer).await;
+    let price = app.stripe.price("1500").await;
+    let (status, sub, _) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": price})), &[]).await;
+    assert_eq!(status, 201, "{sub}\n{}", app.app.host.log());
+    assert_eq!(sub["price_id"], price.as_str());
+    let stripe_sub = sub["stripe_subscription_id"].as_str().unwrap().to_string();
+
+    // The signed webhooks arrive and are applied; the subscription is active.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = app
+            .db_rows(&format!("SELECT outcome FROM stripe_events WHERE object_id = '{stripe_sub}' AND outcome = 'applied'"))
+            .await;
+        if !rows.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no webhook applied for {stripe_sub}:\n{}", app.app.host.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, list, _) = app.call("GET", "/api/v3/customers/me/subscriptions", "u-1", None, &[]).await;
+    assert_eq!(list["subscriptions"][0]["status"], "active", "{list}");
+    assert!(list["subscriptions"][0]["current_period_end"].is_string());
+
+    // A second subscription to the same price is refused (no duplicate at Stripe).
+    let (status, body, _) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": price})), &[]).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "already_subscribed");
+
+    let (status, invoices, _) = app.call("GET", "/api/v3/customers/me/invoices", "u-1", None, &[]).await;
+    assert_eq!(status, 200, "{invoices}");
+    assert_eq!(invoices["bill_to"]["name"], "Ada Lovelace");
+    assert_eq!(invoices["bill_to"]["email"], "ada@example.org");
+    let first = &invoices["invoices"][0];
+    assert_eq!(first["status"], "paid", "{invoices}");
+    assert_eq!(first["amount_paid"], 1500);
+    assert_eq!(first["currency"], "eur");
+
+    let id = sub["id"].as_str().unwrap();
+    let (status, canceled, _) = app.call("DELETE", &format!("/api/v3/customers/me/subscriptions/{id}"), "u-1", None, &[]).await;
+    assert_eq!(status, 200, "{canceled}");
+    assert_eq!(canceled["cancel_at_period_end"], true);
+    assert_eq!(canceled["status"], "active");
+    let (status, canceled, _) =
+        app.call("DELETE", &format!("/api/v3/customers/me/subscriptions/{id}?at_period_end=false"), "u-1", None, &[]).await;
+    assert_eq!(status, 200, "{canceled}");
+    assert_eq!(canceled["status"], "canceled");
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/subscriptions/{stripe_sub}")).await;
+    assert_eq!(at_stripe["status"], "canceled");
+
+    // Leaving: Stripe first, then our rows.
+    let (status, _, _) = app.call("DELETE", "/api/v3/customers/me", "u-1", None, &[]).await;
+    assert_eq!(status, 204);
+    let (status, _) = app.stripe.get(&format!("/v1/customers/{stripe_customer}")).await;
+    assert_eq!(status, 404);
+    let (status, _, _) = app.call("GET", "/api/v3/customers/me", "u-1", None, &[]).await;
+    assert_eq!(status, 404);
+    let audit = app.db_rows("SELECT action FROM audit_log WHERE subject = 'u-1' ORDER BY id").await;
+    let actions: Vec<String> = audit.into_iter().map(|r| r.get::<String, _>(0).unwrap()).collect();
+    assert!(actions.contains(&"customer.created".to_string()) && actions.contains(&"customer.deleted".to_string()), "{actions:?}");
+}
+
+/// The same journey against the real auth component (registration gives the token), when auth
+/// serves registration; until then this reports itself skipped.
+#[tokio::test]
+async fn the_whole_journey_with_the_real_auth() {
+    let stripe = support::LocalStripe::start().await;
+    let base = stripe.base.clone();
+    let app = integration_tests::spawn_app_with(|vars| {
+        vars.insert("stripe_api_base".into(), base);
+    })
+    .await
+    .expect("app starts");
+    let register = app
+        .client
+        .post(app.url("/api/v3/auth/register"))
+        .json(&json!({"name": "Grace Hopper", "email": "Grace@Example.org", "password": "correct horse battery staple"}))
+        .send()
+        .await
+        .unwrap();
+    if register.status() != 201 {
+        eprintln!("skipped: auth's registration answered {} (auth not there yet)", register.status());
+        return;
+    }
+    let registered: Value = register.json().await.unwrap();
+    let token = registered["access_token"].as_str().unwrap().to_string();
+    let user_id = registered["user"]["id"].as_str().unwrap().to_string();
+    let call = |method: &str, path: &str, body: Option<Value>| {
+        let mut request = app.client.request(method.parse().unwrap(), app.url(path)).bearer_auth(&token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    stripe.register_webhook(&app.url("/api/v3/billing/stripe/webhook"), &app.variables["stripe_webhook_secret"]).await;
+    let (status, customer) = call("POST", "/api/v3/customers", Some(json!({"area_ids": [1]}))).await;
+    assert_eq!(status, 201, "{customer}\n{}", app.host.log());
+    assert_eq!(customer["id"], user_id.as_str());
+    stripe.add_card(customer["stripe_customer_id"].as_str().unwrap()).await;
+    let (status, me) = call("GET", "/api/v3/customers/me?include=profile", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["profile"]["name"], "Grace Hopper", "{me}");
+    let price = stripe.price("900").await;
+    let (status, sub) = call("POST", "/api/v3/customers/me/subscriptions", Some(json!({"price_id": price}))).await;
+    assert_eq!(status, 201, "{sub}");
+    let (status, invoices) = call("GET", "/api/v3/customers/me/invoices", None).await;
+    assert_eq!(status, 200, "{invoices}");
+    assert_eq!(invoices["bill_to"]["name"], "Grace Hopper");
+    let (status, _) = call("DELETE", &format!("/api/v3/customers/me/subscriptions/{}", sub["id"].as_str().unwrap()), None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn idempotency_keys_replay_and_refuse_other_bodies() {
+    let app = spawn(|_| {}).await;
+    app.auth.add_user("u-1", "Ada", "ada@example.org");
+    let key = [("idempotency-key", "create-1")];
+    let (s1, first, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1, 2]})), &key).await;
+    assert_eq!(s1, 201, "{first}");
+    let (s2, second, headers) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1, 2]})), &key).await;
+    assert_eq!(s2, 201, "{second}");
+    assert_eq!(first, second);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    // Same key, other body: 422.
+    let (s3, third, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [3]})), &key).await;
+    assert_eq!(s3, 422, "{third}");
+    assert_eq!(third["code"], "idempotency_key_reused");
+    // Without the key, the second create is a conflict.
+    let (s4, fourth, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1, 2]})), &[]).await;
+    assert_eq!(s4, 409, "{fourth}");
+    assert_eq!(app.stripe.customers_of("u-1").await.len(), 1);
+    // Keys are per caller: another user's identical key is independent.
+    app.auth.add_user("u-2", "Bob", "bob@example.org");
+    let (s5, _, headers) = app.call("POST", "/api/v3/customers", "u-2", Some(json!({"area_ids": [1, 2]})), &key).await;
+    assert_eq!(s5, 201);
+    assert!(headers.get("idempotent-replayed").is_none());
+}
+
+#[tokio::test]
+async fn bad_requests_are_problems() {
+    let app = spawn(|_| {}).await;
+    app.auth.add_user("u-1", "Ada", "ada@example.org");
+    let post = |body: &str, content_type: &str, token: Option<String>| {
+        let mut request = app.app.client.post(app.url("/api/v3/customers")).header("content-type", content_type).body(body.to_string());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+            (status, content_type, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let token = Some(app.token("u-1"));
+    let (status, content_type, body) = post(r#"{"area_ids": []}"#, "application/json", token.clone()).await;
+    assert_eq!((status, content_type.as_str()), (422, "application/problem+json"), "{body}");
+    assert_eq!(body["errors"][0]["field"], "area_ids");
+    let (status, _, body) = post(r#"{"area_ids": [1, 1]}"#, "application/json", token.clone()).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, _, body) = post(r#"{"area_ids": [1, -4]}"#, "application/json", token.clone()).await;
+    assert_eq!((status, body["errors"][0]["field"].as_str()), (422, Some("area_ids[1]")));
+    let ids: Vec<i64> = (1..=101).collect();
+    let (status, _, _) = post(&json!({"area_ids": ids}).to_string(), "application/json", token.clone()).await;
+    assert_eq!(status, 422);
+    let (status, _, body) = post("{not json", "application/json", token.clone()).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("malformed_json")));
+    let (status, _, _) = post(r#"{"area_ids": [1]}"#, "text/plain", token.clone()).await;
+    assert_eq!(status, 415);
+    let (status, _, _) = post(&"x".repeat(70_000), "application/json", token.clone()).await;
+    assert_eq!(status, 413);
+    // No token, a token from a key auth never published, a token for another audience.
+    let (status, _, body) = post(r#"{"area_ids": [1]}"#, "application/json", None).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+    let forged = Key::generate(&Key::parse(&app.app.variables["token_signing_keys"]).kid).access_token("u-1");
+    let (status, _, _) = post(r#"{"area_ids": [1]}"#, "application/json", Some(forged)).await;
+    assert_eq!(status, 401);
+    let now = support::now();
+    let other_audience = app.key.sign("at+jwt", &json!({"iss": "auth", "aud": "elsewhere", "sub": "u-1", "iat": now, "exp": now + 60, "jti": "x1"}));
+    let (status, _, _) = post(r#"{"area_ids": [1]}"#, "application/json", Some(other_audience)).await;
+    assert_eq!(status, 401);
+    let expired = app.key.sign("at+jwt", &json!({"iss": "auth", "aud": "auth-billing", "sub": "u-1", "iat": now - 4000, "exp": now - 3000, "jti": "x2"}));
+    let (status, _, _) = post(r#"{"area_ids": [1]}"#, "application/json", Some(expired)).await;
+    assert_eq!(status, 401);
+    // A user auth does not know.
+    let (status, body, _) = app.call("POST", "/api/v3/customers", "ghost", Some(json!({"area_ids": [1]})), &[]).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("profile_not_found")), "{body}");
+    assert!(app.stripe.customers_of("ghost").await.is_empty());
+    // Unknown routes under ours: problem+json 404.
+    let (status, body, _) = app.call("GET", "/api/v3/customers/me/nothing", "u-1", None, &[]).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+}
+
+#[tokio::test]
+async fn user_a_cannot_see_or_change_user_b() {
+    let app = spawn(|_| {}).await;
+    app.customer("user-a").await;
+    let b = app.customer("user-b").await;
+    let price = app.stripe.price("700").await;
+    let (status, b_sub, _) = app.call("POST", "/api/v3/customers/me/subscriptions", "user-b", Some(json!({"price_id": price})), &[]).await;
+    assert_eq!(status, 201, "{b_sub}");
+
+    let (status, body, _) = app.call("GET", "/api/v3/customers/user-b", "user-a", None, &[]).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, mine, _) = app.call("GET", "/api/v3/customers/user-a", "user-a", None, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(mine["id"], "user-a");
+    let path = format!("/api/v3/customers/me/subscriptions/{}", b_sub["id"].as_str().unwrap());
+    let (status, _, _) = app.call("DELETE", &path, "user-a", None, &[]).await;
+    assert_eq!(status, 404);
+    let (_, list, _) = app.call("GET", "/api/v3/customers/me/subscriptions", "user-a", None, &[]).await;
+    assert_eq!(list["subscriptions"], json!([]));
+    let (_, b_list, _) = app.call("GET", "/api/v3/customers/me/subscriptions", "user-b", None, &[]).await;
+    assert_eq!(b_list["subscriptions"][0]["status"], "active");
+    let (_, b_now, _) = app.call("GET", "/api/v3/customers/me", "user-b", None, &[]).await;
+    assert_eq!(b_now["stripe_customer_id"], b["stripe_customer_id"]);
+}
+
+#[tokio::test]
+async fn twenty_concurrent_creates_make_one_customer() {
+    let app = spawn(|_| {}).await;
+    app.auth.add_user("u-race", "Racer", "race@example.org");
+    let requests = (0..20).map(|_| app.call("POST", "/api/v3/customers", "u-race", Some(json!({"area_ids": [1]})), &[]));
+    let results = futures_join_all(requests).await;
+    let created = results.iter().filter(|(s, _, _)| *s == 201).count();
+    let conflicts = results.iter().filter(|(s, _, _)| *s == 409).count();
+    assert_eq!(created, 1, "{:?}", results.iter().map(|r| (r.0, r.1.clone())).collect::<Vec<_>>());
+    assert_eq!(created + conflicts, 20);
+    assert_eq!(app.stripe.customers_of("u-race").await.len(), 1);
+    let rows = app.db_rows("SELECT COUNT(*) FROM customers").await;
+    assert_eq!(rows[0].get::<i64, _>(0), Some(1));
+}
+
+async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.collect();
+    let mut out = Vec::new();
+    // Poll them together.
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = handles.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => results[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    for r in results {
+        out.push(r.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn services_read_customers_with_a_service_token() {
+    let ops = Key::generate("ops-1");
+    let trusted = format!("ops:{}:{}", ops.kid, ops.public_b64());
+    let app = spawn(move |vars| {
+        vars.insert("customer_trusted_service_keys".into(), trusted);
+    })
+    .await;
+    app.customer("u-7").await;
+    let read = |token: String, path: &'static str| {
+        let request = app.app.client.get(app.url(path)).bearer_auth(token);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, body) = read(ops.service_token("ops"), "/api/v3/customers/u-7?include=profile").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], "u-7");
+    assert_eq!(body["profile"]["email"], "u-7@example.org");
+    let (status, _) = read(ops.service_token("ops"), "/api/v3/customers/nobody").await;
+    assert_eq!(status, 404);
+    // A service may not act as a user, and an untrusted service key is refused.
+    let (status, _) = read(ops.service_token("ops"), "/api/v3/customers/me").await;
+    assert_eq!(status, 403);
+    let (status, _) = read(Key::generate("ops-1").service_token("ops"), "/api/v3/customers/u-7").await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn health_reports_auth_and_stripe_with_latencies() {
+    let app = spawn(|_| {}).await;
+    let body: Value = app.app.client.get(app.url("/api/v3/customers/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["status"], "ok", "{body}");
+    assert_eq!(body["database"], "ok");
+    assert_eq!(body["auth"]["status"], "ok", "{body}");
+    assert!(body["auth"]["latency_ms"].as_f64().is_some());
+    assert_eq!(body["stripe"]["status"], "ok", "{body}");
+    assert!(body["stripe"]["latency_ms"].as_f64().is_some());
+}
+
+#[tokio::test]
+async fn a_configured_jwks_needs_no_call_to_auth() {
+    let key_holder = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let app = spawn(|vars| {
+        let key = Key::parse(&vars["token_signing_keys"]);
+        vars.insert("auth_jwks".into(), key.jwks());
+    })
+    .await;
+    drop(key_holder);
+    app.auth.add_user("u-1", "Ada", "ada@example.org");
+    let (status, _, _) = app.call("GET", "/api/v3/customers/me", "u-1", None, &[]).await;
+    assert_eq!(status, 404);
+    assert!(!app.auth.state.lock().unwrap().seen.iter().any(|s| s.contains("jwks")));
+}

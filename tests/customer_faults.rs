@@ -1,0 +1,215 @@
+//! Faults: Stripe failing a create, auth stopped, slow or lying, and the login proxy of a split
+//! deployment.
+
+#[path = "customer_support.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use integration_tests::{HostProcess, TestDatabase, component_wasm, repo_root};
+use serde_json::{Value, json};
+use support::spawn;
+
+async fn create_with_fault(fault: Value) {
+    let app = spawn(|_| {}).await;
+    app.auth.add_user("u-1", "Ada", "ada@example.org");
+    app.stripe.fault(fault.clone()).await;
+    let (status, body, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1]})), &[]).await;
+    let status = if status == 503 {
+        // Retries exhausted: the client retries later (same request).
+        app.stripe.clear_faults().await;
+        let (status, body, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1]})), &[]).await;
+        assert_eq!(status, 201, "{body}");
+        status
+    } else {
+        status
+    };
+    assert_eq!(status, 201, "{fault}: {body}\n{}", app.app.host.log());
+    let at_stripe = app.stripe.customers_of("u-1").await;
+    assert_eq!(at_stripe.len(), 1, "{fault}: {at_stripe:?}");
+    let (_, me, _) = app.call("GET", "/api/v3/customers/me", "u-1", None, &[]).await;
+    assert_eq!(me["stripe_customer_id"], at_stripe[0]["id"]);
+}
+
+#[tokio::test]
+async fn stripe_failing_the_first_create_before_acting_gives_one_customer() {
+    create_with_fault(json!({"method": "POST", "path": "/v1/customers", "status": 500, "times": 1, "when": "before"})).await;
+}
+
+#[tokio::test]
+async fn stripe_losing_the_answer_to_the_first_create_gives_one_customer() {
+    create_with_fault(json!({"method": "POST", "path": "/v1/customers", "status": 500, "times": 1, "when": "after"})).await;
+}
+
+#[tokio::test]
+async fn stripe_failing_every_retry_then_recovering_gives_one_customer() {
+    create_with_fault(json!({"method": "POST", "path": "/v1/customers", "status": 502, "times": 10, "when": "after"})).await;
+}
+
+#[tokio::test]
+async fn stripe_declines_and_rejections_are_402_and_422() {
+    let app = spawn(|_| {}).await;
+    let customer = app.customer("u-1").await;
+    let (status, body, _) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": "price_doesnotexist"})), &[]).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["code"], "billing_rejected");
+    // A card that is declined when charged.
+    let stripe_customer = customer["stripe_customer_id"].as_str().unwrap();
+    let pm = app
+        .stripe
+        .post("/v1/payment_methods", &[("type", "card"), ("card[number]", "4000000000000341"), ("card[exp_month]", "12"), ("card[exp_year]", "2031"), ("card[cvc]", "123")])
+        .await;
+    let pm = pm["id"].as_str().unwrap();
+    app.stripe.post(&format!("/v1/payment_methods/{pm}/attach"), &[("customer", stripe_customer)]).await;
+    app.stripe.post(&format!("/v1/customers/{stripe_customer}"), &[("invoice_settings[default_payment_method]", pm)]).await;
+    let price = app.stripe.price("2500").await;
+    let (status, body, _) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": price})), &[]).await;
+    // localstripe leaves such a subscription `incomplete` (allow_incomplete); either way nothing is active.
+    assert!(status == 402 || (status == 201 && body["status"] == "incomplete"), "{status} {body}");
+}
+
+#[tokio::test]
+async fn auth_stopped_gives_a_quick_503_then_a_cached_profile_after_warm_up() {
+    let mut app = spawn(|vars| {
+        vars.insert("profile_cache_ttl_secs".into(), "1".into());
+    })
+    .await;
+    app.auth.add_user("u-1", "Ada", "ada@example.org");
+    app.auth.add_user("u-2", "Bob", "bob@example.org");
+    let (status, _, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1]})), &[]).await;
+    assert_eq!(status, 201);
+    let (status, _, _) = app.call("GET", "/api/v3/customers/me?include=profile", "u-1", None, &[]).await;
+    assert_eq!(status, 200);
+
+    app.auth.stop();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the profile TTL
+
+    // Never seen by the cache: 503 with Retry-After, quickly.
+    let started = Instant::now();
+    let (status, body, headers) = app.call("POST", "/api/v3/customers", "u-2", Some(json!({"area_ids": [1]})), &[]).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "auth_unavailable");
+    assert!(headers.contains_key("retry-after"));
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(app.stripe.customers_of("u-2").await.is_empty());
+
+    // Warmed up: the cached profile, marked as such.
+    let (status, me, _) = app.call("GET", "/api/v3/customers/me?include=profile", "u-1", None, &[]).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["profile"]["name"], "Ada");
+    assert_eq!(me["profile"]["stale"], true, "{me}");
+    assert_eq!(me["profile"]["source"], "stale_cache");
+
+    // GET /me without a profile never needs auth.
+    let (status, _, _) = app.call("GET", "/api/v3/customers/me", "u-1", None, &[]).await;
+    assert_eq!(status, 200);
+
+    // The breaker opens: later calls do not wait for auth at all.
+    for _ in 0..6 {
+        let _ = app.call("POST", "/api/v3/customers", "u-2", Some(json!({"area_ids": [1]})), &[]).await;
+    }
+    assert!(app.app.host.log().contains("circuit open"), "{}", app.app.host.log());
+
+    // Auth is back: after the cool-down one probe goes through and the breaker closes.
+    app.auth.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, _) = app.call("POST", "/api/v3/customers", "u-2", Some(json!({"area_ids": [1]})), &[]).await;
+        if status == 201 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "auth never came back");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(app.stripe.customers_of("u-2").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_slow_auth_costs_the_timeout_not_more() {
+    let app = spawn(|vars| {
+        vars.insert("auth_timeout_ms".into(), "500".into());
+    })
+    .await;
+    app.auth.add_user("u-1", "Ada", "ada@example.org");
+    // Let the JWKS be fetched while auth is fast.
+    let (status, _, _) = app.call("GET", "/api/v3/customers/me", "u-1", None, &[]).await;
+    assert_eq!(status, 404);
+    app.auth.state.lock().unwrap().delay = Some(Duration::from_secs(10));
+    let started = Instant::now();
+    let (status, body, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1]})), &[]).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn an_answer_from_auth_that_does_not_validate_is_never_passed_on() {
+    let app = spawn(|_| {}).await;
+    app.auth.add_user("u-1", "Ada", "ada@example.org");
+    app.auth.state.lock().unwrap().garbage =
+        Some(json!({"user": support::user_json("someone-else", "Mallory", "mallory@example.org")}));
+    let (status, body, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1]})), &[]).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(!body.to_string().contains("Mallory"));
+    app.auth.state.lock().unwrap().garbage = Some(json!({"user": {"id": "u-1", "name": "", "email": "x"}}));
+    let (status, _, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1]})), &[]).await;
+    assert_eq!(status, 503);
+    assert!(app.stripe.customers_of("u-1").await.is_empty());
+}
+
+/// A split deployment: customer alone, auth elsewhere; customer's login proxy forwards.
+#[tokio::test]
+async fn the_login_proxy_forwards_to_auth_in_a_split_deployment() {
+    let auth = support::AuthStub::start().await;
+    let stripe = support::LocalStripe::start().await;
+    let db = TestDatabase::create("customer").await.unwrap();
+    admin::migrate::up(&db.url, admin::migrate::Service::Customer.migrator(), Default::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("spin.toml");
+    let wasm = component_wasm("customer").unwrap();
+    let full = std::fs::read_to_string(repo_root().join("spin.toml")).unwrap();
+    // customer's own section, its variables, and routes that include the login path.
+    let variables: String = full
+        .split("[[trigger.http]]")
+        .next()
+        .unwrap()
+        .to_string();
+    let component: String = full
+        .split("[component.customer]")
+        .nth(1)
+        .unwrap()
+        .split("[component.customer.build]")
+        .next()
+        .unwrap()
+        .replace("target/wasm32-wasip2/release/customer.wasm", &wasm.display().to_string());
+    std::fs::write(
+        &manifest,
+        format!(
+            "{variables}\n[[trigger.http]]\nroute = \"/api/v3/auth/login\"\ncomponent = \"customer\"\n\n\
+             [[trigger.http]]\nroute = \"/api/v3/customers/...\"\ncomponent = \"customer\"\n\n[component.customer]{component}"
+        ),
+    )
+    .unwrap();
+    let mut variables: BTreeMap<String, String> =
+        admin::keys::generate().unwrap().into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+    variables.insert("customer_db_url".into(), db.url.clone());
+    variables.insert("customer_db_address".into(), db.address.clone());
+    variables.insert("auth_db_url".into(), "mysql://unused@127.0.0.1:1/none".into());
+    variables.insert("auth_service_url".into(), auth.base.clone());
+    variables.insert("stripe_api_base".into(), stripe.base.clone());
+    let host = HostProcess::start(&manifest, &variables).await.expect("split customer starts");
+    let client = reqwest::Client::new();
+    let response = client
+        .post(host.url("/api/v3/auth/login"))
+        .json(&json!({"email": "ada@example.org", "password": "pw"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", host.log());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["proxied"], true);
+    assert_eq!(body["echo"]["email"], "ada@example.org");
+    assert!(auth.state.lock().unwrap().seen.iter().any(|s| s.starts_with("POST /api/v3/auth/login")));
+    let health: Value = client.get(host.url("/api/v3/customers/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["auth"]["status"], "ok", "{health}");
+}

@@ -1,0 +1,433 @@
+//! Shared by the customer_* tests (included with `#[path]`): a private localstripe per test, a
+//! small auth stand-in on 127.0.0.1 (profiles, batch, JWKS, health, login), tokens and webhook
+//! signatures made by hand, and `spawn` wiring them into a host from `integration_tests`.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
+use integration_tests::{TestApp, repo_root, spawn_app_with};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+pub const ISSUER: &str = "auth";
+pub const AUDIENCE: &str = "auth-billing";
+
+fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// An Ed25519 key from a `<kid>:<base64 seed>` variable value (its first entry).
+pub struct Key {
+    pub kid: String,
+    pair: ed25519_compact::KeyPair,
+}
+
+impl Key {
+    pub fn parse(var: &str) -> Key {
+        let first = var.split(',').next().unwrap().trim();
+        let (kid, b64) = first.split_once(':').unwrap();
+        let seed: [u8; 32] = base64::engine::general_purpose::STANDARD.decode(b64).unwrap().try_into().unwrap();
+        Key { kid: kid.to_string(), pair: ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed)) }
+    }
+
+    pub fn generate(kid: &str) -> Key {
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&uuid::Uuid::new_v4().as_bytes().repeat(2));
+        Key { kid: kid.to_string(), pair: ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed)) }
+    }
+
+    pub fn seed_var(&self) -> String {
+        format!("{}:{}", self.kid, base64::engine::general_purpose::STANDARD.encode(self.pair.sk.seed().as_ref()))
+    }
+
+    pub fn public_b64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.pair.pk.as_ref())
+    }
+
+    pub fn jwks(&self) -> String {
+        json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": b64url(self.pair.pk.as_ref()), "kid": self.kid, "alg": "EdDSA", "use": "sig"}]})
+            .to_string()
+    }
+
+    pub fn sign(&self, typ: &str, claims: &Value) -> String {
+        let header = json!({"alg": "EdDSA", "kid": self.kid, "typ": typ});
+        let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+        let signature = self.pair.sk.sign(input.as_bytes(), None);
+        format!("{input}.{}", b64url(signature.as_ref()))
+    }
+
+    /// An access token as auth issues it.
+    pub fn access_token(&self, user: &str) -> String {
+        let now = now();
+        self.sign(
+            "at+jwt",
+            &json!({"iss": ISSUER, "aud": AUDIENCE, "sub": user, "iat": now, "nbf": now, "exp": now + 900,
+                    "jti": uuid::Uuid::new_v4().simple().to_string()}),
+        )
+    }
+
+    pub fn service_token(&self, service: &str) -> String {
+        let now = now();
+        let principal = format!("service:{service}");
+        self.sign(
+            "service+jwt",
+            &json!({"iss": principal, "sub": principal, "aud": "auth", "iat": now, "nbf": now, "exp": now + 60,
+                    "jti": uuid::Uuid::new_v4().simple().to_string()}),
+        )
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// `Stripe-Signature` for `payload` at time `t`.
+pub fn stripe_signature(secret: &str, t: i64, payload: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{payload}").as_bytes());
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("t={t},v1={hex}")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+// ---- localstripe ---------------------------------------------------------------------------------
+
+/// A private localstripe (scripts/localstripe_serve.py), killed on drop.
+pub struct LocalStripe {
+    pub base: String,
+    child: Child,
+    client: reqwest::Client,
+}
+
+impl LocalStripe {
+    pub async fn start() -> LocalStripe {
+        let python = repo_root().join(".local/venv/bin/python");
+        assert!(python.exists(), "{} is missing: run `make test` (scripts/stack.sh deps)", python.display());
+        let port = free_port();
+        let child = Command::new(python)
+            .arg(repo_root().join("scripts/localstripe_serve.py"))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("localstripe starts");
+        let stripe = LocalStripe { base: format!("http://127.0.0.1:{port}"), child, client: reqwest::Client::new() };
+        for _ in 0..150 {
+            if stripe.client.get(format!("{}/v1/balance", stripe.base)).bearer_auth("sk_test_x").send().await.is_ok() {
+                return stripe;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("localstripe did not start on port {port}");
+    }
+
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Value {
+        let response = self.client.post(format!("{}{path}", self.base)).bearer_auth("sk_test_x").form(form).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(format!("{}{path}", self.base)).bearer_auth("sk_test_x").send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn price(&self, amount: &str) -> String {
+        let price = self
+            .post("/v1/prices", &[("currency", "eur"), ("unit_amount", amount), ("recurring[interval]", "month"), ("product_data[name]", "Areas")])
+            .await;
+        price["id"].as_str().unwrap().to_string()
+    }
+
+    /// Gives the Stripe customer a default card (what Stripe Elements would do in a browser).
+    pub async fn add_card(&self, customer: &str) {
+        let pm = self
+            .post("/v1/payment_methods", &[("type", "card"), ("card[number]", "4242424242424242"), ("card[exp_month]", "12"), ("card[exp_year]", "2031"), ("card[cvc]", "123")])
+            .await;
+        let pm = pm["id"].as_str().unwrap();
+        self.post(&format!("/v1/payment_methods/{pm}/attach"), &[("customer", customer)]).await;
+        self.post(&format!("/v1/customers/{customer}"), &[("invoice_settings[default_payment_method]", pm)]).await;
+    }
+
+    /// Stripe customers whose metadata names this user.
+    pub async fn customers_of(&self, user: &str) -> Vec<Value> {
+        let (_, list) = self.get("/v1/customers?limit=100").await;
+        list["data"].as_array().unwrap().iter().filter(|c| c["metadata"]["user_id"] == user).cloned().collect()
+    }
+
+    pub async fn fault(&self, fault: Value) {
+        self.client.post(format!("{}/_config/faults", self.base)).json(&fault).send().await.unwrap();
+    }
+
+    pub async fn clear_faults(&self) {
+        self.client.delete(format!("{}/_config/faults", self.base)).send().await.unwrap();
+    }
+
+    pub async fn register_webhook(&self, url: &str, secret: &str) {
+        let response = self
+            .client
+            .post(format!("{}/_config/webhooks/test", self.base))
+            .form(&[("url", url), ("secret", secret)])
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+}
+
+// ---- auth stand-in --------------------------------------------------------------------------------
+
+#[derive(Default)]
+pub struct AuthState {
+    pub users: HashMap<String, Value>,
+    pub jwks: String,
+    /// "METHOD path authorization" of every request.
+    pub seen: Vec<String>,
+    /// Answer nothing for this long (a slow auth).
+    pub delay: Option<Duration>,
+    /// Answer this instead of the user (a broken auth).
+    pub garbage: Option<Value>,
+}
+
+/// A minimal HTTP/1.1 server with auth's service endpoints. `stop` closes the port (refused).
+pub struct AuthStub {
+    pub base: String,
+    pub state: Arc<Mutex<AuthState>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    port: u16,
+}
+
+pub fn user_json(id: &str, name: &str, email: &str) -> Value {
+    json!({"id": id, "name": name, "email": email, "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-01-01T00:00:00Z"})
+}
+
+impl AuthStub {
+    pub async fn start() -> AuthStub {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(AuthState::default()));
+        let task = Some(tokio::spawn(serve(listener, state.clone())));
+        AuthStub { base: format!("http://127.0.0.1:{port}"), state, task, port }
+    }
+
+    pub fn add_user(&self, id: &str, name: &str, email: &str) {
+        self.state.lock().unwrap().users.insert(id.to_string(), user_json(id, name, email));
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop();
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        self.task = Some(tokio::spawn(serve(listener, self.state.clone())));
+    }
+
+    pub fn profile_calls(&self) -> usize {
+        self.state.lock().unwrap().seen.iter().filter(|s| s.contains("/api/v3/users/")).count()
+    }
+}
+
+impl Drop for AuthStub {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn serve(listener: TcpListener, state: Arc<Mutex<AuthState>>) {
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else { return };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head_end, content_length) = loop {
+                let Ok(n) = socket.read(&mut chunk).await else { return };
+                if n == 0 {
+                    return;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..pos]).to_string();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                        .unwrap_or(0);
+                    break (pos + 4, length);
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+            loop {
+                let done = if chunked {
+                    buf[head_end..].windows(5).any(|w| w == b"0\r\n\r\n")
+                } else {
+                    buf.len() >= head_end + content_length
+                };
+                if done {
+                    break;
+                }
+                let Ok(n) = socket.read(&mut chunk).await else { return };
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = if chunked { dechunk(&buf[head_end..]) } else { buf[head_end..].to_vec() };
+            let mut lines = head.lines();
+            let mut first = lines.next().unwrap_or("").split(' ');
+            let method = first.next().unwrap_or("").to_string();
+            let path = first.next().unwrap_or("").to_string();
+            let authorization = lines
+                .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("authorization")).map(|(_, v)| v.trim().to_string()))
+                .unwrap_or_default();
+            let (delay, answer) = {
+                let mut s = state.lock().unwrap();
+                s.seen.push(format!("{method} {path} {authorization}"));
+                (s.delay, route(&s, &method, &path, &body))
+            };
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            let (status, content) = answer;
+            let text = content.to_string();
+            let response = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                text.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        });
+    }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..line_end]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = line_end + 2;
+        out.extend_from_slice(&raw[start..(start + size).min(raw.len())]);
+        raw = &raw[(start + size + 2).min(raw.len())..];
+    }
+    out
+}
+
+fn route(s: &AuthState, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    match (method, path) {
+        ("GET", "/.well-known/jwks.json") => (200, serde_json::from_str(&s.jwks).unwrap_or(Value::Null)),
+        ("GET", "/api/v3/auth/health") => (200, json!({"status": "ok", "database": "ok"})),
+        ("POST", "/api/v3/auth/login") => (200, json!({"proxied": true, "echo": serde_json::from_slice::<Value>(body).unwrap_or(Value::Null)})),
+        ("POST", "/api/v3/users/batch") => {
+            let ids: Vec<String> = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| serde_json::from_value(v["ids"].clone()).ok())
+                .unwrap_or_default();
+            let users: Vec<Value> = ids.iter().filter_map(|id| s.users.get(id).cloned()).collect();
+            let missing: Vec<&String> = ids.iter().filter(|id| !s.users.contains_key(*id)).collect();
+            (200, json!({"users": users, "missing": missing}))
+        }
+        ("GET", p) if p.starts_with("/api/v3/users/") => {
+            if let Some(garbage) = &s.garbage {
+                return (200, garbage.clone());
+            }
+            let id = &p["/api/v3/users/".len()..];
+            match s.users.get(id) {
+                Some(user) => (200, json!({"user": user})),
+                None => (404, json!({"type": "about:blank", "status": 404, "code": "not_found"})),
+            }
+        }
+        _ => (404, json!({"status": 404})),
+    }
+}
+
+// ---- the app ---------------------------------------------------------------------------------------
+
+pub struct CustomerApp {
+    pub app: TestApp,
+    pub stripe: LocalStripe,
+    pub auth: AuthStub,
+    /// Auth's signing key (the app's token_signing_keys), for minting access tokens.
+    pub key: Key,
+}
+
+/// The app with customer pointed at a private localstripe and at the auth stand-in (which
+/// serves the app's JWKS, so customer fetches and caches it).
+pub async fn spawn(adjust: impl FnOnce(&mut BTreeMap<String, String>)) -> CustomerApp {
+    let stripe = LocalStripe::start().await;
+    let auth = AuthStub::start().await;
+    let (stripe_base, auth_base) = (stripe.base.clone(), auth.base.clone());
+    let app = spawn_app_with(|vars| {
+        vars.insert("stripe_api_base".into(), stripe_base);
+        vars.insert("auth_service_url".into(), auth_base);
+        adjust(vars);
+    })
+    .await
+    .expect("app starts");
+    let key = Key::parse(&app.variables["token_signing_keys"]);
+    auth.state.lock().unwrap().jwks = key.jwks();
+    CustomerApp { app, stripe, auth, key }
+}
+
+impl CustomerApp {
+    pub fn url(&self, path: &str) -> String {
+        self.app.url(path)
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        self.key.access_token(user)
+    }
+
+    pub async fn call(&self, method: &str, path: &str, user: &str, body: Option<Value>, headers: &[(&str, &str)]) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut request = self
+            .app
+            .client
+            .request(method.parse().unwrap(), self.url(path))
+            .bearer_auth(self.token(user));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.expect("request answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null), headers)
+    }
+
+    /// A user known to auth who became a customer, with a card at Stripe.
+    pub async fn customer(&self, user: &str) -> Value {
+        self.auth.add_user(user, &format!("Ada {user}"), &format!("{user}@example.org"));
+        let (status, body, _) = self.call("POST", "/api/v3/customers", user, Some(json!({"area_ids": [3, 1, 2]})), &[]).await;
+        assert_eq!(status, 201, "{body}\n{}", self.app.host.log());
+        self.stripe.add_card(body["stripe_customer_id"].as_str().unwrap()).await;
+        body
+    }
+
+    pub async fn db_rows(&self, sql: &str) -> Vec<mysql_async::Row> {
+        use mysql_async::prelude::Queryable;
+        let mut conn = self.app.customer_db.connect().await.unwrap();
+        let rows = conn.query(sql).await.unwrap();
+        conn.disconnect().await.ok();
+        rows
+    }
+}

@@ -1,0 +1,184 @@
+//! Stripe webhooks: signatures (forged, stale, missing, rotated), the inbox (duplicates), and
+//! ordering (events delivered in reverse) converging on Stripe's state.
+
+#[path = "customer_support.rs"]
+mod support;
+
+use serde_json::{Value, json};
+use support::{CustomerApp, now, spawn, stripe_signature};
+
+async fn deliver(app: &CustomerApp, payload: &str, signature: Option<String>) -> (u16, Value) {
+    let mut request = app
+        .app
+        .client
+        .post(app.url("/api/v3/billing/stripe/webhook"))
+        .header("content-type", "application/json")
+        .body(payload.to_string());
+    if let Some(signature) = signature {
+        request = request.header("stripe-signature", signature);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn event(id: &str, kind: &str, created: i64, object: Value) -> String {
+    json!({"id": id, "object": "event", "type": kind, "created": created, "data": {"object": object}}).to_string()
+}
+
+#[tokio::test]
+async fn forged_stale_and_missing_signatures_are_400() {
+    let app = spawn(|_| {}).await;
+    let secret = app.app.variables["stripe_webhook_secret"].clone();
+    let payload = event("evt_sig", "ping", now(), json!({"id": "x"}));
+    let (status, body) = deliver(&app, &payload, None).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_signature")));
+    let (status, _) = deliver(&app, &payload, Some(stripe_signature("whsec_forged", now(), &payload))).await;
+    assert_eq!(status, 400);
+    let (status, _) = deliver(&app, &payload, Some(stripe_signature(&secret, now() - 301, &payload))).await;
+    assert_eq!(status, 400);
+    let (status, _) = deliver(&app, &payload, Some("t=abc,v1=zz".into())).await;
+    assert_eq!(status, 400);
+    // Signed over another payload.
+    let other = event("evt_other", "ping", now(), json!({"id": "x"}));
+    let (status, _) = deliver(&app, &payload, Some(stripe_signature(&secret, now(), &other))).await;
+    assert_eq!(status, 400);
+    // Nothing reached the inbox.
+    assert!(app.db_rows("SELECT id FROM stripe_events").await.is_empty());
+    // A good one among several v1 signatures; unknown types are acknowledged and ignored.
+    let t = now();
+    let good = stripe_signature(&secret, t, &payload);
+    let header = format!("t={t},v1={},{}", "ab".repeat(32), good.split(',').nth(1).unwrap());
+    let (status, body) = deliver(&app, &payload, Some(header)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "ignored_type");
+}
+
+#[tokio::test]
+async fn rotated_secrets_are_all_accepted() {
+    let app = spawn(|vars| {
+        let current = vars["stripe_webhook_secret"].clone();
+        vars.insert("stripe_webhook_secret".into(), format!("whsec_next, {current}"));
+    })
+    .await;
+    let payload = event("evt_rot", "ping", now(), json!({"id": "x"}));
+    let (status, _) = deliver(&app, &payload, Some(stripe_signature("whsec_next", now(), &payload))).await;
+    assert_eq!(status, 200);
+    let old = app.app.variables["stripe_webhook_secret"].split(',').nth(1).unwrap().trim().to_string();
+    let payload = event("evt_rot2", "ping", now(), json!({"id": "x"}));
+    let (status, _) = deliver(&app, &payload, Some(stripe_signature(&old, now(), &payload))).await;
+    assert_eq!(status, 200);
+}
+
+async fn local_subscription(app: &CustomerApp) -> (String, String, Value) {
+    let customer = app.customer("u-1").await;
+    let price = app.stripe.price("1200").await;
+    let (status, sub, _) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": price})), &[]).await;
+    assert_eq!(status, 201, "{sub}");
+    (customer["stripe_customer_id"].as_str().unwrap().to_string(), sub["stripe_subscription_id"].as_str().unwrap().to_string(), sub)
+}
+
+async fn mine(app: &CustomerApp) -> Value {
+    let (_, list, _) = app.call("GET", "/api/v3/customers/me/subscriptions", "u-1", None, &[]).await;
+    list["subscriptions"][0].clone()
+}
+
+#[tokio::test]
+async fn duplicated_and_reversed_events_end_in_stripes_state() {
+    let app = spawn(|_| {}).await;
+    let secret = app.app.variables["stripe_webhook_secret"].clone();
+    let (cus, sub, _) = local_subscription(&app).await;
+
+    // At Stripe: set to cancel at period end (without telling us), then the events of both states.
+    app.stripe.post(&format!("/v1/subscriptions/{sub}"), &[("cancel_at_period_end", "true")]).await;
+    let t = now();
+    let created = event("evt_created", "customer.subscription.created", t - 20, json!({"id": sub, "customer": cus, "status": "active"}));
+    let updated = event(
+        "evt_updated",
+        "customer.subscription.updated",
+        t - 10,
+        json!({"id": sub, "customer": cus, "status": "active", "cancel_at_period_end": true}),
+    );
+    // Newest first, twice, then the older one.
+    let (status, body) = deliver(&app, &updated, Some(stripe_signature(&secret, t, &updated))).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("applied")), "{body}");
+    let (status, body) = deliver(&app, &updated, Some(stripe_signature(&secret, t, &updated))).await;
+    assert_eq!((status, body["duplicate"].as_bool()), (200, Some(true)), "{body}");
+    let (status, body) = deliver(&app, &created, Some(stripe_signature(&secret, t, &created))).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("stale")), "{body}");
+
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/subscriptions/{sub}")).await;
+    let ours = mine(&app).await;
+    assert_eq!(ours["status"], at_stripe["status"]);
+    assert_eq!(ours["cancel_at_period_end"], at_stripe["cancel_at_period_end"]);
+    assert_eq!(ours["cancel_at_period_end"], true);
+
+    // Canceled at Stripe; the deleted event arrives before an old "updated" that claims active.
+    app.stripe.get(&format!("/v1/subscriptions/{sub}")).await;
+    let client = reqwest::Client::new();
+    client.delete(format!("{}/v1/subscriptions/{sub}", app.stripe.base)).bearer_auth("sk_test_x").send().await.unwrap();
+    let deleted = event("evt_deleted", "customer.subscription.deleted", t, json!({"id": sub, "customer": cus, "status": "canceled"}));
+    let late = event("evt_late", "customer.subscription.updated", t - 5, json!({"id": sub, "customer": cus, "status": "active"}));
+    let (status, _) = deliver(&app, &deleted, Some(stripe_signature(&secret, t, &deleted))).await;
+    assert_eq!(status, 200);
+    let (status, body) = deliver(&app, &late, Some(stripe_signature(&secret, t, &late))).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("stale")));
+    assert_eq!(mine(&app).await["status"], "canceled");
+    // invoice events re-read the subscription too.
+    let paid = event("evt_inv", "invoice.paid", t + 1, json!({"id": "in_1", "customer": cus, "subscription": sub}));
+    let (status, body) = deliver(&app, &paid, Some(stripe_signature(&secret, t, &paid))).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("applied")), "{body}");
+    assert_eq!(mine(&app).await["status"], "canceled");
+}
+
+#[tokio::test]
+async fn a_subscription_made_at_stripe_is_mirrored_from_its_event() {
+    let app = spawn(|_| {}).await;
+    let secret = app.app.variables["stripe_webhook_secret"].clone();
+    let customer = app.customer("u-1").await;
+    let cus = customer["stripe_customer_id"].as_str().unwrap();
+    let price = app.stripe.price("300").await;
+    let created = app.stripe.post("/v1/subscriptions", &[("customer", cus), ("items[0][price]", &price)]).await;
+    let sub = created["id"].as_str().unwrap();
+    let payload = event("evt_ext", "customer.subscription.created", now(), created.clone());
+    let (status, body) = deliver(&app, &payload, Some(stripe_signature(&secret, now(), &payload))).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("applied")), "{body}");
+    let ours = mine(&app).await;
+    assert_eq!(ours["stripe_subscription_id"], sub);
+    assert_eq!(ours["price_id"], price.as_str());
+    assert_eq!(ours["status"], "active");
+}
+
+#[tokio::test]
+async fn a_customer_deleted_at_stripe_is_removed_here() {
+    let app = spawn(|_| {}).await;
+    let secret = app.app.variables["stripe_webhook_secret"].clone();
+    let customer = app.customer("u-1").await;
+    let cus = customer["stripe_customer_id"].as_str().unwrap();
+    // An event claiming deletion while Stripe still has the customer changes nothing.
+    let early = event("evt_cd1", "customer.deleted", now(), json!({"id": cus}));
+    let (status, body) = deliver(&app, &early, Some(stripe_signature(&secret, now(), &early))).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("customer_still_exists")));
+    reqwest::Client::new().delete(format!("{}/v1/customers/{cus}", app.stripe.base)).bearer_auth("sk_test_x").send().await.unwrap();
+    let real = event("evt_cd2", "customer.deleted", now(), json!({"id": cus}));
+    let (status, body) = deliver(&app, &real, Some(stripe_signature(&secret, now(), &real))).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("applied")), "{body}");
+    let (status, _, _) = app.call("GET", "/api/v3/customers/me", "u-1", None, &[]).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn stripe_down_while_applying_gives_503_and_the_retry_applies() {
+    let app = spawn(|_| {}).await;
+    let secret = app.app.variables["stripe_webhook_secret"].clone();
+    let (cus, sub, _) = local_subscription(&app).await;
+    app.stripe
+        .fault(json!({"method": "GET", "path": format!("/v1/subscriptions/{sub}"), "status": 500, "times": 3}))
+        .await;
+    let payload = event("evt_retry", "customer.subscription.updated", now(), json!({"id": sub, "customer": cus}));
+    let (status, _) = deliver(&app, &payload, Some(stripe_signature(&secret, now(), &payload))).await;
+    assert_eq!(status, 503);
+    // Stripe's retry is applied (the failed attempt left nothing in the inbox).
+    let (status, body) = deliver(&app, &payload, Some(stripe_signature(&secret, now(), &payload))).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("applied")), "{body}");
+}
