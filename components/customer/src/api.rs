@@ -254,6 +254,12 @@ pub struct Deps {
     service_keys: OnceCell<Result<tokens::SigningKeys, Error>>,
 }
 
+impl Default for Deps {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Deps {
     pub fn new() -> Self {
         Self {
@@ -439,7 +445,7 @@ pub fn health(_request: Request, _params: Params) -> Response {
             eprintln!("health: SELECT 1 failed: {err}");
             Error::DatabaseUnavailable
         })?;
-        let auth = match deps.auth_public().and_then(|a| Ok(a.health())) {
+        let auth = match deps.auth_public().map(|a| a.health()) {
             Ok(Ok(latency)) => json!({"status": "ok", "latency_ms": latency}),
             Ok(Err(reason)) => json!({"status": "unavailable", "reason": reason}),
             Err(err) => json!({"status": "unavailable", "reason": err.problem().detail}),
@@ -608,11 +614,10 @@ pub fn invoices(request: Request, _params: Params) -> Response {
             },
         };
         let cursor = req.query_param("starting_after");
-        if let Some(c) = &cursor {
-            if !is_stripe_id(c) {
+        if let Some(c) = &cursor
+            && !is_stripe_id(c) {
                 return Err(Error::bad_request("invalid_query", "starting_after must be an invoice id."));
             }
-        }
         let (profile, page) = ctx_run(deps, |ctx| billing::invoices(ctx, &user, limit, cursor.as_deref()))?;
         let next_cursor = if page.has_more { page.invoices.last().map(|i| i.id.clone()) } else { None };
         let bill_to = profile_json(&profile);

@@ -66,11 +66,10 @@ pub fn validate_user(value: &Value, expected_id: Option<&str>) -> Result<Profile
     let object = value.as_object().ok_or("user is not an object")?;
     let text = |name: &str| object.get(name).and_then(Value::as_str).ok_or(format!("user.{name} missing or not a string"));
     let id = text("id")?;
-    if let Some(expected) = expected_id {
-        if id != expected {
+    if let Some(expected) = expected_id
+        && id != expected {
             return Err("auth answered for another user id".into());
         }
-    }
     if id.is_empty() || id.len() > 255 || id.chars().any(char::is_control) {
         return Err("user.id out of bounds".into());
     }
@@ -320,11 +319,10 @@ impl<'a> AuthClient<'a> {
         if let Some(entry) = &cached {
             let age = self.now - entry.fetched_at;
             let fresh = if refetch { age < JWKS_REFETCH_MIN_SECS } else { age < JWKS_TTL_SECS };
-            if fresh {
-                if let Ok(verifier) = tokens::Verifier::from_jwks(&entry.json) {
+            if fresh
+                && let Ok(verifier) = tokens::Verifier::from_jwks(&entry.json) {
                     return Ok(verifier);
                 }
-            }
         }
         let request = HttpRequest {
             method: "GET",
@@ -454,12 +452,11 @@ pub fn validate_batch(body: &[u8], asked: &[String]) -> Result<Vec<Profile>, Str
 impl Profiles for AuthClient<'_> {
     fn profile(&self, id: &str) -> Result<ProfileLookup, ProfileError> {
         let cached = self.cached(id);
-        if let Some(entry) = &cached {
-            if self.now - entry.fetched_at < self.settings.cache_ttl {
+        if let Some(entry) = &cached
+            && self.now - entry.fetched_at < self.settings.cache_ttl {
                 eprintln!("auth: profile {id} from cache");
                 return Ok(ProfileLookup { profile: entry.profile.clone(), source: ProfileSource::Cache });
             }
-        }
         if let Err(retry_after) = self.breaker_allows() {
             return self.stale_or(cached, format!("circuit open; retry in {retry_after} s"), retry_after);
         }

@@ -12,6 +12,12 @@ pub struct SpinKv {
     store: std::cell::OnceCell<Option<spin_sdk::key_value::Store>>,
 }
 
+impl Default for SpinKv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl SpinKv {
     pub fn new() -> Self {
         Self { store: std::cell::OnceCell::new() }
@@ -42,19 +48,17 @@ impl Kv for SpinKv {
     }
 
     fn set(&self, key: &str, value: &[u8]) {
-        if let Some(store) = self.store() {
-            if let Err(err) = store.set(key, value) {
+        if let Some(store) = self.store()
+            && let Err(err) = store.set(key, value) {
                 eprintln!("kv: set failed: {err}");
             }
-        }
     }
 
     fn delete(&self, key: &str) {
-        if let Some(store) = self.store() {
-            if let Err(err) = store.delete(key) {
+        if let Some(store) = self.store()
+            && let Err(err) = store.delete(key) {
                 eprintln!("kv: delete failed: {err}");
             }
-        }
     }
 }
 

@@ -356,11 +356,10 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId) -> Result<Subscr
 
 /// Our id for a subscription found at Stripe: the one in its metadata when it is a free UUID.
 fn adoptable_local_id(store: &dyn Store, remote: &super::StripeSubscription) -> Result<String, Error> {
-    if let Some(candidate) = &remote.local_id {
-        if uuid::Uuid::parse_str(candidate).is_ok() && store.subscription_by_id(candidate)?.is_none() {
+    if let Some(candidate) = &remote.local_id
+        && uuid::Uuid::parse_str(candidate).is_ok() && store.subscription_by_id(candidate)?.is_none() {
             return Ok(candidate.clone());
         }
-    }
     Ok(new_local_id())
 }
 

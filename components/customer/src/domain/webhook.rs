@@ -41,7 +41,7 @@ impl From<SignatureError> for Error {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -245,11 +245,10 @@ fn sync_subscription(
                 .filter(|s| s.customer_id == customer_id && s.stripe_subscription_id.is_none());
         }
     }
-    if let Some(current) = &existing {
-        if event.created < current.last_event_at {
+    if let Some(current) = &existing
+        && event.created < current.last_event_at {
             return Ok(Outcome::Stale);
         }
-    }
     let remote = match stripe.subscription(sub_id)? {
         Some(remote) => remote,
         None if event.kind == "customer.subscription.deleted" => {

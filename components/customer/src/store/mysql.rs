@@ -78,7 +78,7 @@ fn text(v: &DbValue) -> Option<String> {
     }
 }
 
-fn col<'r>(row: &'r [DbValue], index: usize) -> Result<&'r DbValue, StoreError> {
+fn col(row: &[DbValue], index: usize) -> Result<&DbValue, StoreError> {
     row.get(index).ok_or_else(|| StoreError::Other(format!("missing column {index}")))
 }
 
