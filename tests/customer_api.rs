@@ -330,6 +330,23 @@ async fn services_read_customers_with_a_service_token() {
     assert_eq!(body["profile"]["email"], "u-7@example.org");
     let (status, _) = read(ops.service_token("ops"), "/api/v3/customers/nobody").await;
     assert_eq!(status, 404);
+    // Lists: profiles through auth's batch endpoint; a user auth no longer has gets null.
+    app.customer("u-8").await;
+    // A customer whose user auth no longer has (never fetched, so not cached either).
+    app.db_rows("INSERT INTO customers (id, stripe_customer_id) VALUES ('u-9', NULL)").await;
+    let (status, page) = read(ops.service_token("ops"), "/api/v3/customers?include=profile&limit=2").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["customers"][0]["id"], "u-7");
+    assert_eq!(page["customers"][1]["profile"]["name"], "Ada u-8");
+    assert_eq!(page["next_cursor"], "u-8");
+    let (status, rest) = read(ops.service_token("ops"), "/api/v3/customers?include=profile&after=u-8").await;
+    assert_eq!(status, 200, "{rest}");
+    assert_eq!(rest["customers"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["customers"][0]["profile"], Value::Null);
+    assert_eq!(rest["next_cursor"], Value::Null);
+    assert!(app.auth.state.lock().unwrap().seen.iter().any(|s| s.starts_with("POST /api/v3/users/batch")));
+    let (status, _) = read(app.token("u-7"), "/api/v3/customers").await;
+    assert_eq!(status, 403);
     // A service may not act as a user, and an untrusted service key is refused.
     let (status, _) = read(ops.service_token("ops"), "/api/v3/customers/me").await;
     assert_eq!(status, 403);

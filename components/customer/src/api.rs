@@ -14,7 +14,7 @@ use crate::domain::billing::{self, Ctx};
 use crate::domain::idempotency::{self, Begin};
 use crate::domain::webhook::{self, Event, Outcome};
 use crate::domain::{
-    AreaIds, AreaIdsError, Customer, IdempotencyKey, PriceId, ProfileLookup, ProfileSource, Profiles,
+    AreaIds, AreaIdsError, Customer, IdempotencyKey, PriceId, ProfileLookup, ProfileSource, Profiles, Store,
     Subscription, UserId, is_stripe_id,
 };
 use crate::error::Error;
@@ -558,6 +558,58 @@ pub fn get_by_id(request: Request, params: Params) -> Response {
             Principal::User(me) if *me == user => customer_reply(req, deps, &user),
             Principal::User(_) => Err(Error::not_found("No such customer.")),
         }
+    })
+}
+
+/// `GET /api/v3/customers[?after=&limit=&include=profile]`: for services only; profiles come from
+/// auth's batch endpoint (one call per 100 customers, cache first).
+pub fn list_customers(request: Request, _params: Params) -> Response {
+    with_principal(&request, |req, deps, principal| {
+        let Principal::Service(service) = principal else {
+            return Err(Error::Forbidden);
+        };
+        let limit = match req.query_param("limit") {
+            None => 50,
+            Some(raw) => match raw.parse::<u32>() {
+                Ok(n) if (1..=100).contains(&n) => n,
+                _ => return Err(Error::bad_request("invalid_query", "limit must be an integer from 1 to 100.")),
+            },
+        };
+        let after = req.query_param("after");
+        if let Some(a) = &after {
+            UserId::parse(a).map_err(|_| Error::bad_request("invalid_query", "after must be a customer id."))?;
+        }
+        let with_profiles = match req.query_param("include").as_deref() {
+            None | Some("") => false,
+            Some("profile") => true,
+            Some(_) => return Err(Error::bad_request("invalid_query", "include may only be `profile`.")),
+        };
+        let customers = deps.store()?.customers(after.as_deref(), limit)?;
+        eprintln!("customer: service {service} lists {} customers", customers.len());
+        let mut items: Vec<Value> = customers.iter().map(customer_json).collect();
+        let mut body = json!({});
+        if with_profiles && !customers.is_empty() {
+            let ids: Vec<String> = customers.iter().map(|c| c.id.clone()).collect();
+            match deps.auth()?.profiles(&ids) {
+                Ok(found) => {
+                    for item in &mut items {
+                        let id = item["id"].as_str().unwrap_or_default().to_string();
+                        item["profile"] = found.get(&id).map_or(Value::Null, profile_json);
+                    }
+                }
+                Err(err) => {
+                    let problem = Error::from(err).problem();
+                    body["profile_error"] = json!({"code": problem.code, "detail": problem.detail, "retry_after": problem.retry_after});
+                    for item in &mut items {
+                        item["profile"] = Value::Null;
+                    }
+                }
+            }
+        }
+        let next_cursor = if customers.len() == limit as usize { customers.last().map(|c| c.id.clone()) } else { None };
+        body["customers"] = Value::Array(items);
+        body["next_cursor"] = json!(next_cursor);
+        Ok(Reply::json(200, &body))
     })
 }
 

@@ -28,6 +28,7 @@ fn handle(request: Request) -> Response {
     let mut router = Router::new();
     router.get("/api/v3/customers/health", api::health);
     router.post("/api/v3/customers", api::create_customer);
+    router.get("/api/v3/customers", api::list_customers);
     router.get("/api/v3/customers/me", api::get_me);
     router.patch("/api/v3/customers/me", api::patch_me);
     router.delete("/api/v3/customers/me", api::delete_me);

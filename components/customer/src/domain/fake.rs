@@ -39,6 +39,17 @@ impl Store for MemoryStore {
     fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
         Ok(self.state.borrow().customers.get(id).cloned())
     }
+    fn customers(&self, after: Option<&str>, limit: u32) -> Result<Vec<Customer>, StoreError> {
+        Ok(self
+            .state
+            .borrow()
+            .customers
+            .values()
+            .filter(|c| after.is_none_or(|a| c.id.as_str() > a))
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
     fn lock_customer(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.state.borrow().customers.contains_key(id))
     }

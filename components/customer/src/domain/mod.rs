@@ -67,6 +67,8 @@ pub trait Store {
     fn rollback(&self);
 
     fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError>;
+    /// Customers in id order, after the `after` id (a cursor), at most `limit`.
+    fn customers(&self, after: Option<&str>, limit: u32) -> Result<Vec<Customer>, StoreError>;
     /// Locks the customer's row; serialises every change to its subscriptions.
     fn lock_customer(&self, id: &str) -> Result<bool, StoreError>;
     /// Locks the row of the customer with this Stripe customer id; returns its id.

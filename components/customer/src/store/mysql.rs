@@ -183,6 +183,42 @@ impl Store for MysqlStore {
         }))
     }
 
+    fn customers(&self, after: Option<&str>, limit: u32) -> Result<Vec<Customer>, StoreError> {
+        let rows = self.rows(
+            "SELECT id, stripe_customer_id, CAST(COALESCE(UNIX_TIMESTAMP(created_at), 0) AS SIGNED), \
+             CAST(COALESCE(UNIX_TIMESTAMP(updated_at), 0) AS SIGNED) FROM customers WHERE id > ? ORDER BY id LIMIT ?",
+            &[s(after.unwrap_or("")), ParameterValue::Uint32(limit)],
+        )?;
+        let mut customers = Vec::with_capacity(rows.len());
+        for row in &rows {
+            customers.push(Customer {
+                id: req_text(row, 0)?,
+                stripe_customer_id: text(col(row, 1)?),
+                area_ids: AreaIds::from_stored(Vec::new()),
+                created_at: req_int(row, 2)?,
+                updated_at: req_int(row, 3)?,
+            });
+        }
+        if customers.is_empty() {
+            return Ok(customers);
+        }
+        let placeholders = vec!["?"; customers.len()].join(", ");
+        let params: Vec<ParameterValue> = customers.iter().map(|c| s(&c.id)).collect();
+        let mut areas: std::collections::BTreeMap<String, Vec<u32>> = std::collections::BTreeMap::new();
+        for row in self.rows(
+            &format!("SELECT customer_id, area_id FROM customer_areas WHERE customer_id IN ({placeholders})"),
+            &params,
+        )? {
+            if let (Some(id), Some(area)) = (text(col(&row, 0)?), int(col(&row, 1)?).and_then(|n| u32::try_from(n).ok())) {
+                areas.entry(id).or_default().push(area);
+            }
+        }
+        for customer in &mut customers {
+            customer.area_ids = AreaIds::from_stored(areas.remove(&customer.id).unwrap_or_default());
+        }
+        Ok(customers)
+    }
+
     fn lock_customer(&self, id: &str) -> Result<bool, StoreError> {
         Ok(!self.rows("SELECT id FROM customers WHERE id = ? FOR UPDATE", &[s(id)])?.is_empty())
     }
