@@ -202,13 +202,20 @@ pub fn handle(store: &dyn Store, stripe: &dyn Billing, event: &Event, now: i64) 
 
 fn apply(store: &dyn Store, stripe: &dyn Billing, event: &Event, now: i64) -> Result<Outcome, Error> {
     match event.kind.as_str() {
-        "customer.subscription.created" | "customer.subscription.updated" | "customer.subscription.deleted" => {
+        "customer.subscription.created"
+        | "customer.subscription.updated"
+        | "customer.subscription.deleted"
+        | "customer.subscription.paused"
+        | "customer.subscription.resumed"
+        | "customer.subscription.pending_update_applied"
+        | "customer.subscription.pending_update_expired" => {
             let (Some(sub_id), Some(customer)) = (event.object_str("id"), event.object_str("customer")) else {
                 return Ok(Outcome::Ignored("malformed_object"));
             };
             sync_subscription(store, stripe, event, sub_id, customer, now)
         }
-        "invoice.paid" | "invoice.payment_failed" => {
+        // `invoice.payment_succeeded` is what older API versions (and localstripe) send.
+        "invoice.paid" | "invoice.payment_succeeded" | "invoice.payment_failed" => {
             let (Some(sub_id), Some(customer)) = (event.object_str("subscription"), event.object_str("customer")) else {
                 return Ok(Outcome::Ignored("no_subscription"));
             };
