@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 REQUESTS=${BENCH_REQUESTS:-2000}
+LOGINS=${BENCH_LOGINS:-40}
 CONCURRENCY=${BENCH_CONCURRENCY:-"1 16"}
 OHA=.local/tools/bin/oha
 OHA_VERSION=1.16.0
@@ -20,6 +21,7 @@ fi
 
 bash scripts/stack.sh up >/dev/null
 make --no-print-directory build build-test-fixtures >/dev/null
+cargo build --quiet --profile native -p integration-tests --bin native-baselines
 target/native/admin migrate up >/dev/null
 
 pids=()
@@ -48,26 +50,22 @@ app=$(start_host .local/logs/bench-app.log --from spin.toml)
 probe=$(SPIN_VARIABLE_SECRET_TOKEN=bench start_host .local/logs/bench-probe.log \
     --from tests/fixtures/probe/spin.toml --env-file /dev/null --state-dir .local/bench/probe-state)
 
-# name|url
+# key|name|url
 routes=(
-    "bare hello (probe component)|$probe/hello"
-    "GET /api/v3/auth/health (SELECT 1)|$app/api/v3/auth/health"
-    "GET /api/v3/customers/health (SELECT 1 + chained auth health)|$app/api/v3/customers/health"
+    "hello|bare hello (probe component)|$probe/hello"
+    "auth-health|GET /api/v3/auth/health (SELECT 1)|$app/api/v3/auth/health"
+    "customer-health|GET /api/v3/customers/health (SELECT 1 + auth and Stripe reachability)|$app/api/v3/customers/health"
 )
 
 machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)"
-{
-    echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $machine; load generator: oha $OHA_VERSION (keep-alive), $REQUESTS requests per row after 200 warm-up requests."
-    echo
-    echo "| route | concurrency | requests/s | p50 ms | p99 ms | errors |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: |"
-    for entry in "${routes[@]}"; do
-        name=${entry%%|*}
-        url=${entry#*|}
-        "$OHA" --no-tui -n 200 -c 4 "$url" >/dev/null
-        for c in $CONCURRENCY; do
-            "$OHA" --no-tui --output-format json -n "$REQUESTS" -c "$c" "$url" > .local/bench/run.json
-            python3 - "$name" "$c" .local/bench/run.json <<'PY'
+
+# Runs oha and prints one table row; keeps the JSON as .local/bench/<key>.json.
+# Usage: measure <key> <name> <concurrency> <requests> <url> [oha args...]
+measure() {
+    local key=$1 name=$2 c=$3 n=$4 url=$5
+    shift 5
+    "$OHA" --no-tui --output-format json -n "$n" -c "$c" "$@" "$url" > ".local/bench/$key.json"
+    python3 - "$name" "$c" ".local/bench/$key.json" <<'PY'
 import json, sys
 name, c, path = sys.argv[1], sys.argv[2], sys.argv[3]
 d = json.load(open(path))
@@ -76,6 +74,54 @@ codes = d.get("statusCodeDistribution", {})
 errors = sum(v for k, v in codes.items() if not k.startswith("2")) + sum(d.get("errorDistribution", {}).values())
 print(f"| {name} | {c} | {s['requestsPerSec']:.0f} | {p['p50']*1000:.2f} | {p['p99']*1000:.2f} | {errors} |")
 PY
+}
+
+p50() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['latencyPercentiles']['p50']*1000)" ".local/bench/$1.json"; }
+
+# A user to log in with and a token for /users/me.
+email="bench-$(date +%s)-$RANDOM@example.com"
+password="bench passphrase $RANDOM $RANDOM"
+credentials=$(python3 -c 'import json,sys; print(json.dumps({"email": sys.argv[1], "password": sys.argv[2]}))' "$email" "$password")
+registration=$(python3 -c 'import json,sys; print(json.dumps({"name": "Bench User", "email": sys.argv[1], "password": sys.argv[2]}))' "$email" "$password")
+token=$(curl -sf -X POST "$app/api/v3/auth/register" -H 'content-type: application/json' -d "$registration" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+
+set -a; . .local/stack.env; set +a
+{
+    echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $machine; load generator: oha $OHA_VERSION (keep-alive), $REQUESTS requests per row after 200 warm-up requests (login: $LOGINS)."
+    echo
+    echo "| route | concurrency | requests/s | p50 ms | p99 ms | errors |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+    for entry in "${routes[@]}"; do
+        IFS='|' read -r key name url <<<"$entry"
+        "$OHA" --no-tui -n 200 -c 4 "$url" >/dev/null
+        for c in $CONCURRENCY; do
+            measure "$key-c$c" "$name" "$c" "$REQUESTS" "$url"
         done
     done
+    "$OHA" --no-tui -n 200 -c 1 -H "authorization: Bearer $token" "$app/api/v3/users/me" >/dev/null
+    for c in $CONCURRENCY; do
+        measure "me-c$c" "GET /api/v3/users/me (verify JWT, 1 query, decrypt email)" "$c" "$REQUESTS" "$app/api/v3/users/me" -H "authorization: Bearer $token"
+    done
+    "$OHA" --no-tui -n 3 -c 1 -m POST -H 'content-type: application/json' -d "$credentials" "$app/api/v3/auth/login" >/dev/null
+    measure "login-c1" "POST /api/v3/auth/login (argon2id verify)" 1 "$LOGINS" "$app/api/v3/auth/login" -m POST -H 'content-type: application/json' -d "$credentials"
+
+    baselines=$(target/native/native-baselines "$DB_ADMIN_URL" "$LOGINS" "$REQUESTS")
+    hello=$(p50 hello-c1)
+    me=$(p50 me-c1)
+    login=$(p50 login-c1)
+    auth_size=$(stat -c %s target/wasm32-wasip2/release/auth.wasm)
+    customer_size=$(stat -c %s target/wasm32-wasip2/release/customer.wasm)
+    python3 - "$baselines" "$hello" "$me" "$login" "$auth_size" "$customer_size" <<'PY'
+import json, sys
+b = json.loads(sys.argv[1]); hello, me, login = map(float, sys.argv[2:5]); auth, customer = map(int, sys.argv[5:7])
+argon, select = b["argon2id_hash_p50_ms"], b["select1_fresh_connection_p50_ms"]
+print()
+print("| ratio (same run) | value | target |")
+print("| --- | ---: | ---: |")
+print(f"| login p50 {login:.1f} ms ÷ native argon2id hash p50 {argon:.1f} ms | {login/argon:.2f} | ≤ 2.0 |")
+print(f"| /users/me p50 {me:.2f} ms ÷ (hello p50 {hello:.2f} ms + native fresh-connection SELECT 1 p50 {select:.2f} ms) | {me/(hello+select):.2f} | ≤ 1.5 |")
+print(f"| auth.wasm size | {auth/1e6:.2f} MB | ≤ 1 MB |")
+print(f"| customer.wasm size | {customer/1e6:.2f} MB | |")
+PY
 } | tee .local/bench/latest.md
