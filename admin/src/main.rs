@@ -36,6 +36,14 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Before customer migration 6: copy legacy customers that auth lacks into auth's client_auth
+    /// (no password, must reset), or report the conflicts (exit status 2). docs/upgrade.md
+    Backfill(admin::backfill::Args),
+    /// Cross-database integrity report (customers vs auth, emails, blind index, Stripe ids);
+    /// exit status 2 when anything is wrong
+    Verify(admin::verify::Args),
+    /// Re-seal every stored email not sealed with the active encryption key (after a rotation)
+    Reencrypt(admin::reencrypt::Args),
 }
 
 #[derive(Subcommand)]
@@ -65,6 +73,9 @@ struct MigrateArgs {
     /// Seconds to wait for another run's migration lock
     #[arg(long, value_name = "SECS", default_value_t = migrate::DEFAULT_LOCK_TIMEOUT.as_secs())]
     lock_timeout: u64,
+    /// Customer migration 6 (drops the legacy name/email columns): its guard and rollback
+    #[command(flatten)]
+    guard: admin::legacy::GuardArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -236,7 +247,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // Last line of defence: no database password reaches the terminal.
             eprintln!("error: {}", config::scrub(&format!("{e:#}"), &secrets));
-            ExitCode::FAILURE
+            ExitCode::from(admin::legacy::exit_code(&e))
         }
     }
 }
@@ -263,6 +274,9 @@ fn run(cli: Cli, secrets: &mut Vec<String>) -> Result<()> {
             println!("{}", key.trusted_entry(&service));
             Ok(())
         }
+        Command::Backfill(args) => admin::backfill::command(args, cli.env_file.as_deref(), secrets),
+        Command::Verify(args) => admin::verify::command(args, cli.env_file.as_deref(), secrets),
+        Command::Reencrypt(args) => admin::reencrypt::command(args, cli.env_file.as_deref(), secrets),
         Command::Migrate { action } => {
             let cwd = std::env::current_dir().context("Failed to read the current directory")?;
             let env_file = EnvFile::discover(cli.env_file.as_deref(), &cwd)?;
@@ -309,6 +323,7 @@ async fn migrate_cmd(
         to: args.to,
         lock_timeout: Duration::from_secs(args.lock_timeout),
     };
+    let cross = admin::legacy::CrossDb::for_migrate(&args.guard, args.auth_db_url.as_deref(), env_file, secrets)?;
     for (s, url) in &targets {
         let migrator = s.migrator();
         match verb {
@@ -325,7 +340,7 @@ async fn migrate_cmd(
                 }
             }
             "up" => {
-                let out = migrate::up(url, migrator, opts)
+                let out = migrate::up_with(url, migrator, opts, &cross)
                     .await
                     .with_context(|| format!("Failed to migrate {s} up"))?;
                 for step in &out.applied {
@@ -334,7 +349,7 @@ async fn migrate_cmd(
                 println!("{s}: at version {}", version_text(out.current));
             }
             _ => {
-                let out = migrate::down(url, migrator, opts)
+                let out = migrate::down_with(url, migrator, opts, &cross)
                     .await
                     .with_context(|| format!("Failed to migrate {s} down"))?;
                 if out.reverted.is_empty() {

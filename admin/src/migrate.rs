@@ -18,6 +18,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{ConnectOptions, Connection};
 
 use crate::config::redact;
+use crate::legacy::{self, CrossDb, NORMALIZE_DESCRIPTION, NORMALIZE_VERSION};
 
 /// The auth service's migrations (`migrations/auth/`).
 pub static AUTH: Migrator = sqlx::migrate!("../migrations/auth");
@@ -355,8 +356,27 @@ fn current(applied: &[AppliedRow]) -> Option<i64> {
         .max()
 }
 
-/// Applies pending migrations (all, or up to `opts.to`).
+/// Whether `migrator` holds the customer service's migration 6 (`normalize customers`), which
+/// drops the legacy identity columns and so is guarded (see [`crate::legacy`]).
+pub fn has_normalize_step(migrator: &Migrator) -> bool {
+    migrator.iter().any(|m| {
+        m.version == NORMALIZE_VERSION
+            && !m.migration_type.is_down_migration()
+            && m.description == NORMALIZE_DESCRIPTION
+    })
+}
+
+/// Applies pending migrations (all, or up to `opts.to`). Customer migration 6 is guarded: on a
+/// database whose `customers` table holds rows it needs auth's database and key, so this plain
+/// form refuses there (see [`up_with`]); fresh installs are unaffected.
 pub async fn up(url: &str, migrator: &Migrator, opts: Options) -> Result<Outcome> {
+    up_with(url, migrator, opts, &CrossDb::default()).await
+}
+
+/// [`up`] with what customer migration 6's guard may need: before 6 is applied, every legacy
+/// customer must be in auth's `client_auth` with the same id, name and email
+/// ([`crate::legacy::guard_normalize`]), unless `cross.allow_data_loss`.
+pub async fn up_with(url: &str, migrator: &Migrator, opts: Options, cross: &CrossDb) -> Result<Outcome> {
     check_source(migrator)?;
     let mut conn = connect(url).await?;
     let lock_name = lock(&mut conn, opts.lock_timeout).await?;
@@ -368,6 +388,14 @@ pub async fn up(url: &str, migrator: &Migrator, opts: Options) -> Result<Outcome
             to >= cur,
             "Failed to migrate up to {to}: the database is already at {cur}; use `migrate down --to {to}`"
         );
+    }
+    let crosses_6 = has_normalize_step(migrator)
+        && current(&before).unwrap_or(0) < NORMALIZE_VERSION
+        && opts.to.is_none_or(|to| to >= NORMALIZE_VERSION);
+    if crosses_6 {
+        // Prove nothing would be lost before applying anything (on a fresh database there is no
+        // `customers` table yet: nothing to prove).
+        legacy::guard_normalize(&mut conn, cross).await?;
     }
     match opts.to {
         Some(to) => migrator.run_to(to, &mut conn).await,
@@ -396,8 +424,20 @@ pub async fn up(url: &str, migrator: &Migrator, opts: Options) -> Result<Outcome
     })
 }
 
-/// Reverts the latest applied migration, or every one above `opts.to`.
+/// Reverts the latest applied migration, or every one above `opts.to`. Reverting customer
+/// migration 6 on a database with customers needs auth (see [`down_with`]); this plain form
+/// refuses there.
 pub async fn down(url: &str, migrator: &Migrator, opts: Options) -> Result<Outcome> {
+    down_with(url, migrator, opts, &CrossDb::default()).await
+}
+
+/// [`down`] with what reverting customer migration 6 needs: its SQL re-adds `name` and
+/// `email_encrypted` empty, then they are repopulated from auth's `client_auth` (re-sealed in
+/// auth's format) batch by batch ([`crate::legacy::repopulate`]). Before anything is reverted,
+/// every customer must have a readable record in auth ([`crate::legacy::guard_denormalize`]),
+/// unless `cross.allow_data_loss`. A repopulation cut short (crash) is finished by the next
+/// `down` that ends on the legacy schema (e.g. `down --to 5` again).
+pub async fn down_with(url: &str, migrator: &Migrator, opts: Options, cross: &CrossDb) -> Result<Outcome> {
     check_source(migrator)?;
     let mut conn = connect(url).await?;
     let lock_name = lock(&mut conn, opts.lock_timeout).await?;
@@ -424,11 +464,25 @@ pub async fn down(url: &str, migrator: &Migrator, opts: Options) -> Result<Outco
             _ => 0,
         },
     };
+    let guarded = has_normalize_step(migrator);
+    let crosses_6 = guarded && versions.contains(&NORMALIZE_VERSION) && target < NORMALIZE_VERSION;
+    // Down to 0 drops `customers` altogether: nothing to repopulate.
+    if crosses_6 && target >= 1 {
+        // Refuse before reverting anything.
+        legacy::guard_denormalize(&mut conn, cross).await?;
+        migrator
+            .undo(&mut conn, NORMALIZE_VERSION - 1)
+            .await
+            .context("Failed to revert migrations")?;
+    }
     if versions.iter().any(|v| *v > target) {
         migrator
             .undo(&mut conn, target)
             .await
             .context("Failed to revert migrations")?;
+    }
+    if guarded {
+        refill_legacy(&mut conn, cross, crosses_6 && target >= 1).await?;
     }
     let after = read_applied(&mut conn, table).await?;
     unlock(&mut conn, &lock_name).await?;
@@ -450,6 +504,41 @@ pub async fn down(url: &str, migrator: &Migrator, opts: Options) -> Result<Outco
     })
 }
 
+/// On the legacy customer schema, fills every empty name/email from auth: right after migration
+/// 6 was reverted (`required`: failures are errors), or to finish an earlier rollback that was cut
+/// short (a warning when auth is not configured).
+async fn refill_legacy(conn: &mut MySqlConnection, cross: &CrossDb, required: bool) -> Result<()> {
+    let required = required && !(cross.allow_data_loss && !cross.has_auth_access());
+    if !required {
+        let empty = legacy::table_exists(conn, "customers").await?
+            && legacy::has_legacy_identity(conn).await?
+            && legacy::count(conn, "SELECT COUNT(*) FROM customers WHERE email_encrypted = ''").await? > 0;
+        if !empty {
+            return Ok(());
+        }
+        if !cross.has_auth_access() {
+            eprintln!(
+                "warning: some customers have an empty name and email (a rollback of migration 6 cut short?); \
+                 run `admin migrate down --service customer --to 5` with auth's database URL and encryption key to repopulate them"
+            );
+            return Ok(());
+        }
+    }
+    let done = legacy::repopulate(conn, cross).await?;
+    if done.filled > 0 {
+        eprintln!("customer migration 6 rollback: repopulated the name and email of {} customers from auth", done.filled);
+    }
+    if !done.left_empty.is_empty() {
+        let shown: Vec<&str> = done.left_empty.iter().take(legacy::MAX_IDS_PER_KIND).map(String::as_str).collect();
+        eprintln!(
+            "WARNING: {} customers have no readable record in auth and keep an empty name and email: {}",
+            done.left_empty.len(),
+            shown.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// Every known migration, from the files and from the database, in version order.
 pub async fn status(url: &str, migrator: &Migrator) -> Result<Vec<StatusRow>> {
     let mut conn = connect(url).await?;
@@ -461,6 +550,12 @@ pub async fn status(url: &str, migrator: &Migrator) -> Result<Vec<StatusRow>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn customer_migration_6_is_the_guarded_step() {
+        assert!(has_normalize_step(&CUSTOMER));
+        assert!(!has_normalize_step(&AUTH));
+    }
 
     #[test]
     fn embedded_migrations_are_reversible_and_locked() {
