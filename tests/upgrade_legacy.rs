@@ -293,10 +293,10 @@ async fn seed(world: &World, key: &Key, n: usize) -> Seed {
     Seed { customers, expected_conflicts, expected_missing }
 }
 
-/// What an operator decides for each conflict (docs/upgrade.md, "Conflicts"): auth's newer copy
-/// wins for a changed email or name; a stray auth account holding a customer's email is removed;
-/// a value sealed with a lost key is sealed again once the key is found; duplicates and names
-/// auth refuses are corrected in the legacy table.
+/// What an operator decides for each conflict (docs/upgrade.md, "Conflicts"), except a changed
+/// email or name, where auth's newer record wins (`backfill --auth-wins`): a stray auth account
+/// holding a customer's email is removed; a value sealed with a lost key is sealed again once the
+/// key is found; duplicates and names auth refuses are corrected in the legacy table.
 async fn resolve_conflicts(world: &World, key: &Key, seed: &Seed) {
     let keyring = ring(&key.entry());
     let mut cust = world.customer.connect().await.unwrap();
@@ -306,8 +306,6 @@ async fn resolve_conflicts(world: &World, key: &Key, seed: &Seed) {
             (name.to_owned(), keyring.seal_with_aad(&normalize_email(email).unwrap(), c.id.as_bytes()))
         };
         let update = match c.role {
-            Role::EmailDiffers => Some(set(&c.name, &format!("changed+{}@example.org", c.i))),
-            Role::NameDiffers => Some(set(&format!("Renamed {}", c.i), &c.raw_email)),
             Role::EmailTaken => {
                 auth.exec_drop("DELETE FROM client_auth WHERE id = ?", (format!("stray-{}", c.i),)).await.unwrap();
                 None
@@ -331,6 +329,19 @@ async fn resolve_conflicts(world: &World, key: &Key, seed: &Seed) {
 // Checksums of (id, name, email)
 
 type Identity = (String, String, String);
+
+/// The identities once `--auth-wins` has replaced the changed legacy copies with auth's records.
+fn with_auth_winning(mut legacy: Vec<Identity>, seed: &Seed) -> Vec<Identity> {
+    let by_id: HashMap<&str, &Customer> = seed.customers.iter().map(|c| (c.id.as_str(), c)).collect();
+    for (id, name, email) in &mut legacy {
+        match by_id[id.as_str()] {
+            c if c.role == Role::EmailDiffers => *email = format!("changed+{}@example.org", c.i),
+            c if c.role == Role::NameDiffers => *name = format!("Renamed {}", c.i),
+            _ => {}
+        }
+    }
+    legacy
+}
 
 /// From the legacy columns of `customers` (emails opened with the id as context, normalized).
 async fn legacy_identities(world: &World, keyring: &EmailKeyring) -> Vec<Identity> {
@@ -468,7 +479,7 @@ fn json(out: &Output) -> serde_json::Value {
 /// it has to copy; returns how many users it copied.
 async fn backfill_killed_half_way(world: &World, key_var: &str, before: i64, to_copy: i64) -> i64 {
     let cwd = tempfile::tempdir().unwrap();
-    let mut child = admin_command(world, key_var, &["backfill", "--batch-size", "50", "--pause-ms", "40"], cwd.path())
+    let mut child = admin_command(world, key_var, &["backfill", "--auth-wins", "--batch-size", "50", "--pause-ms", "40"], cwd.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -552,9 +563,15 @@ async fn suite(layout: Layout) {
     assert_eq!(scalar(&world.customer.url, "SELECT MAX(version) FROM _sqlx_migrations WHERE success").await, 5);
     lap("verify + refused migration 6", &mut t);
 
-    // 3. The operator resolves every conflict; from here on nothing may change.
+    // 3. The operator resolves every conflict (auth wins the changed ones, below); from here on
+    //    nothing may change.
     resolve_conflicts(&world, &k1, &seed).await;
-    let base = legacy_identities(&world, &keyring).await;
+    let dry = admin::backfill::run(&world.cross(&key_var), admin::backfill::Options { dry_run: true, auth_wins: true, ..Default::default() })
+        .await
+        .unwrap();
+    assert!(dry.conflicts.is_empty(), "{:?}", dry.conflicts);
+    assert_eq!(dry.legacy_updated_from_auth.len(), 20);
+    let base = with_auth_winning(legacy_identities(&world, &keyring).await, &seed);
     assert_eq!(base.len(), n);
     eprintln!("checksum of {n} (id, name, email): {}", checksum(&base));
 

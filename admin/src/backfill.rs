@@ -23,7 +23,7 @@ use sqlx::Connection as _;
 use sqlx::mysql::MySqlConnection;
 
 use crate::legacy::{
-    self, Check, Conflict, CrossDb, CrossDbArgs, Findings, LegacyRow, NewAuthUser, Progress,
+    self, Check, Conflict, ConflictKind, CrossDb, CrossDbArgs, Findings, LegacyRow, NewAuthUser, Progress,
 };
 
 #[derive(clap::Args, Debug)]
@@ -37,6 +37,11 @@ pub struct Args {
     /// reported, and the exit status is still 2)
     #[arg(long)]
     pub skip_conflicts: bool,
+    /// Decide every email_differs / name_differs conflict for auth: its record (newer: users
+    /// edit their profile in auth) overwrites the legacy copy in customers, re-sealed in auth's
+    /// format. Each id is logged; other kinds of conflict still stop the run
+    #[arg(long)]
+    pub auth_wins: bool,
     /// Print the report as JSON on standard output
     #[arg(long)]
     pub json: bool,
@@ -46,6 +51,7 @@ pub struct Args {
 pub struct Options {
     pub dry_run: bool,
     pub skip_conflicts: bool,
+    pub auth_wins: bool,
 }
 
 /// What a run found and did.
@@ -58,6 +64,8 @@ pub struct Report {
     pub already_in_auth: u64,
     /// Copied into auth by this run.
     pub copied: u64,
+    /// Legacy copies overwritten with auth's record (`--auth-wins`; in a dry run: would be).
+    pub legacy_updated_from_auth: Vec<String>,
     /// Missing from auth and not copied (a dry run, or stopped on conflicts).
     pub not_copied: u64,
     pub conflicts: Vec<Conflict>,
@@ -89,14 +97,36 @@ pub async fn run(cross: &CrossDb, opts: Options) -> Result<Report> {
     let total = legacy::count(&mut customers, "SELECT COUNT(*) FROM customers").await?;
 
     let mut progress = Progress::new("check", total, cross.progress);
-    let plan = legacy::plan(&mut customers, &mut auth, &keyring, cross.batch_size, &mut progress).await?;
+    let mut plan = legacy::plan(&mut customers, &mut auth, &keyring, cross.batch_size, &mut progress).await?;
     let checked_in = progress.finish();
+
+    let mut legacy_updated_from_auth = Vec::new();
+    if opts.auth_wins {
+        let (decided, rest): (Vec<Conflict>, Vec<Conflict>) = plan
+            .conflicts
+            .into_iter()
+            .partition(|c| matches!(c.kind, ConflictKind::EmailDiffers | ConflictKind::NameDiffers));
+        plan.conflicts = rest;
+        for c in decided {
+            if opts.dry_run || overwrite_from_auth(&mut customers, &mut auth, &keyring, &c.id).await? {
+                if !opts.dry_run {
+                    eprintln!("backfill --auth-wins: customer {} ({}): legacy copy replaced by auth's record", c.id, c.kind);
+                }
+                plan.matched += 1;
+                legacy_updated_from_auth.push(c.id);
+            } else {
+                // Changed under us: decide again on the next run.
+                plan.conflicts.push(c);
+            }
+        }
+    }
 
     if opts.dry_run || (!plan.conflicts.is_empty() && !opts.skip_conflicts) {
         return Ok(Report {
             checked: plan.checked,
             already_in_auth: plan.matched,
             copied: 0,
+            legacy_updated_from_auth,
             not_copied: plan.missing,
             conflicts: plan.conflicts,
             wrote: false,
@@ -107,6 +137,7 @@ pub async fn run(cross: &CrossDb, opts: Options) -> Result<Report> {
     let skip: HashSet<String> = plan.conflicts.iter().map(|c| c.id.clone()).collect();
     let mut report = Report {
         conflicts: plan.conflicts.clone(),
+        legacy_updated_from_auth,
         wrote: true,
         ..Report::default()
     };
@@ -143,6 +174,31 @@ pub async fn run(cross: &CrossDb, opts: Options) -> Result<Report> {
     customers.close().await.ok();
     auth.close().await.ok();
     Ok(report)
+}
+
+/// `--auth-wins` for one customer: its legacy name and email become auth's (email re-sealed with
+/// the active key, AAD = id). Only if auth holds a readable record and the legacy row is still
+/// the one that was compared; returns whether it was written.
+async fn overwrite_from_auth(
+    customers: &mut MySqlConnection,
+    auth: &mut MySqlConnection,
+    keyring: &EmailKeyring,
+    id: &str,
+) -> Result<bool> {
+    let found = legacy::auth_by_ids(auth, &[id]).await?;
+    let Some(a) = found.get(id) else { return Ok(false) };
+    let Ok(email) = legacy::open_email(keyring, &a.email_encrypted, &a.id) else { return Ok(false) };
+    let sealed = keyring.seal_with_aad(&email, id.as_bytes());
+    let done = sqlx::query(
+        "UPDATE customers SET name = ?, email_encrypted = ?, updated_at = updated_at WHERE id = ?",
+    )
+    .bind(&a.name)
+    .bind(&sealed)
+    .bind(id)
+    .execute(&mut *customers)
+    .await
+    .with_context(|| format!("Failed to update customer {id} from auth"))?;
+    Ok(done.rows_affected() == 1)
 }
 
 const INSERT_HEAD: &str = "INSERT INTO client_auth \
@@ -230,6 +286,13 @@ pub fn render(report: &Report, dry_run: bool) -> String {
     ));
     out.push_str(&format!("  already in auth (same id, name, email): {:>9}\n", report.already_in_auth));
     out.push_str(&format!("  copied into auth by this run:           {:>9}\n", report.copied));
+    if !report.legacy_updated_from_auth.is_empty() {
+        out.push_str(&format!(
+            "  legacy copy {} from auth (--auth-wins):{:>7}\n",
+            if dry_run { "to replace" } else { "replaced" },
+            report.legacy_updated_from_auth.len()
+        ));
+    }
     if report.not_copied > 0 {
         out.push_str(&format!("  missing from auth, not copied:          {:>9}\n", report.not_copied));
     }
@@ -247,7 +310,7 @@ pub fn render(report: &Report, dry_run: bool) -> String {
         out.push_str(if report.wrote {
             "conflicts (not copied; decide each one, then run `admin backfill` again):\n"
         } else {
-            "conflicts (nothing was written; decide each one, then run `admin backfill` again, or pass --skip-conflicts):\n"
+            "conflicts (nothing was copied into auth; decide each one, then run `admin backfill` again, or pass --skip-conflicts):\n"
         });
         out.push_str(&plan.describe_unresolved(50));
     } else if dry_run {
@@ -263,6 +326,7 @@ pub fn command(args: Args, env_file: Option<&Path>, secrets: &mut Vec<String>) -
         let opts = Options {
             dry_run: args.dry_run,
             skip_conflicts: args.skip_conflicts,
+            auth_wins: args.auth_wins,
         };
         let report = run(&cross, opts).await?;
         if args.json {
