@@ -284,19 +284,21 @@ pub fn render(report: &Report, dry_run: bool) -> String {
         report.checked,
         legacy::rate(report.checked, Duration::from_secs_f64(secs))
     ));
-    out.push_str(&format!("  already in auth (same id, name, email): {:>9}\n", report.already_in_auth));
-    out.push_str(&format!("  copied into auth by this run:           {:>9}\n", report.copied));
+    let mut line = |label: &str, n: u64| out.push_str(&format!("  {label:<46} {n:>9}\n"));
+    line("already in auth (same id, name, email):", report.already_in_auth);
     if !report.legacy_updated_from_auth.is_empty() {
-        out.push_str(&format!(
-            "  legacy copy {} from auth (--auth-wins):{:>7}\n",
-            if dry_run { "to replace" } else { "replaced" },
-            report.legacy_updated_from_auth.len()
-        ));
+        let label = if dry_run {
+            "legacy copy to replace by auth's (--auth-wins):"
+        } else {
+            "legacy copy replaced by auth's (--auth-wins):"
+        };
+        line(label, report.legacy_updated_from_auth.len() as u64);
     }
+    line("copied into auth by this run:", report.copied);
     if report.not_copied > 0 {
-        out.push_str(&format!("  missing from auth, not copied:          {:>9}\n", report.not_copied));
+        line(if dry_run { "missing from auth, to copy:" } else { "missing from auth, not copied:" }, report.not_copied);
     }
-    out.push_str(&format!("  conflicts:                              {:>9}\n", report.conflicts.len()));
+    line("conflicts:", report.conflicts.len() as u64);
     if report.copied > 0 {
         out.push_str(
             "  copied users have no password (password_hash NULL, must_reset_password = 1): they set one through a password reset\n",
