@@ -737,6 +737,20 @@ async fn guard_refusals_change_nothing_and_allow_data_loss_is_explicit() {
     assert_eq!(empty_now, empty, "the two rows were filled again");
     let filled = legacy_identities_where_filled(&world, &keyring).await;
     assert!(some.iter().all(|id| filled.contains_key(id)));
+
+    // Re-index: retire the blind-index root k1 for a new keyring rooted at k9.
+    let k9 = Key::new("k9");
+    let new_var = k9.entry();
+    let r = admin::reencrypt::run_with(&cross, admin::reencrypt::Target::All, false, Some(&new_var)).await.unwrap();
+    assert_eq!(r.reindexed_to.as_deref(), Some("k9"));
+    let auth_rows = scalar(&world.auth.url, "SELECT COUNT(*) FROM client_auth").await as u64;
+    assert_eq!(r.tables[0].resealed, auth_rows);
+    let v = admin::verify::run(&world.cross(&new_var)).await.unwrap();
+    assert_eq!((v.count("auth_email_unreadable"), v.count("blind_index_mismatch")), (0, 0), "auth opens and is indexed under k9 only");
+    let again = admin::reencrypt::run_with(&cross, admin::reencrypt::Target::All, false, Some(&new_var)).await.unwrap();
+    assert!(again.tables.iter().all(|t| t.resealed == 0 && t.current + t.unreadable <= t.checked));
+    let refilled = legacy_identities_where_filled(&world, &ring(&new_var)).await;
+    assert_eq!(refilled, filled, "the legacy copies open with the new keyring, unchanged");
 }
 
 async fn legacy_identities_where_filled(world: &World, keyring: &EmailKeyring) -> HashMap<String, String> {

@@ -508,7 +508,8 @@ pub async fn down_with(url: &str, migrator: &Migrator, opts: Options, cross: &Cr
 /// 6 was reverted (`required`: failures are errors), or to finish an earlier rollback that was cut
 /// short (a warning when auth is not configured).
 async fn refill_legacy(conn: &mut MySqlConnection, cross: &CrossDb, required: bool) -> Result<()> {
-    let required = required && !(cross.allow_data_loss && !cross.has_auth_access());
+    // --allow-data-loss without auth access: the rows stay empty, as the guard announced.
+    let required = required && (cross.has_auth_access() || !cross.allow_data_loss);
     if !required {
         let empty = legacy::table_exists(conn, "customers").await?
             && legacy::has_legacy_identity(conn).await?

@@ -32,6 +32,13 @@ pub struct Args {
     /// Count what would be re-sealed; write nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Re-index (retire the blind-index root key): read the NEW keyring from this environment
+    /// variable, open each value with the current keyring ($SPIN_VARIABLE_ENCRYPTION_KEY) or the
+    /// new one, re-seal it with the new active key and recompute email_hash with the new root.
+    /// Sign-in by email fails for re-indexed users until auth runs with the new keyring: do it in
+    /// a maintenance window (docs/upgrade.md)
+    #[arg(long, value_name = "ENV_VAR")]
+    pub reindex_to_env: Option<String>,
     /// Print the report as JSON on standard output
     #[arg(long)]
     pub json: bool,
@@ -51,7 +58,7 @@ pub enum Target {
 pub struct TableReport {
     pub table: String,
     pub checked: u64,
-    /// Already sealed with the active key.
+    /// Already sealed with the active key (and, when re-indexing, indexed with the new root).
     pub current: u64,
     /// Re-sealed by this run (or, in a dry run, that would be).
     pub resealed: u64,
@@ -67,6 +74,9 @@ pub struct TableReport {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub active_kid: String,
+    /// Re-indexing: the kid of the new blind-index root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reindexed_to: Option<String>,
     pub dry_run: bool,
     pub tables: Vec<TableReport>,
     /// Why a table was not looked at.
@@ -82,19 +92,36 @@ impl Report {
 
 /// `admin reencrypt` as a library call.
 pub async fn run(cross: &CrossDb, target: Target, dry_run: bool) -> Result<Report> {
-    let keyring = cross.keyring("reencrypt opens and re-seals every email")?;
+    run_with(cross, target, dry_run, None).await
+}
+
+/// [`run`], or a re-index when `reindex_to` holds the new keyring's value: values are opened
+/// with the current keyring (or the new one), sealed with the new active key, and
+/// `client_auth.email_hash` is recomputed under the new blind-index root.
+pub async fn run_with(cross: &CrossDb, target: Target, dry_run: bool, reindex_to: Option<&str>) -> Result<Report> {
+    let current = cross.keyring("reencrypt opens and re-seals every email")?;
+    let (keyring, old) = match reindex_to {
+        None => (current, None),
+        Some(value) => {
+            let new = EmailKeyring::parse(value)
+                .map_err(|e| anyhow::anyhow!("Failed to parse the new keyring for --reindex-to-env: {e}"))?;
+            (new, Some(current))
+        }
+    };
     let started = std::time::Instant::now();
     let mut report = Report {
         active_kid: keyring.active_kid().to_owned(),
+        reindexed_to: old.as_ref().map(|_| keyring.blind_index_kid().to_owned()),
         dry_run,
         ..Report::default()
     };
+    let old = old.as_ref();
     if matches!(target, Target::Auth | Target::All) {
         let mut auth = legacy::connect(cross.auth_url("reencrypt re-seals client_auth")?).await?;
         legacy::require_client_auth(&mut auth).await?;
         report
             .tables
-            .push(reseal_table(&mut auth, "client_auth", &keyring, cross, dry_run).await?);
+            .push(reseal_table(&mut auth, "client_auth", &keyring, old, cross, dry_run).await?);
         auth.close().await.ok();
     }
     if matches!(target, Target::Customer | Target::All) {
@@ -113,7 +140,7 @@ pub async fn run(cross: &CrossDb, target: Target, dry_run: bool) -> Result<Repor
                 {
                     report
                         .tables
-                        .push(reseal_table(&mut customers, "customers", &keyring, cross, dry_run).await?);
+                        .push(reseal_table(&mut customers, "customers", &keyring, old, cross, dry_run).await?);
                 } else {
                     report
                         .skipped
@@ -127,13 +154,17 @@ pub async fn run(cross: &CrossDb, target: Target, dry_run: bool) -> Result<Repor
     Ok(report)
 }
 
+/// Re-seals one table's emails with `keyring`'s active key. `old` (re-indexing): the keyring the
+/// values may still be sealed under, and for `client_auth` the blind index is recomputed.
 async fn reseal_table(
     conn: &mut MySqlConnection,
     table: &'static str,
     keyring: &EmailKeyring,
+    old: Option<&EmailKeyring>,
     cross: &CrossDb,
     dry_run: bool,
 ) -> Result<TableReport> {
+    let with_hash = old.is_some() && table == "client_auth";
     let mut out = TableReport {
         table: table.to_owned(),
         ..TableReport::default()
@@ -144,15 +175,20 @@ async fn reseal_table(
     )
     .await?;
     let mut progress = Progress::new(if table == "client_auth" { "reseal auth" } else { "reseal cust" }, total, cross.progress);
-    let select_first = format!("SELECT id, email_encrypted FROM {table} ORDER BY id LIMIT ?");
-    let select_next = format!("SELECT id, email_encrypted FROM {table} WHERE id > ? ORDER BY id LIMIT ?");
-    let update = format!(
-        "UPDATE {table} SET email_encrypted = ?, updated_at = updated_at WHERE id = ? AND email_encrypted = ?"
-    );
+    let hash_col = if with_hash { "email_hash" } else { "''" };
+    let select_first = format!("SELECT id, email_encrypted, {hash_col} FROM {table} ORDER BY id LIMIT ?");
+    let select_next = format!("SELECT id, email_encrypted, {hash_col} FROM {table} WHERE id > ? ORDER BY id LIMIT ?");
+    let update = if with_hash {
+        format!(
+            "UPDATE {table} SET email_encrypted = ?, email_hash = ?, updated_at = updated_at WHERE id = ? AND email_encrypted = ?"
+        )
+    } else {
+        format!("UPDATE {table} SET email_encrypted = ?, updated_at = updated_at WHERE id = ? AND email_encrypted = ?")
+    };
     let limit = i64::try_from(cross.batch_size.max(1)).unwrap_or(i64::MAX);
     let mut after: Option<String> = None;
     loop {
-        let rows: Vec<(String, String)> = match &after {
+        let rows: Vec<(String, String, String)> = match &after {
             None => sqlx::query_as(sqlx::AssertSqlSafe(select_first.clone())).bind(limit).fetch_all(&mut *conn).await,
             Some(last) => {
                 sqlx::query_as(sqlx::AssertSqlSafe(select_next.clone()))
@@ -165,19 +201,29 @@ async fn reseal_table(
         .with_context(|| format!("Failed to read a batch of {table}"))?;
         let Some(last) = rows.last() else { break };
         after = Some(last.0.clone());
-        let mut writes: Vec<(String, &str, &str)> = Vec::new();
-        for (id, sealed) in &rows {
+        let mut writes: Vec<(String, String, &str, &str)> = Vec::new();
+        for (id, sealed, hash) in &rows {
             out.checked += 1;
             if sealed.is_empty() {
                 // A legacy row emptied by a rollback without auth access: nothing to re-seal.
                 continue;
             }
-            if !keyring.needs_reseal(sealed) {
+            if !keyring.needs_reseal(sealed)
+                && (!with_hash
+                    || legacy::open_email(keyring, sealed, id).is_ok_and(|e| keyring.blind_index(&e) == *hash))
+            {
                 out.current += 1;
                 continue;
             }
-            match legacy::open_email(keyring, sealed, id) {
-                Ok(email) => writes.push((keyring.seal_with_aad(&email, id.as_bytes()), id, sealed)),
+            let opened = legacy::open_email(keyring, sealed, id)
+                .or_else(|e| old.map_or(Err(e), |o| legacy::open_email(o, sealed, id)));
+            match opened {
+                Ok(email) => writes.push((
+                    keyring.seal_with_aad(&email, id.as_bytes()),
+                    keyring.blind_index(&email),
+                    id,
+                    sealed,
+                )),
                 Err(_) => {
                     out.unreadable += 1;
                     if out.unreadable_ids.len() < MAX_IDS_PER_KIND {
@@ -190,11 +236,14 @@ async fn reseal_table(
             out.resealed += writes.len() as u64;
         } else if !writes.is_empty() {
             let mut tx = conn.begin().await.context("Failed to start a transaction")?;
-            for (new, id, old) in &writes {
-                let done = sqlx::query(sqlx::AssertSqlSafe(update.clone()))
-                    .bind(new)
+            for (new, new_hash, id, previous) in &writes {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(update.clone())).bind(new);
+                if with_hash {
+                    q = q.bind(new_hash);
+                }
+                let done = q
                     .bind(*id)
-                    .bind(*old)
+                    .bind(*previous)
                     .execute(&mut *tx)
                     .await
                     .with_context(|| format!("Failed to re-seal {table} row {id}"))?;
@@ -231,9 +280,12 @@ pub fn render(r: &Report) -> String {
     let mut out = String::new();
     let secs = r.duration_ms as f64 / 1000.0;
     out.push_str(&format!(
-        "reencrypt{}: active key {} ({secs:.1} s)\n",
+        "reencrypt{}: active key {}{} ({secs:.1} s)\n",
         if r.dry_run { " (dry run: nothing written)" } else { "" },
-        r.active_kid
+        r.active_kid,
+        r.reindexed_to
+            .as_deref()
+            .map_or_else(String::new, |k| format!(", re-indexing email_hash under {k}"))
     ));
     for t in &r.tables {
         let kids: Vec<String> = t.sealed_by_kid.iter().map(|(k, n)| format!("{k}={n}")).collect();
@@ -280,7 +332,17 @@ pub fn render(r: &Report) -> String {
 pub fn command(args: Args, env_file: Option<&Path>, secrets: &mut Vec<String>) -> Result<()> {
     legacy::block_on(env_file, async |env| {
         let cross = CrossDb::from_args(&args.db, &env, secrets)?;
-        let report = run(&cross, args.target, args.dry_run).await?;
+        let reindex_to = match &args.reindex_to_env {
+            None => None,
+            Some(name) => {
+                let value = std::env::var(name).with_context(|| {
+                    format!("Failed to read the new keyring: environment variable {name} is not set")
+                })?;
+                secrets.push(value.clone());
+                Some(value)
+            }
+        };
+        let report = run_with(&cross, args.target, args.dry_run, reindex_to.as_deref()).await?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report).context("Failed to write JSON")?);
         } else {
