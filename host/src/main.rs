@@ -34,8 +34,10 @@ enum Command {
         /// Folder for local state such as the key-value database (default: `.spin` beside the manifest).
         #[arg(long)]
         state_dir: Option<PathBuf>,
-        /// Log as JSON lines instead of text.
-        #[arg(long, env = "SPIN_LOCAL_LOG_JSON")]
+        /// Log as JSON lines instead of text: one object per line on stderr. Component output
+        /// passes through unchanged (our components already write JSON lines).
+        /// SPIN_LOCAL_LOG_JSON takes 1/0, true/false, yes/no, on/off.
+        #[arg(long, env = "SPIN_LOCAL_LOG_JSON", value_parser = clap::builder::BoolishValueParser::new())]
         log_json: bool,
     },
 }
@@ -72,10 +74,11 @@ async fn main() -> Result<()> {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let ansi = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if json {
-        builder.json().flatten_event(true).init();
+        // {"timestamp":…,"level":"INFO","message":"request",<fields>,"target":"spin_local_host::server"}
+        builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init();
     } else {
         builder.compact().init();
     }

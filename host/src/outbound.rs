@@ -55,8 +55,8 @@ impl WasiHttpHooks for OutboundHooks {
             let started = std::time::Instant::now();
             let result = wasmtime_wasi_http::default_send_request(request, options).await;
             match &result {
-                Ok((response, _)) => tracing::info!(%component, url = %shown, status = response.status().as_u16(), duration_ms = started.elapsed().as_secs_f64() * 1000.0, "outbound request"),
-                Err(err) => tracing::warn!(%component, url = %shown, error = ?err, duration_ms = started.elapsed().as_secs_f64() * 1000.0, "outbound request failed"),
+                Ok((response, _)) => tracing::info!(%component, url = %shown, status = response.status().as_u16(), duration_ms = crate::server::millis(started), "outbound request"),
+                Err(err) => tracing::warn!(%component, url = %shown, error = ?err, duration_ms = crate::server::millis(started), "outbound request failed"),
             }
             let (response, io) = result?;
             Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as ResponseIo))

@@ -176,6 +176,10 @@ impl App {
             .ok_or_else(|| anyhow!("no component `{}`", route.component))?;
         add_spin_headers(&mut request, &route, client_addr)?;
 
+        // The component's stdout and stderr are the host's, unchanged (as in Spin): each guest
+        // write is one `write_all` under std's stderr lock, so a JSON line a component writes in
+        // one write (ours do, see crates/telemetry) never interleaves with another instance's
+        // lines or the host's own (tracing also writes a whole line at once).
         let mut wasi = WasiCtx::builder();
         wasi.inherit_stdout().inherit_stderr().envs(&component.environment);
         let state = InstanceState {

@@ -48,7 +48,7 @@ pub async fn handle(
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let Some(route) = app.route(&path) else {
-        tracing::info!(component = "-", %method, %path, status = 404, duration_ms = started.elapsed().as_secs_f64() * 1000.0, "request");
+        tracing::info!(component = "-", %method, %path, status = 404, duration_ms = millis(started), "request");
         return host_response(404, "Not Found");
     };
     let component = route.component.clone();
@@ -60,8 +60,13 @@ pub async fn handle(
     }
 }
 
+/// Milliseconds since `started`, to the microsecond.
+pub fn millis(started: Instant) -> f64 {
+    (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
 pub fn log_request(component: &str, method: &http::Method, path: &str, result: &ResponseResult, started: Instant, chained: bool) {
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let duration_ms = millis(started);
     match result {
         Ok(response) => {
             // Components echo the request id they used (x-request-id); logging it lets a

@@ -48,7 +48,7 @@ impl Source for Spin {
             Ok(value) => Ok(Some(value)),
             Err(spin_sdk::variables::Error::Undefined(_)) => Ok(None),
             Err(err) => {
-                eprintln!("config: variable `{name}` could not be read: {err}");
+                telemetry::error("variable could not be read", &[("variable", name.into()), ("cause", err.to_string().into())]);
                 Err(Error::misconfigured(name, "could not be read"))
             }
         }

@@ -3,7 +3,8 @@
 //! Every variant says its status and its stable `code`. Infrastructure failures are logged where
 //! they happen (with the cause, never a secret, token, password or email) and reach the client
 //! as an opaque 500 or 503. This module knows no `spin_sdk`: `render` returns plain parts that
-//! `lib.rs` turns into a response.
+//! `lib.rs` turns into a response. Bodies carry the request's id (`request_id`) once `lib.rs` has
+//! started the request (`telemetry::start`).
 
 use serde::Serialize;
 
@@ -93,19 +94,22 @@ struct Body<'a> {
     errors: Option<&'a [FieldError]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after: Option<u64>,
+    /// The request's id (also in the `x-request-id` header), to match a report to the logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
 }
 
 impl Error {
     /// Logs an infrastructure failure (`what` failed: `cause`) and returns the opaque 500.
     pub fn internal(what: &str, cause: &dyn std::fmt::Display) -> Error {
-        eprintln!("error: {what}: {cause}");
+        telemetry::error("internal error", &[("what", what.into()), ("cause", cause.to_string().into())]);
         Error::Internal
     }
 
     /// A variable is missing or malformed: logged and answered with its name, never its value.
     pub fn misconfigured(variable: &'static str, what: impl Into<String>) -> Error {
         let what = what.into();
-        eprintln!("config: variable `{variable}` {what}");
+        telemetry::error("configuration error", &[("variable", variable.into()), ("problem", what.as_str().into())]);
         Error::Misconfigured { variable, what }
     }
 
@@ -193,6 +197,7 @@ impl Error {
                 _ => None,
             },
             retry_after,
+            request_id: telemetry::request_id(),
         };
         let body = serde_json::to_string(&body)
             .unwrap_or_else(|_| format!(r#"{{"status":{status},"code":"{code}","title":"{title}"}}"#));

@@ -25,15 +25,28 @@ use routes::Endpoint;
 #[cfg_attr(target_arch = "wasm32", spin_sdk::http_component)]
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 fn handle(request: Request) -> Response {
+    // The request id (taken from x-request-id or traceparent, or new) is echoed on every answer,
+    // carried in every problem body and in every log line of this request.
+    let header = |name: &str| request.header(name).and_then(|value| value.as_str());
+    let request_id = telemetry::start("auth", header(telemetry::REQUEST_ID_HEADER), header(telemetry::TRACEPARENT_HEADER));
     let method = method_name(request.method());
-    let result = routes::resolve(method, request.path()).and_then(|(endpoint, id)| dispatch(&request, endpoint, id.as_deref()));
-    match result {
-        Ok(reply) => respond(reply.status, reply.headers, reply.body),
+    let result = routes::resolve(method, request.path()).and_then(|(endpoint, id)| {
+        if let Some((_, template, _)) = routes::ROUTES.iter().find(|(_, _, e)| *e == endpoint) {
+            telemetry::set_route(template);
+        }
+        dispatch(&request, endpoint, id.as_deref())
+    });
+    let (status, mut headers, body) = match result {
+        Ok(reply) => (reply.status, reply.headers, reply.body),
         Err(err) => {
             let rendered = err.render();
-            respond(rendered.status, rendered.headers, Some(rendered.body))
+            (rendered.status, rendered.headers, Some(rendered.body))
         }
-    }
+    };
+    headers.push((telemetry::REQUEST_ID_HEADER, request_id));
+    let response = respond(status, headers, body);
+    telemetry::finish(method, status);
+    response
 }
 
 fn dispatch(request: &Request, endpoint: Endpoint, id: Option<&str>) -> Result<Reply, Error> {

@@ -20,7 +20,7 @@ use crate::domain::{
 use crate::error::Error;
 use crate::kv::SpinKv;
 use crate::outbound::WasiTransport;
-use crate::problem::FieldError;
+use crate::problem::{FieldError, Problem};
 use crate::store::mysql::MysqlStore;
 use crate::stripe::{StripeClient, StripeSecret};
 use crate::transport::Timeouts;
@@ -276,7 +276,7 @@ impl Deps {
             .get_or_init(|| {
                 let url = config::required(config::DB_URL)?;
                 MysqlStore::open(&url).map_err(|err| {
-                    eprintln!("store: cannot open the database connection: {err}");
+                    telemetry::error("cannot open the database connection", &[("cause", err.to_string().into())]);
                     Error::DatabaseUnavailable
                 })
             })
@@ -387,13 +387,13 @@ pub fn authenticate(req: &Req, deps: &Deps) -> Result<Principal, Error> {
             match keys.verify_service_token(token, now) {
                 Ok(claims) => Ok(Principal::Service(claims.service)),
                 Err(err) => {
-                    eprintln!("auth: service token refused: {err}");
+                    telemetry::info("service token refused", &[("reason", err.to_string().into())]);
                     Err(Error::Unauthorized("The token is not valid."))
                 }
             }
         }
         Err(err) => {
-            eprintln!("auth: access token refused: {err}");
+            telemetry::info("access token refused", &[("reason", err.to_string().into())]);
             Err(Error::Unauthorized("The token is not valid."))
         }
     }
@@ -422,8 +422,8 @@ fn idempotent(req: &Req, deps: &Deps, principal: &Principal, run: impl FnOnce() 
     match idempotency::begin(store, &scope, key.as_str(), &hash, deps.now)? {
         Begin::Replay { status, content_type, body } => Ok(Reply {
             status,
+            body: if content_type == "application/problem+json" { restamp_problem(body) } else { body },
             content_type,
-            body,
             headers: vec![("idempotent-replayed".into(), "true".into())],
         }),
         Begin::Proceed => {
@@ -431,6 +431,21 @@ fn idempotent(req: &Req, deps: &Deps, principal: &Principal, run: impl FnOnce() 
             idempotency::finish(store, &scope, key.as_str(), reply.status, &reply.content_type, &reply.body);
             Ok(reply)
         }
+    }
+}
+
+/// A replayed problem body names the request that replays it (as its `x-request-id` does), not
+/// the one that was first answered.
+fn restamp_problem(body: String) -> String {
+    match serde_json::from_str::<Value>(&body) {
+        Ok(Value::Object(mut problem)) => {
+            match telemetry::request_id() {
+                Some(id) => problem.insert("request_id".into(), Value::String(id)),
+                None => problem.remove("request_id"),
+            };
+            Value::Object(problem).to_string()
+        }
+        _ => body,
     }
 }
 
@@ -442,7 +457,7 @@ pub fn health(_request: Request, _params: Params) -> Response {
     let deps = Deps::new();
     respond((|| {
         deps.store()?.ping().map_err(|err| {
-            eprintln!("health: SELECT 1 failed: {err}");
+            telemetry::error("health: SELECT 1 failed", &[("cause", err.to_string().into())]);
             Error::DatabaseUnavailable
         })?;
         let auth = match deps.auth_public().map(|a| a.health()) {
@@ -453,7 +468,6 @@ pub fn health(_request: Request, _params: Params) -> Response {
         let stripe = match deps.stripe().map(|s| s.ping(Timeouts::all(HEALTH_TIMEOUT))) {
             Ok(Ok(latency)) => {
                 let ms = latency.as_secs_f64() * 1000.0;
-                eprintln!("stripe call: GET /v1/balance (health) latency_ms={ms:.2}");
                 json!({"status": "ok", "latency_ms": (ms * 100.0).round() / 100.0})
             }
             Ok(Err(reason)) => json!({"status": "unavailable", "reason": reason}),
@@ -549,7 +563,7 @@ pub fn get_by_id(request: Request, params: Params) -> Response {
         let user = UserId::parse(&id).map_err(|_| Error::not_found("No such customer."))?;
         match &principal {
             Principal::Service(name) => {
-                eprintln!("customer: service {name} reads customer {user}");
+                telemetry::info("service reads a customer", &[("service", name.as_str().into()), ("customer", user.as_str().into())]);
                 customer_reply(req, deps, &user).map_err(|err| match err {
                     Error::NotFound { .. } => Error::not_found("No such customer."),
                     other => other,
@@ -585,7 +599,7 @@ pub fn list_customers(request: Request, _params: Params) -> Response {
             Some(_) => return Err(Error::bad_request("invalid_query", "include may only be `profile`.")),
         };
         let customers = deps.store()?.customers(after.as_deref(), limit)?;
-        eprintln!("customer: service {service} lists {} customers", customers.len());
+        telemetry::info("service lists customers", &[("service", service.as_str().into()), ("count", customers.len().into())]);
         let mut items: Vec<Value> = customers.iter().map(customer_json).collect();
         let mut body = json!({});
         if with_profiles && !customers.is_empty() {
@@ -706,14 +720,22 @@ pub fn stripe_webhook(request: Request, _params: Params) -> Response {
         let secrets: Vec<&str> = secrets.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
         webhook::verify_signature(req.header("stripe-signature"), &req.body, &secrets, deps.now, webhook::TOLERANCE_SECS)
             .map_err(|err| {
-                eprintln!("webhook: refused: {err}");
+                telemetry::warn("webhook refused", &[("reason", err.to_string().into())]);
                 Error::from(err)
             })?;
         let event = Event::parse(&req.body)?;
         let store = deps.store()?;
         let stripe = deps.stripe()?;
         let outcome = webhook::handle(store, &stripe, &event, deps.now)?;
-        eprintln!("webhook: {} {} created={} outcome={}", event.id, event.kind, event.created, outcome.as_str());
+        telemetry::info(
+            "webhook",
+            &[
+                ("event_id", event.id.as_str().into()),
+                ("event_type", event.kind.as_str().into()),
+                ("created", event.created.into()),
+                ("outcome", outcome.as_str().into()),
+            ],
+        );
         Ok(Reply::json(
             200,
             &json!({"received": true, "duplicate": outcome == Outcome::Duplicate, "outcome": outcome.as_str()}),
@@ -736,7 +758,7 @@ pub fn login_proxy(request: Request, _params: Params) -> Response {
         }
         let auth = deps.auth_public()?;
         let response = auth.login(req.body.clone(), req.header("spin-client-addr")).map_err(|err| {
-            eprintln!("auth: login proxy failed: {err}");
+            telemetry::warn("login proxy failed", &[("cause", err.to_string().into())]);
             Error::AuthUnavailable { retry_after: 5 }
         })?;
         let mut headers = Vec::new();
@@ -754,6 +776,18 @@ pub fn login_proxy(request: Request, _params: Params) -> Response {
 
 pub fn not_found(request: Request, _params: Params) -> Response {
     Reply::error(&Error::not_found(format!("No resource at {}.", request.path()))).into_response()
+}
+
+/// What the router answers when no handler takes the request (no route, or not for this
+/// method), as problem+json.
+pub fn unrouted(status: u16) -> Response {
+    let problem = if status == 405 {
+        Problem::new(405, "method_not_allowed", "Method not allowed").with_detail("This path does not accept this method.")
+    } else {
+        Error::not_found("No resource at this path.").problem()
+    };
+    Reply { status: problem.status, content_type: "application/problem+json".into(), body: problem.body(), headers: Vec::new() }
+        .into_response()
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::domain::{Profile, ProfileError, ProfileLookup, ProfileSource, Profiles};
 use crate::kv::Kv;
-use crate::transport::{HttpRequest, HttpResponse, Timeouts, Transport, TransportError};
+use crate::transport::{HttpRequest, HttpResponse, Timeouts, Transport, TransportError, send_logged};
 
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
@@ -122,14 +122,18 @@ impl<'a> AuthClient<'a> {
     }
 
     /// Sends once, and once more if no connection could be made.
-    fn send(&self, request: &HttpRequest) -> Result<HttpResponse, TransportError> {
-        match self.transport.send(request) {
-            Err(TransportError::Connect(reason)) => {
-                eprintln!("auth call: {} {} could not connect ({reason}); retrying once", request.method, path_of(&request.url));
-                self.transport.send(request)
-            }
+    fn send(&self, request: &HttpRequest, extra: &[(&str, Value)]) -> Result<HttpResponse, TransportError> {
+        match self.send_once(request, 1, extra) {
+            Err(TransportError::Connect(_)) => self.send_once(request, 2, extra),
             other => other,
         }
+    }
+
+    /// One attempt, carrying the request's id and a `traceparent` (same trace, new span), logged.
+    fn send_once(&self, request: &HttpRequest, attempt: u32, extra: &[(&str, Value)]) -> Result<HttpResponse, TransportError> {
+        let mut request = request.clone();
+        request.headers.extend(telemetry::propagation_headers());
+        send_logged(self.transport, "auth", &request, attempt, extra)
     }
 
     fn service_request(&self, method: &'static str, path: &str, body: Option<Vec<u8>>) -> Result<HttpRequest, String> {
@@ -177,7 +181,7 @@ impl<'a> AuthClient<'a> {
         let probe_window = i64::try_from(self.settings.timeouts.first_byte.as_secs()).unwrap_or(5) + 2;
         state.probe_until = self.now + probe_window;
         self.save_breaker(&state);
-        eprintln!("auth: circuit half-open, sending one probe");
+        telemetry::warn("auth circuit half-open: sending one probe", &[]);
         Ok(())
     }
 
@@ -185,7 +189,7 @@ impl<'a> AuthClient<'a> {
         let state = self.breaker();
         if state != BreakerState::default() {
             if state.failures >= self.settings.threshold {
-                eprintln!("auth: circuit closed again");
+                telemetry::info("auth circuit closed again", &[]);
             }
             self.save_breaker(&BreakerState::default());
         }
@@ -197,7 +201,10 @@ impl<'a> AuthClient<'a> {
         if state.failures >= self.settings.threshold {
             state.open_until = self.now + self.settings.cooldown;
             state.probe_until = 0;
-            eprintln!("auth: circuit open for {} s after {} consecutive failures", self.settings.cooldown, state.failures);
+            telemetry::warn(
+                "auth circuit open",
+                &[("cooldown_s", self.settings.cooldown.into()), ("consecutive_failures", state.failures.into())],
+            );
         }
         self.save_breaker(&state);
     }
@@ -219,7 +226,10 @@ impl<'a> AuthClient<'a> {
     fn stale_or(&self, cached: Option<CachedProfile>, reason: String, retry_after: u32) -> Result<ProfileLookup, ProfileError> {
         match cached {
             Some(entry) if self.now - entry.fetched_at < self.settings.cache_ttl + self.settings.stale_ttl => {
-                eprintln!("auth: serving a cached profile ({} s old) because {reason}", self.now - entry.fetched_at);
+                telemetry::warn(
+                    "serving a stale cached profile",
+                    &[("age_s", (self.now - entry.fetched_at).into()), ("reason", reason.as_str().into())],
+                );
                 Ok(ProfileLookup { profile: entry.profile, source: ProfileSource::StaleCache { age: self.now - entry.fetched_at } })
             }
             _ => Err(ProfileError::Unavailable { reason, retry_after }),
@@ -230,13 +240,7 @@ impl<'a> AuthClient<'a> {
     fn fetch_profile(&self, id: &str) -> Result<Option<Profile>, String> {
         let path = format!("/api/v3/users/{}", percent_encode_segment(id));
         let request = self.service_request("GET", &path, None)?;
-        let result = self.send(&request);
-        let (status, latency) = match &result {
-            Ok(r) => (r.status.to_string(), r.elapsed.as_secs_f64() * 1000.0),
-            Err(_) => ("error".to_string(), 0.0),
-        };
-        eprintln!("auth call: GET /api/v3/users/{{id}} user={id} status={status} latency_ms={latency:.2}");
-        let response = result.map_err(|e| e.to_string())?;
+        let response = self.send(&request, &[]).map_err(|e| e.to_string())?;
         match response.status {
             200 => {
                 let body: Value = serde_json::from_slice(&response.body).map_err(|_| "auth answered invalid JSON".to_string())?;
@@ -296,14 +300,7 @@ impl<'a> AuthClient<'a> {
     fn fetch_batch(&self, ids: &[String]) -> Result<Vec<Profile>, String> {
         let body = serde_json::to_vec(&serde_json::json!({ "ids": ids })).map_err(|e| e.to_string())?;
         let request = self.service_request("POST", "/api/v3/users/batch", Some(body))?;
-        let result = self.send(&request);
-        let latency = result.as_ref().map(|r| r.elapsed.as_secs_f64() * 1000.0).unwrap_or(0.0);
-        eprintln!(
-            "auth call: POST /api/v3/users/batch ids={} status={} latency_ms={latency:.2}",
-            ids.len(),
-            result.as_ref().map(|r| r.status.to_string()).unwrap_or_else(|_| "error".into())
-        );
-        let response = result.map_err(|e| e.to_string())?;
+        let response = self.send(&request, &[("ids", ids.len().into())]).map_err(|e| e.to_string())?;
         if response.status != 200 {
             return Err(format!("auth answered {}", response.status));
         }
@@ -332,12 +329,7 @@ impl<'a> AuthClient<'a> {
             timeouts: self.settings.timeouts,
             max_body: tokens::MAX_JWKS_LEN,
         };
-        let fetched = self.send(&request).map_err(|e| e.to_string()).and_then(|response| {
-            eprintln!(
-                "auth call: GET /.well-known/jwks.json status={} latency_ms={:.2}",
-                response.status,
-                response.elapsed.as_secs_f64() * 1000.0
-            );
+        let fetched = self.send(&request, &[]).map_err(|e| e.to_string()).and_then(|response| {
             if response.status != 200 {
                 return Err(format!("auth answered {}", response.status));
             }
@@ -355,7 +347,7 @@ impl<'a> AuthClient<'a> {
             Err(reason) => {
                 // A stale JWKS still verifies tokens signed by the keys it knows.
                 if let Some(verifier) = cached.and_then(|entry| tokens::Verifier::from_jwks(&entry.json).ok()) {
-                    eprintln!("auth: JWKS refetch failed ({reason}); using the cached keys");
+                    telemetry::warn("JWKS refetch failed; using the cached keys", &[("reason", reason.as_str().into())]);
                     return Ok(verifier);
                 }
                 Err(ProfileError::Unavailable { reason: format!("JWKS: {reason}"), retry_after: 5 })
@@ -375,9 +367,8 @@ impl<'a> AuthClient<'a> {
             timeouts: self.settings.timeouts,
             max_body: 16 * 1024,
         };
-        let response = self.transport.send(&request).map_err(|e| e.to_string())?;
+        let response = self.send_once(&request, 1, &[]).map_err(|e| e.to_string())?;
         let latency = response.elapsed.as_secs_f64() * 1000.0;
-        eprintln!("auth call: GET /api/v3/auth/health status={} latency_ms={latency:.2}", response.status);
         match response.status {
             200 => Ok((latency * 100.0).round() / 100.0),
             status => Err(format!("auth answered {status}")),
@@ -402,20 +393,8 @@ impl<'a> AuthClient<'a> {
             timeouts: self.settings.timeouts,
             max_body: 64 * 1024,
         };
-        let result = self.transport.send(&request);
-        if let Ok(response) = &result {
-            eprintln!(
-                "auth call: POST /api/v3/auth/login (proxied) status={} latency_ms={:.2}",
-                response.status,
-                response.elapsed.as_secs_f64() * 1000.0
-            );
-        }
-        result
+        self.send_once(&request, 1, &[("proxied", true.into())])
     }
-}
-
-fn path_of(url: &str) -> &str {
-    url.split_once("://").and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..])).unwrap_or("/")
 }
 
 /// Checks a batch answer: every user is one we asked for, at most once; `missing` only ids we
@@ -454,7 +433,7 @@ impl Profiles for AuthClient<'_> {
         let cached = self.cached(id);
         if let Some(entry) = &cached
             && self.now - entry.fetched_at < self.settings.cache_ttl {
-                eprintln!("auth: profile {id} from cache");
+                telemetry::info("profile from cache", &[("user", id.into())]);
                 return Ok(ProfileLookup { profile: entry.profile.clone(), source: ProfileSource::Cache });
             }
         if let Err(retry_after) = self.breaker_allows() {

@@ -30,7 +30,7 @@ pub fn required(name: &'static str) -> Result<String, Error> {
         Ok(value) if !value.trim().is_empty() => Ok(value),
         Ok(_) => Err(Error::Misconfigured { variable: name, what: "is empty".into() }),
         Err(err) => {
-            eprintln!("config: variable {name} unavailable: {err}");
+            telemetry::error("variable could not be read", &[("variable", name.into()), ("cause", err.to_string().into())]);
             Err(Error::Misconfigured { variable: name, what: "is not set".into() })
         }
     }

@@ -90,9 +90,11 @@ impl Error {
     /// The problem+json for this error; logs the cause of 5xx errors.
     pub fn problem(&self) -> Problem {
         match self {
-            Self::Internal(cause) => eprintln!("error: internal: {cause}"),
-            Self::Misconfigured { variable, what } => eprintln!("config: variable `{variable}` {what}"),
-            Self::DatabaseUnavailable => eprintln!("error: database unavailable"),
+            Self::Internal(cause) => telemetry::error("internal error", &[("cause", cause.as_str().into())]),
+            Self::Misconfigured { variable, what } => {
+                telemetry::error("configuration error", &[("variable", (*variable).into()), ("problem", what.as_str().into())]);
+            }
+            Self::DatabaseUnavailable => telemetry::error("database unavailable", &[]),
             _ => {}
         }
         self.problem_unlogged()

@@ -28,7 +28,7 @@ impl SpinKv {
             .get_or_init(|| match spin_sdk::key_value::Store::open_default() {
                 Ok(store) => Some(store),
                 Err(err) => {
-                    eprintln!("kv: cannot open the default store: {err}");
+                    telemetry::warn("kv: cannot open the default store", &[("cause", err.to_string().into())]);
                     None
                 }
             })
@@ -41,7 +41,7 @@ impl Kv for SpinKv {
         match self.store()?.get(key) {
             Ok(value) => value,
             Err(err) => {
-                eprintln!("kv: get failed: {err}");
+                telemetry::warn("kv: get failed", &[("cause", err.to_string().into())]);
                 None
             }
         }
@@ -50,14 +50,14 @@ impl Kv for SpinKv {
     fn set(&self, key: &str, value: &[u8]) {
         if let Some(store) = self.store()
             && let Err(err) = store.set(key, value) {
-                eprintln!("kv: set failed: {err}");
+                telemetry::warn("kv: set failed", &[("cause", err.to_string().into())]);
             }
     }
 
     fn delete(&self, key: &str) {
         if let Some(store) = self.store()
             && let Err(err) = store.delete(key) {
-                eprintln!("kv: delete failed: {err}");
+                telemetry::warn("kv: delete failed", &[("cause", err.to_string().into())]);
             }
     }
 }

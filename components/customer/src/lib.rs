@@ -17,7 +17,7 @@ pub mod store;
 pub mod stripe;
 pub mod transport;
 
-use spin_sdk::http::{Request, Response, Router};
+use spin_sdk::http::{Method, Params, Request, Response, Router};
 
 /// Every route this component serves (the OpenAPI test reads this list). The export exists only
 /// in the wasm build: natively its `wasi:http/...` symbol name breaks the cdylib's linker script,
@@ -25,7 +25,14 @@ use spin_sdk::http::{Request, Response, Router};
 #[cfg_attr(target_arch = "wasm32", spin_sdk::http_component)]
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 fn handle(request: Request) -> Response {
-    let mut router = Router::new();
+    // The request id (taken from x-request-id or traceparent, or new) is echoed on every answer,
+    // carried in every problem body, in every log line and on every call to auth.
+    let header = |name: &str| request.header(name).and_then(|value| value.as_str()).map(str::to_owned);
+    let (incoming_id, traceparent) = (header(telemetry::REQUEST_ID_HEADER), header(telemetry::TRACEPARENT_HEADER));
+    let request_id = telemetry::start("customer", incoming_id.as_deref(), traceparent.as_deref());
+    let method = request.method().to_string().to_ascii_uppercase();
+
+    let mut router = Routes(Router::new());
     router.get("/api/v3/customers/health", api::health);
     router.post("/api/v3/customers", api::create_customer);
     router.get("/api/v3/customers", api::list_customers);
@@ -41,5 +48,55 @@ fn handle(request: Request) -> Response {
     router.post("/api/v3/auth/login", api::login_proxy);
     router.any("/api/v3/customers/*", api::not_found);
     router.any("/api/v3/billing/*", api::not_found);
-    router.handle(request)
+    let mut response = router.0.handle(request);
+    if telemetry::route().is_none() && matches!(*response.status(), 404 | 405) {
+        // No handler ran: the router's own plain-text 404/405 becomes problem+json.
+        response = api::unrouted(*response.status());
+    }
+    response.set_header(telemetry::REQUEST_ID_HEADER, request_id);
+    telemetry::finish(&method, *response.status());
+    response
+}
+
+type Handler = fn(Request, Params) -> Response;
+
+/// Spin's router, recording the route template (`{id}` for `:id`) that serves each request.
+struct Routes(Router);
+
+impl Routes {
+    fn add(&mut self, method: Option<Method>, path: &str, handler: Handler) {
+        let template: String = path
+            .split('/')
+            .map(|segment| segment.strip_prefix(':').map_or(segment.to_string(), |name| format!("{{{name}}}")))
+            .collect::<Vec<_>>()
+            .join("/");
+        let traced = move |request: Request, params: Params| {
+            telemetry::set_route(&template);
+            handler(request, params)
+        };
+        match method {
+            Some(method) => self.0.add(path, method, traced),
+            None => self.0.any(path, traced),
+        }
+    }
+
+    fn get(&mut self, path: &str, handler: Handler) {
+        self.add(Some(Method::Get), path, handler);
+    }
+
+    fn post(&mut self, path: &str, handler: Handler) {
+        self.add(Some(Method::Post), path, handler);
+    }
+
+    fn patch(&mut self, path: &str, handler: Handler) {
+        self.add(Some(Method::Patch), path, handler);
+    }
+
+    fn delete(&mut self, path: &str, handler: Handler) {
+        self.add(Some(Method::Delete), path, handler);
+    }
+
+    fn any(&mut self, path: &str, handler: Handler) {
+        self.add(None, path, handler);
+    }
 }

@@ -1,5 +1,6 @@
 //! RFC 9457 problem details: the body every error becomes (built in `error.rs`, the one place
-//! that maps errors to statuses) and its HTTP rendering.
+//! that maps errors to statuses) and its HTTP rendering. Each carries the request's id
+//! (`request_id`, as in the `x-request-id` header) once `lib.rs` has started the request.
 
 use serde::Serialize;
 
@@ -24,6 +25,9 @@ pub struct Problem {
     pub retry_after: Option<u32>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// The request's id (also in the `x-request-id` header), to match a report to the logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl Problem {
@@ -36,6 +40,7 @@ impl Problem {
             detail: None,
             retry_after: None,
             errors: Vec::new(),
+            request_id: telemetry::request_id(),
         }
     }
 

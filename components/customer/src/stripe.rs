@@ -12,7 +12,7 @@ use crate::domain::{
     Billing, Invoice, InvoicePage, NewStripeCustomer, PriceId, StripeCustomerRef, StripeError, StripeSubscription,
     is_stripe_id,
 };
-use crate::transport::{HttpRequest, HttpResponse, Timeouts, Transport, TransportError};
+use crate::transport::{HttpRequest, HttpResponse, Timeouts, Transport, TransportError, send_logged};
 
 /// The API version every request pins (subscriptions carry `current_period_end`; items carry `price`).
 pub const STRIPE_VERSION: &str = "2024-06-20";
@@ -136,7 +136,7 @@ impl<'a> StripeClient<'a> {
     /// One attempt, for health: the latency of `GET /v1/balance`.
     pub fn ping(&self, timeouts: Timeouts) -> Result<Duration, String> {
         let request = self.build("GET", "/v1/balance", None, None, timeouts);
-        match self.transport.send(&request) {
+        match send_logged(self.transport, "stripe", &request, 1, &[("purpose", "health".into())]) {
             Ok(response) if response.status == 200 => Ok(response.elapsed),
             Ok(response) => Err(format!("stripe answered {}", response.status)),
             Err(err) => Err(err.to_string()),
@@ -165,15 +165,14 @@ impl<'a> StripeClient<'a> {
         let request = self.build(method, path, form, idempotency_key, self.timeouts);
         let mut attempt = 1;
         loop {
-            let result = self.transport.send(&request);
+            // Stripe takes no request id of ours: the call's log line carries it instead.
+            let result = send_logged(self.transport, "stripe", &request, attempt, &[]);
             let retryable = match &result {
                 Ok(response) if response.status < 300 => {
-                    eprintln!("stripe call: {method} {path} status={} latency_ms={:.1}", response.status, ms(response));
                     return serde_json::from_slice(&response.body)
-                        .map_err(|_| StripeError::Malformed(format!("{method} {path}: body is not JSON")));
+                        .map_err(|_| StripeError::Malformed(format!("{method} {}: body is not JSON", telemetry::path_of(path))));
                 }
                 Ok(response) => {
-                    eprintln!("stripe call: {method} {path} status={} latency_ms={:.1} attempt={attempt}", response.status, ms(response));
                     match response.header("stripe-should-retry") {
                         Some("true") => true,
                         Some("false") => false,
@@ -181,7 +180,6 @@ impl<'a> StripeClient<'a> {
                     }
                 }
                 Err(err) => {
-                    eprintln!("stripe call: {method} {path} failed attempt={attempt}: {err}");
                     matches!(err, TransportError::Connect(_) | TransportError::Timeout(_) | TransportError::Interrupted(_))
                 }
             };
@@ -196,10 +194,6 @@ impl<'a> StripeClient<'a> {
             });
         }
     }
-}
-
-fn ms(response: &HttpResponse) -> f64 {
-    response.elapsed.as_secs_f64() * 1000.0
 }
 
 /// Stripe's error body → our error. Messages are passed on (scrubbed of anything key-like) only

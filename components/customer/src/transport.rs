@@ -2,7 +2,9 @@
 //! Plain Rust (no spin_sdk), so the Stripe and auth clients are unit-tested natively against a
 //! fake; `outbound::WasiTransport` is the real one.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// Timeouts of one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,4 +71,35 @@ pub enum TransportError {
 
 pub trait Transport {
     fn send(&self, request: &HttpRequest) -> Result<HttpResponse, TransportError>;
+}
+
+/// Sends one attempt through `transport` and logs it as one `call` line: `target`, method, path
+/// (never the query, headers or body), status or error, duration, attempt, the request's id, and
+/// `extra` fields.
+pub fn send_logged(
+    transport: &dyn Transport,
+    target: &str,
+    request: &HttpRequest,
+    attempt: u32,
+    extra: &[(&str, Value)],
+) -> Result<HttpResponse, TransportError> {
+    let started = Instant::now();
+    let result = transport.send(request);
+    let duration = started.elapsed();
+    let error = result.as_ref().err().map(ToString::to_string);
+    let outcome = match (&result, &error) {
+        (Ok(response), _) => Ok(response.status),
+        (Err(_), Some(reason)) => Err(reason.as_str()),
+        (Err(_), None) => Err("failed"),
+    };
+    let mut fields = extra.to_vec();
+    // Stripe's own id of the request, for its support and dashboard logs.
+    if let Some(id) = result.as_ref().ok().and_then(|r| r.header("request-id")) {
+        fields.push(("upstream_request_id", Value::from(id)));
+    }
+    telemetry::call(
+        &telemetry::Call { target, method: request.method, url: &request.url, attempt, duration, outcome },
+        &fields,
+    );
+    result
 }

@@ -402,7 +402,7 @@ pub fn authenticate_user(crypto: &Crypto, ctx: &Ctx, bearer: Option<&str>) -> Re
     match verifier.verify_access_token(token, &crypto.access, ctx.now) {
         Ok(claims) => Ok(claims.subject),
         Err(err) => {
-            eprintln!("auth: access token refused: {err}");
+            telemetry::info("access token refused", &[("reason", err.to_string().into())]);
             Err(Error::InvalidToken)
         }
     }
@@ -526,18 +526,18 @@ pub fn authenticate_caller(
         Ok(claims) => return Ok(Caller::User(claims.subject)),
         Err(VerifyError::WrongType) => {}
         Err(err) => {
-            eprintln!("auth: bearer token refused: {err}");
+            telemetry::info("bearer token refused", &[("reason", err.to_string().into())]);
             return Err(Error::InvalidToken);
         }
     }
     let Some(trusted) = trusted()? else {
-        eprintln!("auth: service token refused: no service is trusted (trusted_service_keys is empty)");
+        telemetry::warn("service token refused", &[("reason", "no service is trusted (trusted_service_keys is empty)".into())]);
         return Err(Error::InvalidToken);
     };
     match trusted.verify_service_token(token, ctx.now) {
         Ok(claims) => Ok(Caller::Service(claims.service)),
         Err(err) => {
-            eprintln!("auth: service token refused: {err}");
+            telemetry::info("service token refused", &[("reason", err.to_string().into())]);
             Err(Error::InvalidToken)
         }
     }

@@ -73,15 +73,15 @@ impl From<StoreError> for Error {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Unavailable(cause) => {
-                eprintln!("error: database unavailable: {cause}");
+                telemetry::error("database unavailable", &[("cause", cause.as_str().into())]);
                 Error::DatabaseUnavailable
             }
             StoreError::Duplicate(constraint) => {
-                eprintln!("error: unexpected duplicate key on {constraint}");
+                telemetry::error("unexpected duplicate key", &[("constraint", constraint.as_str().into())]);
                 Error::Internal
             }
             StoreError::Failed(cause) => {
-                eprintln!("error: database: {cause}");
+                telemetry::error("database error", &[("cause", cause.as_str().into())]);
                 Error::Internal
             }
         }

@@ -156,7 +156,7 @@ pub fn verify(password: &Password, stored: Option<&str>) -> Result<Verified, Err
         Err(argon2::password_hash::Error::PasswordInvalid) => Ok(Verified::Mismatch),
         Err(err) => {
             // A stored hash we cannot read: never a match, and worth a look.
-            eprintln!("password: stored hash could not be used: {err}");
+            telemetry::error("stored password hash could not be used", &[("cause", err.to_string().into())]);
             Ok(Verified::Mismatch)
         }
     }

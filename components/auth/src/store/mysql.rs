@@ -172,7 +172,7 @@ impl Store for MysqlStore {
 
     fn rollback(&mut self) {
         if let Err(err) = self.exec("rollback", "ROLLBACK", &[]) {
-            eprintln!("store: rollback failed: {err:?}");
+            telemetry::error("rollback failed", &[("cause", format!("{err:?}").into())]);
         }
     }
 

@@ -86,9 +86,13 @@ pub fn create_customer(ctx: &Ctx<'_>, user: &UserId, areas: &AreaIds) -> Result<
         return Err(customer_exists());
     }
     if resumed {
-        eprintln!(
-            "customer: resuming the creation of {user} (attempt {attempt}, last error: {})",
-            last_error.as_deref().unwrap_or("none: interrupted")
+        telemetry::info(
+            "resuming a customer creation",
+            &[
+                ("customer", user.as_str().into()),
+                ("attempt", attempt.into()),
+                ("last_error", last_error.as_deref().unwrap_or("none: interrupted").into()),
+            ],
         );
     }
 
@@ -153,10 +157,16 @@ fn provision_stripe_customer(
             .collect();
         mine.sort_by_key(|c| (c.created, c.id.clone()));
         if mine.len() > 1 {
-            eprintln!("customer: {} Stripe customers carry user {user}; adopting the oldest", mine.len());
+            telemetry::warn(
+                "several Stripe customers carry this user; adopting the oldest",
+                &[("customer", user.as_str().into()), ("count", mine.len().into())],
+            );
         }
         if let Some(found) = mine.into_iter().next() {
-            eprintln!("customer: adopting Stripe customer {} created by an earlier attempt for {user}", found.id);
+            telemetry::info(
+                "adopting the Stripe customer of an earlier attempt",
+                &[("customer", user.as_str().into()), ("stripe_customer", found.id.as_str().into())],
+            );
             return Ok(found);
         }
     }

@@ -110,7 +110,7 @@ pub fn finish(store: &dyn Store, principal: &str, key: &str, status: u16, conten
         store.idem_complete(principal, key, status, content_type, body)
     };
     if let Err(err) = result {
-        eprintln!("idempotency: could not record the answer for a keyed request: {err}");
+        telemetry::error("idempotency: could not record the answer for a keyed request", &[("cause", err.to_string().into())]);
     }
 }
 

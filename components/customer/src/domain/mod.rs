@@ -30,7 +30,7 @@ impl From<StoreError> for Error {
         match err {
             StoreError::Duplicate { constraint } => conflict_for_constraint(&constraint),
             StoreError::Unavailable(cause) => {
-                eprintln!("store: {cause}");
+                telemetry::error("database unavailable", &[("cause", cause.as_str().into())]);
                 Error::DatabaseUnavailable
             }
             StoreError::Other(cause) => Error::Internal(format!("store: {cause}")),
@@ -142,7 +142,7 @@ impl From<StripeError> for Error {
             StripeError::Card { message, code } => Error::PaymentRequired { detail: message, decline_code: code },
             StripeError::InvalidRequest { message, param, .. } => Error::StripeRejected { detail: message, param },
             StripeError::Unavailable(cause) => {
-                eprintln!("stripe: unavailable: {cause}");
+                telemetry::warn("stripe unavailable", &[("cause", cause.as_str().into())]);
                 Error::StripeUnavailable { retry_after: 5 }
             }
             other => Error::Internal(format!("stripe: {other}")),
@@ -202,7 +202,7 @@ impl From<ProfileError> for Error {
                 detail: "Auth has no user with this id.".into(),
             },
             ProfileError::Unavailable { reason, retry_after } => {
-                eprintln!("auth: unavailable: {reason}");
+                telemetry::warn("auth unavailable", &[("cause", reason.as_str().into())]);
                 Error::AuthUnavailable { retry_after }
             }
         }

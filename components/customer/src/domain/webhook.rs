@@ -297,8 +297,13 @@ fn sync_subscription(
             match store.insert_subscription(&sub) {
                 Ok(()) => {}
                 Err(StoreError::Duplicate { constraint }) => {
-                    eprintln!(
-                        "webhook: cannot mirror {sub_id} for {customer_id}: {constraint} (a second live subscription to one price at Stripe)"
+                    telemetry::warn(
+                        "webhook: cannot mirror a second live subscription to one price",
+                        &[
+                            ("stripe_subscription", sub_id.to_string().into()),
+                            ("customer", customer_id.to_string().into()),
+                            ("constraint", constraint.as_str().into()),
+                        ],
                     );
                     return Ok(Outcome::Ignored("duplicate_live_price"));
                 }

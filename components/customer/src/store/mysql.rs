@@ -156,7 +156,7 @@ impl Store for MysqlStore {
 
     fn rollback(&self) {
         if let Err(err) = self.exec("ROLLBACK", &[]) {
-            eprintln!("store: rollback failed: {err}");
+            telemetry::error("rollback failed", &[("cause", err.to_string().into())]);
         }
     }
 
