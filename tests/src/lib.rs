@@ -109,6 +109,11 @@ impl HostProcess {
     /// Starts the host on a free port with exactly `variables` (no `.env`, no inherited
     /// `SPIN_VARIABLE_*`), and waits until it serves.
     pub async fn start(manifest: &Path, variables: &BTreeMap<String, String>) -> Result<Self> {
+        Self::start_with_env(manifest, variables, &[]).await
+    }
+
+    /// Like `start`, with more environment for the host process (e.g. `SPIN_LOCAL_LOG_JSON=1`).
+    pub async fn start_with_env(manifest: &Path, variables: &BTreeMap<String, String>, env: &[(&str, &str)]) -> Result<Self> {
         let binary = host_binary()?;
         let state_dir = tempfile::tempdir().context("Failed to create a state folder")?;
         let log_path = state_dir.path().join("host.log");
@@ -129,6 +134,7 @@ impl HostProcess {
         for (name, value) in variables {
             command.env(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()), value);
         }
+        command.envs(env.iter().copied());
         let mut child = command.spawn().with_context(|| format!("Failed to start {}", binary.display()))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
@@ -191,6 +197,11 @@ pub async fn spawn_app() -> Result<TestApp> {
 
 /// Like `spawn_app`, with a chance to change variables first.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut BTreeMap<String, String>)) -> Result<TestApp> {
+    spawn_app_with_env(adjust, &[]).await
+}
+
+/// Like `spawn_app_with`, with more environment for the host process.
+pub async fn spawn_app_with_env(adjust: impl FnOnce(&mut BTreeMap<String, String>), env: &[(&str, &str)]) -> Result<TestApp> {
     let auth_db = TestDatabase::create("auth").await?;
     let customer_db = TestDatabase::create("customer").await?;
     admin::migrate::up(&auth_db.url, admin::migrate::Service::Auth.migrator(), Default::default()).await?;
@@ -208,7 +219,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut BTreeMap<String, String>)) 
     variables.insert("stripe_api_base".into(), format!("http://127.0.0.1:{stripe_port}"));
     adjust(&mut variables);
 
-    let host = HostProcess::start(&repo_root().join("spin.toml"), &variables).await?;
+    let host = HostProcess::start_with_env(&repo_root().join("spin.toml"), &variables, env).await?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
