@@ -67,7 +67,7 @@ test:
 	$(STACK) up
 	@$(MAKE) --no-print-directory build build-test-fixtures
 	set -a; . .local/stack.env; set +a; cargo test $(TEST_CARGO_FLAGS)
-	cargo test -p auth -p customer
+	cargo test -p auth -p customer -p telemetry
 
 migrate:
 	cargo build --quiet --profile native -p admin
