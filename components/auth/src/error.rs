@@ -256,4 +256,13 @@ mod tests {
     fn invalid_credentials_body_is_constant() {
         assert_eq!(Error::InvalidCredentials.render(), Error::InvalidCredentials.render());
     }
+
+    #[test]
+    fn problems_carry_the_request_id_once_a_request_has_started() {
+        let body: serde_json::Value = serde_json::from_str(&Error::UserNotFound.render().body).expect("json");
+        assert!(body.get("request_id").is_none(), "no request on this thread");
+        telemetry::start("auth", Some("report-9"), None);
+        let body: serde_json::Value = serde_json::from_str(&Error::UserNotFound.render().body).expect("json");
+        assert_eq!(body["request_id"], "report-9");
+    }
 }

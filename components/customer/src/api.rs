@@ -818,6 +818,18 @@ mod tests {
     }
 
     #[test]
+    fn replayed_problems_name_the_replaying_request() {
+        telemetry::start("customer", Some("first"), None);
+        let stored = Reply::error(&Error::IdempotencyMismatch).body;
+        assert!(stored.contains(r#""request_id":"first""#), "{stored}");
+        telemetry::start("customer", Some("second"), None);
+        let replayed: Value = serde_json::from_str(&restamp_problem(stored)).unwrap();
+        assert_eq!(replayed["request_id"], "second");
+        assert_eq!(replayed["code"], "idempotency_key_reused");
+        assert_eq!(restamp_problem("not json".into()), "not json");
+    }
+
+    #[test]
     fn price_dtos() {
         let parse = |v: Value| PriceId::try_from(serde_json::from_value::<SubscribeDto>(v).unwrap());
         assert!(parse(json!({"price_id": "price_123"})).is_ok());
