@@ -242,7 +242,7 @@ impl Billing for FakeStripe {
     fn create_customer(&self, c: &NewStripeCustomer<'_>, key: &str) -> Result<StripeCustomerRef, StripeError> {
         self.check_up()?;
         if let Some(id) = self.keys.borrow().get(key) {
-            return Ok(self.customers.borrow().iter().find(|x| &x.id == id).cloned().unwrap());
+            return Ok(self.customers.borrow().iter().find(|x| &x.id == id).cloned().expect("the fake store holds the customer it just matched"));
         }
         let created = StripeCustomerRef { id: self.next_id("cus"), user_id: Some(c.user_id.into()), created: 1 };
         self.customers.borrow_mut().push(created.clone());
