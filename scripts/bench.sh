@@ -125,3 +125,6 @@ print(f"| auth.wasm size | {auth/1e6:.2f} MB | ≤ 1 MB |")
 print(f"| customer.wasm size | {customer/1e6:.2f} MB | |")
 PY
 } | tee .local/bench/latest.md
+
+# Customer figures (profile ratio, webhook ingest): a script of their own.
+bash scripts/bench_customer.sh | tee -a .local/bench/latest.md

@@ -300,7 +300,7 @@ impl Deps {
         Ok(AuthSettings {
             base_url: config::required(config::AUTH_SERVICE_URL)?,
             timeouts: Timeouts { connect: timeout.min(Duration::from_secs(1)), first_byte: timeout, between_bytes: timeout },
-            cache_ttl: config::number(config::PROFILE_CACHE_TTL_SECS, 60)?,
+            cache_ttl: config::non_negative(config::PROFILE_CACHE_TTL_SECS, 60)?,
             stale_ttl: 24 * 60 * 60,
             threshold: 5,
             cooldown: 15,

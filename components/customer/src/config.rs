@@ -42,6 +42,14 @@ pub fn optional(name: &'static str) -> String {
 }
 
 /// Reads an optional positive number.
+/// Like [`number`], but 0 is allowed (e.g. a cache TTL of 0 turns the cache off).
+pub fn non_negative(name: &'static str, default: i64) -> Result<i64, Error> {
+    match optional(name).parse::<i64>() {
+        Ok(0) => Ok(0),
+        _ => number(name, default),
+    }
+}
+
 pub fn number(name: &'static str, default: i64) -> Result<i64, Error> {
     let raw = optional(name);
     if raw.is_empty() {
