@@ -202,6 +202,15 @@ pub fn access_claims(sub: &str) -> Value {
            "jti": uuid::Uuid::new_v4().simple().to_string()})
 }
 
+/// `Stripe-Signature` over raw bytes (which need not be UTF-8).
+pub fn stripe_signature_bytes(secret: &str, t: i64, payload: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(payload);
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("t={t},v1={hex}")
+}
+
 pub fn strong_password() -> &'static str {
     PASSWORD
 }

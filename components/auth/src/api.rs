@@ -59,10 +59,81 @@ pub fn json_object(content_type: Option<&str>, body: &[u8]) -> Result<Map<String
     if !is_json_media_type(content_type) {
         return Err(Error::UnsupportedMediaType);
     }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
+    match serde_json::from_slice::<UniqueKeys>(body) {
+        Ok(UniqueKeys(Value::Object(map))) => Ok(map),
         Ok(_) => Err(Error::BodyNotObject),
         Err(_) => Err(Error::MalformedJson),
+    }
+}
+
+/// A JSON value whose objects have no duplicated member names (RFC 7493 I-JSON): a body where a
+/// proxy and this service could read different values for one field is not JSON we accept.
+struct UniqueKeys(Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeysVisitor).map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON without duplicated object keys")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            let UniqueKeys(value) = access.next_value()?;
+            if map.insert(key, value).is_some() {
+                return Err(serde::de::Error::custom("duplicated object key"));
+            }
+        }
+        Ok(Value::Object(map))
     }
 }
 
@@ -224,6 +295,12 @@ pub fn parse_batch(map: Map<String, Value>) -> Result<Vec<String>, Error> {
             } else {
                 for (i, item) in items.iter().enumerate() {
                     match item.as_str() {
+                        // `client_auth.id` is VARCHAR(255): a longer id names nobody.
+                        Some(id) if id.chars().count() > accounts::MAX_ID_CHARS => errors.push(FieldError::new(
+                            format!("ids[{i}]"),
+                            "too_long",
+                            format!("must be at most {} characters", accounts::MAX_ID_CHARS),
+                        )),
                         Some(id) if !id.is_empty() => ids.push(id.to_owned()),
                         Some(_) => errors.push(FieldError::new(format!("ids[{i}]"), "required", "must not be empty")),
                         None => errors.push(FieldError::new(format!("ids[{i}]"), "invalid_type", "must be a string")),
@@ -408,6 +485,14 @@ mod tests {
         assert_eq!(json_object(Some("application/json"), b"[1]").unwrap_err(), Error::BodyNotObject);
         assert!(json_object(Some("Application/JSON; charset=utf-8"), b"{\"x\":1}").is_ok());
         assert_eq!(json_object(Some("application/json"), b"\xff\xfe").unwrap_err(), Error::MalformedJson);
+        // Duplicated keys, at the top or nested; numbers as serde_json reads them.
+        assert_eq!(json_object(Some("application/json"), br#"{"a":1,"a":2}"#).unwrap_err(), Error::MalformedJson);
+        assert_eq!(json_object(Some("application/json"), br#"{"a":{"b":1,"b":1}}"#).unwrap_err(), Error::MalformedJson);
+        assert_eq!(json_object(Some("application/json"), br#"{"a":[{"b":1},{"b":1}]}"#).unwrap()["a"][1]["b"], 1);
+        let numbers = json_object(Some("application/json"), br#"{"i":-1,"u":18446744073709551615,"f":1.5,"n":null,"t":true}"#).unwrap();
+        assert_eq!(Value::Object(numbers), json!({"i":-1,"u":18446744073709551615u64,"f":1.5,"n":null,"t":true}));
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(json_object(Some("application/json"), deep.as_bytes()).unwrap_err(), Error::MalformedJson);
     }
 
     #[test]
@@ -436,6 +521,9 @@ mod tests {
             let Error::Validation(errors) = parse_batch(obj(body)).unwrap_err() else { panic!("not validation") };
             assert_eq!((errors[0].field.as_str(), errors[0].code), (field, code));
         }
+        let Error::Validation(errors) = parse_batch(obj(json!({"ids": ["a", "x".repeat(256)]}))).unwrap_err() else { panic!("not validation") };
+        assert_eq!((errors[0].field.as_str(), errors[0].code), ("ids[1]", "too_long"));
+        assert!(parse_batch(obj(json!({"ids": ["é".repeat(255)]}))).is_ok());
         let many: Vec<String> = (0..101).map(|i| i.to_string()).collect();
         let Error::Validation(errors) = parse_batch(obj(json!({ "ids": many }))).unwrap_err() else { panic!("not validation") };
         assert_eq!(errors[0].code, "too_many");

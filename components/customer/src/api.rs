@@ -235,11 +235,26 @@ pub fn json_body<T: serde::de::DeserializeOwned>(req: &Req) -> Result<T, Error> 
     if !media.eq_ignore_ascii_case("application/json") {
         return Err(Error::UnsupportedMediaType);
     }
-    serde_json::from_slice(&req.body).map_err(|err| {
-        if err.is_data() {
-            Error::field("body", "must be a JSON object with the documented fields")
+    parse_json_object(&req.body)
+}
+
+/// A JSON object body into `T`: not UTF-8 (even in a field we ignore), not JSON, or a member
+/// named twice → 400 `malformed_json`; JSON of another shape (an array, a string) → 422 `body`.
+pub fn parse_json_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    let malformed = || Error::bad_request("malformed_json", "The body is not valid JSON.");
+    let not_object = || Error::field("body", "must be a JSON object with the documented fields");
+    let text = std::str::from_utf8(body).map_err(|_| malformed())?;
+    // Every string decoded (a lone surrogate escape in an ignored field is still not JSON).
+    serde_json::from_str::<Value>(text).map_err(|_| malformed())?;
+    if !text.trim_start().starts_with('{') {
+        // serde would read `[[1]]` as a struct in sequence form; we take objects only.
+        return Err(not_object());
+    }
+    serde_json::from_str(text).map_err(|err| {
+        if err.is_data() && !err.to_string().starts_with("duplicate field") {
+            not_object()
         } else {
-            Error::bad_request("malformed_json", "The body is not valid JSON.")
+            malformed()
         }
     })
 }
@@ -827,6 +842,25 @@ mod tests {
         assert_eq!(replayed["request_id"], "second");
         assert_eq!(replayed["code"], "idempotency_key_reused");
         assert_eq!(restamp_problem("not json".into()), "not json");
+    }
+
+    #[test]
+    fn bodies_are_utf8_json_objects_without_duplicated_fields() {
+        let parse = |b: &[u8]| parse_json_object::<AreaIdsDto>(b);
+        assert!(parse(br#"{"area_ids":[1]}"#).is_ok());
+        let code = |r: Result<AreaIdsDto, Error>| match r.unwrap_err() {
+            Error::BadRequest { code, .. } => code.to_string(),
+            Error::Validation(e) => format!("422 {}", e[0].field),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(code(parse(b"{\"x\":\"\xff\",\"area_ids\":[1]}")), "malformed_json");
+        assert_eq!(code(parse(br#"{"area_ids":[1],"area_ids":[2]}"#)), "malformed_json");
+        assert_eq!(code(parse(br#"{"x":"\ud800","area_ids":[1]}"#)), "malformed_json");
+        assert_eq!(code(parse(br#"[[1]]"#)), "422 body");
+        assert_eq!(code(parse(br#"  "x""#)), "422 body");
+        assert_eq!(code(parse(br#"[[1"#)), "malformed_json");
+        assert_eq!(code(parse(br#"{"area_ids":"#)), "malformed_json");
+        assert_eq!(code(parse(br#"{"area_ids":{"a":1}}"#.as_slice()).and_then(|d| AreaIds::try_from(d).map(|_| AreaIdsDto { area_ids: None }))), "422 area_ids");
     }
 
     #[test]

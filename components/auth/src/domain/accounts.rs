@@ -561,8 +561,10 @@ fn audit_service_read<S: Store>(store: &mut S, ctx: &Ctx, service: &str, ids: &[
     let mut audit = event("service_read", true, None, ctx);
     audit.actor = format!("service:{service}");
     if let [id] = ids {
-        audit.subject = Some(id.clone());
+        // The subject column holds 255 characters; a longer id (a probe) names nobody anyway.
+        audit.subject = Some(id.chars().take(MAX_ID_CHARS).collect());
     }
+    let ids: Vec<String> = ids.iter().map(|id| id.chars().take(MAX_ID_CHARS).collect()).collect();
     audit.detail = Some(serde_json::json!({ "ids": ids, "found": found }).to_string());
     store.audit(&audit).map_err(Error::from)
 }
@@ -629,6 +631,9 @@ pub fn read_users<S: Store>(
 }
 
 /// Field errors for a batch's `ids`: 1..=100 strings.
+/// Longest user id (`client_auth.id` is VARCHAR(255)); longer ids name nobody.
+pub const MAX_ID_CHARS: usize = 255;
+
 pub fn check_batch_size(len: usize) -> Result<(), FieldError> {
     match len {
         0 => Err(FieldError::new("ids", "too_few", "must list at least one id")),
