@@ -106,7 +106,9 @@ pub fn verify_signature(
     if !matched {
         return Err(SignatureError::NoMatch);
     }
-    if (now - timestamp).abs() > tolerance {
+    // abs_diff: `(now - timestamp).abs()` overflows for timestamps near i64::MIN (a panic with
+    // overflow checks, and without them i64::MIN.abs() stays negative and passed as fresh).
+    if now.abs_diff(timestamp) > tolerance.unsigned_abs() {
         return Err(SignatureError::Stale);
     }
     Ok(timestamp)
@@ -379,6 +381,11 @@ mod tests {
         assert_eq!(verify_signature(Some(&header), payload, &["whsec_a"], now + 301, 300), Err(SignatureError::Stale));
         assert_eq!(verify_signature(Some(&header), payload, &["whsec_a"], now - 301, 300), Err(SignatureError::Stale));
         assert_eq!(verify_signature(Some(&format!("t={now}")), payload, &["whsec_a"], now, 300), Err(SignatureError::NoMatch));
+        // Timestamps at the ends of i64, signed with the right secret: stale, never a panic.
+        for t in [i64::MIN, i64::MIN + 1, i64::MIN.wrapping_add(now), i64::MAX, 0, -1] {
+            let header = format!("t={t},v1={}", sign("whsec_a", t, payload));
+            assert_eq!(verify_signature(Some(&header), payload, &["whsec_a"], now, 300), Err(SignatureError::Stale), "t={t}");
+        }
     }
 
     proptest::proptest! {
