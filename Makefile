@@ -3,7 +3,8 @@
 #
 #   make up            stack + build + migrate, then serve on 127.0.0.1:$(PORT) (Ctrl-C stops the server)
 #   make build         components (wasm32-wasip2, release) and native tools (profile native)
-#   make test          stack + build, then the native test suites
+#   make test          stack + build, then the native test suites and the API contract check
+#   make conformance   scripts/conformance.sh with 2,000 generated cases per operation
 #   make migrate       admin migrate $(MIGRATE_ARGS)   (e.g. make migrate MIGRATE_ARGS=status)
 #   make down          stop MariaDB and localstripe
 #   make clean-stack   stop them and delete .local/ (databases, venv, logs, stack.env)
@@ -24,7 +25,7 @@ ADMIN := $(NATIVE)/admin
 HOST := $(NATIVE)/spin-local
 STACK := bash scripts/stack.sh
 
-.PHONY: up serve stack build build-components build-native build-test-fixtures test migrate down clean-stack bench
+.PHONY: up serve stack build build-components build-native build-test-fixtures test conformance migrate down clean-stack bench
 
 # Steps run in order (also under make -j): the stack's .env step builds admin itself.
 up:
@@ -68,6 +69,13 @@ test:
 	@$(MAKE) --no-print-directory build build-test-fixtures
 	set -a; . .local/stack.env; set +a; cargo test $(TEST_CARGO_FLAGS)
 	cargo test -p auth -p customer -p telemetry
+	bash scripts/conformance.sh
+
+# schemathesis against both OpenAPI files: make test runs CONFORMANCE_EXAMPLES=300 per operation.
+conformance:
+	$(STACK) up
+	@$(MAKE) --no-print-directory build
+	CONFORMANCE_EXAMPLES=$${CONFORMANCE_EXAMPLES:-2000} bash scripts/conformance.sh
 
 migrate:
 	cargo build --quiet --profile native -p admin

@@ -27,6 +27,8 @@ DB_PID_FILE="$MARIADB_DIR/mariadb.pid"
 DB_LOG="$LOG_DIR/mariadb.log"
 VENV="$LOCAL/venv"
 LOCALSTRIPE_VERSION="1.15.10"
+# API contract checks (scripts/conformance.sh), same venv.
+SCHEMATHESIS_VERSION="4.32.5"
 STRIPE_PID_FILE="$LOCAL/localstripe.pid"
 STRIPE_LOG="$LOG_DIR/localstripe.log"
 DB_START_TIMEOUT="${DB_START_TIMEOUT:-60}"
@@ -96,6 +98,11 @@ cmd_deps() {
         say "pip install localstripe==$LOCALSTRIPE_VERSION (into .local/venv)"
         "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
             "localstripe==$LOCALSTRIPE_VERSION" >/dev/null
+    fi
+    if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('schemathesis') != '$SCHEMATHESIS_VERSION')" >/dev/null 2>&1; then
+        say "pip install schemathesis==$SCHEMATHESIS_VERSION (into .local/venv)"
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+            "schemathesis==$SCHEMATHESIS_VERSION" >/dev/null
     fi
 }
 

@@ -172,3 +172,20 @@ async fn the_token_of_a_deleted_user_is_refused_by_auth_and_limited_at_customer(
     assert_eq!(gone.status, 204, "{}", gone.text);
     assert_eq!(attack::db_rows(&app.app.customer_db, "SELECT COUNT(*) FROM customers").await[0][0], "0");
 }
+
+/// Found by schemathesis (scripts/conformance.sh): leave billing, then become a customer again.
+#[tokio::test]
+async fn a_user_who_left_billing_can_become_a_customer_again() {
+    let app = full().await;
+    let a = app.user("Ada", "ada@example.org").await;
+    let first = app.customer(&a).await;
+    let gone = app.send("DELETE", "/api/v3/customers/me", Some(&a.token), None).await;
+    assert_eq!(gone.status, 204, "{}", gone.text);
+    let again = app.send("POST", "/api/v3/customers", Some(&a.token), Some(json!({"area_ids": [1]}))).await;
+    assert_eq!(again.status, 201, "{}\n{}", again.text, app.app.host.log());
+    assert_ne!(again.body["stripe_customer_id"], first["stripe_customer_id"], "a new Stripe customer, not the deleted one");
+    let (status, _) = app.stripe.get(&format!("/v1/customers/{}", again.body["stripe_customer_id"].as_str().unwrap())).await;
+    assert_eq!(status, 200);
+    let live: Vec<_> = app.stripe.customers_of(&a.id).await;
+    assert_eq!(live.len(), 1, "{live:?}");
+}

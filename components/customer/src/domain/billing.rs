@@ -39,9 +39,11 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Stripe Idempotency-Key of the customer create: our user id and the attempt number.
-pub fn customer_create_key(user: &UserId, attempt: u32) -> String {
-    format!("customer-create:{}:{attempt}", key_part(user.as_str()))
+/// Stripe Idempotency-Key of the customer create: our user id, when this provisioning started
+/// (Unix milliseconds) and the attempt number. (Without `started`, a user who deleted their customer and comes back
+/// within Stripe's 24 h would get the deleted customer's create replayed.)
+pub fn customer_create_key(user: &UserId, started: i64, attempt: u32) -> String {
+    format!("customer-create:{}:{started}:{attempt}", key_part(user.as_str()))
 }
 
 pub fn subscription_create_key(local_id: &str) -> String {
@@ -70,7 +72,7 @@ pub fn create_customer(ctx: &Ctx<'_>, user: &UserId, areas: &AreaIds) -> Result<
     if store.customer(user.as_str())?.is_some() {
         return Err(customer_exists());
     }
-    let (attempt, resumed, last_error) =
+    let (attempt, resumed, last_error, started) =
         match store.claim_provisioning(user.as_str(), ctx.now, PROVISIONING_LEASE_SECS)? {
             Claim::Busy => {
                 return Err(Error::Conflict {
@@ -78,7 +80,7 @@ pub fn create_customer(ctx: &Ctx<'_>, user: &UserId, areas: &AreaIds) -> Result<
                     detail: "This user's customer is being created by another request; retry shortly.".into(),
                 });
             }
-            Claim::Claimed { attempt, resumed, last_error } => (attempt, resumed, last_error),
+            Claim::Claimed { attempt, resumed, last_error, started } => (attempt, resumed, last_error, started),
         };
     // Another request may have finished between our first look and the claim.
     if store.customer(user.as_str())?.is_some() {
@@ -104,7 +106,7 @@ pub fn create_customer(ctx: &Ctx<'_>, user: &UserId, areas: &AreaIds) -> Result<
         }
     };
 
-    let stripe_customer = match provision_stripe_customer(ctx, user, &profile, attempt, resumed) {
+    let stripe_customer = match provision_stripe_customer(ctx, user, &profile, started, attempt, resumed) {
         Ok(found) => found,
         Err(err) => {
             if err.is_ambiguous() {
@@ -145,6 +147,7 @@ fn provision_stripe_customer(
     ctx: &Ctx<'_>,
     user: &UserId,
     profile: &super::Profile,
+    started: i64,
     attempt: u32,
     resumed: bool,
 ) -> Result<StripeCustomerRef, super::StripeError> {
@@ -171,7 +174,7 @@ fn provision_stripe_customer(
         }
     }
     let request = NewStripeCustomer { user_id: user.as_str(), name: &profile.name, email: &profile.email };
-    ctx.stripe.create_customer(&request, &customer_create_key(user, attempt))
+    ctx.stripe.create_customer(&request, &customer_create_key(user, started, attempt))
 }
 
 /// `PATCH /customers/me`.
@@ -433,10 +436,13 @@ pub(crate) mod tests {
 
     #[test]
     fn keys_are_derived_from_our_ids_and_bounded() {
-        assert_eq!(customer_create_key(&user("u-1"), 2), "customer-create:u-1:2");
+        assert_eq!(customer_create_key(&user("u-1"), 1000, 2), "customer-create:u-1:1000:2");
         let long = "x".repeat(255);
-        let key = customer_create_key(&user(&long), 1);
-        assert!(key.len() < 100, "{key}");
+        // Stripe takes keys up to 255 characters; ids over 128 are hashed.
+        let key = customer_create_key(&user(&long), i64::MIN, u32::MAX);
+        assert!(key.len() < 120, "{key}");
+        let key = customer_create_key(&user(&"y".repeat(128)), i64::MIN, u32::MAX);
+        assert!(key.len() <= 255, "{key}");
         assert_eq!(subscription_create_key("abc"), "subscription-create:abc");
     }
 
@@ -453,6 +459,22 @@ pub(crate) mod tests {
         let err = create_customer(&ctx, &user("u1"), &areas).unwrap_err();
         assert_eq!(err.status(), 409);
         assert_eq!(stripe.customers.borrow().len(), 1);
+    }
+
+    /// Found by schemathesis: leaving billing and coming back reused the first Stripe key, so
+    /// Stripe replayed the deleted customer.
+    #[test]
+    fn a_user_who_left_gets_a_new_stripe_customer_when_coming_back() {
+        let store = MemoryStore::default();
+        let stripe = FakeStripe::default();
+        let profiles = FakeProfiles::up();
+        let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1000 };
+        let areas = AreaIds::parse(&[1]).unwrap();
+        let first = create_customer(&ctx, &user("u1"), &areas).unwrap();
+        delete_customer(&ctx, &user("u1")).unwrap();
+        let again = create_customer(&ctx, &user("u1"), &areas).unwrap();
+        assert_ne!(again.stripe_customer_id, first.stripe_customer_id);
+        assert!(stripe.customers.borrow().iter().any(|c| Some(&c.id) == again.stripe_customer_id.as_ref()));
     }
 
     #[test]
@@ -476,9 +498,9 @@ pub(crate) mod tests {
         let stripe = FakeStripe::default();
         let profiles = FakeProfiles::up();
         // First attempt: claimed and Stripe called, then "crash" (no row, lease left behind).
-        store.claim_provisioning("u1", 1000, PROVISIONING_LEASE_SECS).unwrap();
+        let Claim::Claimed { started, .. } = store.claim_provisioning("u1", 1000, PROVISIONING_LEASE_SECS).unwrap() else { panic!("claimed") };
         let first = stripe
-            .create_customer(&NewStripeCustomer { user_id: "u1", name: "A", email: "a@example.org" }, &customer_create_key(&user("u1"), 1))
+            .create_customer(&NewStripeCustomer { user_id: "u1", name: "A", email: "a@example.org" }, &customer_create_key(&user("u1"), started, 1))
             .unwrap();
         // While the lease runs, others are told to wait.
         let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1010 };

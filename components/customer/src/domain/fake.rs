@@ -8,7 +8,9 @@ use super::*;
 #[derive(Debug, Clone, Default)]
 struct State {
     customers: BTreeMap<String, Customer>,
-    provisioning: BTreeMap<String, (u32, i64, Option<String>)>,
+    provisioning: BTreeMap<String, (u32, i64, Option<String>, i64)>,
+    /// Makes every fake provisioning start at a distinct millisecond.
+    provisioning_started: u64,
     subscriptions: Vec<Subscription>,
     events: BTreeMap<String, String>,
     idem: BTreeMap<(String, String), IdemRecord>,
@@ -95,18 +97,20 @@ impl Store for MemoryStore {
         let mut state = self.state.borrow_mut();
         match state.provisioning.get_mut(id) {
             None => {
-                state.provisioning.insert(id.into(), (1, now + lease_secs, None));
-                Ok(Claim::Claimed { attempt: 1, resumed: false, last_error: None })
+                let started = now * 1000 + i64::try_from(state.provisioning_started).unwrap_or(0);
+                state.provisioning_started += 1;
+                state.provisioning.insert(id.into(), (1, now + lease_secs, None, started));
+                Ok(Claim::Claimed { attempt: 1, resumed: false, last_error: None, started })
             }
-            Some((_, lease, _)) if *lease > now => Ok(Claim::Busy),
-            Some((attempt, lease, last_error)) => {
+            Some((_, lease, _, _)) if *lease > now => Ok(Claim::Busy),
+            Some((attempt, lease, last_error, started)) => {
                 *lease = now + lease_secs;
-                Ok(Claim::Claimed { attempt: *attempt, resumed: true, last_error: last_error.clone() })
+                Ok(Claim::Claimed { attempt: *attempt, resumed: true, last_error: last_error.clone(), started: *started })
             }
         }
     }
     fn provisioning_failed(&self, id: &str, error: &str, next_attempt: bool) -> Result<(), StoreError> {
-        if let Some((attempt, lease, last_error)) = self.state.borrow_mut().provisioning.get_mut(id) {
+        if let Some((attempt, lease, last_error, _)) = self.state.borrow_mut().provisioning.get_mut(id) {
             *lease = 0;
             *last_error = Some(error.into());
             if next_attempt {

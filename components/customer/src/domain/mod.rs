@@ -42,7 +42,9 @@ impl From<StoreError> for Error {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// This request holds the lease. `resumed`: an earlier attempt existed (crash or failure).
-    Claimed { attempt: u32, resumed: bool, last_error: Option<String> },
+    /// `started`: when this provisioning began (the first attempt, Unix milliseconds); with `attempt` it makes
+    /// the Stripe Idempotency-Key, so a user who left billing and comes back gets a new key.
+    Claimed { attempt: u32, resumed: bool, last_error: Option<String>, started: i64 },
     /// Another request holds it.
     Busy,
 }

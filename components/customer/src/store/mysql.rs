@@ -248,11 +248,16 @@ impl Store for MysqlStore {
     }
 
     fn claim_provisioning(&self, id: &str, now: i64, lease_secs: i64) -> Result<Claim, StoreError> {
+        // `created_at` in milliseconds: it is part of the Stripe key, and a user may leave billing
+        // and come back within the same second.
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(now.saturating_mul(1000), |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         match self.exec(
             "INSERT INTO customer_provisioning (customer_id, attempt, lease_until, created_at) VALUES (?, 1, ?, ?)",
-            &[s(id), i(now + lease_secs), i(now)],
+            &[s(id), i(now + lease_secs), i(started)],
         ) {
-            Ok(()) => return Ok(Claim::Claimed { attempt: 1, resumed: false, last_error: None }),
+            Ok(()) => return Ok(Claim::Claimed { attempt: 1, resumed: false, last_error: None, started }),
             Err(StoreError::Duplicate { .. }) => {}
             Err(err) => return Err(err),
         }
@@ -263,7 +268,7 @@ impl Store for MysqlStore {
         if self.row_count()? == 0 {
             return Ok(Claim::Busy);
         }
-        let rows = self.rows("SELECT attempt, last_error FROM customer_provisioning WHERE customer_id = ?", &[s(id)])?;
+        let rows = self.rows("SELECT attempt, last_error, created_at FROM customer_provisioning WHERE customer_id = ?", &[s(id)])?;
         let Some(row) = rows.first() else {
             return Ok(Claim::Busy);
         };
@@ -271,6 +276,7 @@ impl Store for MysqlStore {
             attempt: u32::try_from(req_int(row, 0)?).unwrap_or(1),
             resumed: true,
             last_error: text(col(row, 1)?),
+            started: req_int(row, 2)?,
         })
     }
 
