@@ -5,6 +5,7 @@
 #   make build         components (wasm32-wasip2, release) and native tools (profile native)
 #   make test          stack + build, then the native test suites and the API contract check
 #   make conformance   scripts/conformance.sh with 2,000 generated cases per operation
+#   make fuzz          scripts/fuzz.sh: each cargo-fuzz target for 300 s (FUZZ_SECONDS)
 #   make migrate       admin migrate $(MIGRATE_ARGS)   (e.g. make migrate MIGRATE_ARGS=status)
 #   make down          stop MariaDB and localstripe
 #   make clean-stack   stop them and delete .local/ (databases, venv, logs, stack.env)
@@ -25,7 +26,7 @@ ADMIN := $(NATIVE)/admin
 HOST := $(NATIVE)/spin-local
 STACK := bash scripts/stack.sh
 
-.PHONY: up serve stack build build-components build-native build-test-fixtures test conformance migrate down clean-stack bench
+.PHONY: up serve stack build build-components build-native build-test-fixtures test conformance fuzz migrate down clean-stack bench
 
 # Steps run in order (also under make -j): the stack's .env step builds admin itself.
 up:
@@ -70,6 +71,11 @@ test:
 	set -a; . .local/stack.env; set +a; cargo test $(TEST_CARGO_FLAGS)
 	cargo test -p auth -p customer -p telemetry
 	bash scripts/conformance.sh
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-10} bash scripts/fuzz.sh
+
+# cargo fuzz over the parsers and validators (fuzz/): make test runs each target 10 s.
+fuzz:
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-300} bash scripts/fuzz.sh
 
 # schemathesis against both OpenAPI files: make test runs CONFORMANCE_EXAMPLES=300 per operation.
 conformance:
