@@ -1,7 +1,7 @@
 -- Migration 6 (the seed's): normalize `customers`. Name and email now live only in auth's
 -- `client_auth`; the customer service keeps billing data.
 --
--- The seed wrote this with `DROP COLUMN IF EXISTS` / `DROP INDEX IF EXISTS`, which MySQL 8.0 does
+-- The seed wrote this with IF EXISTS on each DROP of a column or index, which MySQL 8.0 does
 -- not have. Here it is one ALTER that runs on MySQL 8.0 and MariaDB 10.11: the index goes first
 -- (dropping sync_version would drop it implicitly, and a later DROP INDEX would then fail).
 --
