@@ -23,9 +23,14 @@ accepts what the live Stripe API accepts for our calls:
   answers the next `times` matching requests with `status`; `when` = "before" (the request is
   not processed) or "after" (processed, then the answer is replaced: a lost response).
   `DELETE /_config/faults` clears them; `GET /_config/faults` lists what is left.
+  `"delay": <seconds>` waits that long first (a slow Stripe); with `"status"` omitted or 0 the
+  request then goes on normally.
+* `GET /_config/requests`: every /v1 request seen, in order, as {method, path, idempotency_key,
+  status} (tests check that retries reuse one key); `DELETE` clears the list.
 """
 
 import argparse
+import asyncio
 import hashlib
 import json
 import logging
@@ -192,11 +197,39 @@ async def idempotency_middleware(request, handler):
 _faults = []
 
 
+_requests = []
+
+
+@web.middleware
+async def request_log_middleware(request, handler):
+    # Logged on arrival: a request whose client gave up (a timeout) is cancelled, yet was sent.
+    entry = {"method": request.method, "path": request.path,
+             "idempotency_key": request.headers.get("Idempotency-Key"), "status": None}
+    if request.path.startswith("/v1/"):
+        _requests.append(entry)
+    response = await handler(request)
+    entry["status"] = getattr(response, "status", None)
+    return response
+
+
+async def list_requests(request):
+    return server.json_response({"requests": _requests})
+
+
+async def clear_requests(request):
+    _requests.clear()
+    return server.json_response({"requests": _requests})
+
+
 @web.middleware
 async def fault_middleware(request, handler):
     for fault in _faults:
         if fault["times"] > 0 and fault["method"] == request.method and fault["path"] == request.path:
             fault["times"] -= 1
+            if fault.get("delay"):
+                await asyncio.sleep(float(fault["delay"]))
+            if not fault.get("status", 500):
+                return await handler(request)
             if fault.get("when", "before") == "after":
                 await handler(request)
             return server.json_response(
@@ -227,6 +260,9 @@ def install(app):
     # Outermost first: faults see every request, then idempotency, then localstripe's own.
     app.middlewares.insert(0, idempotency_middleware)
     app.middlewares.insert(0, fault_middleware)
+    app.middlewares.insert(0, request_log_middleware)
+    app.router.add_get("/_config/requests", list_requests)
+    app.router.add_delete("/_config/requests", clear_requests)
     app.router.add_post("/_config/faults", add_fault)
     app.router.add_get("/_config/faults", list_faults)
     app.router.add_delete("/_config/faults", clear_faults)
