@@ -9,7 +9,7 @@
 #   make migrate       admin migrate $(MIGRATE_ARGS)   (e.g. make migrate MIGRATE_ARGS=status)
 #   make down          stop MariaDB and localstripe
 #   make clean-stack   stop them and delete .local/ (databases, venv, logs, stack.env)
-#   make bench         scripts/bench.sh
+#   make bench         scripts/bench.sh, then scripts/load.sh (journeys at concurrency 1 -> 64)
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -95,3 +95,4 @@ clean-stack:
 
 bench:
 	bash scripts/bench.sh
+	bash scripts/load.sh
