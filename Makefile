@@ -16,6 +16,9 @@ SHELL := bash
 
 PORT ?= 3000
 SPIN ?= 0
+# Spin's own knob (bytes): keep argon2's 19 MiB resident between login instances
+# (docs/operations.md#11-login-latency-keep-argon2s-memory-resident). Honoured by spin and spin-local.
+export SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT ?= 33554432
 MIGRATE_ARGS ?= up
 # Native test crates; --profile native shares the optimised wasmtime build with `make build`
 # instead of compiling it again in the dev profile.

@@ -26,6 +26,22 @@ use crate::outbound::OutboundHooks;
 use crate::routes::{RouteMatch, Router};
 use crate::variables::{AppVariables, VariableSources};
 
+/// Spin's knobs for how much of a pooled linear memory / table stays resident between
+/// instances (bytes; Spin's defaults are 2 MiB and 512 KiB).
+pub const LINEAR_MEMORY_KEEP_RESIDENT: &str = "SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT";
+pub const TABLE_KEEP_RESIDENT: &str = "SPIN_WASMTIME_TABLE_KEEP_RESIDENT";
+
+/// A byte count from the environment, or `default` when unset.
+fn env_bytes(name: &str, default: usize) -> Result<usize> {
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .with_context(|| format!("{name} must be a number of bytes, not {value:?}")),
+        Err(_) => Ok(default),
+    }
+}
+
 /// Everything a request needs, shared by all requests.
 pub struct App {
     engine: Engine,
@@ -91,7 +107,12 @@ impl App {
             .total_memories(256)
             .total_tables(256)
             .total_core_instances(512)
-            .max_memory_size(256 << 20);
+            .max_memory_size(256 << 20)
+            // As Spin: the first bytes of a freed memory/table stay mapped and are zeroed in
+            // place for the next instance, instead of being returned to the kernel and faulted
+            // in again; the same environment variables tune it.
+            .linear_memory_keep_resident(env_bytes(LINEAR_MEMORY_KEEP_RESIDENT, 2 << 20)?)
+            .table_keep_resident(env_bytes(TABLE_KEEP_RESIDENT, 1 << 19)?);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&config).map_err(anyhow::Error::from).context("Failed to create the wasmtime engine")?;
 
@@ -287,4 +308,26 @@ pub fn host_response(status: u16, text: &'static str) -> hyper::Response<HyperOu
     let mut response = hyper::Response::new(body);
     *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::env_bytes;
+
+    #[test]
+    fn keep_resident_sizes_come_from_the_environment_as_spin_reads_them() {
+        // Names of this test only: the process environment is shared by every test.
+        const UNSET: &str = "SPIN_LOCAL_TEST_KEEP_RESIDENT_UNSET";
+        const SET: &str = "SPIN_LOCAL_TEST_KEEP_RESIDENT_SET";
+        const BAD: &str = "SPIN_LOCAL_TEST_KEEP_RESIDENT_BAD";
+        // SAFETY: these variables are read and written by this test only.
+        unsafe {
+            std::env::set_var(SET, " 33554432 ");
+            std::env::set_var(BAD, "32MiB");
+        }
+        assert_eq!(env_bytes(UNSET, 2 << 20).unwrap(), 2 << 20);
+        assert_eq!(env_bytes(SET, 2 << 20).unwrap(), 32 << 20);
+        let err = env_bytes(BAD, 2 << 20).unwrap_err().to_string();
+        assert!(err.contains(BAD) && err.contains("number of bytes"), "{err}");
+    }
 }
