@@ -12,14 +12,15 @@ REQUESTS=${BENCH_REQUESTS:-2000}
 EVENTS=${BENCH_EVENTS:-500}
 mkdir -p .local/bench .local/logs
 
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+# start_host runs in a command substitution (a subshell), so it records its pids in a file.
+host_pids=$(mktemp)
+cleanup() { while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$host_pids"; rm -f "$host_pids"; }
 trap cleanup EXIT
 start_host() {
     local log=$1; shift
     local out; out=$(mktemp)
     target/native/spin-local up --listen 127.0.0.1:0 "$@" >"$out" 2>"$log" &
-    pids+=($!)
+    echo $! >>"$host_pids"
     for _ in $(seq 1 200); do
         if grep -q '^Serving ' "$out"; then sed -n 's/^Serving //p' "$out" | head -n1; return 0; fi
         sleep 0.05
