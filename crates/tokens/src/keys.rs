@@ -1,6 +1,7 @@
 //! Parsing the key variables and the JWKS.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::DecodePaddingMode;
@@ -95,7 +96,41 @@ fn public_key(index: usize, kid: &str, raw: &[u8]) -> Result<Ed25519PublicKey, K
 
 pub(crate) struct SigningKey {
     pub(crate) kid: String,
-    pub(crate) pair: Ed25519KeyPair,
+    seed: Zeroizing<[u8; 32]>,
+    /// Derived on first use: expanding a seed costs a base-point multiplication (about 0.07 ms
+    /// in wasm, where 64x64-bit products are library calls), and most requests need one key at
+    /// most (the token's kid) or none (a service caller, a cached service token).
+    pair: OnceLock<Ed25519KeyPair>,
+}
+
+/// PKCS#8 (RFC 8410) prefix of an Ed25519 private key: the DER form jwt-simple imports with a
+/// single key derivation (its raw-bytes import derives the key pair a second time to check it).
+const PKCS8_ED25519_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+impl SigningKey {
+    fn new(kid: &str, seed: Zeroizing<[u8; 32]>) -> Self {
+        Self { kid: kid.to_owned(), seed, pair: OnceLock::new() }
+    }
+
+    /// The key pair with its kid, derived from the seed the first time it is needed.
+    pub(crate) fn pair(&self) -> &Ed25519KeyPair {
+        self.pair.get_or_init(|| {
+            let mut der = Zeroizing::new([0u8; 48]);
+            der[..16].copy_from_slice(&PKCS8_ED25519_PREFIX);
+            der[16..].copy_from_slice(&self.seed[..]);
+            // `parse` accepted only 32-byte, non-zero seeds, and every such seed is a valid
+            // Ed25519 private key: this import cannot fail.
+            Ed25519KeyPair::from_der(&der[..])
+                .expect("a non-zero 32-byte seed is a valid Ed25519 key")
+                .with_key_id(&self.kid)
+        })
+    }
+
+    fn public_key(&self) -> Ed25519PublicKey {
+        self.pair().public_key()
+    }
 }
 
 /// The signing-key variable: `<kid>:<base64 32-byte seed>`, comma-separated. The first key
@@ -128,18 +163,7 @@ impl SigningKeys {
                 &keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
             )?;
             let seed = decode_32(index, kid, b64)?;
-            let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(*seed));
-            let raw = Zeroizing::new(kp.sk.to_vec());
-            let pair = Ed25519KeyPair::from_bytes(&raw)
-                .map_err(|_| KeyConfigError::InvalidPublicKey {
-                    index,
-                    kid: kid.to_owned(),
-                })?
-                .with_key_id(kid);
-            keys.push(SigningKey {
-                kid: kid.to_owned(),
-                pair,
-            });
+            keys.push(SigningKey::new(kid, seed));
         }
         Ok(SigningKeys { keys })
     }
@@ -147,6 +171,20 @@ impl SigningKeys {
     /// The kid of the key that signs.
     pub fn active_kid(&self) -> &str {
         &self.keys[0].kid
+    }
+
+    /// `<kid>.<16 hex digits>`: names the signing key (kid and a one-way digest of its seed)
+    /// without deriving it or revealing anything of it, e.g. to key a cache of tokens it signed
+    /// so that a changed key is never served another key's token.
+    pub fn active_key_fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        let key = &self.keys[0];
+        let digest = sha2::Sha256::new()
+            .chain_update(b"tokens/signing-key-fingerprint/v1")
+            .chain_update(&key.seed[..])
+            .finalize();
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}.{hex}", key.kid)
     }
 
     /// All kids, in configuration order.
@@ -164,7 +202,7 @@ impl SigningKeys {
                 json!({
                     "kty": "OKP",
                     "crv": "Ed25519",
-                    "x": URL.encode(k.pair.public_key().to_bytes()),
+                    "x": URL.encode(k.public_key().to_bytes()),
                     "kid": k.kid,
                     "alg": ALGORITHM,
                     "use": "sig",
@@ -180,7 +218,7 @@ impl SigningKeys {
             keys: self
                 .keys
                 .iter()
-                .map(|k| (k.kid.clone(), k.pair.public_key()))
+                .map(|k| (k.kid.clone(), k.public_key()))
                 .collect(),
         }
     }
@@ -194,7 +232,7 @@ impl SigningKeys {
                 format!(
                     "{service}:{}:{}",
                     k.kid,
-                    STD.encode(k.pair.public_key().to_bytes())
+                    STD.encode(k.public_key().to_bytes())
                 )
             })
             .collect::<Vec<_>>()

@@ -1222,3 +1222,40 @@ proptest! {
         let _ = RefreshToken::parse(&s);
     }
 }
+
+#[test]
+fn signing_keys_verify_like_their_verifier_and_derive_lazily() {
+    let keys = signing(&format!("{},{}", spec("new", 2), spec("old", 1)));
+    let verifier = keys.verifier();
+    let own = keys.issue_access_token(&cfg(), "user-1", NOW).unwrap().token;
+    let by_old = craft(1, &header("at+jwt", "old"), &access_claims());
+    let unknown = craft(3, &header("at+jwt", "gone"), &access_claims());
+    let forged = craft(3, &header("at+jwt", "old"), &access_claims());
+    let service = craft(2, &header("service+jwt", "new"), &service_claims("customer"));
+    for token in [&own, &by_old, &unknown, &forged, &service, &"not.a.token".to_owned()] {
+        assert_eq!(
+            keys.verify_access_token(token, &cfg(), NOW).map(|c| c.subject),
+            verifier.verify_access_token(token, &cfg(), NOW).map(|c| c.subject),
+            "{token}"
+        );
+    }
+    assert_eq!(keys.verify_access_token(&by_old, &cfg(), NOW).unwrap().subject, "user-1");
+    assert!(matches!(keys.verify_access_token(&unknown, &cfg(), NOW), Err(VerifyError::UnknownKid)));
+    assert!(matches!(keys.verify_access_token(&service, &cfg(), NOW), Err(VerifyError::WrongType)));
+    // The lazily derived public key is the seed's (independent vector).
+    let kat = signing(&format!("ext1:{KAT_SEED}"));
+    assert_eq!(kat.trusted_service_entries("customer"), format!("customer:ext1:{KAT_PUB}"));
+    assert_eq!(kat.verify_access_token(KAT_JWT, &cfg(), NOW + 1).unwrap().subject, "user-1");
+}
+
+#[test]
+fn the_active_key_fingerprint_names_kid_and_seed_and_reveals_neither_seed_nor_public_key() {
+    let a = signing(&spec("k1", 1)).active_key_fingerprint();
+    assert!(a.starts_with("k1.") && a.len() == 3 + 16, "{a}");
+    assert_eq!(a, signing(&format!("{},{}", spec("k1", 1), spec("k2", 2))).active_key_fingerprint());
+    assert_ne!(a, signing(&spec("k1", 2)).active_key_fingerprint(), "same kid, other seed");
+    assert_ne!(a, signing(&spec("k9", 1)).active_key_fingerprint(), "other kid");
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert!(!a.contains(&hex(&seed(1))[..16]));
+    assert!(!a.contains(&hex(&STD.decode(pub_b64(1)).unwrap())[..16]));
+}
