@@ -398,8 +398,7 @@ pub fn logout<S: Store>(store: &mut S, ctx: &Ctx, token: &RefreshToken) -> Resul
 /// The user id of a bearer access token (`Authorization: Bearer <token>`).
 pub fn authenticate_user(crypto: &Crypto, ctx: &Ctx, bearer: Option<&str>) -> Result<String, Error> {
     let token = bearer.ok_or(Error::MissingToken)?;
-    let verifier = crypto.signing.verifier();
-    match verifier.verify_access_token(token, &crypto.access, ctx.now) {
+    match crypto.signing.verify_access_token(token, &crypto.access, ctx.now) {
         Ok(claims) => Ok(claims.subject),
         Err(err) => {
             telemetry::info("access token refused", &[("reason", err.to_string().into())]);
@@ -522,7 +521,7 @@ pub fn authenticate_caller(
     trusted: impl FnOnce() -> Result<Option<TrustedServiceKeys>, Error>,
 ) -> Result<Caller, Error> {
     let token = bearer.ok_or(Error::MissingToken)?;
-    match crypto.signing.verifier().verify_access_token(token, &crypto.access, ctx.now) {
+    match crypto.signing.verify_access_token(token, &crypto.access, ctx.now) {
         Ok(claims) => return Ok(Caller::User(claims.subject)),
         Err(VerifyError::WrongType) => {}
         Err(err) => {
