@@ -14,7 +14,7 @@ use crate::domain::billing::{self, Ctx};
 use crate::domain::idempotency::{self, Begin};
 use crate::domain::webhook::{self, Event, Outcome};
 use crate::domain::{
-    AreaIds, AreaIdsError, Customer, IdempotencyKey, PriceId, ProfileLookup, ProfileSource, Profiles, Store,
+    AreaIds, AreaIdsError, Customer, IdempotencyKey, PriceId, ProfileLookup, ProfileSource, Store,
     Subscription, UserId, is_stripe_id,
 };
 use crate::error::Error;
@@ -527,23 +527,27 @@ pub fn get_me(request: Request, _params: Params) -> Response {
 }
 
 fn customer_reply(req: &Req, deps: &Deps, user: &UserId) -> Result<Reply, Error> {
+    let with_profile = match req.query_param("include").as_deref() {
+        None | Some("") => false,
+        Some("profile") => true,
+        Some(_) => return Err(Error::bad_request("invalid_query", "include may only be `profile`.")),
+    };
+    let auth = if with_profile { Some(deps.auth()?) } else { None };
+    // Asked before our own query: auth looks the profile up while we read the customer.
+    let profile = auth.as_ref().map(|auth| auth.start_profile(user.as_str()));
     let customer = billing::get_customer(deps.store()?, user)?;
     let mut body = customer_json(&customer);
-    match req.query_param("include").as_deref() {
-        None | Some("") => {}
-        Some("profile") => {
-            // Auth being down never fails this read: the profile is left out and said so.
-            match deps.auth()?.profile(user.as_str()) {
-                Ok(lookup) => body["profile"] = profile_json(&lookup),
-                Err(err) => {
-                    let err = Error::from(err);
-                    let problem = err.problem();
-                    body["profile"] = Value::Null;
-                    body["profile_error"] = json!({"code": problem.code, "detail": problem.detail, "retry_after": problem.retry_after});
-                }
+    if let (Some(auth), Some(profile)) = (&auth, profile) {
+        // Auth being down never fails this read: the profile is left out and said so.
+        match auth.finish_profile(profile) {
+            Ok(lookup) => body["profile"] = profile_json(&lookup),
+            Err(err) => {
+                let err = Error::from(err);
+                let problem = err.problem();
+                body["profile"] = Value::Null;
+                body["profile_error"] = json!({"code": problem.code, "detail": problem.detail, "retry_after": problem.retry_after});
             }
         }
-        Some(_) => return Err(Error::bad_request("invalid_query", "include may only be `profile`.")),
     }
     Ok(Reply::json(200, &body))
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::domain::{Profile, ProfileError, ProfileLookup, ProfileSource, Profiles};
 use crate::kv::Kv;
-use crate::transport::{HttpRequest, HttpResponse, Timeouts, Transport, TransportError, send_logged};
+use crate::transport::{HttpRequest, HttpResponse, LoggedCall, Timeouts, Transport, TransportError, send_logged, start_logged};
 
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
@@ -30,6 +30,12 @@ pub const BATCH_MAX: usize = 100;
 const MAX_BODY: usize = 256 * 1024;
 const JWKS_KEY: &str = "auth:jwks";
 const BREAKER_KEY: &str = "auth:breaker";
+/// Prefix of the cached service token's key; the rest names the signing key (kid and digest).
+const SERVICE_TOKEN_KEY: &str = "auth:service-token:";
+/// A cached service token (they live 60 s) is reused while it has at least this long left, so
+/// none expires on its way to auth, and each is used for about 40 s: one signature instead of
+/// one per call, and auth sees the same token again.
+const SERVICE_TOKEN_MIN_REMAINING_SECS: i64 = 20;
 /// The JWKS cache's lifetime, and the least time between two refetches for an unknown kid.
 pub const JWKS_TTL_SECS: i64 = 300;
 pub const JWKS_REFETCH_MIN_SECS: i64 = 30;
@@ -45,6 +51,29 @@ pub struct BreakerState {
 struct CachedProfile {
     profile: Profile,
     fetched_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CachedServiceToken {
+    token: String,
+    issued_at: i64,
+    expires_at: i64,
+}
+
+/// A profile lookup begun by [`AuthClient::start_profile`], read by
+/// [`AuthClient::finish_profile`]; while it is in flight the caller does its own work.
+pub struct ProfileFetch<'a> {
+    id: String,
+    cached: Option<CachedProfile>,
+    state: FetchState<'a>,
+}
+
+enum FetchState<'a> {
+    /// Answered without a call (fresh cache, open circuit).
+    Done(Result<ProfileLookup, ProfileError>),
+    /// No request could be made (no service key).
+    Failed(String),
+    Sent { request: HttpRequest, call: LoggedCall<'a> },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -129,6 +158,13 @@ impl<'a> AuthClient<'a> {
         }
     }
 
+    /// [`Self::send_once`] without waiting: the answer is read with [`LoggedCall::wait`].
+    fn start_once(&self, request: &HttpRequest) -> LoggedCall<'a> {
+        let mut request = request.clone();
+        request.headers.extend(telemetry::propagation_headers());
+        start_logged(self.transport, "auth", &request, 1, &[])
+    }
+
     /// One attempt, carrying the request's id and a `traceparent` (same trace, new span), logged.
     fn send_once(&self, request: &HttpRequest, attempt: u32, extra: &[(&str, Value)]) -> Result<HttpResponse, TransportError> {
         let mut request = request.clone();
@@ -136,13 +172,47 @@ impl<'a> AuthClient<'a> {
         send_logged(self.transport, "auth", &request, attempt, extra)
     }
 
-    fn service_request(&self, method: &'static str, path: &str, body: Option<Vec<u8>>) -> Result<HttpRequest, String> {
+    fn service_token_key(keys: &tokens::SigningKeys) -> String {
+        format!("{SERVICE_TOKEN_KEY}{}", keys.active_key_fingerprint())
+    }
+
+    /// A service token for calling auth: the cached one while it has time left, else a new one
+    /// (cached for the next requests of every instance).
+    fn service_token(&self) -> Result<String, String> {
         let keys = self.service_keys.ok_or("service_token_key is not configured")?;
-        let token = keys
+        let cache_key = Self::service_token_key(keys);
+        let cached: Option<CachedServiceToken> = self.kv.get(&cache_key).and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(entry) = cached
+            && entry.issued_at <= self.now
+            && entry.expires_at - self.now >= SERVICE_TOKEN_MIN_REMAINING_SECS
+        {
+            return Ok(entry.token);
+        }
+        let issued = keys
             .issue_service_token("customer", u64::try_from(self.now).unwrap_or(0))
             .map_err(|e| format!("cannot issue a service token: {e}"))?;
+        let entry = CachedServiceToken {
+            token: issued.token,
+            issued_at: i64::try_from(issued.issued_at).unwrap_or(i64::MAX),
+            expires_at: i64::try_from(issued.expires_at).unwrap_or(0),
+        };
+        if let Ok(bytes) = serde_json::to_vec(&entry) {
+            self.kv.set(&cache_key, &bytes);
+        }
+        Ok(entry.token)
+    }
+
+    /// Auth refused our token (its trusted keys changed?): the next call signs a new one.
+    fn forget_service_token(&self) {
+        if let Some(keys) = self.service_keys {
+            self.kv.delete(&Self::service_token_key(keys));
+        }
+    }
+
+    fn service_request(&self, method: &'static str, path: &str, body: Option<Vec<u8>>) -> Result<HttpRequest, String> {
+        let token = self.service_token()?;
         let mut headers = vec![
-            ("authorization".to_string(), format!("Bearer {}", token.token)),
+            ("authorization".to_string(), format!("Bearer {token}")),
             ("accept".to_string(), "application/json".to_string()),
         ];
         if body.is_some() {
@@ -236,11 +306,8 @@ impl<'a> AuthClient<'a> {
         }
     }
 
-    /// One profile: `Ok(None)` when auth says 404.
-    fn fetch_profile(&self, id: &str) -> Result<Option<Profile>, String> {
-        let path = format!("/api/v3/users/{}", percent_encode_segment(id));
-        let request = self.service_request("GET", &path, None)?;
-        let response = self.send(&request, &[]).map_err(|e| e.to_string())?;
+    /// Auth's answer for one profile: `Ok(None)` when it says 404.
+    fn read_profile(&self, id: &str, response: &HttpResponse) -> Result<Option<Profile>, String> {
         match response.status {
             200 => {
                 let body: Value = serde_json::from_slice(&response.body).map_err(|_| "auth answered invalid JSON".to_string())?;
@@ -248,7 +315,67 @@ impl<'a> AuthClient<'a> {
                 validate_user(user, Some(id)).map(Some)
             }
             404 => Ok(None),
-            status => Err(format!("auth answered {status}")),
+            status => {
+                if status == 401 {
+                    self.forget_service_token();
+                }
+                Err(format!("auth answered {status}"))
+            }
+        }
+    }
+
+    /// Begins looking up one profile: from the cache when fresh, else one call to auth sent now
+    /// and read by [`Self::finish_profile`], so auth works while the caller runs its own query.
+    pub fn start_profile(&self, id: &str) -> ProfileFetch<'a> {
+        let cached = self.cached(id);
+        let state = if let Some(entry) = cached.as_ref().filter(|entry| self.now - entry.fetched_at < self.settings.cache_ttl) {
+            telemetry::info("profile from cache", &[("user", id.into())]);
+            FetchState::Done(Ok(ProfileLookup { profile: entry.profile.clone(), source: ProfileSource::Cache }))
+        } else if let Err(retry_after) = self.breaker_allows() {
+            FetchState::Done(self.stale_or(cached.clone(), format!("circuit open; retry in {retry_after} s"), retry_after))
+        } else {
+            let path = format!("/api/v3/users/{}", percent_encode_segment(id));
+            match self.service_request("GET", &path, None) {
+                Ok(request) => {
+                    let call = self.start_once(&request);
+                    FetchState::Sent { request, call }
+                }
+                Err(reason) => FetchState::Failed(reason),
+            }
+        };
+        ProfileFetch { id: id.to_owned(), cached, state }
+    }
+
+    /// Reads the answer of [`Self::start_profile`] (retrying once if no connection could be
+    /// made), caches it and updates the circuit breaker.
+    pub fn finish_profile(&self, fetch: ProfileFetch<'a>) -> Result<ProfileLookup, ProfileError> {
+        let ProfileFetch { id, cached, state } = fetch;
+        let fetched = match state {
+            FetchState::Done(result) => return result,
+            FetchState::Failed(reason) => Err(reason),
+            FetchState::Sent { request, call } => {
+                let response = match call.wait() {
+                    Err(TransportError::Connect(_)) => self.send_once(&request, 2, &[]),
+                    other => other,
+                };
+                response.map_err(|e| e.to_string()).and_then(|response| self.read_profile(&id, &response))
+            }
+        };
+        match fetched {
+            Ok(Some(profile)) => {
+                self.record_success();
+                self.cache(&profile);
+                Ok(ProfileLookup { profile, source: ProfileSource::Auth })
+            }
+            Ok(None) => {
+                self.record_success();
+                self.kv.delete(&format!("profile:{id}"));
+                Err(ProfileError::NotFound)
+            }
+            Err(reason) => {
+                self.record_failure();
+                self.stale_or(cached, reason, 5)
+            }
         }
     }
 
@@ -302,6 +429,9 @@ impl<'a> AuthClient<'a> {
         let request = self.service_request("POST", "/api/v3/users/batch", Some(body))?;
         let response = self.send(&request, &[("ids", ids.len().into())]).map_err(|e| e.to_string())?;
         if response.status != 200 {
+            if response.status == 401 {
+                self.forget_service_token();
+            }
             return Err(format!("auth answered {}", response.status));
         }
         validate_batch(&response.body, ids)
@@ -430,31 +560,7 @@ pub fn validate_batch(body: &[u8], asked: &[String]) -> Result<Vec<Profile>, Str
 
 impl Profiles for AuthClient<'_> {
     fn profile(&self, id: &str) -> Result<ProfileLookup, ProfileError> {
-        let cached = self.cached(id);
-        if let Some(entry) = &cached
-            && self.now - entry.fetched_at < self.settings.cache_ttl {
-                telemetry::info("profile from cache", &[("user", id.into())]);
-                return Ok(ProfileLookup { profile: entry.profile.clone(), source: ProfileSource::Cache });
-            }
-        if let Err(retry_after) = self.breaker_allows() {
-            return self.stale_or(cached, format!("circuit open; retry in {retry_after} s"), retry_after);
-        }
-        match self.fetch_profile(id) {
-            Ok(Some(profile)) => {
-                self.record_success();
-                self.cache(&profile);
-                Ok(ProfileLookup { profile, source: ProfileSource::Auth })
-            }
-            Ok(None) => {
-                self.record_success();
-                self.kv.delete(&format!("profile:{id}"));
-                Err(ProfileError::NotFound)
-            }
-            Err(reason) => {
-                self.record_failure();
-                self.stale_or(cached, reason, 5)
-            }
-        }
+        self.finish_profile(self.start_profile(id))
     }
 }
 
@@ -635,5 +741,80 @@ mod tests {
         assert_eq!(fake.calls.get(), 1, "refetch rate-limited");
         assert!(at(1031).jwks(true).is_ok());
         assert_eq!(fake.calls.get(), 2);
+    }
+
+    /// The bearer token of every call the fake saw.
+    fn recording_fake(status: u16) -> (Fake, std::rc::Rc<RefCell<Vec<String>>>) {
+        let seen = std::rc::Rc::new(RefCell::new(Vec::new()));
+        let log = seen.clone();
+        let fake = Fake::new(move |request| {
+            let bearer = request.headers.iter().find(|(k, _)| k == "authorization").map(|(_, v)| v.clone());
+            log.borrow_mut().push(bearer.unwrap_or_default());
+            let mut answer = ok(serde_json::json!({"user": user("u1")}))?;
+            answer.status = status;
+            Ok(answer)
+        });
+        (fake, seen)
+    }
+
+    #[test]
+    fn one_service_token_serves_calls_for_40_seconds_then_a_new_one_is_signed() {
+        let kv = MemoryKv::default();
+        let (fake, seen) = recording_fake(200);
+        let keys = keys();
+        let no_cache = AuthSettings { cache_ttl: 0, ..settings() };
+        let at = |now| AuthClient::new(no_cache.clone(), &fake, &kv, Some(&keys), now);
+        for now in [1000, 1001, 1040] {
+            assert_eq!(at(now).profile("u1").unwrap().source, ProfileSource::Auth);
+        }
+        assert_eq!(at(1041).profile("u1").unwrap().source, ProfileSource::Auth);
+        let seen = seen.borrow();
+        assert_eq!(seen.len(), 4);
+        assert!(seen[0].starts_with("Bearer ey"), "{}", seen[0]);
+        assert!(seen[1] == seen[0] && seen[2] == seen[0], "reused while 20 s or more are left");
+        assert_ne!(seen[3], seen[0], "19 s left: a new token");
+        // Signed at 1041, so it lives until 1101.
+        let token = seen[3].trim_start_matches("Bearer ");
+        let claims = tokens::TrustedServiceKeys::parse(&keys.trusted_service_entries("customer"))
+            .unwrap()
+            .verify_service_token(token, 1041)
+            .unwrap();
+        assert_eq!((claims.issued_at, claims.expires_at), (1041, 1101));
+    }
+
+    #[test]
+    fn a_refused_service_token_is_forgotten_and_another_key_never_reuses_it() {
+        let kv = MemoryKv::default();
+        let (refusing, seen) = recording_fake(401);
+        let keys = keys();
+        let client = AuthClient::new(settings(), &refusing, &kv, Some(&keys), 1000);
+        assert!(client.profile("u1").is_err());
+        assert!(client.profile("u1").is_err());
+        {
+            let seen = seen.borrow();
+            assert_ne!(seen[0], seen[1], "after a 401 the next call signs a new token");
+        }
+        let (fake, seen) = recording_fake(200);
+        let first = AuthClient::new(AuthSettings { cache_ttl: 0, ..settings() }, &fake, &kv, Some(&keys), 2000);
+        first.profile("u1").unwrap();
+        let other_key = tokens::SigningKeys::parse("k1:AQECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+        let second = AuthClient::new(AuthSettings { cache_ttl: 0, ..settings() }, &fake, &kv, Some(&other_key), 2001);
+        second.profile("u1").unwrap();
+        let seen = seen.borrow();
+        assert_ne!(seen[0], seen[1], "same kid, other seed: its own token");
+    }
+
+    #[test]
+    fn a_started_profile_lookup_is_answered_when_finished() {
+        let kv = MemoryKv::default();
+        let (fake, seen) = recording_fake(200);
+        let keys = keys();
+        let client = AuthClient::new(settings(), &fake, &kv, Some(&keys), 1000);
+        let fetch = client.start_profile("u1");
+        assert_eq!(seen.borrow().len(), 1, "sent when started");
+        assert_eq!(client.finish_profile(fetch).unwrap().source, ProfileSource::Auth);
+        let cached = client.start_profile("u1");
+        assert_eq!(client.finish_profile(cached).unwrap().source, ProfileSource::Cache);
+        assert_eq!(seen.borrow().len(), 1);
     }
 }

@@ -6,20 +6,32 @@ use std::time::Instant;
 
 use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use spin_sdk::wit::wasi::http0_2_0::types::{
-    ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+    ErrorCode, Fields, FutureIncomingResponse, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
 use wasi::io::streams::StreamError;
 
-use crate::transport::{HttpRequest, HttpResponse, Timeouts, Transport, TransportError};
+use crate::transport::{HttpRequest, HttpResponse, Pending, Timeouts, Transport, TransportError};
 
 /// The real transport: wasi:http's outgoing handler.
 pub struct WasiTransport;
 
 impl Transport for WasiTransport {
     fn send(&self, request: &HttpRequest) -> Result<HttpResponse, TransportError> {
+        self.start(request).wait()
+    }
+
+    /// The host sends the request while this instance goes on (wasi:http's outgoing handler
+    /// returns a future); the answer is read in `wait`.
+    fn start(&self, request: &HttpRequest) -> Pending<'_> {
         let headers: Vec<(&str, &str)> =
             request.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-        send(request.method, &request.url, &headers, request.body.as_deref(), request.timeouts, request.max_body)
+        match begin(request.method, &request.url, &headers, request.body.as_deref(), request.timeouts) {
+            Ok(in_flight) => {
+                let max_body = request.max_body;
+                Pending::InFlight(Box::new(move || in_flight.finish(max_body)))
+            }
+            Err(err) => Pending::Ready(Err(err)),
+        }
     }
 }
 
@@ -42,15 +54,20 @@ fn classify(code: ErrorCode) -> TransportError {
     }
 }
 
-/// Sends one request and reads the whole response (at most `max_body` bytes).
-pub fn send(
+/// A request handed to the host, its answer not read yet.
+struct InFlight {
+    pending: FutureIncomingResponse,
+    started: Instant,
+}
+
+/// Hands one request (headers and whole body) to the host; the host sends it from here on.
+fn begin(
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
     timeouts: Timeouts,
-    max_body: usize,
-) -> Result<HttpResponse, TransportError> {
+) -> Result<InFlight, TransportError> {
     let started = Instant::now();
     let (scheme, authority, path) = split_url(url)?;
     let fields = Fields::from_list(
@@ -96,37 +113,44 @@ pub fn send(
         }
     }
     OutgoingBody::finish(outgoing_body, None).map_err(classify)?;
+    Ok(InFlight { pending, started })
+}
 
-    pending.subscribe().block();
-    let response = match pending.get() {
-        Some(Ok(Ok(response))) => response,
-        Some(Ok(Err(code))) => return Err(classify(code)),
-        Some(Err(())) | None => return Err(TransportError::Interrupted("response already taken".into())),
-    };
-    let status = response.status();
-    let headers = response.headers().entries();
-    let incoming =
-        response.consume().map_err(|()| TransportError::Interrupted("response body unavailable".into()))?;
-    let mut body = Vec::new();
-    {
-        let stream =
-            incoming.stream().map_err(|()| TransportError::Interrupted("response stream unavailable".into()))?;
-        loop {
-            match stream.blocking_read(64 * 1024) {
-                Ok(chunk) => {
-                    body.extend_from_slice(&chunk);
-                    if body.len() > max_body {
-                        return Err(TransportError::TooLarge(max_body));
+impl InFlight {
+    /// Waits for the answer and reads its whole body (at most `max_body` bytes).
+    fn finish(self, max_body: usize) -> Result<HttpResponse, TransportError> {
+        let InFlight { pending, started } = self;
+        pending.subscribe().block();
+        let response = match pending.get() {
+            Some(Ok(Ok(response))) => response,
+            Some(Ok(Err(code))) => return Err(classify(code)),
+            Some(Err(())) | None => return Err(TransportError::Interrupted("response already taken".into())),
+        };
+        let status = response.status();
+        let headers = response.headers().entries();
+        let incoming =
+            response.consume().map_err(|()| TransportError::Interrupted("response body unavailable".into()))?;
+        let mut body = Vec::new();
+        {
+            let stream =
+                incoming.stream().map_err(|()| TransportError::Interrupted("response stream unavailable".into()))?;
+            loop {
+                match stream.blocking_read(64 * 1024) {
+                    Ok(chunk) => {
+                        body.extend_from_slice(&chunk);
+                        if body.len() > max_body {
+                            return Err(TransportError::TooLarge(max_body));
+                        }
                     }
-                }
-                Err(StreamError::Closed) => break,
-                Err(StreamError::LastOperationFailed(err)) => {
-                    return Err(TransportError::Interrupted(err.to_debug_string()));
+                    Err(StreamError::Closed) => break,
+                    Err(StreamError::LastOperationFailed(err)) => {
+                        return Err(TransportError::Interrupted(err.to_debug_string()));
+                    }
                 }
             }
         }
+        Ok(HttpResponse { status, headers, body, elapsed: started.elapsed() })
     }
-    Ok(HttpResponse { status, headers, body, elapsed: started.elapsed() })
 }
 
 fn split_url(url: &str) -> Result<(Scheme, &str, &str), TransportError> {

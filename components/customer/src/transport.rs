@@ -71,6 +71,90 @@ pub enum TransportError {
 
 pub trait Transport {
     fn send(&self, request: &HttpRequest) -> Result<HttpResponse, TransportError>;
+
+    /// Sends `request` and returns without waiting for the answer, so the caller can do other
+    /// work (its own query) while the peer works; [`Pending::wait`] reads the answer. A
+    /// transport that cannot overlap calls sends at once (this default).
+    fn start(&self, request: &HttpRequest) -> Pending<'_> {
+        Pending::Ready(self.send(request))
+    }
+}
+
+/// A call in flight, or its result when the transport sent it at once.
+pub enum Pending<'a> {
+    Ready(Result<HttpResponse, TransportError>),
+    InFlight(Box<dyn FnOnce() -> Result<HttpResponse, TransportError> + 'a>),
+}
+
+impl Pending<'_> {
+    pub fn wait(self) -> Result<HttpResponse, TransportError> {
+        match self {
+            Self::Ready(result) => result,
+            Self::InFlight(finish) => finish(),
+        }
+    }
+}
+
+/// A call started by [`start_logged`]: logged as one `call` line when its answer is read.
+pub struct LoggedCall<'a> {
+    pending: Pending<'a>,
+    target: &'a str,
+    method: &'static str,
+    url: String,
+    attempt: u32,
+    extra: Vec<(&'a str, Value)>,
+    started: Instant,
+}
+
+impl LoggedCall<'_> {
+    /// Waits for the answer and logs the call (its duration counts from the start).
+    pub fn wait(self) -> Result<HttpResponse, TransportError> {
+        let result = self.pending.wait();
+        let duration = self.started.elapsed();
+        let error = result.as_ref().err().map(ToString::to_string);
+        let outcome = match (&result, &error) {
+            (Ok(response), _) => Ok(response.status),
+            (Err(_), Some(reason)) => Err(reason.as_str()),
+            (Err(_), None) => Err("failed"),
+        };
+        let mut fields = self.extra;
+        // Stripe's own id of the request, for its support and dashboard logs.
+        if let Some(id) = result.as_ref().ok().and_then(|r| r.header("request-id")) {
+            fields.push(("upstream_request_id", Value::from(id)));
+        }
+        telemetry::call(
+            &telemetry::Call {
+                target: self.target,
+                method: self.method,
+                url: &self.url,
+                attempt: self.attempt,
+                duration,
+                outcome,
+            },
+            &fields,
+        );
+        result
+    }
+}
+
+/// Starts one attempt through `transport`; [`LoggedCall::wait`] reads and logs it.
+pub fn start_logged<'a>(
+    transport: &'a dyn Transport,
+    target: &'a str,
+    request: &HttpRequest,
+    attempt: u32,
+    extra: &[(&'a str, Value)],
+) -> LoggedCall<'a> {
+    let started = Instant::now();
+    LoggedCall {
+        pending: transport.start(request),
+        target,
+        method: request.method,
+        url: request.url.clone(),
+        attempt,
+        extra: extra.to_vec(),
+        started,
+    }
 }
 
 /// Sends one attempt through `transport` and logs it as one `call` line: `target`, method, path
@@ -83,23 +167,5 @@ pub fn send_logged(
     attempt: u32,
     extra: &[(&str, Value)],
 ) -> Result<HttpResponse, TransportError> {
-    let started = Instant::now();
-    let result = transport.send(request);
-    let duration = started.elapsed();
-    let error = result.as_ref().err().map(ToString::to_string);
-    let outcome = match (&result, &error) {
-        (Ok(response), _) => Ok(response.status),
-        (Err(_), Some(reason)) => Err(reason.as_str()),
-        (Err(_), None) => Err("failed"),
-    };
-    let mut fields = extra.to_vec();
-    // Stripe's own id of the request, for its support and dashboard logs.
-    if let Some(id) = result.as_ref().ok().and_then(|r| r.header("request-id")) {
-        fields.push(("upstream_request_id", Value::from(id)));
-    }
-    telemetry::call(
-        &telemetry::Call { target, method: request.method, url: &request.url, attempt, duration, outcome },
-        &fields,
-    );
-    result
+    start_logged(transport, target, request, attempt, extra).wait()
 }
