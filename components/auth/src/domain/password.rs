@@ -28,7 +28,10 @@ const SALT_LEN: usize = 16;
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRmb3JkdW1teQ$\
                           3kZ0b6Qj8m1bq3m3Cw2rZk3i1rXJ7Bq1o5m3mS9oWc4";
 
-/// The list, shipped as data: see the header of the file for where it comes from.
+/// The list (`common-passwords.txt`: see its header for where it comes from), zlib-compressed by
+/// build.rs: 30 KB in the component instead of 83 KB.
+const COMMON_PASSWORDS_ZLIB: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/common-passwords.zlib"));
+#[cfg(test)]
 const COMMON_PASSWORDS_FILE: &str = include_str!("common-passwords.txt");
 
 /// A password as typed, NFKC-normalized. Wiped from memory on drop; `Debug` is redacted.
@@ -96,10 +99,21 @@ impl Password {
 }
 
 /// The sorted entries of the list (everything after the header's terminating empty line).
+/// The file's text, inflated once per instance (only requests that set a password need it).
+fn common_passwords_text() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        // build.rs wrote this data from a UTF-8 file in this crate: it always inflates.
+        let bytes = miniz_oxide::inflate::decompress_to_vec_zlib(COMMON_PASSWORDS_ZLIB)
+            .expect("the build script's zlib data inflates");
+        String::from_utf8(bytes).expect("the common-password list is UTF-8")
+    })
+}
+
 fn common_passwords() -> &'static [&'static str] {
     static LIST: OnceLock<Vec<&'static str>> = OnceLock::new();
     LIST.get_or_init(|| {
-        let body = COMMON_PASSWORDS_FILE
+        let body = common_passwords_text()
             .split_once("\n\n")
             .map_or("", |(_, body)| body);
         body.lines().filter(|line| !line.is_empty()).collect()
@@ -178,6 +192,7 @@ mod tests {
         assert_eq!(list.len(), 10_000);
         assert!(list.windows(2).all(|w| w[0] < w[1]), "sorted bytewise and unique");
         assert!(COMMON_PASSWORDS_FILE.starts_with("# The 10,000 most common passwords"));
+        assert_eq!(common_passwords_text(), COMMON_PASSWORDS_FILE, "the shipped data inflates to the file");
         assert!(list.contains(&"#1bitch"), "an entry that starts with # is an entry");
     }
 
