@@ -338,23 +338,38 @@ impl Verifier {
         config: &AccessTokenConfig,
         now: u64,
     ) -> Result<AccessClaims, VerifyError> {
-        let kid = precheck(token, ACCESS_TOKEN_TYPE)?;
-        let key = self.key(&kid).ok_or(VerifyError::UnknownKid)?;
-        verify_access(token, key, kid, config, now)
+        verify_access(token, config, now, |kid| self.key(kid).cloned())
     }
 }
 
-/// The access-token checks after the header's: signature with `key`, claims, subject.
+impl SigningKeys {
+    /// [`Verifier::verify_access_token`] with these keys' public halves, deriving only the key
+    /// the token names (and none for a token that fails the cheap checks first).
+    pub fn verify_access_token(
+        &self,
+        token: &str,
+        config: &AccessTokenConfig,
+        now: u64,
+    ) -> Result<AccessClaims, VerifyError> {
+        verify_access(token, config, now, |kid| {
+            self.keys.iter().find(|k| k.kid == kid).map(|k| k.pair().public_key())
+        })
+    }
+}
+
+/// The access-token checks: header, then the signature with the key `key_for` gives for the
+/// token's kid (asked only once the header passed), claims, subject.
 fn verify_access(
     token: &str,
-    key: &Ed25519PublicKey,
-    kid: String,
     config: &AccessTokenConfig,
     now: u64,
+    key_for: impl FnOnce(&str) -> Option<Ed25519PublicKey>,
 ) -> Result<AccessClaims, VerifyError> {
+    let kid = precheck(token, ACCESS_TOKEN_TYPE)?;
+    let key = key_for(&kid).ok_or(VerifyError::UnknownKid)?;
     let c = check_signed(
         token,
-        key,
+        &key,
         &kid,
         ACCESS_TOKEN_TYPE,
         &config.issuer,
@@ -373,21 +388,6 @@ fn verify_access(
         jti: c.jti,
         kid,
     })
-}
-
-impl SigningKeys {
-    /// [`Verifier::verify_access_token`] with these keys' public halves, deriving only the key
-    /// the token names (and none for a token that fails the cheap checks first).
-    pub fn verify_access_token(
-        &self,
-        token: &str,
-        config: &AccessTokenConfig,
-        now: u64,
-    ) -> Result<AccessClaims, VerifyError> {
-        let kid = precheck(token, ACCESS_TOKEN_TYPE)?;
-        let key = self.keys.iter().find(|k| k.kid == kid).ok_or(VerifyError::UnknownKid)?;
-        verify_access(token, &key.pair().public_key(), kid, config, now)
-    }
 }
 
 impl TrustedServiceKeys {
