@@ -6,12 +6,12 @@
 
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
-use integration_tests::{TestApp, TestDatabase, spawn_app_with};
-use mysql_async::prelude::Queryable as _;
+pub use integration_tests::db_rows;
+use integration_tests::TestApp;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::cs::{Key, LocalStripe};
+use crate::cs::{Key, LocalStripe, spawn_app_on};
 use crate::support::{Answer, PASSWORD};
 
 /// The app (both components), a private localstripe, and a service key customer trusts (`ops`).
@@ -33,14 +33,12 @@ pub async fn full() -> Full {
 pub async fn full_with(adjust: impl FnOnce(&mut std::collections::BTreeMap<String, String>)) -> Full {
     let stripe = LocalStripe::start().await;
     let ops = Key::generate("ops-1");
-    let (base, trusted) = (stripe.base.clone(), format!("ops:{}:{}", ops.kid, ops.public_b64()));
-    let app = spawn_app_with(|vars| {
-        vars.insert("stripe_api_base".into(), base);
+    let trusted = format!("ops:{}:{}", ops.kid, ops.public_b64());
+    let app = spawn_app_on(&stripe, |vars| {
         vars.insert("customer_trusted_service_keys".into(), trusted);
         adjust(vars);
     })
-    .await
-    .expect("app starts");
+    .await;
     let auth_key = Key::parse(&app.variables["token_signing_keys"]);
     let customer_service = Key::parse(&app.variables["service_token_key"]);
     Full { app, stripe, auth_key, ops, customer_service }
@@ -163,24 +161,6 @@ pub fn sans_request_id(body: &Value) -> Value {
         map.remove("request_id");
     }
     body
-}
-
-/// Rows of a query, each column as text (NULL as "NULL").
-pub async fn db_rows(db: &TestDatabase, sql: &str) -> Vec<Vec<String>> {
-    let mut conn = db.connect().await.expect("db");
-    let rows: Vec<mysql_async::Row> = conn.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    conn.disconnect().await.ok();
-    rows.into_iter()
-        .map(|row| {
-            (0..row.len())
-                .map(|i| match row.as_ref(i) {
-                    Some(mysql_async::Value::NULL) | None => "NULL".to_string(),
-                    Some(mysql_async::Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
-                    Some(v) => v.as_sql(true).trim_matches('\'').to_string(),
-                })
-                .collect()
-        })
-        .collect()
 }
 
 pub fn b64url(bytes: &[u8]) -> String {

@@ -6,43 +6,18 @@
 #[path = "auth_support.rs"]
 mod support;
 
-use integration_tests::repo_root;
-use support::*;
+use std::collections::BTreeSet;
 
-/// (METHOD, path) pairs under `paths:` (paths indented two spaces, methods four).
-fn operations(yaml: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut in_paths = false;
-    let mut path: Option<String> = None;
-    for line in yaml.lines() {
-        if !line.starts_with(' ') && !line.trim().is_empty() {
-            in_paths = line.trim_end() == "paths:";
-            continue;
-        }
-        if !in_paths {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("  ").filter(|r| !r.starts_with(' ')) {
-            path = rest.trim_end().strip_suffix(':').map(str::to_owned);
-        } else if let Some(rest) = line.strip_prefix("    ").filter(|r| !r.starts_with(' ')) {
-            let key = rest.trim_end().trim_end_matches(':');
-            if ["get", "put", "post", "delete", "patch"].contains(&key) {
-                out.push((key.to_ascii_uppercase(), path.clone().expect("path before method")));
-            }
-        }
-    }
-    out
-}
+use integration_tests::openapi_operations;
+use support::*;
 
 #[tokio::test]
 async fn every_documented_operation_is_served_and_nothing_else() {
-    let yaml = std::fs::read_to_string(repo_root().join("openapi/auth.yaml")).expect("openapi/auth.yaml");
-    assert!(yaml.starts_with("openapi: 3.1"), "OpenAPI 3.1");
-    let documented = operations(&yaml);
+    let (doc, documented) = openapi_operations("auth.yaml");
+    assert!(doc["openapi"].as_str().unwrap_or("").starts_with("3.1"), "OpenAPI 3.1");
     assert_eq!(documented.len(), 12, "{documented:?}");
     let app = app().await;
-    let mut paths: Vec<&str> = documented.iter().map(|(_, p)| p.as_str()).collect();
-    paths.dedup();
+    let paths: BTreeSet<&str> = documented.iter().map(|(_, p)| p.as_str()).collect();
     for path in paths {
         let concrete = path.replace("{id}", "0190aaaa-0000-7000-8000-000000000000");
         for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {

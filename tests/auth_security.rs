@@ -4,6 +4,7 @@
 #[path = "auth_support.rs"]
 mod support;
 
+use integration_tests::join_all;
 use serde_json::{Value, json};
 use support::*;
 use tokens::{AccessTokenConfig, SigningKeys};
@@ -26,36 +27,12 @@ async fn fifty_concurrent_registrations_of_one_email_make_one_account() {
         let app = &app;
         async move { post(app, "/api/v3/auth/register", body).await }
     });
-    let answers = futures_join_all(attempts).await;
+    let answers = join_all(attempts).await;
     let created = answers.iter().filter(|a| a.status == 201).count();
     let conflicts = answers.iter().filter(|a| a.status == 409 && a.body["code"] == "email_taken").count();
     let others: Vec<_> = answers.iter().filter(|a| a.status != 201 && a.status != 409).map(|a| a.text.clone()).collect();
     assert_eq!((created, conflicts), (1, 49), "unexpected answers: {others:?}");
     assert_eq!(rows(&app, "SELECT COUNT(*) FROM client_auth").await[0][0], "1");
-}
-
-/// `join_all` without the futures crate: spawn each on the runtime via a scoped set.
-async fn futures_join_all<F: std::future::Future<Output = Answer>>(futures: impl Iterator<Item = F>) -> Vec<Answer> {
-    let futures: Vec<_> = futures.map(Box::pin).collect();
-    let mut pending: Vec<Option<std::pin::Pin<Box<F>>>> = futures.into_iter().map(Some).collect();
-    let mut results: Vec<Option<Answer>> = (0..pending.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut done = true;
-        for (slot, result) in pending.iter_mut().zip(results.iter_mut()) {
-            if let Some(future) = slot {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(answer) => {
-                        *result = Some(answer);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => done = false,
-                }
-            }
-        }
-        if done { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
-    })
-    .await;
-    results.into_iter().map(|r| r.expect("completed")).collect()
 }
 
 #[tokio::test]
@@ -83,7 +60,7 @@ async fn concurrent_refreshes_within_the_grace_window_all_succeed() {
     let app = app().await;
     let session = register(&app, "Ada", "ada@example.org").await;
     let token = refresh_token(&session);
-    let answers = futures_join_all((0..4).map(|_| {
+    let answers = join_all((0..4).map(|_| {
         let app = &app;
         let body = json!({"refresh_token": token});
         async move { post(app, "/api/v3/auth/refresh", body).await }

@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use integration_tests::{TestApp, spawn_app, spawn_app_with};
-use mysql_async::prelude::Queryable as _;
+use integration_tests::{TestApp, db_rows, spawn_app, spawn_app_with};
 use serde_json::{Value, json};
 
 pub const PASSWORD: &str = "analytical-engine-1843";
@@ -159,20 +158,7 @@ pub fn now() -> u64 {
 
 /// Rows of a query on auth's database, each column as text (NULL as "NULL").
 pub async fn rows(app: &TestApp, sql: &str) -> Vec<Vec<String>> {
-    let mut conn = app.auth_db.connect().await.expect("db");
-    let rows: Vec<mysql_async::Row> = conn.query(sql).await.expect("query");
-    conn.disconnect().await.ok();
-    rows.into_iter()
-        .map(|row| {
-            (0..row.len())
-                .map(|i| match row.as_ref(i) {
-                    Some(mysql_async::Value::NULL) | None => "NULL".to_string(),
-                    Some(mysql_async::Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
-                    Some(v) => v.as_sql(true).trim_matches('\'').to_string(),
-                })
-                .collect()
-        })
-        .collect()
+    db_rows(&app.auth_db, sql).await
 }
 
 /// The audit events as (event, success, reason, subject) in order.

@@ -7,6 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use integration_tests::join_all;
 use serde_json::{Value, json};
 use support::{Key, spawn};
 
@@ -113,12 +114,7 @@ async fn the_whole_journey_with_the_auth_stand_in() {
 #[tokio::test]
 async fn the_whole_journey_with_the_real_auth() {
     let stripe = support::LocalStripe::start().await;
-    let base = stripe.base.clone();
-    let app = integration_tests::spawn_app_with(|vars| {
-        vars.insert("stripe_api_base".into(), base);
-    })
-    .await
-    .expect("app starts");
+    let app = support::spawn_app_on(&stripe, |_| {}).await;
     let register = app
         .client
         .post(app.url("/api/v3/auth/register"))
@@ -273,7 +269,7 @@ async fn twenty_concurrent_creates_make_one_customer() {
     let app = spawn(|_| {}).await;
     app.auth.add_user("u-race", "Racer", "race@example.org");
     let requests = (0..20).map(|_| app.call("POST", "/api/v3/customers", "u-race", Some(json!({"area_ids": [1]})), &[]));
-    let results = futures_join_all(requests).await;
+    let results = join_all(requests).await;
     let created = results.iter().filter(|(s, _, _)| *s == 201).count();
     let conflicts = results.iter().filter(|(s, _, _)| *s == 409).count();
     assert_eq!(created, 1, "{:?}", results.iter().map(|r| (r.0, r.1.clone())).collect::<Vec<_>>());
@@ -281,31 +277,6 @@ async fn twenty_concurrent_creates_make_one_customer() {
     assert_eq!(app.stripe.customers_of("u-race").await.len(), 1);
     let rows = app.db_rows("SELECT COUNT(*) FROM customers").await;
     assert_eq!(rows[0].get::<i64, _>(0), Some(1));
-}
-
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let handles: Vec<_> = futures.collect();
-    let mut out = Vec::new();
-    // Poll them together.
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = handles.into_iter().map(Box::pin).collect();
-    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if results[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => results[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
-    })
-    .await;
-    for r in results {
-        out.push(r.unwrap());
-    }
-    out
 }
 
 #[tokio::test]

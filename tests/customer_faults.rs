@@ -4,10 +4,9 @@
 #[path = "customer_support.rs"]
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use integration_tests::{HostProcess, TestDatabase, component_wasm, repo_root};
+use integration_tests::{HostProcess, TestDatabase, component_wasm, fresh_key_variables, repo_root};
 use serde_json::{Value, json};
 use support::spawn;
 
@@ -190,8 +189,7 @@ async fn the_login_proxy_forwards_to_auth_in_a_split_deployment() {
         ),
     )
     .unwrap();
-    let mut variables: BTreeMap<String, String> =
-        admin::keys::generate().unwrap().into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+    let mut variables = fresh_key_variables().unwrap();
     variables.insert("customer_db_url".into(), db.url.clone());
     variables.insert("customer_db_address".into(), db.address.clone());
     variables.insert("auth_db_url".into(), "mysql://unused@127.0.0.1:1/none".into());

@@ -4,23 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use integration_tests::{repo_root, spawn_app};
+use integration_tests::{openapi_operations, repo_root, spawn_app};
 use serde_json::Value;
-
-fn documented() -> (serde_yaml::Value, BTreeSet<(String, String)>) {
-    let text = std::fs::read_to_string(repo_root().join("openapi/customer.yaml")).unwrap();
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    let mut ops = BTreeSet::new();
-    for (path, item) in doc["paths"].as_mapping().expect("paths") {
-        for (method, _) in item.as_mapping().unwrap() {
-            let method = method.as_str().unwrap();
-            if ["get", "post", "put", "patch", "delete"].contains(&method) {
-                ops.insert((method.to_uppercase(), path.as_str().unwrap().to_string()));
-            }
-        }
-    }
-    (doc, ops)
-}
 
 fn served() -> BTreeSet<(String, String)> {
     let source = std::fs::read_to_string(repo_root().join("components/customer/src/lib.rs")).unwrap();
@@ -43,7 +28,7 @@ fn served() -> BTreeSet<(String, String)> {
 
 #[test]
 fn the_document_lists_exactly_the_served_routes() {
-    let (doc, documented) = documented();
+    let (doc, documented) = openapi_operations("customer.yaml");
     assert_eq!(doc["openapi"].as_str().unwrap_or(""), "3.1.0");
     let served = served();
     assert!(served.len() >= 12, "{served:?}");
@@ -52,7 +37,7 @@ fn the_document_lists_exactly_the_served_routes() {
 
 #[tokio::test]
 async fn every_documented_operation_is_answered_by_customer() {
-    let (doc, documented) = documented();
+    let (doc, documented) = openapi_operations("customer.yaml");
     let app = spawn_app().await.expect("app starts");
     for (method, path) in documented {
         // In the combined app /api/v3/auth/login is auth's: customer serves it only when deployed alone.

@@ -368,19 +368,28 @@ pub struct CustomerApp {
     pub key: Key,
 }
 
+/// The app (both components) with customer pointed at this localstripe, then `adjust`ed.
+pub async fn spawn_app_on(stripe: &LocalStripe, adjust: impl FnOnce(&mut BTreeMap<String, String>)) -> TestApp {
+    let stripe_base = stripe.base.clone();
+    spawn_app_with(|vars| {
+        vars.insert("stripe_api_base".into(), stripe_base);
+        adjust(vars);
+    })
+    .await
+    .expect("app starts")
+}
+
 /// The app with customer pointed at a private localstripe and at the auth stand-in (which
 /// serves the app's JWKS, so customer fetches and caches it).
 pub async fn spawn(adjust: impl FnOnce(&mut BTreeMap<String, String>)) -> CustomerApp {
     let stripe = LocalStripe::start().await;
     let auth = AuthStub::start().await;
-    let (stripe_base, auth_base) = (stripe.base.clone(), auth.base.clone());
-    let app = spawn_app_with(|vars| {
-        vars.insert("stripe_api_base".into(), stripe_base);
+    let auth_base = auth.base.clone();
+    let app = spawn_app_on(&stripe, |vars| {
         vars.insert("auth_service_url".into(), auth_base);
         adjust(vars);
     })
-    .await
-    .expect("app starts");
+    .await;
     let key = Key::parse(&app.variables["token_signing_keys"]);
     auth.state.lock().unwrap().jwks = key.jwks();
     CustomerApp { app, stripe, auth, key }

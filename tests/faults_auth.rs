@@ -10,6 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use integration_tests::join_all;
 use serde_json::json;
 use support::spawn;
 
@@ -78,23 +79,4 @@ async fn a_burst_while_auth_hangs_never_waits_past_the_timeout_and_the_breaker_r
     }
     let (status, _, _) = app.call("POST", "/api/v3/customers", "u-2", Some(json!({"area_ids": [1]})), &[]).await;
     assert_eq!(status, 201, "closed: the next request goes straight through");
-}
-
-async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
-    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if results[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => results[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
-    })
-    .await;
-    results.into_iter().map(|r| r.expect("completed")).collect()
 }

@@ -6,12 +6,11 @@
 #[path = "customer_support.rs"]
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use integration_tests::mariadb::PrivateMariaDb;
-use integration_tests::{HostProcess, TestDatabase, repo_root};
+use integration_tests::{HostProcess, TestDatabase, app_variables, register_account, repo_root};
 use mysql_async::prelude::Queryable as _;
 use serde_json::{Value, json};
 
@@ -62,12 +61,7 @@ async fn a_database_restart_mid_burst_loses_nothing_and_every_failure_is_a_clear
     admin::migrate::up(&auth_db.url, admin::migrate::Service::Auth.migrator(), Default::default()).await.unwrap();
     admin::migrate::up(&customer_db.url, admin::migrate::Service::Customer.migrator(), Default::default()).await.unwrap();
     let stripe = support::LocalStripe::start().await;
-    let mut variables: BTreeMap<String, String> =
-        admin::keys::generate().unwrap().into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
-    variables.insert("auth_db_url".into(), auth_db.url.clone());
-    variables.insert("auth_db_address".into(), auth_db.address.clone());
-    variables.insert("customer_db_url".into(), customer_db.url.clone());
-    variables.insert("customer_db_address".into(), customer_db.address.clone());
+    let mut variables = app_variables(&auth_db, &customer_db).unwrap();
     variables.insert("stripe_api_base".into(), stripe.base.clone());
     let host = Arc::new(HostProcess::start(&repo_root().join("spin.toml"), &variables).await.expect("host starts"));
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
@@ -75,15 +69,7 @@ async fn a_database_restart_mid_burst_loses_nothing_and_every_failure_is_a_clear
     // Customers to update during the burst.
     let mut tokens = Vec::new();
     for c in 0..CUSTOMERS {
-        let session: Value = client
-            .post(host.url("/api/v3/auth/register"))
-            .json(&json!({"name": format!("Customer {c}"), "email": format!("c{c}@example.org"), "password": "burst-password-2024"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let session = register_account(&client, &host, &format!("Customer {c}"), &format!("c{c}@example.org"), "burst-password-2024").await;
         let token = session["access_token"].as_str().expect("registered").to_string();
         let created = client.post(host.url("/api/v3/customers")).bearer_auth(&token).json(&json!({"area_ids": [1]})).send().await.unwrap();
         assert_eq!(created.status(), 201, "{}", host.log());

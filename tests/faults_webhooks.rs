@@ -8,6 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use integration_tests::join_all;
 use serde_json::{Value, json};
 use support::{CustomerApp, now, spawn, stripe_signature};
 
@@ -108,7 +109,7 @@ async fn a_storm_of_duplicated_shuffled_events_ends_in_stripes_state() {
     let mut outcomes: Vec<(u16, Value)> = Vec::new();
     let mut retried = 0;
     for chunk in deliveries.chunks(CONCURRENCY) {
-        let answers = futures_join(chunk.iter().map(|p| deliver(&app, &client, &secret, p))).await;
+        let answers = join_all(chunk.iter().map(|p| deliver(&app, &client, &secret, p))).await;
         for (payload, answer) in chunk.iter().zip(answers) {
             let mut answer = answer;
             // A 503 is Stripe's cue to deliver again (as it would, for up to three days).
@@ -154,24 +155,4 @@ async fn a_storm_of_duplicated_shuffled_events_ends_in_stripes_state() {
         subscriptions.len(),
         elapsed.as_secs_f64()
     );
-}
-
-/// Polls a batch of futures together (no extra crates).
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
-    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if results[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => results[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
-    })
-    .await;
-    results.into_iter().map(|r| r.expect("completed")).collect()
 }

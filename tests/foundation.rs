@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use integration_tests::mariadb::PrivateMariaDb;
-use integration_tests::{HostProcess, TestDatabase, repo_root, spawn_app};
+use integration_tests::{HostProcess, TestDatabase, app_variables, repo_root, spawn_app};
 use serde_json::Value;
 
 #[tokio::test]
@@ -58,15 +58,7 @@ async fn a_dead_database_gives_a_quick_503_and_health_recovers() {
     let mut database = PrivateMariaDb::start().await.expect("private MariaDB starts");
     let auth_db = TestDatabase::create_on(&database.admin_url(), "auth").await.unwrap();
     let customer_db = TestDatabase::create_on(&database.admin_url(), "customer").await.unwrap();
-    let mut variables: std::collections::BTreeMap<String, String> = admin::keys::generate()
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .collect();
-    variables.insert("auth_db_url".into(), auth_db.url.clone());
-    variables.insert("auth_db_address".into(), auth_db.address.clone());
-    variables.insert("customer_db_url".into(), customer_db.url.clone());
-    variables.insert("customer_db_address".into(), customer_db.address.clone());
+    let variables = app_variables(&auth_db, &customer_db).unwrap();
     let host = HostProcess::start(&repo_root().join("spin.toml"), &variables).await.expect("host starts");
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let health = |path: &'static str| {

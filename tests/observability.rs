@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use integration_tests::{TestApp, spawn_app_with_env};
+use integration_tests::{TestApp, join_all, register_account, spawn_app_with_env};
 use serde_json::{Value, json};
 
 async fn app() -> TestApp {
@@ -150,16 +150,7 @@ async fn problems_carry_the_request_id_of_the_header() {
     let (_, body) = problem(app.client.get(app.url("/api/v3/billing/nothing")).send().await.unwrap()).await;
     assert_eq!(body["code"], "not_found");
     let email = format!("p-{}@example.org", uuid::Uuid::new_v4().simple());
-    let session: Value = app
-        .client
-        .post(app.url("/api/v3/auth/register"))
-        .json(&json!({"name": "Pat", "email": email, "password": "problem-report-77"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let session = register_account(&app.client, &app.host, "Pat", &email, "problem-report-77").await;
     let token = session["access_token"].as_str().expect("registered");
     let (id, body) = problem(
         app.client
@@ -289,7 +280,7 @@ async fn concurrent_requests_still_give_one_json_object_per_line() {
         let path = if i % 2 == 0 { "/api/v3/customers/health" } else { "/api/v3/users/me" };
         app.client.get(app.url(path)).header("x-request-id", format!("burst-{i}")).send()
     });
-    for response in futures_join_all(requests).await {
+    for response in join_all(requests).await {
         assert!(response.expect("answered").headers().contains_key("x-request-id"));
     }
     let all = lines(&app);
@@ -299,16 +290,3 @@ async fn concurrent_requests_still_give_one_json_object_per_line() {
     }
 }
 
-/// `futures::future::join_all` without the dependency: spawn each on the runtime, await in order.
-async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futures.map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for handle in handles {
-        out.push(handle.await.expect("task"));
-    }
-    out
-}

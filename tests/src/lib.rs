@@ -2,7 +2,7 @@
 //! databases on the project's MariaDB and its own local host process on a free port, running
 //! the real `.wasm` files. Build first (`make build`); `make test` does everything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -207,14 +207,7 @@ pub async fn spawn_app_with_env(adjust: impl FnOnce(&mut BTreeMap<String, String
     admin::migrate::up(&auth_db.url, admin::migrate::Service::Auth.migrator(), Default::default()).await?;
     admin::migrate::up(&customer_db.url, admin::migrate::Service::Customer.migrator(), Default::default()).await?;
 
-    let mut variables: BTreeMap<String, String> = admin::keys::generate()?
-        .into_iter()
-        .map(|(name, value)| (name.to_ascii_lowercase(), value))
-        .collect();
-    variables.insert("auth_db_url".into(), auth_db.url.clone());
-    variables.insert("auth_db_address".into(), auth_db.address.clone());
-    variables.insert("customer_db_url".into(), customer_db.url.clone());
-    variables.insert("customer_db_address".into(), customer_db.address.clone());
+    let mut variables = app_variables(&auth_db, &customer_db)?;
     let stripe_port = stack_setting("STRIPE_PORT").unwrap_or_else(|_| "8420".into());
     variables.insert("stripe_api_base".into(), format!("http://127.0.0.1:{stripe_port}"));
     adjust(&mut variables);
@@ -231,4 +224,91 @@ impl TestApp {
     pub fn url(&self, path: &str) -> String {
         self.host.url(path)
     }
+}
+
+/// Freshly generated signing keys and secrets, as the app's (lower-case) variable names.
+pub fn fresh_key_variables() -> Result<BTreeMap<String, String>> {
+    Ok(admin::keys::generate()?
+        .into_iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value))
+        .collect())
+}
+
+/// The variables both components need to start: fresh keys and these two databases.
+pub fn app_variables(auth_db: &TestDatabase, customer_db: &TestDatabase) -> Result<BTreeMap<String, String>> {
+    let mut variables = fresh_key_variables()?;
+    variables.insert("auth_db_url".into(), auth_db.url.clone());
+    variables.insert("auth_db_address".into(), auth_db.address.clone());
+    variables.insert("customer_db_url".into(), customer_db.url.clone());
+    variables.insert("customer_db_address".into(), customer_db.address.clone());
+    Ok(variables)
+}
+
+/// Registers an account with auth on `host` and returns its answer (tokens and user) as JSON.
+pub async fn register_account(client: &reqwest::Client, host: &HostProcess, name: &str, email: &str, password: &str) -> serde_json::Value {
+    client
+        .post(host.url("/api/v3/auth/register"))
+        .json(&serde_json::json!({"name": name, "email": email, "password": password}))
+        .send()
+        .await
+        .expect("register answers")
+        .json()
+        .await
+        .expect("register answers JSON")
+}
+
+/// Rows of a query, each column as text (NULL as "NULL"), for comparing with literals.
+pub async fn db_rows(db: &TestDatabase, sql: &str) -> Vec<Vec<String>> {
+    let mut conn = db.connect().await.expect("db");
+    let rows: Vec<mysql_async::Row> = conn.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    conn.disconnect().await.ok();
+    rows.into_iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|i| match row.as_ref(i) {
+                    Some(mysql_async::Value::NULL) | None => "NULL".to_string(),
+                    Some(mysql_async::Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+                    Some(v) => v.as_sql(true).trim_matches('\'').to_string(),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `openapi/<file>` parsed, and the operations it documents as (METHOD, path template) pairs.
+pub fn openapi_operations(file: &str) -> (serde_yaml::Value, BTreeSet<(String, String)>) {
+    let path = repo_root().join("openapi").join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut operations = BTreeSet::new();
+    for (path, item) in doc["paths"].as_mapping().expect("paths") {
+        for (method, _) in item.as_mapping().expect("path item") {
+            let method = method.as_str().expect("method");
+            if ["get", "post", "put", "patch", "delete"].contains(&method) {
+                operations.insert((method.to_uppercase(), path.as_str().expect("path").to_string()));
+            }
+        }
+    }
+    (doc, operations)
+}
+
+/// Awaits all the futures concurrently, in one task, and returns their outputs in order
+/// (`futures::future::join_all` without the dependency).
+pub async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => results[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    results.into_iter().map(|r| r.expect("completed")).collect()
 }
