@@ -90,6 +90,20 @@ fn req_int(row: &[DbValue], index: usize) -> Result<i64, StoreError> {
     int(col(row, index)?).ok_or_else(|| StoreError::Other(format!("column {index} is not an integer")))
 }
 
+/// Times as Unix seconds: a TIMESTAMP is never read as such.
+const CUSTOMER_COLUMNS: &str = "id, stripe_customer_id, CAST(COALESCE(UNIX_TIMESTAMP(created_at), 0) AS SIGNED), \
+     CAST(COALESCE(UNIX_TIMESTAMP(updated_at), 0) AS SIGNED)";
+
+fn customer_from(row: &[DbValue], area_ids: AreaIds) -> Result<Customer, StoreError> {
+    Ok(Customer {
+        id: req_text(row, 0)?,
+        stripe_customer_id: text(col(row, 1)?),
+        area_ids,
+        created_at: req_int(row, 2)?,
+        updated_at: req_int(row, 3)?,
+    })
+}
+
 const SUBSCRIPTION_COLUMNS: &str = "id, customer_id, stripe_subscription_id, price_id, status, current_period_end, \
      cancel_at_period_end, stripe_created, last_event_at";
 
@@ -106,6 +120,20 @@ fn subscription_from(row: &[DbValue]) -> Result<Subscription, StoreError> {
         stripe_created: int(col(row, 7)?),
         last_event_at: req_int(row, 8)?,
     })
+}
+
+/// The values of the columns a sync may change, in `SUBSCRIPTION_COLUMNS` order (after `id,
+/// customer_id`).
+fn subscription_state(sub: &Subscription) -> [ParameterValue; 7] {
+    [
+        opt_s(sub.stripe_subscription_id.as_deref()),
+        s(&sub.price_id),
+        s(sub.status.as_str()),
+        opt_i(sub.current_period_end),
+        i(i64::from(sub.cancel_at_period_end)),
+        opt_i(sub.stripe_created),
+        i(sub.last_event_at),
+    ]
 }
 
 impl MysqlStore {
@@ -129,6 +157,15 @@ impl MysqlStore {
     /// `SELECT 1`, for health.
     pub fn ping(&self) -> Result<(), StoreError> {
         self.rows("SELECT 1", &[]).map(|_| ())
+    }
+
+    /// `SUBSCRIPTION_COLUMNS` of the subscriptions matching `condition` (and what follows it).
+    fn subscription_rows(&self, condition: &str, params: &[ParameterValue]) -> Result<Vec<Vec<DbValue>>, StoreError> {
+        self.rows(&format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE {condition}"), params)
+    }
+
+    fn first_subscription(&self, condition: &str, params: &[ParameterValue]) -> Result<Option<Subscription>, StoreError> {
+        self.subscription_rows(condition, params)?.first().map(|row| subscription_from(row)).transpose()
     }
 
     fn insert_areas(&self, id: &str, areas: &AreaIds) -> Result<(), StoreError> {
@@ -161,11 +198,7 @@ impl Store for MysqlStore {
     }
 
     fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
-        let rows = self.rows(
-            "SELECT id, stripe_customer_id, CAST(COALESCE(UNIX_TIMESTAMP(created_at), 0) AS SIGNED), \
-             CAST(COALESCE(UNIX_TIMESTAMP(updated_at), 0) AS SIGNED) FROM customers WHERE id = ?",
-            &[s(id)],
-        )?;
+        let rows = self.rows(&format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = ?"), &[s(id)])?;
         let Some(row) = rows.first() else {
             return Ok(None);
         };
@@ -174,30 +207,18 @@ impl Store for MysqlStore {
             .iter()
             .filter_map(|r| r.first().and_then(int).and_then(|n| u32::try_from(n).ok()))
             .collect();
-        Ok(Some(Customer {
-            id: req_text(row, 0)?,
-            stripe_customer_id: text(col(row, 1)?),
-            area_ids: AreaIds::from_stored(areas),
-            created_at: req_int(row, 2)?,
-            updated_at: req_int(row, 3)?,
-        }))
+        customer_from(row, AreaIds::from_stored(areas)).map(Some)
     }
 
     fn customers(&self, after: Option<&str>, limit: u32) -> Result<Vec<Customer>, StoreError> {
         let rows = self.rows(
-            "SELECT id, stripe_customer_id, CAST(COALESCE(UNIX_TIMESTAMP(created_at), 0) AS SIGNED), \
-             CAST(COALESCE(UNIX_TIMESTAMP(updated_at), 0) AS SIGNED) FROM customers WHERE id > ? ORDER BY id LIMIT ?",
+            &format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id > ? ORDER BY id LIMIT ?"),
             &[s(after.unwrap_or("")), ParameterValue::Uint32(limit)],
         )?;
+        // Areas are filled in below, with one query for the whole page.
         let mut customers = Vec::with_capacity(rows.len());
         for row in &rows {
-            customers.push(Customer {
-                id: req_text(row, 0)?,
-                stripe_customer_id: text(col(row, 1)?),
-                area_ids: AreaIds::from_stored(Vec::new()),
-                created_at: req_int(row, 2)?,
-                updated_at: req_int(row, 3)?,
-            });
+            customers.push(customer_from(row, AreaIds::from_stored(Vec::new()))?);
         }
         if customers.is_empty() {
             return Ok(customers);
@@ -292,73 +313,37 @@ impl Store for MysqlStore {
     }
 
     fn subscriptions(&self, customer_id: &str) -> Result<Vec<Subscription>, StoreError> {
-        self.rows(
-            &format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE customer_id = ? ORDER BY created_at, id"),
-            &[s(customer_id)],
-        )?
-        .iter()
-        .map(|row| subscription_from(row))
-        .collect()
+        self.subscription_rows("customer_id = ? ORDER BY created_at, id", &[s(customer_id)])?
+            .iter()
+            .map(|row| subscription_from(row))
+            .collect()
     }
 
     fn subscription(&self, customer_id: &str, id: &str) -> Result<Option<Subscription>, StoreError> {
-        self.rows(
-            &format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE customer_id = ? AND id = ?"),
-            &[s(customer_id), s(id)],
-        )?
-        .first()
-        .map(|row| subscription_from(row))
-        .transpose()
+        self.first_subscription("customer_id = ? AND id = ?", &[s(customer_id), s(id)])
     }
 
     fn subscription_by_stripe_id(&self, stripe_subscription_id: &str) -> Result<Option<Subscription>, StoreError> {
-        self.rows(
-            &format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE stripe_subscription_id = ? FOR UPDATE"),
-            &[s(stripe_subscription_id)],
-        )?
-        .first()
-        .map(|row| subscription_from(row))
-        .transpose()
+        self.first_subscription("stripe_subscription_id = ? FOR UPDATE", &[s(stripe_subscription_id)])
     }
 
     fn subscription_by_id(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
-        self.rows(&format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?"), &[s(id)])?
-            .first()
-            .map(|row| subscription_from(row))
-            .transpose()
+        self.first_subscription("id = ?", &[s(id)])
     }
 
     fn insert_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
-        self.exec(
-            &format!("INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-            &[
-                s(&sub.id),
-                s(&sub.customer_id),
-                opt_s(sub.stripe_subscription_id.as_deref()),
-                s(&sub.price_id),
-                s(sub.status.as_str()),
-                opt_i(sub.current_period_end),
-                i(i64::from(sub.cancel_at_period_end)),
-                opt_i(sub.stripe_created),
-                i(sub.last_event_at),
-            ],
-        )
+        let mut params = vec![s(&sub.id), s(&sub.customer_id)];
+        params.extend(subscription_state(sub));
+        self.exec(&format!("INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"), &params)
     }
 
     fn update_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
+        let mut params = Vec::from(subscription_state(sub));
+        params.push(s(&sub.id));
         self.exec(
             "UPDATE subscriptions SET stripe_subscription_id = ?, price_id = ?, status = ?, current_period_end = ?, \
              cancel_at_period_end = ?, stripe_created = ?, last_event_at = ? WHERE id = ?",
-            &[
-                opt_s(sub.stripe_subscription_id.as_deref()),
-                s(&sub.price_id),
-                s(sub.status.as_str()),
-                opt_i(sub.current_period_end),
-                i(i64::from(sub.cancel_at_period_end)),
-                opt_i(sub.stripe_created),
-                i(sub.last_event_at),
-                s(&sub.id),
-            ],
+            &params,
         )
     }
 
