@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     AreaIds, Billing, Claim, Customer, InvoicePage, NewStripeCustomer, PriceId, ProfileLookup, Profiles, Store,
-    StripeCustomerRef, Subscription, SubscriptionStatus, UserId,
+    StoreError, StripeCustomerRef, Subscription, SubscriptionStatus, UserId,
 };
 use crate::error::Error;
 
@@ -64,6 +64,31 @@ fn customer_exists() -> Error {
 
 pub fn get_customer(store: &dyn Store, user: &UserId) -> Result<Customer, Error> {
     store.customer(user.as_str())?.ok_or_else(Error::not_a_customer)
+}
+
+/// The Stripe customer id of a user's customer (a row without one is a bug: 500).
+fn stripe_customer_of(store: &dyn Store, user: &UserId) -> Result<String, Error> {
+    get_customer(store, user)?
+        .stripe_customer_id
+        .ok_or_else(|| Error::internal(format!("customer {user} has no Stripe id")))
+}
+
+/// Runs `work` in a transaction and commits; rolls back when `work` or the commit fails.
+fn in_transaction<T, E: From<StoreError>>(store: &dyn Store, work: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    store.begin()?;
+    match work() {
+        Ok(value) => match store.commit() {
+            Ok(()) => Ok(value),
+            Err(err) => {
+                store.rollback();
+                Err(err.into())
+            }
+        },
+        Err(err) => {
+            store.rollback();
+            Err(err)
+        }
+    }
 }
 
 /// `POST /customers`: profile from auth, Stripe customer, then the row.
@@ -121,24 +146,17 @@ pub fn create_customer(ctx: &Ctx<'_>, user: &UserId, areas: &AreaIds) -> Result<
         }
     };
 
-    store.begin()?;
-    let inserted = store
-        .insert_customer(user.as_str(), &stripe_customer.id, areas)
-        .and_then(|()| store.delete_provisioning(user.as_str()))
-        .and_then(|()| {
-            store.audit(
-                ctx.now,
-                user.as_str(),
-                "customer.created",
-                Some(user.as_str()),
-                &format!("stripe_customer={} areas={}", stripe_customer.id, areas.as_slice().len()),
-            )
-        })
-        .and_then(|()| store.commit());
-    if let Err(err) = inserted {
-        store.rollback();
-        return Err(err.into());
-    }
+    in_transaction(store, || {
+        store.insert_customer(user.as_str(), &stripe_customer.id, areas)?;
+        store.delete_provisioning(user.as_str())?;
+        store.audit(
+            ctx.now,
+            user.as_str(),
+            "customer.created",
+            Some(user.as_str()),
+            &format!("stripe_customer={} areas={}", stripe_customer.id, areas.as_slice().len()),
+        )
+    })?;
     get_customer(store, user)
 }
 
@@ -179,27 +197,12 @@ fn provision_stripe_customer(
 
 /// `PATCH /customers/me`.
 pub fn update_areas(store: &dyn Store, user: &UserId, areas: &AreaIds, now: i64) -> Result<Customer, Error> {
-    store.begin()?;
-    let result: Result<bool, super::StoreError> = (|| {
-        if !store.lock_customer(user.as_str())? {
-            return Ok(false);
-        }
+    with_customer_locked(store, user, || {
         store.replace_areas(user.as_str(), areas)?;
         store.audit(now, user.as_str(), "customer.areas_updated", Some(user.as_str()), &format!("areas={}", areas.as_slice().len()))?;
-        store.commit()?;
-        Ok(true)
-    })();
-    match result {
-        Ok(true) => get_customer(store, user),
-        Ok(false) => {
-            store.rollback();
-            Err(Error::not_a_customer())
-        }
-        Err(err) => {
-            store.rollback();
-            Err(err.into())
-        }
-    }
+        Ok(())
+    })?;
+    get_customer(store, user)
 }
 
 /// `DELETE /customers/me`: Stripe first (subscriptions, then the customer), then our rows.
@@ -223,27 +226,20 @@ pub fn delete_customer(ctx: &Ctx<'_>, user: &UserId) -> Result<(), Error> {
         ctx.stripe.delete_customer(stripe_id)?;
     }
     let store = ctx.store;
-    store.begin()?;
-    let result = store
-        .delete_customer(user.as_str())
-        .and_then(|()| store.delete_provisioning(user.as_str()))
-        .and_then(|()| {
-            store.audit(
-                ctx.now,
-                user.as_str(),
-                "customer.deleted",
-                Some(user.as_str()),
-                &format!(
-                    "stripe_customer={} subscriptions_canceled={canceled}",
-                    customer.stripe_customer_id.as_deref().unwrap_or("-")
-                ),
-            )
-        })
-        .and_then(|()| store.commit());
-    if let Err(err) = result {
-        store.rollback();
-        return Err(err.into());
-    }
+    in_transaction(store, || {
+        store.delete_customer(user.as_str())?;
+        store.delete_provisioning(user.as_str())?;
+        store.audit(
+            ctx.now,
+            user.as_str(),
+            "customer.deleted",
+            Some(user.as_str()),
+            &format!(
+                "stripe_customer={} subscriptions_canceled={canceled}",
+                customer.stripe_customer_id.as_deref().unwrap_or("-")
+            ),
+        )
+    })?;
     Ok(())
 }
 
@@ -258,31 +254,12 @@ fn with_customer_locked<T>(
     user: &UserId,
     work: impl FnOnce() -> Result<T, Error>,
 ) -> Result<T, Error> {
-    store.begin()?;
-    let locked = match store.lock_customer(user.as_str()) {
-        Ok(locked) => locked,
-        Err(err) => {
-            store.rollback();
-            return Err(err.into());
+    in_transaction(store, || {
+        if !store.lock_customer(user.as_str())? {
+            return Err(Error::not_a_customer());
         }
-    };
-    if !locked {
-        store.rollback();
-        return Err(Error::not_a_customer());
-    }
-    match work() {
-        Ok(value) => match store.commit() {
-            Ok(()) => Ok(value),
-            Err(err) => {
-                store.rollback();
-                Err(err.into())
-            }
-        },
-        Err(err) => {
-            store.rollback();
-            Err(err)
-        }
-    }
+        work()
+    })
 }
 
 /// `POST /customers/me/subscriptions`.
@@ -291,9 +268,7 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId) -> Result<Subscr
     // Outcome: Ok(sub) = created; Err(Conflict) after adopting a subscription found at Stripe.
     let adopted = std::cell::Cell::new(false);
     let result = with_customer_locked(store, user, || {
-        let customer = get_customer(store, user)?;
-        let stripe_customer =
-            customer.stripe_customer_id.ok_or_else(|| Error::internal(format!("customer {user} has no Stripe id")))?;
+        let stripe_customer = stripe_customer_of(store, user)?;
         let local = store.subscriptions(user.as_str())?;
         if local.iter().any(|s| s.status.is_live() && s.price_id == price.as_str()) {
             return Err(crate::error::conflict_for_constraint("uq_subscriptions_live_price"));
@@ -307,35 +282,14 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId) -> Result<Subscr
             if store.subscription_by_stripe_id(&remote.id)?.is_some() {
                 continue;
             }
-            let mut sub = Subscription {
-                id: adoptable_local_id(store, &remote)?,
-                customer_id: user.as_str().to_string(),
-                stripe_subscription_id: None,
-                price_id: price.as_str().to_string(),
-                status: SubscriptionStatus::Pending,
-                current_period_end: None,
-                cancel_at_period_end: false,
-                stripe_created: None,
-                last_event_at: 0,
-            };
-            sub.apply(&remote);
+            let sub = mirror_subscription(store, user.as_str(), &remote)?;
             store.insert_subscription(&sub)?;
             store.audit(ctx.now, user.as_str(), "subscription.adopted", Some(user.as_str()), &format!("stripe_subscription={}", remote.id))?;
             adopted.set(true);
             return Ok(sub);
         }
         let local_id = new_local_id();
-        let mut sub = Subscription {
-            id: local_id.clone(),
-            customer_id: user.as_str().to_string(),
-            stripe_subscription_id: None,
-            price_id: price.as_str().to_string(),
-            status: SubscriptionStatus::Pending,
-            current_period_end: None,
-            cancel_at_period_end: false,
-            stripe_created: None,
-            last_event_at: 0,
-        };
+        let mut sub = pending_subscription(local_id.clone(), user.as_str(), price.as_str().to_string());
         store.insert_subscription(&sub)?;
         let remote = ctx.stripe.create_subscription(
             &stripe_customer,
@@ -365,6 +319,35 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId) -> Result<Subscr
         });
     }
     Ok(result)
+}
+
+/// Our row for a subscription not yet confirmed by Stripe.
+fn pending_subscription(id: String, customer_id: &str, price_id: String) -> Subscription {
+    Subscription {
+        id,
+        customer_id: customer_id.to_string(),
+        stripe_subscription_id: None,
+        price_id,
+        status: SubscriptionStatus::Pending,
+        current_period_end: None,
+        cancel_at_period_end: false,
+        stripe_created: None,
+        last_event_at: 0,
+    }
+}
+
+/// A new row mirroring a subscription found at Stripe (adopted by `subscribe`, or brought in by a
+/// webhook), not yet stored.
+pub(super) fn mirror_subscription(
+    store: &dyn Store,
+    customer_id: &str,
+    remote: &super::StripeSubscription,
+) -> Result<Subscription, Error> {
+    // A subscription without a price (not one of ours) is still mirrored, under "unknown".
+    let price_id = remote.price_id.clone().unwrap_or_else(|| "unknown".into());
+    let mut sub = pending_subscription(adoptable_local_id(store, remote)?, customer_id, price_id);
+    sub.apply(remote);
+    Ok(sub)
 }
 
 /// Our id for a subscription found at Stripe: the one in its metadata when it is a free UUID.
@@ -417,9 +400,7 @@ pub fn invoices(
     limit: u32,
     starting_after: Option<&str>,
 ) -> Result<(ProfileLookup, InvoicePage), Error> {
-    let customer = get_customer(ctx.store, user)?;
-    let stripe_customer =
-        customer.stripe_customer_id.ok_or_else(|| Error::internal(format!("customer {user} has no Stripe id")))?;
+    let stripe_customer = stripe_customer_of(ctx.store, user)?;
     let profile = ctx.profiles.profile(user.as_str())?;
     let page = ctx.stripe.invoices(&stripe_customer, limit, starting_after)?;
     Ok((profile, page))
@@ -429,6 +410,23 @@ pub fn invoices(
 pub(crate) mod tests {
     use super::*;
     use crate::domain::fake::{FakeProfiles, FakeStripe, MemoryStore};
+
+    /// The ports of a request, all fakes, auth up.
+    pub(crate) struct Fakes {
+        pub store: MemoryStore,
+        pub stripe: FakeStripe,
+        pub profiles: FakeProfiles,
+    }
+
+    impl Fakes {
+        pub fn up() -> Self {
+            Self { store: MemoryStore::default(), stripe: FakeStripe::default(), profiles: FakeProfiles::up() }
+        }
+
+        pub fn ctx(&self, now: i64) -> Ctx<'_> {
+            Ctx { store: &self.store, stripe: &self.stripe, profiles: &self.profiles, now }
+        }
+    }
 
     fn user(id: &str) -> UserId {
         UserId::parse(id).unwrap()
@@ -448,79 +446,70 @@ pub(crate) mod tests {
 
     #[test]
     fn create_then_conflict() {
-        let store = MemoryStore::default();
-        let stripe = FakeStripe::default();
-        let profiles = FakeProfiles::up();
-        let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1000 };
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
         let areas = AreaIds::parse(&[2, 1]).unwrap();
         let customer = create_customer(&ctx, &user("u1"), &areas).unwrap();
         assert_eq!(customer.area_ids.as_slice(), &[1, 2]);
-        assert_eq!(stripe.customers.borrow().len(), 1);
+        assert_eq!(fakes.stripe.customers.borrow().len(), 1);
         let err = create_customer(&ctx, &user("u1"), &areas).unwrap_err();
         assert_eq!(err.status(), 409);
-        assert_eq!(stripe.customers.borrow().len(), 1);
+        assert_eq!(fakes.stripe.customers.borrow().len(), 1);
     }
 
     /// Found by schemathesis: leaving billing and coming back reused the first Stripe key, so
     /// Stripe replayed the deleted customer.
     #[test]
     fn a_user_who_left_gets_a_new_stripe_customer_when_coming_back() {
-        let store = MemoryStore::default();
-        let stripe = FakeStripe::default();
-        let profiles = FakeProfiles::up();
-        let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1000 };
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
         let areas = AreaIds::parse(&[1]).unwrap();
         let first = create_customer(&ctx, &user("u1"), &areas).unwrap();
         delete_customer(&ctx, &user("u1")).unwrap();
         let again = create_customer(&ctx, &user("u1"), &areas).unwrap();
         assert_ne!(again.stripe_customer_id, first.stripe_customer_id);
-        assert!(stripe.customers.borrow().iter().any(|c| Some(&c.id) == again.stripe_customer_id.as_ref()));
+        assert!(fakes.stripe.customers.borrow().iter().any(|c| Some(&c.id) == again.stripe_customer_id.as_ref()));
     }
 
     #[test]
     fn an_ambiguous_stripe_failure_then_a_retry_makes_one_customer() {
-        let store = MemoryStore::default();
-        let stripe = FakeStripe::default();
+        let fakes = Fakes::up();
         // Stripe creates the customer but the answer is lost.
-        stripe.fail_after_create.set(1);
-        let profiles = FakeProfiles::up();
-        let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1000 };
+        fakes.stripe.fail_after_create.set(1);
+        let ctx = fakes.ctx(1000);
         let areas = AreaIds::parse(&[1]).unwrap();
         assert_eq!(create_customer(&ctx, &user("u1"), &areas).unwrap_err().status(), 503);
         let customer = create_customer(&ctx, &user("u1"), &areas).unwrap();
-        assert_eq!(stripe.customers.borrow().len(), 1);
-        assert_eq!(customer.stripe_customer_id.as_deref(), Some(stripe.customers.borrow()[0].id.as_str()));
+        assert_eq!(fakes.stripe.customers.borrow().len(), 1);
+        assert_eq!(customer.stripe_customer_id.as_deref(), Some(fakes.stripe.customers.borrow()[0].id.as_str()));
     }
 
     #[test]
     fn a_crash_between_stripe_and_the_row_is_resumed_with_the_same_key() {
-        let store = MemoryStore::default();
-        let stripe = FakeStripe::default();
-        let profiles = FakeProfiles::up();
+        let fakes = Fakes::up();
         // First attempt: claimed and Stripe called, then "crash" (no row, lease left behind).
-        let Claim::Claimed { started, .. } = store.claim_provisioning("u1", 1000, PROVISIONING_LEASE_SECS).unwrap() else { panic!("claimed") };
-        let first = stripe
+        let Claim::Claimed { started, .. } = fakes.store.claim_provisioning("u1", 1000, PROVISIONING_LEASE_SECS).unwrap() else { panic!("claimed") };
+        let first = fakes
+            .stripe
             .create_customer(&NewStripeCustomer { user_id: "u1", name: "A", email: "a@example.org" }, &customer_create_key(&user("u1"), started, 1))
             .unwrap();
         // While the lease runs, others are told to wait.
-        let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1010 };
+        let ctx = fakes.ctx(1010);
         assert_eq!(create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap_err().status(), 409);
         // After the lease: resumed, adopts the same Stripe customer.
-        let ctx = Ctx { now: 1000 + PROVISIONING_LEASE_SECS + 1, ..ctx };
+        let ctx = fakes.ctx(1000 + PROVISIONING_LEASE_SECS + 1);
         let customer = create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
         assert_eq!(customer.stripe_customer_id.as_deref(), Some(first.id.as_str()));
-        assert_eq!(stripe.customers.borrow().len(), 1);
+        assert_eq!(fakes.stripe.customers.borrow().len(), 1);
     }
 
     #[test]
     fn auth_down_gives_503_and_releases_the_lease() {
-        let store = MemoryStore::default();
-        let stripe = FakeStripe::default();
-        let profiles = FakeProfiles::down();
-        let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1000 };
+        let fakes = Fakes { profiles: FakeProfiles::down(), ..Fakes::up() };
+        let ctx = fakes.ctx(1000);
         let err = create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap_err();
         assert_eq!(err.status(), 503);
-        assert!(stripe.customers.borrow().is_empty());
+        assert!(fakes.stripe.customers.borrow().is_empty());
         let profiles = FakeProfiles::up();
         let ctx = Ctx { profiles: &profiles, ..ctx };
         assert!(create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).is_ok());
@@ -528,16 +517,14 @@ pub(crate) mod tests {
 
     #[test]
     fn subscribe_twice_to_one_price_is_a_conflict() {
-        let store = MemoryStore::default();
-        let stripe = FakeStripe::default();
-        let profiles = FakeProfiles::up();
-        let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1000 };
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
         create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
         let price = PriceId::parse("price_basic").unwrap();
         let sub = subscribe(&ctx, &user("u1"), &price).unwrap();
         assert_eq!(sub.status, SubscriptionStatus::Active);
         assert_eq!(subscribe(&ctx, &user("u1"), &price).unwrap_err().status(), 409);
-        assert_eq!(stripe.subscriptions.borrow().len(), 1);
+        assert_eq!(fakes.stripe.subscriptions.borrow().len(), 1);
         let canceled = cancel_subscription(&ctx, &user("u1"), &sub.id, true).unwrap();
         assert!(canceled.cancel_at_period_end);
         let canceled = cancel_subscription(&ctx, &user("u1"), &sub.id, false).unwrap();
@@ -548,31 +535,28 @@ pub(crate) mod tests {
 
     #[test]
     fn a_subscription_stripe_has_but_we_lost_is_adopted_not_duplicated() {
-        let store = MemoryStore::default();
-        let stripe = FakeStripe::default();
-        let profiles = FakeProfiles::up();
-        let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1000 };
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
         let customer = create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
         let price = PriceId::parse("price_basic").unwrap();
-        stripe
+        fakes
+            .stripe
             .create_subscription(customer.stripe_customer_id.as_deref().unwrap(), &price, "u1", "lost", "k")
             .unwrap();
         assert_eq!(subscribe(&ctx, &user("u1"), &price).unwrap_err().status(), 409);
-        assert_eq!(stripe.subscriptions.borrow().len(), 1);
-        assert_eq!(store.subscriptions("u1").unwrap().len(), 1);
+        assert_eq!(fakes.stripe.subscriptions.borrow().len(), 1);
+        assert_eq!(fakes.store.subscriptions("u1").unwrap().len(), 1);
     }
 
     #[test]
     fn delete_cancels_at_stripe_first() {
-        let store = MemoryStore::default();
-        let stripe = FakeStripe::default();
-        let profiles = FakeProfiles::up();
-        let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1000 };
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
         create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
         subscribe(&ctx, &user("u1"), &PriceId::parse("price_basic").unwrap()).unwrap();
         delete_customer(&ctx, &user("u1")).unwrap();
-        assert!(stripe.customers.borrow().is_empty());
-        assert!(stripe.subscriptions.borrow().iter().all(|s| s.status == SubscriptionStatus::Canceled));
-        assert_eq!(get_customer(&store, &user("u1")).unwrap_err().status(), 404);
+        assert!(fakes.stripe.customers.borrow().is_empty());
+        assert!(fakes.stripe.subscriptions.borrow().iter().all(|s| s.status == SubscriptionStatus::Canceled));
+        assert_eq!(get_customer(&fakes.store, &user("u1")).unwrap_err().status(), 404);
     }
 }

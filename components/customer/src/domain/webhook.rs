@@ -11,7 +11,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
-use super::{Billing, Store, StoreError, StripeSubscription, Subscription, SubscriptionStatus};
+use super::{Billing, Store, StoreError, StripeSubscription};
 use crate::error::Error;
 
 /// Stripe's default tolerance.
@@ -278,24 +278,8 @@ fn sync_subscription(
             store.update_subscription(&sub)?;
         }
         None => {
-            let id = match &remote.local_id {
-                Some(candidate) if uuid::Uuid::parse_str(candidate).is_ok() && store.subscription_by_id(candidate)?.is_none() => {
-                    candidate.clone()
-                }
-                _ => super::billing::new_local_id(),
-            };
-            let mut sub = Subscription {
-                id,
-                customer_id: customer_id.clone(),
-                stripe_subscription_id: None,
-                price_id: remote.price_id.clone().unwrap_or_else(|| "unknown".into()),
-                status: SubscriptionStatus::Pending,
-                current_period_end: None,
-                cancel_at_period_end: false,
-                stripe_created: None,
-                last_event_at: event.created,
-            };
-            sub.apply(&remote);
+            let mut sub = super::billing::mirror_subscription(store, &customer_id, &remote)?;
+            sub.last_event_at = event.created;
             match store.insert_subscription(&sub) {
                 Ok(()) => {}
                 Err(StoreError::Duplicate { constraint }) => {
@@ -351,9 +335,9 @@ fn customer_deleted(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::billing::{Ctx, create_customer, subscribe};
-    use crate::domain::fake::{FakeProfiles, FakeStripe, MemoryStore};
-    use crate::domain::{AreaIds, PriceId, UserId};
+    use crate::domain::billing::tests::Fakes;
+    use crate::domain::billing::{create_customer, subscribe};
+    use crate::domain::{AreaIds, PriceId, SubscriptionStatus, UserId};
 
     fn sign(secret: &str, t: i64, payload: &[u8]) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
@@ -399,47 +383,45 @@ mod tests {
         Event { id: id.into(), kind: kind.into(), created, object }
     }
 
-    #[test]
-    fn duplicates_and_reordering_converge_on_stripes_state() {
-        let store = MemoryStore::default();
-        let stripe = FakeStripe::default();
-        let profiles = FakeProfiles::up();
-        let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1000 };
+    /// Customer u1 subscribed to price_a: the Stripe ids of its subscription and of itself.
+    fn subscribed_customer(fakes: &Fakes) -> (String, String) {
+        let ctx = fakes.ctx(1000);
         let user = UserId::parse("u1").unwrap();
         create_customer(&ctx, &user, &AreaIds::parse(&[1]).unwrap()).unwrap();
         let sub = subscribe(&ctx, &user, &PriceId::parse("price_a").unwrap()).unwrap();
-        let sid = sub.stripe_subscription_id.clone().unwrap();
-        let cus = store.customer("u1").unwrap().unwrap().stripe_customer_id.unwrap();
+        let cus = fakes.store.customer("u1").unwrap().unwrap().stripe_customer_id.unwrap();
+        (sub.stripe_subscription_id.unwrap(), cus)
+    }
+
+    #[test]
+    fn duplicates_and_reordering_converge_on_stripes_state() {
+        let fakes = Fakes::up();
+        let (store, stripe) = (&fakes.store, &fakes.stripe);
+        let (sid, cus) = subscribed_customer(&fakes);
         // Stripe moves on: past_due at 2000, then active again at 3000.
         stripe.set_status(&sid, SubscriptionStatus::Active);
         let newer = event("evt_2", "customer.subscription.updated", 3000, serde_json::json!({"id": sid, "customer": cus}));
         let older = event("evt_1", "customer.subscription.updated", 2000, serde_json::json!({"id": sid, "customer": cus}));
-        assert_eq!(handle(&store, &stripe, &newer, 3001).unwrap(), Outcome::Applied);
-        assert_eq!(handle(&store, &stripe, &newer, 3002).unwrap(), Outcome::Duplicate);
-        assert_eq!(handle(&store, &stripe, &older, 3003).unwrap(), Outcome::Stale);
+        assert_eq!(handle(store, stripe, &newer, 3001).unwrap(), Outcome::Applied);
+        assert_eq!(handle(store, stripe, &newer, 3002).unwrap(), Outcome::Duplicate);
+        assert_eq!(handle(store, stripe, &older, 3003).unwrap(), Outcome::Stale);
         let stored = store.subscription_by_stripe_id(&sid).unwrap().unwrap();
         assert_eq!(stored.status, SubscriptionStatus::Active);
         assert_eq!(stored.last_event_at, 3000);
         // Unknown types are acknowledged and ignored.
         let other = event("evt_3", "charge.refunded", 3000, serde_json::json!({"id": "ch_1"}));
-        assert_eq!(handle(&store, &stripe, &other, 3004).unwrap(), Outcome::Ignored("ignored_type"));
+        assert_eq!(handle(store, stripe, &other, 3004).unwrap(), Outcome::Ignored("ignored_type"));
     }
 
     #[test]
     fn a_failed_application_leaves_no_inbox_row() {
-        let store = MemoryStore::default();
-        let stripe = FakeStripe::default();
-        let profiles = FakeProfiles::up();
-        let ctx = Ctx { store: &store, stripe: &stripe, profiles: &profiles, now: 1000 };
-        let user = UserId::parse("u1").unwrap();
-        create_customer(&ctx, &user, &AreaIds::parse(&[1]).unwrap()).unwrap();
-        let sub = subscribe(&ctx, &user, &PriceId::parse("price_a").unwrap()).unwrap();
-        let sid = sub.stripe_subscription_id.unwrap();
-        let cus = store.customer("u1").unwrap().unwrap().stripe_customer_id.unwrap();
+        let fakes = Fakes::up();
+        let (store, stripe) = (&fakes.store, &fakes.stripe);
+        let (sid, cus) = subscribed_customer(&fakes);
         let e = event("evt_9", "customer.subscription.updated", 2000, serde_json::json!({"id": sid, "customer": cus}));
         stripe.down.set(true);
-        assert_eq!(handle(&store, &stripe, &e, 2001).unwrap_err().status(), 503);
+        assert_eq!(handle(store, stripe, &e, 2001).unwrap_err().status(), 503);
         stripe.down.set(false);
-        assert_eq!(handle(&store, &stripe, &e, 2002).unwrap(), Outcome::Applied);
+        assert_eq!(handle(store, stripe, &e, 2002).unwrap(), Outcome::Applied);
     }
 }
