@@ -115,31 +115,13 @@ fn respond(result: Result<Reply, Error>) -> Response {
     }
 }
 
-/// RFC 3339 UTC from Unix seconds.
-pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
 fn customer_json(c: &Customer) -> Value {
     json!({
         "id": c.id,
         "stripe_customer_id": c.stripe_customer_id,
         "area_ids": c.area_ids.as_slice(),
-        "created_at": rfc3339(c.created_at),
-        "updated_at": rfc3339(c.updated_at),
+        "created_at": rfc3339::format(c.created_at),
+        "updated_at": rfc3339::format(c.updated_at),
     })
 }
 
@@ -149,7 +131,7 @@ fn subscription_json(s: &Subscription) -> Value {
         "stripe_subscription_id": s.stripe_subscription_id,
         "status": s.status.as_str(),
         "price_id": s.price_id,
-        "current_period_end": s.current_period_end.map(rfc3339),
+        "current_period_end": s.current_period_end.map(rfc3339::format),
         "cancel_at_period_end": s.cancel_at_period_end,
     })
 }
@@ -717,7 +699,7 @@ pub fn invoices(request: Request, _params: Params) -> Response {
                     "amount_due": i.amount_due,
                     "amount_paid": i.amount_paid,
                     "currency": i.currency,
-                    "created": rfc3339(i.created),
+                    "created": rfc3339::format(i.created),
                     "hosted_invoice_url": i.hosted_invoice_url,
                 })).collect::<Vec<_>>(),
                 "has_more": page.has_more,
@@ -812,13 +794,6 @@ pub fn unrouted(status: u16) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_formats_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    }
 
     fn areas(body: Value) -> Result<AreaIds, Error> {
         AreaIds::try_from(serde_json::from_value::<AreaIdsDto>(body).unwrap())

@@ -422,29 +422,11 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
     Cow::Owned(text.split(' ').map(|word| if sensitive(word) { "[redacted]" } else { word }).collect::<Vec<_>>().join(" "))
 }
 
-/// RFC 3339 in UTC with microseconds, e.g. `2026-11-25T10:40:58.082242Z`.
+/// RFC 3339 in UTC with microseconds, e.g. `2026-11-25T10:40:58.082242Z` (crate `rfc3339`);
+/// times before 1970 are written as the epoch.
 pub fn timestamp(at: SystemTime) -> String {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_micros()
-    )
+    rfc3339::format_micros(i64::try_from(since.as_secs()).unwrap_or(i64::MAX), since.subsec_micros())
 }
 
 #[cfg(test)]
