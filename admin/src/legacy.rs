@@ -21,7 +21,7 @@ use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use indicatif::{ProgressBar, ProgressStyle};
 use sealed_email::{EmailKeyring, NormalizedEmail, normalize_email};
 use serde::Serialize;
-use sqlx::mysql::MySqlConnection;
+use sqlx::mysql::{MySqlConnection, MySqlRow};
 use sqlx::Connection as _;
 
 use crate::config::{self, EnvFile};
@@ -349,6 +349,29 @@ pub struct AuthRow {
     pub email_hash: String,
 }
 
+/// One page of a walk in key order (keyset pagination): the rows of `select` (`SELECT … FROM
+/// table`) with `id > after`, at most `limit` of them (at least 1), by `id`.
+async fn page_after<T>(
+    conn: &mut MySqlConnection,
+    select: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> sqlx::Result<Vec<T>>
+where
+    T: for<'r> sqlx::FromRow<'r, MySqlRow> + Send + Unpin,
+{
+    let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+    let sql = match after {
+        None => format!("{select} ORDER BY id LIMIT ?"),
+        Some(_) => format!("{select} WHERE id > ? ORDER BY id LIMIT ?"),
+    };
+    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+    if let Some(last) = after {
+        q = q.bind(last);
+    }
+    q.bind(limit).fetch_all(&mut *conn).await
+}
+
 /// The next batch of legacy customers after `after` (keyset pagination by primary key).
 pub async fn legacy_batch(
     conn: &mut MySqlConnection,
@@ -356,19 +379,9 @@ pub async fn legacy_batch(
     limit: usize,
 ) -> Result<Vec<LegacyRow>> {
     const COLS: &str = "SELECT id, name, email_encrypted, CAST(UNIX_TIMESTAMP(created_at) AS SIGNED) FROM customers";
-    let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
-    let rows: Vec<(String, String, String, Option<i64>)> = match after {
-        None => sqlx::query_as(sqlx::AssertSqlSafe(format!("{COLS} ORDER BY id LIMIT ?")))
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await,
-        Some(last) => sqlx::query_as(sqlx::AssertSqlSafe(format!("{COLS} WHERE id > ? ORDER BY id LIMIT ?")))
-            .bind(last)
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await,
-    }
-    .context("Failed to read a batch of customers")?;
+    let rows: Vec<(String, String, String, Option<i64>)> = page_after(conn, COLS, after, limit)
+        .await
+        .context("Failed to read a batch of customers")?;
     Ok(rows
         .into_iter()
         .map(|(id, name, email_encrypted, created_at)| LegacyRow {
@@ -389,17 +402,7 @@ pub async fn customer_id_batch(
     with_stripe: bool,
 ) -> Result<Vec<(String, Option<String>)>> {
     let stripe = if with_stripe { "stripe_customer_id" } else { "CAST(NULL AS CHAR)" };
-    let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
-    let sql = match after {
-        None => format!("SELECT id, {stripe} FROM customers ORDER BY id LIMIT ?"),
-        Some(_) => format!("SELECT id, {stripe} FROM customers WHERE id > ? ORDER BY id LIMIT ?"),
-    };
-    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-    if let Some(last) = after {
-        q = q.bind(last.to_owned());
-    }
-    q.bind(limit)
-        .fetch_all(&mut *conn)
+    page_after(conn, &format!("SELECT id, {stripe} FROM customers"), after, limit)
         .await
         .context("Failed to read a batch of customers")
 }
@@ -407,19 +410,9 @@ pub async fn customer_id_batch(
 /// The next batch of `client_auth` rows after `after` (by id).
 pub async fn auth_batch(conn: &mut MySqlConnection, after: Option<&str>, limit: usize) -> Result<Vec<AuthRow>> {
     const COLS: &str = "SELECT id, name, email_encrypted, email_hash FROM client_auth";
-    let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
-    let rows: Vec<(String, String, String, String)> = match after {
-        None => sqlx::query_as(sqlx::AssertSqlSafe(format!("{COLS} ORDER BY id LIMIT ?")))
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await,
-        Some(last) => sqlx::query_as(sqlx::AssertSqlSafe(format!("{COLS} WHERE id > ? ORDER BY id LIMIT ?")))
-            .bind(last)
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await,
-    }
-    .context("Failed to read a batch of client_auth")?;
+    let rows: Vec<(String, String, String, String)> = page_after(conn, COLS, after, limit)
+        .await
+        .context("Failed to read a batch of client_auth")?;
     Ok(rows.into_iter().map(auth_row).collect())
 }
 
@@ -432,47 +425,38 @@ fn auth_row((id, name, email_encrypted, email_hash): (String, String, String, St
     }
 }
 
-fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(", ")
+/// The rows of `select_where` (`SELECT … WHERE column`) whose column is one of `values`, in
+/// one query; none (and no query) for no values.
+async fn rows_in<T>(conn: &mut MySqlConnection, select_where: &str, values: &[&str]) -> sqlx::Result<Vec<T>>
+where
+    T: for<'r> sqlx::FromRow<'r, MySqlRow> + Send + Unpin,
+{
+    if values.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!("{select_where} IN ({})", vec!["?"; values.len()].join(", "));
+    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+    for value in values {
+        q = q.bind(*value);
+    }
+    q.fetch_all(&mut *conn).await
 }
 
 /// `client_auth` rows for these ids (exact match: `client_auth.id` is binary-collated).
 pub async fn auth_by_ids(conn: &mut MySqlConnection, ids: &[&str]) -> Result<HashMap<String, AuthRow>> {
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let sql = format!(
-        "SELECT id, name, email_encrypted, email_hash FROM client_auth WHERE id IN ({})",
-        placeholders(ids.len())
-    );
-    let mut q = sqlx::query_as::<_, (String, String, String, String)>(sqlx::AssertSqlSafe(sql));
-    for id in ids {
-        q = q.bind(*id);
-    }
-    let rows = q
-        .fetch_all(&mut *conn)
-        .await
-        .context("Failed to read client_auth by id")?;
+    let rows: Vec<(String, String, String, String)> =
+        rows_in(conn, "SELECT id, name, email_encrypted, email_hash FROM client_auth WHERE id", ids)
+            .await
+            .context("Failed to read client_auth by id")?;
     Ok(rows.into_iter().map(|r| (r.0.clone(), auth_row(r))).collect())
 }
 
 /// Which `client_auth` id holds each of these blind indexes.
 pub async fn auth_ids_by_hash(conn: &mut MySqlConnection, hashes: &[&str]) -> Result<HashMap<String, String>> {
-    if hashes.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let sql = format!(
-        "SELECT email_hash, id FROM client_auth WHERE email_hash IN ({})",
-        placeholders(hashes.len())
-    );
-    let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
-    for h in hashes {
-        q = q.bind(*h);
-    }
-    let rows = q
-        .fetch_all(&mut *conn)
-        .await
-        .context("Failed to read client_auth by email_hash")?;
+    let rows: Vec<(String, String)> =
+        rows_in(conn, "SELECT email_hash, id FROM client_auth WHERE email_hash", hashes)
+            .await
+            .context("Failed to read client_auth by email_hash")?;
     Ok(rows.into_iter().collect())
 }
 

@@ -348,6 +348,31 @@ async fn unlock(conn: &mut MySqlConnection, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// What [`up_with`] and [`down_with`] start with: the source checked, one connection holding
+/// the migration lock, and the applied migrations read and verified against the source.
+async fn start_change(
+    url: &str,
+    migrator: &Migrator,
+    lock_timeout: Duration,
+) -> Result<(MySqlConnection, String, Vec<AppliedRow>)> {
+    check_source(migrator)?;
+    let mut conn = connect(url).await?;
+    let lock_name = lock(&mut conn, lock_timeout).await?;
+    let before = read_applied(&mut conn, migrator.table_name.as_ref()).await?;
+    verify(&status_rows(migrator, &before))?;
+    Ok((conn, lock_name, before))
+}
+
+/// Ends a change begun by [`start_change`]: the applied migrations as they are now, then the
+/// lock released and the connection closed. (On an error before this the connection is
+/// dropped, and the session lock goes with it.)
+async fn finish_change(mut conn: MySqlConnection, migrator: &Migrator, lock_name: &str) -> Result<Vec<AppliedRow>> {
+    let after = read_applied(&mut conn, migrator.table_name.as_ref()).await?;
+    unlock(&mut conn, lock_name).await?;
+    conn.close().await.ok();
+    Ok(after)
+}
+
 fn current(applied: &[AppliedRow]) -> Option<i64> {
     applied
         .iter()
@@ -377,12 +402,7 @@ pub async fn up(url: &str, migrator: &Migrator, opts: Options) -> Result<Outcome
 /// customer must be in auth's `client_auth` with the same id, name and email
 /// ([`crate::legacy::guard_normalize`]), unless `cross.allow_data_loss`.
 pub async fn up_with(url: &str, migrator: &Migrator, opts: Options, cross: &CrossDb) -> Result<Outcome> {
-    check_source(migrator)?;
-    let mut conn = connect(url).await?;
-    let lock_name = lock(&mut conn, opts.lock_timeout).await?;
-    let table = migrator.table_name.as_ref();
-    let before = read_applied(&mut conn, table).await?;
-    verify(&status_rows(migrator, &before))?;
+    let (mut conn, lock_name, before) = start_change(url, migrator, opts.lock_timeout).await?;
     if let (Some(to), Some(cur)) = (opts.to, current(&before)) {
         ensure!(
             to >= cur,
@@ -402,9 +422,7 @@ pub async fn up_with(url: &str, migrator: &Migrator, opts: Options, cross: &Cros
         None => migrator.run(&mut conn).await,
     }
     .context("Failed to apply migrations")?;
-    let after = read_applied(&mut conn, table).await?;
-    unlock(&mut conn, &lock_name).await?;
-    conn.close().await.ok();
+    let after = finish_change(conn, migrator, &lock_name).await?;
     let old: Vec<i64> = before.iter().map(|a| a.version).collect();
     let ups = up_migrations(migrator);
     let applied = after
@@ -438,12 +456,7 @@ pub async fn down(url: &str, migrator: &Migrator, opts: Options) -> Result<Outco
 /// unless `cross.allow_data_loss`. A repopulation cut short (crash) is finished by the next
 /// `down` that ends on the legacy schema (e.g. `down --to 5` again).
 pub async fn down_with(url: &str, migrator: &Migrator, opts: Options, cross: &CrossDb) -> Result<Outcome> {
-    check_source(migrator)?;
-    let mut conn = connect(url).await?;
-    let lock_name = lock(&mut conn, opts.lock_timeout).await?;
-    let table = migrator.table_name.as_ref();
-    let before = read_applied(&mut conn, table).await?;
-    verify(&status_rows(migrator, &before))?;
+    let (mut conn, lock_name, before) = start_change(url, migrator, opts.lock_timeout).await?;
     let mut versions: Vec<i64> = before
         .iter()
         .filter(|a| a.success)
@@ -484,9 +497,7 @@ pub async fn down_with(url: &str, migrator: &Migrator, opts: Options, cross: &Cr
     if guarded {
         refill_legacy(&mut conn, cross, crosses_6 && target >= 1).await?;
     }
-    let after = read_applied(&mut conn, table).await?;
-    unlock(&mut conn, &lock_name).await?;
-    conn.close().await.ok();
+    let after = finish_change(conn, migrator, &lock_name).await?;
     let now: Vec<i64> = after.iter().map(|a| a.version).collect();
     let reverted = before
         .iter()
