@@ -265,19 +265,21 @@ mod tests {
     }
 
     #[test]
-    fn the_dummy_hash_is_a_real_current_argon2id_hash() {
-        // If it did not parse, the unknown-email path would skip the work and be faster.
+    fn the_dummy_hash_costs_a_whole_verification() {
+        // The unknown-email path verifies against it. It must parse, carry the current
+        // parameters and the same salt and output lengths as a real hash, and fail only at the
+        // final comparison: `PasswordInvalid` comes after the whole argon2 run, while any other
+        // error returns early and would make that path faster. (Checked by logic, not timed.)
         assert!(argon2::password_hash::phc::PasswordHash::new(DUMMY_HASH).is_ok());
         assert!(is_current(DUMMY_HASH));
-        let started = std::time::Instant::now();
-        let _ = verify(&Password::presented("x"), None);
-        let dummy = started.elapsed();
         let stored = hash(&Password::presented("y")).expect("hash");
-        let started = std::time::Instant::now();
-        let _ = verify(&Password::presented("x"), Some(&stored));
-        let real = started.elapsed();
-        let ratio = dummy.as_secs_f64() / real.as_secs_f64();
-        assert!((0.5..2.0).contains(&ratio), "dummy {dummy:?} vs real {real:?}");
+        assert_eq!(DUMMY_HASH.len(), stored.len(), "same salt and output lengths: {stored}");
+        let argon2 = hasher().expect("hasher");
+        assert!(matches!(
+            argon2.verify_password(b"x", DUMMY_HASH),
+            Err(argon2::password_hash::Error::PasswordInvalid)
+        ));
+        assert_eq!(verify(&Password::presented("x"), None).expect("verify"), Verified::Mismatch);
     }
 
     #[test]
