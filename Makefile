@@ -72,7 +72,7 @@ test:
 	$(STACK) up
 	@$(MAKE) --no-print-directory build build-test-fixtures
 	set -a; . .local/stack.env; set +a; cargo test $(TEST_CARGO_FLAGS)
-	cargo test -p auth -p customer -p telemetry
+	cargo test -p auth -p customer -p telemetry -p tokens -p sealed-email -p rfc3339
 	bash scripts/conformance.sh
 	FUZZ_SECONDS=$${FUZZ_SECONDS:-10} bash scripts/fuzz.sh
 
