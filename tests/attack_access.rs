@@ -157,10 +157,13 @@ async fn the_token_of_a_deleted_user_is_refused_by_auth_and_limited_at_customer(
     assert_eq!((invoices.status, invoices.body["code"].as_str()), (404, Some("profile_not_found")), "{}", invoices.text);
     let subs = app.send("GET", "/api/v3/customers/me/subscriptions", Some(&a.token), None).await;
     assert_eq!(subs.status, 200, "{}", subs.text);
-    // Subscribing needs no profile: it works until the token expires (≤ 15 min; documented gap).
+    // Subscribing asks auth for the profile first: a deleted account cannot start paying, and
+    // nothing reaches Stripe.
     let other_price = app.stripe.price("300").await;
+    let stripe_subs = app.stripe.subscriptions_of(customer["stripe_customer_id"].as_str().unwrap()).await.len();
     let late = app.send("POST", "/api/v3/customers/me/subscriptions", Some(&a.token), Some(json!({"price_id": other_price}))).await;
-    assert_eq!(late.status, 201, "{}", late.text);
+    assert_eq!((late.status, late.body["code"].as_str()), (404, Some("profile_not_found")), "{}", late.text);
+    assert_eq!(app.stripe.subscriptions_of(customer["stripe_customer_id"].as_str().unwrap()).await.len(), stripe_subs);
     let stripe_before = app.stripe.customers_of(&free.id).await.len();
     let create = app.send("POST", "/api/v3/customers", Some(&free.token), Some(json!({"area_ids": [1]}))).await;
     assert_eq!((create.status, create.body["code"].as_str()), (404, Some("profile_not_found")), "{}", create.text);
@@ -168,7 +171,7 @@ async fn the_token_of_a_deleted_user_is_refused_by_auth_and_limited_at_customer(
     // Leaving billing still works (cancels at Stripe, removes the rows): the user's own clean-up.
     let cancel = app.send("DELETE", &format!("/api/v3/customers/me/subscriptions/{}?at_period_end=false", sub["id"].as_str().unwrap()), Some(&a.token), None).await;
     assert_eq!(cancel.status, 200, "{}", cancel.text);
-    let gone = app.send("DELETE", "/api/v3/customers/me", Some(&a.token), None).await; // cancels the late one too
+    let gone = app.send("DELETE", "/api/v3/customers/me", Some(&a.token), None).await;
     assert_eq!(gone.status, 204, "{}", gone.text);
     assert_eq!(attack::db_rows(&app.app.customer_db, "SELECT COUNT(*) FROM customers").await[0][0], "0");
 }

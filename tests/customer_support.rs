@@ -167,6 +167,12 @@ impl LocalStripe {
         list["data"].as_array().unwrap().iter().filter(|c| c["metadata"]["user_id"] == user).cloned().collect()
     }
 
+    /// Stripe subscriptions of this Stripe customer, in any status.
+    pub async fn subscriptions_of(&self, customer: &str) -> Vec<Value> {
+        let (_, list) = self.get("/v1/subscriptions?limit=100&status=all").await;
+        list["data"].as_array().unwrap().iter().filter(|s| s["customer"] == customer).cloned().collect()
+    }
+
     pub async fn fault(&self, fault: Value) {
         self.client.post(format!("{}/_config/faults", self.base)).json(&fault).send().await.unwrap();
     }

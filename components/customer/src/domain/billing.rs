@@ -264,6 +264,10 @@ fn with_customer_locked<T>(
 
 /// `POST /customers/me/subscriptions`.
 pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId) -> Result<Subscription, Error> {
+    // A deleted account must not start paying: its access token outlives it (up to 15 min), its
+    // profile does not (gone at auth, and from our cache after `profile_cache_ttl_secs`). Auth
+    // down: a cached profile (even stale) lets the subscription through, none is a 503.
+    ctx.profiles.profile(user.as_str())?;
     let store = ctx.store;
     // Outcome: Ok(sub) = created; Err(Conflict) after adopting a subscription found at Stripe.
     let adopted = std::cell::Cell::new(false);
@@ -531,6 +535,23 @@ pub(crate) mod tests {
         assert_eq!(canceled.status, SubscriptionStatus::Canceled);
         // Ended: a new one may start.
         assert!(subscribe(&ctx, &user("u1"), &price).is_ok());
+    }
+
+    #[test]
+    fn a_deleted_user_cannot_subscribe_and_auth_down_without_a_profile_is_503() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        let price = PriceId::parse("price_basic").unwrap();
+        let gone = FakeProfiles::users_gone();
+        let err = subscribe(&Ctx { profiles: &gone, ..fakes.ctx(1000) }, &user("u1"), &price).unwrap_err();
+        assert!(matches!(err, Error::NotFound { code: "profile_not_found", .. }), "{err:?}");
+        let down = FakeProfiles::down();
+        let err = subscribe(&Ctx { profiles: &down, ..fakes.ctx(1000) }, &user("u1"), &price).unwrap_err();
+        assert_eq!(err.status(), 503);
+        assert!(fakes.stripe.subscriptions.borrow().is_empty(), "nothing reached Stripe");
+        assert!(fakes.store.subscriptions("u1").unwrap().is_empty());
+        assert!(subscribe(&ctx, &user("u1"), &price).is_ok(), "the live user still can");
     }
 
     #[test]

@@ -316,22 +316,34 @@ impl Billing for FakeStripe {
 }
 
 pub struct FakeProfiles {
-    up: bool,
+    state: AuthState,
+}
+
+enum AuthState {
+    Up,
+    Down,
+    /// Up, but every user has been deleted.
+    UsersGone,
 }
 
 impl FakeProfiles {
     pub fn up() -> Self {
-        Self { up: true }
+        Self { state: AuthState::Up }
     }
     pub fn down() -> Self {
-        Self { up: false }
+        Self { state: AuthState::Down }
+    }
+    pub fn users_gone() -> Self {
+        Self { state: AuthState::UsersGone }
     }
 }
 
 impl Profiles for FakeProfiles {
     fn profile(&self, id: &str) -> Result<ProfileLookup, ProfileError> {
-        if !self.up {
-            return Err(ProfileError::Unavailable { reason: "down".into(), retry_after: 5 });
+        match self.state {
+            AuthState::Up => {}
+            AuthState::Down => return Err(ProfileError::Unavailable { reason: "down".into(), retry_after: 5 }),
+            AuthState::UsersGone => return Err(ProfileError::NotFound),
         }
         Ok(ProfileLookup {
             profile: Profile { id: id.into(), name: format!("Name {id}"), email: format!("{id}@example.org") },
