@@ -21,6 +21,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# As `make up`: argon2's 19 MiB stay resident between logins (docs/operations.md section 11).
+export SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT=${SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT:-33554432}
 CONCURRENCY=${LOAD_CONCURRENCY:-"1 4 16 64"}
 REQUESTS=${LOAD_REQUESTS:-2000}
 ENUM=${LOAD_ENUM_REQUESTS:-40}
