@@ -31,11 +31,11 @@ use crate::variables::{AppVariables, VariableSources};
 pub const LINEAR_MEMORY_KEEP_RESIDENT: &str = "SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT";
 pub const TABLE_KEEP_RESIDENT: &str = "SPIN_WASMTIME_TABLE_KEEP_RESIDENT";
 
-/// A byte count from the environment, or `default` when unset.
+/// A byte count from the environment, or `default` when unset. Parsed as strictly as Spin does
+/// (no spaces, no units); Spin panics on a bad value, we refuse to start with its name.
 fn env_bytes(name: &str, default: usize) -> Result<usize> {
     match std::env::var(name) {
         Ok(value) => value
-            .trim()
             .parse()
             .with_context(|| format!("{name} must be a number of bytes, not {value:?}")),
         Err(_) => Ok(default),
@@ -320,14 +320,17 @@ mod tests {
         const UNSET: &str = "SPIN_LOCAL_TEST_KEEP_RESIDENT_UNSET";
         const SET: &str = "SPIN_LOCAL_TEST_KEEP_RESIDENT_SET";
         const BAD: &str = "SPIN_LOCAL_TEST_KEEP_RESIDENT_BAD";
+        const SPACED: &str = "SPIN_LOCAL_TEST_KEEP_RESIDENT_SPACED";
         // SAFETY: these variables are read and written by this test only.
         unsafe {
-            std::env::set_var(SET, " 33554432 ");
+            std::env::set_var(SET, "33554432");
             std::env::set_var(BAD, "32MiB");
+            std::env::set_var(SPACED, " 33554432");
         }
         assert_eq!(env_bytes(UNSET, 2 << 20).unwrap(), 2 << 20);
         assert_eq!(env_bytes(SET, 2 << 20).unwrap(), 32 << 20);
         let err = env_bytes(BAD, 2 << 20).unwrap_err().to_string();
         assert!(err.contains(BAD) && err.contains("number of bytes"), "{err}");
+        assert!(env_bytes(SPACED, 2 << 20).is_err(), "Spin does not trim either");
     }
 }
