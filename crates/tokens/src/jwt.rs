@@ -1,5 +1,6 @@
 //! Issuing and verifying access and service tokens.
 
+use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -338,7 +339,7 @@ impl Verifier {
         config: &AccessTokenConfig,
         now: u64,
     ) -> Result<AccessClaims, VerifyError> {
-        verify_access(token, config, now, |kid| self.key(kid).cloned())
+        verify_access(token, config, now, |kid| self.key(kid))
     }
 }
 
@@ -359,17 +360,18 @@ impl SigningKeys {
 
 /// The access-token checks: header, then the signature with the key `key_for` gives for the
 /// token's kid (asked only once the header passed), claims, subject.
-fn verify_access(
+/// `key_for` may lend a key (a verifier's) or give a freshly derived one (signing keys).
+fn verify_access<K: Borrow<Ed25519PublicKey>>(
     token: &str,
     config: &AccessTokenConfig,
     now: u64,
-    key_for: impl FnOnce(&str) -> Option<Ed25519PublicKey>,
+    key_for: impl FnOnce(&str) -> Option<K>,
 ) -> Result<AccessClaims, VerifyError> {
     let kid = precheck(token, ACCESS_TOKEN_TYPE)?;
     let key = key_for(&kid).ok_or(VerifyError::UnknownKid)?;
     let c = check_signed(
         token,
-        &key,
+        key.borrow(),
         &kid,
         ACCESS_TOKEN_TYPE,
         &config.issuer,
