@@ -1,14 +1,13 @@
 //! Issuing and verifying access and service tokens.
 
 use std::borrow::Borrow;
-use std::collections::HashSet;
 use std::fmt;
 
 use base64::Engine as _;
-use jwt_simple::JWTError;
+use base64::engine::GeneralPurpose;
+use ed25519_dalek::{Signature, VerifyingKey};
 use jwt_simple::prelude::{
-    Audiences, Duration, Ed25519PublicKey, EdDSAKeyPairLike, EdDSAPublicKeyLike, HeaderOptions,
-    JWTClaims, NoCustomClaims, Token, VerificationOptions,
+    Audiences, Duration, EdDSAKeyPairLike, HeaderOptions, JWTClaims, NoCustomClaims, Token,
 };
 
 use crate::keys::{SigningKey, SigningKeys, TrustedServiceKeys, URL, Verifier};
@@ -231,7 +230,7 @@ const MAX_HEADER_B64_LEN: usize = 1024;
 const MAX_NOW: u64 = u32::MAX as u64 - 2 * 86_400;
 
 /// Checks that need no key: size, shape, algorithm, type. Returns the kid.
-fn precheck(token: &str, typ: &str) -> Result<String, VerifyError> {
+pub(crate) fn precheck(token: &str, typ: &str) -> Result<String, VerifyError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(VerifyError::TooLong);
     }
@@ -250,26 +249,18 @@ fn precheck(token: &str, typ: &str) -> Result<String, VerifyError> {
     {
         return Err(VerifyError::WrongType);
     }
+    // No critical extension is understood here, so none may be required (RFC 7515 §4.1.11).
+    if meta.critical().is_some_and(|crit| !crit.is_empty()) {
+        return Err(VerifyError::Malformed);
+    }
     match meta.key_id() {
         Some(kid) if !kid.is_empty() => Ok(kid.to_owned()),
         _ => Err(VerifyError::MissingKid),
     }
 }
 
-fn map_error(err: &jwt_simple::Error) -> VerifyError {
-    use JWTError::*;
-    match err.downcast_ref::<JWTError>() {
-        Some(InvalidSignature) => VerifyError::BadSignature,
-        Some(TokenHasExpired) => VerifyError::Expired,
-        Some(TokenNotValidYet | ClockDrift) => VerifyError::NotYetValid,
-        Some(RequiredIssuerMismatch | RequiredIssuerMissing) => VerifyError::WrongIssuer,
-        Some(RequiredAudienceMismatch | RequiredAudienceMissing) => VerifyError::WrongAudience,
-        Some(RequiredSignatureTypeMismatch | NotJWT) => VerifyError::WrongType,
-        Some(AlgorithmMismatch) => VerifyError::AlgorithmNotAllowed,
-        Some(TokenTooLong) => VerifyError::TooLong,
-        _ => VerifyError::Malformed,
-    }
-}
+/// Base64url without padding, as JWS compact serialization writes every part.
+const PART: GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 struct Checked {
     sub: String,
@@ -280,31 +271,36 @@ struct Checked {
     jti: String,
 }
 
-/// Signature, then `iss`, `aud` and times (with leeway) by jwt-simple; then presence of the
-/// claims we rely on.
+/// The Ed25519 signature over `header.claims` by `key`, then `iss`, `aud` and the times (with
+/// leeway), then the presence of the claims we rely on. `token` has passed [`precheck`].
+///
+/// The signature is checked with `ed25519-dalek` (`verify_strict`), not through jwt-simple:
+/// jwt-simple's Ed25519 back end multiplies 64x64 -> 128 bits, which wasm32 has no instruction
+/// for (every product is a `__multi3` call), while curve25519-dalek picks 32-bit limbs there.
+/// Measured in wasm on the local host: 370 µs -> 92 µs per verification. The claims are
+/// jwt-simple's own `JWTClaims`, and [`validate_claims`] applies the checks its `verify_token`
+/// applies with our options (a differential test holds the two to the same answers).
 fn check_signed(
     token: &str,
-    key: &Ed25519PublicKey,
-    kid: &str,
-    typ: &str,
+    key: &VerifyingKey,
     issuer: &str,
     audience: &str,
     now: u64,
 ) -> Result<Checked, VerifyError> {
-    let options = VerificationOptions {
-        required_signature_type: Some(typ.to_owned()),
-        required_key_id: Some(kid.to_owned()),
-        allowed_issuers: Some(HashSet::from([issuer.to_owned()])),
-        allowed_audiences: Some(HashSet::from([audience.to_owned()])),
-        time_tolerance: Some(Duration::from_secs(LEEWAY_SECS)),
-        artificial_time: Some(Duration::from_secs(now.min(MAX_NOW))),
-        max_token_length: Some(MAX_TOKEN_LEN),
-        accept_future: false,
-        ..VerificationOptions::default()
-    };
-    let claims = key
-        .verify_token::<NoCustomClaims>(token, Some(options))
-        .map_err(|e| map_error(&e))?;
+    let (signed, signature_b64) = token.rsplit_once('.').ok_or(VerifyError::Malformed)?;
+    let (_, claims_b64) = signed.split_once('.').ok_or(VerifyError::Malformed)?;
+    let signature = PART
+        .decode(signature_b64)
+        .ok()
+        .and_then(|bytes| Signature::from_slice(&bytes).ok())
+        .ok_or(VerifyError::Malformed)?;
+    // Strict: also refuses a non-canonical `S` and small-order `R` or key (no malleability).
+    key.verify_strict(signed.as_bytes(), &signature)
+        .map_err(|_| VerifyError::BadSignature)?;
+    let claims_json = PART.decode(claims_b64).map_err(|_| VerifyError::Malformed)?;
+    let claims: JWTClaims<NoCustomClaims> =
+        serde_json::from_slice(&claims_json).map_err(|_| VerifyError::Malformed)?;
+    validate_claims(&claims, issuer, audience, now)?;
     let exp = claims
         .expires_at
         .ok_or(VerifyError::MissingClaim("exp"))?
@@ -330,6 +326,43 @@ fn check_signed(
     })
 }
 
+/// Times, issuer and audience, in jwt-simple's order and arithmetic (its 32.32 fixed-point
+/// `Duration`): `iat <= now + leeway`, `nbf <= now + leeway`, `now - leeway <= exp`; `iss`
+/// equal to `issuer`; `aud` (a string or a list) containing `audience`.
+fn validate_claims(
+    claims: &JWTClaims<NoCustomClaims>,
+    issuer: &str,
+    audience: &str,
+    now: u64,
+) -> Result<(), VerifyError> {
+    let now = Duration::from_secs(now.min(MAX_NOW));
+    let leeway = Duration::from_secs(LEEWAY_SECS);
+    if claims.issued_at.is_some_and(|iat| iat > now + leeway) {
+        return Err(VerifyError::NotYetValid);
+    }
+    if claims.invalid_before.is_some_and(|nbf| now + leeway < nbf) {
+        return Err(VerifyError::NotYetValid);
+    }
+    if claims
+        .expires_at
+        .is_some_and(|exp| now < leeway || now - leeway > exp)
+    {
+        return Err(VerifyError::Expired);
+    }
+    if claims.issuer.as_deref() != Some(issuer) {
+        return Err(VerifyError::WrongIssuer);
+    }
+    let audience_ok = match &claims.audiences {
+        Some(Audiences::AsString(aud)) => aud == audience,
+        Some(Audiences::AsSet(auds)) => auds.contains(audience),
+        None => false,
+    };
+    if !audience_ok {
+        return Err(VerifyError::WrongAudience);
+    }
+    Ok(())
+}
+
 impl Verifier {
     /// Verifies an access token at time `now` (Unix seconds). See the crate docs for the checks.
     /// Never panics, whatever the input.
@@ -353,7 +386,7 @@ impl SigningKeys {
         now: u64,
     ) -> Result<AccessClaims, VerifyError> {
         verify_access(token, config, now, |kid| {
-            self.keys.iter().find(|k| k.kid == kid).map(|k| k.pair().public_key())
+            self.keys.iter().find(|k| k.kid == kid).map(SigningKey::verifying_key)
         })
     }
 }
@@ -361,7 +394,7 @@ impl SigningKeys {
 /// The access-token checks: header, then the signature with the key `key_for` gives for the
 /// token's kid (asked only once the header passed), claims, subject.
 /// `key_for` may lend a key (a verifier's) or give a freshly derived one (signing keys).
-fn verify_access<K: Borrow<Ed25519PublicKey>>(
+fn verify_access<K: Borrow<VerifyingKey>>(
     token: &str,
     config: &AccessTokenConfig,
     now: u64,
@@ -369,15 +402,7 @@ fn verify_access<K: Borrow<Ed25519PublicKey>>(
 ) -> Result<AccessClaims, VerifyError> {
     let kid = precheck(token, ACCESS_TOKEN_TYPE)?;
     let key = key_for(&kid).ok_or(VerifyError::UnknownKid)?;
-    let c = check_signed(
-        token,
-        key.borrow(),
-        &kid,
-        ACCESS_TOKEN_TYPE,
-        &config.issuer,
-        &config.audience,
-        now,
-    )?;
+    let c = check_signed(token, key.borrow(), &config.issuer, &config.audience, now)?;
     if !valid_access_subject(&c.sub) {
         return Err(VerifyError::InvalidSubject);
     }
@@ -404,15 +429,7 @@ impl TrustedServiceKeys {
         let kid = precheck(token, SERVICE_TOKEN_TYPE)?;
         let entry = self.key(&kid).ok_or(VerifyError::UnknownKid)?;
         let principal = format!("{SERVICE_SUBJECT_PREFIX}{}", entry.service);
-        let c = check_signed(
-            token,
-            &entry.key,
-            &kid,
-            SERVICE_TOKEN_TYPE,
-            &principal,
-            SERVICE_TOKEN_AUDIENCE,
-            now,
-        )?;
+        let c = check_signed(token, &entry.key, &principal, SERVICE_TOKEN_AUDIENCE, now)?;
         if c.sub != principal {
             return Err(VerifyError::InvalidSubject);
         }

@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 use base64::Engine as _;
 use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use jwt_simple::prelude::{Ed25519KeyPair, Ed25519PublicKey};
+use ed25519_dalek::VerifyingKey;
+use jwt_simple::prelude::Ed25519KeyPair;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
@@ -82,14 +83,25 @@ fn check_kid(index: usize, kid: &str, seen: &[&str]) -> Result<(), KeyConfigErro
     Ok(())
 }
 
-fn public_key(index: usize, kid: &str, raw: &[u8]) -> Result<Ed25519PublicKey, KeyConfigError> {
-    // `from_bytes` also refuses small-order and non-canonical points.
-    Ed25519PublicKey::from_bytes(raw)
-        .map(|pk| pk.with_key_id(kid))
-        .map_err(|_| KeyConfigError::InvalidPublicKey {
-            index,
-            kid: kid.to_owned(),
-        })
+fn public_key(index: usize, kid: &str, raw: &[u8; 32]) -> Result<VerifyingKey, KeyConfigError> {
+    let invalid = || KeyConfigError::InvalidPublicKey {
+        index,
+        kid: kid.to_owned(),
+    };
+    // A point on the curve, canonically encoded, not of small order: the keys a signature can
+    // be checked against (`verify_strict` would refuse a weak one anyway; refuse it here, named).
+    let key = VerifyingKey::from_bytes(raw).map_err(|_| invalid())?;
+    if !is_canonical_y(raw) || key.is_weak() {
+        return Err(invalid());
+    }
+    Ok(key)
+}
+
+/// Whether the encoded y coordinate (bit 255 is the sign of x) is below p = 2^255 - 19: the
+/// only other encodings of a valid y are y + p for y < 19.
+fn is_canonical_y(raw: &[u8; 32]) -> bool {
+    let top_is_all_ones = raw[1..31].iter().all(|&b| b == 0xff) && raw[31] & 0x7f == 0x7f;
+    !(top_is_all_ones && raw[0] >= 0xed)
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -97,10 +109,12 @@ fn public_key(index: usize, kid: &str, raw: &[u8]) -> Result<Ed25519PublicKey, K
 pub(crate) struct SigningKey {
     pub(crate) kid: String,
     seed: Zeroizing<[u8; 32]>,
-    /// Derived on first use: expanding a seed costs a base-point multiplication (about 0.07 ms
-    /// in wasm, where 64x64-bit products are library calls), and most requests need one key at
-    /// most (the token's kid) or none (a service caller, a cached service token).
+    /// Derived on first use: expanding a seed costs a base-point multiplication, and most
+    /// requests need one key at most (the token's kid) or none (a service caller, a cached
+    /// service token). The pair signs (jwt-simple); the verifying key checks (ed25519-dalek,
+    /// 35 µs to derive in wasm against the pair's 100 µs).
     pair: OnceLock<Ed25519KeyPair>,
+    verifying: OnceLock<VerifyingKey>,
 }
 
 /// PKCS#8 (RFC 8410) prefix of an Ed25519 private key: the DER form jwt-simple imports with a
@@ -111,7 +125,7 @@ const PKCS8_ED25519_PREFIX: [u8; 16] = [
 
 impl SigningKey {
     fn new(kid: &str, seed: Zeroizing<[u8; 32]>) -> Self {
-        Self { kid: kid.to_owned(), seed, pair: OnceLock::new() }
+        Self { kid: kid.to_owned(), seed, pair: OnceLock::new(), verifying: OnceLock::new() }
     }
 
     /// The key pair with its kid, derived from the seed the first time it is needed.
@@ -128,8 +142,9 @@ impl SigningKey {
         })
     }
 
-    fn public_key(&self) -> Ed25519PublicKey {
-        self.pair().public_key()
+    /// The public half, derived from the seed the first time it is needed.
+    pub(crate) fn verifying_key(&self) -> &VerifyingKey {
+        self.verifying.get_or_init(|| ed25519_dalek::SigningKey::from_bytes(&self.seed).verifying_key())
     }
 }
 
@@ -202,7 +217,7 @@ impl SigningKeys {
                 json!({
                     "kty": "OKP",
                     "crv": "Ed25519",
-                    "x": URL.encode(k.public_key().to_bytes()),
+                    "x": URL.encode(k.verifying_key().as_bytes()),
                     "kid": k.kid,
                     "alg": ALGORITHM,
                     "use": "sig",
@@ -218,7 +233,7 @@ impl SigningKeys {
             keys: self
                 .keys
                 .iter()
-                .map(|k| (k.kid.clone(), k.public_key()))
+                .map(|k| (k.kid.clone(), *k.verifying_key()))
                 .collect(),
         }
     }
@@ -232,7 +247,7 @@ impl SigningKeys {
                 format!(
                     "{service}:{}:{}",
                     k.kid,
-                    STD.encode(k.public_key().to_bytes())
+                    STD.encode(k.verifying_key().as_bytes())
                 )
             })
             .collect::<Vec<_>>()
@@ -245,7 +260,7 @@ impl SigningKeys {
 /// Public keys that verify access tokens, chosen by kid. `Debug` shows key ids only.
 #[derive(Clone)]
 pub struct Verifier {
-    pub(crate) keys: Vec<(String, Ed25519PublicKey)>,
+    pub(crate) keys: Vec<(String, VerifyingKey)>,
 }
 
 impl fmt::Debug for Verifier {
@@ -276,7 +291,7 @@ impl Verifier {
         if list.len() > MAX_KEYS {
             return Err(KeyConfigError::TooManyKeys);
         }
-        let mut keys: Vec<(String, Ed25519PublicKey)> = Vec::new();
+        let mut keys: Vec<(String, VerifyingKey)> = Vec::new();
         for (i, jwk) in list.iter().enumerate() {
             let index = i + 1;
             let jwk = jwk
@@ -304,9 +319,9 @@ impl Verifier {
                     kid: kid.to_owned(),
                 });
             }
-            let x = field("x")
+            let x: [u8; 32] = field("x")
                 .and_then(|x| URL.decode(x).ok())
-                .filter(|x| x.len() == 32)
+                .and_then(|x| x.try_into().ok())
                 .ok_or(InvalidJwks("an Ed25519 key has an invalid x"))?;
             let pk = public_key(index, kid, &x)
                 .map_err(|_| InvalidJwks("an Ed25519 key is not a usable public key"))?;
@@ -328,7 +343,7 @@ impl Verifier {
         self.key(kid).is_some()
     }
 
-    pub(crate) fn key(&self, kid: &str) -> Option<&Ed25519PublicKey> {
+    pub(crate) fn key(&self, kid: &str) -> Option<&VerifyingKey> {
         self.keys.iter().find(|(k, _)| k == kid).map(|(_, pk)| pk)
     }
 }
@@ -338,7 +353,7 @@ impl Verifier {
 pub(crate) struct ServiceKey {
     pub(crate) service: String,
     pub(crate) kid: String,
-    pub(crate) key: Ed25519PublicKey,
+    pub(crate) key: VerifyingKey,
 }
 
 /// The trusted-service-keys variable: `<service>:<kid>:<base64 32-byte public key>`,
@@ -384,7 +399,7 @@ impl TrustedServiceKeys {
                 &keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
             )?;
             let raw = decode_32(index, kid, b64)?;
-            let key = public_key(index, kid, &raw[..])?;
+            let key = public_key(index, kid, &raw)?;
             keys.push(ServiceKey {
                 service: service.to_owned(),
                 kid: kid.to_owned(),

@@ -1259,3 +1259,147 @@ fn the_active_key_fingerprint_names_kid_and_seed_and_reveals_neither_seed_nor_pu
     assert!(!a.contains(&hex(&seed(1))[..16]));
     assert!(!a.contains(&hex(&STD.decode(pub_b64(1)).unwrap())[..16]));
 }
+
+// ---- the signature check against jwt-simple's own verification ------------------------------
+
+/// What this crate said of `token` before it checked signatures with ed25519-dalek: the header
+/// checks, then jwt-simple's `verify_token` with the options it used (the oracle of the
+/// differential test below), mapped to the same outcome: the claims we read, or the refusal.
+fn jwt_simple_verdict(token: &str, n: u8, typ: &str, issuer: &str, audience: &str, now: u64) -> Result<(String, String, u64, u64, Option<u64>, String), VerifyError> {
+    use std::collections::HashSet;
+
+    use jwt_simple::JWTError;
+    use jwt_simple::prelude::{Duration, Ed25519PublicKey, EdDSAPublicKeyLike, NoCustomClaims, VerificationOptions};
+
+    if crate::jwt::precheck(token, typ)? != "k1" {
+        return Err(VerifyError::UnknownKid);
+    }
+    let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed(n)));
+    let key = Ed25519PublicKey::from_bytes(&kp.pk[..]).unwrap();
+    let options = VerificationOptions {
+        required_signature_type: Some(typ.to_owned()),
+        required_key_id: Some("k1".to_owned()),
+        allowed_issuers: Some(HashSet::from([issuer.to_owned()])),
+        allowed_audiences: Some(HashSet::from([audience.to_owned()])),
+        time_tolerance: Some(Duration::from_secs(LEEWAY_SECS)),
+        artificial_time: Some(Duration::from_secs(now.min(u32::MAX as u64 - 2 * 86_400))),
+        max_token_length: Some(MAX_TOKEN_LEN),
+        accept_future: false,
+        ..VerificationOptions::default()
+    };
+    let claims = key.verify_token::<NoCustomClaims>(token, Some(options)).map_err(|err| match err.downcast_ref::<JWTError>() {
+        Some(JWTError::InvalidSignature) => VerifyError::BadSignature,
+        Some(JWTError::TokenHasExpired) => VerifyError::Expired,
+        Some(JWTError::TokenNotValidYet | JWTError::ClockDrift) => VerifyError::NotYetValid,
+        Some(JWTError::RequiredIssuerMismatch | JWTError::RequiredIssuerMissing) => VerifyError::WrongIssuer,
+        Some(JWTError::RequiredAudienceMismatch | JWTError::RequiredAudienceMissing) => VerifyError::WrongAudience,
+        Some(JWTError::RequiredSignatureTypeMismatch | JWTError::NotJWT) => VerifyError::WrongType,
+        _ => VerifyError::Malformed,
+    })?;
+    let exp = claims.expires_at.ok_or(VerifyError::MissingClaim("exp"))?.as_secs();
+    let iat = claims.issued_at.ok_or(VerifyError::MissingClaim("iat"))?.as_secs();
+    let jti = claims.jwt_id.filter(|j| !j.is_empty()).ok_or(VerifyError::MissingClaim("jti"))?;
+    let sub = claims.subject.ok_or(VerifyError::MissingClaim("sub"))?;
+    let iss = claims.issuer.ok_or(VerifyError::WrongIssuer)?;
+    Ok((sub, iss, iat, exp, claims.invalid_before.map(|t| t.as_secs()), jti))
+}
+
+/// A time claim around `center` (mostly), or absent, odd, or of the wrong type.
+fn claim_time(center: u64) -> impl Strategy<Value = Option<Value>> {
+    let center = center as i64;
+    prop_oneof![
+        8 => (-40i64..40).prop_map(move |d| Some(json!(center + d))),
+        2 => (-2_000i64..2_000).prop_map(move |d| Some(json!(center + d))),
+        1 => Just(None),
+        1 => any::<u32>().prop_map(|t| Some(json!(t))),
+        1 => Just(Some(json!(NOW as f64 + 0.5))),
+        1 => Just(Some(json!(-1))),
+        1 => Just(Some(json!("1700000000"))),
+    ]
+}
+
+/// `good` (mostly), or absent, another value, a list with or without it, or a wrong type.
+fn claim_text(good: &'static str) -> impl Strategy<Value = Option<Value>> {
+    prop_oneof![
+        16 => Just(Some(json!(good))),
+        1 => Just(None),
+        1 => Just(Some(json!(format!("{good}x")))),
+        1 => Just(Some(json!(good.to_uppercase()))),
+        1 => Just(Some(json!([good]))),
+        1 => Just(Some(json!(["other", good]))),
+        1 => Just(Some(json!(["other"]))),
+        1 => Just(Some(json!(7))),
+        1 => Just(Some(Value::Null)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// The ed25519-dalek signature check plus our claim checks give exactly jwt-simple's verdict
+    /// on every token: accepted with the same claims, or refused for the same reason.
+    #[test]
+    fn verification_gives_jwt_simple_s_verdict(
+        typ in prop_oneof![8 => Just("at+jwt"), 1 => Just("AT+JWT"), 1 => Just("service+jwt"), 1 => Just("jwt")],
+        crit in prop_oneof![16 => Just(None), 1 => Just(Some(json!([]))), 1 => Just(Some(json!(["exp"])))],
+        iss in claim_text(ISS), aud in claim_text(AUD), sub in claim_text("user-1"), jti in claim_text("j1"),
+        iat in claim_time(NOW), nbf in claim_time(NOW), exp in claim_time(NOW + 900),
+        signer in prop_oneof![6 => Just(1u8), 1 => Just(2u8)],
+        tamper in prop_oneof![6 => Just(None), 1 => (0usize..86).prop_map(Some)],
+        now in prop_oneof![4 => Just(NOW), 4 => NOW - 100..NOW + 1_100, 1 => any::<u64>()],
+    ) {
+        let mut h = header(typ, "k1");
+        if let Some(crit) = crit {
+            h["crit"] = crit;
+        }
+        let mut c = json!({});
+        for (name, value) in [("iss", iss), ("aud", aud), ("sub", sub), ("jti", jti), ("iat", iat), ("nbf", nbf), ("exp", exp)] {
+            if let Some(value) = value {
+                c[name] = value;
+            }
+        }
+        let mut token = craft(signer, &h, &c);
+        if let Some(i) = tamper {
+            // Another valid base64url character somewhere in the signature.
+            let at = token.rfind('.').unwrap() + 1 + i;
+            let mut bytes = token.into_bytes();
+            bytes[at] = if bytes[at] == b'Q' { b'g' } else { b'Q' };
+            token = String::from_utf8(bytes).unwrap();
+        }
+        let ours = signing(&spec("k1", 1)).verifier().verify_access_token(&token, &cfg(), now)
+            .map(|c| (c.subject, c.issuer, c.issued_at, c.expires_at, c.not_before, c.jti));
+        let theirs = jwt_simple_verdict(&token, 1, "at+jwt", ISS, AUD, now);
+        prop_assert_eq!(ours, theirs, "{}", token);
+    }
+}
+
+/// y + p (for the y < 19 that have one) is another encoding of a valid y: such keys are refused
+/// (jwt-simple refused them; ed25519-dalek alone would decode them), the canonical one is not.
+#[test]
+fn non_canonical_public_key_encodings_are_refused() {
+    let mut decodable = 0;
+    for y in 0u8..19 {
+        // p = 2^255 - 19: y + p in little-endian is [0xed + y, 0xff x 30, 0x7f].
+        let mut non_canonical = [0xffu8; 32];
+        non_canonical[0] = 0xed + y;
+        non_canonical[31] = 0x7f;
+        let mut canonical = [0u8; 32];
+        canonical[0] = y;
+        for sign in [0u8, 0x80] {
+            let (mut nc, mut c) = (non_canonical, canonical);
+            nc[31] |= sign;
+            c[31] |= sign;
+            let Ok(point) = ed25519_dalek::VerifyingKey::from_bytes(&nc) else { continue };
+            decodable += 1;
+            let entry = |raw: &[u8; 32]| format!("customer:c1:{}", STD.encode(raw));
+            assert!(
+                matches!(TrustedServiceKeys::parse(&entry(&nc)), Err(KeyConfigError::InvalidPublicKey { .. })),
+                "y = {y} + p, sign {sign:#x}"
+            );
+            if !point.is_weak() {
+                assert!(TrustedServiceKeys::parse(&entry(&c)).is_ok(), "y = {y}, sign {sign:#x}");
+            }
+        }
+    }
+    assert!(decodable > 0, "some y + p must decode, or this test checks nothing");
+}
