@@ -111,7 +111,7 @@ token=$(curl -sf -X POST "$app/api/v3/auth/register" -H 'content-type: applicati
     done
     "$OHA" --no-tui -n 200 -c 1 -H "authorization: Bearer $token" "$app/api/v3/users/me" >/dev/null
     for c in $CONCURRENCY; do
-        measure "me-c$c" "GET /api/v3/users/me (verify JWT, 1 query, decrypt email)" "$c" "$REQUESTS" "$app/api/v3/users/me" -H "authorization: Bearer $token"
+        measure "me-c$c" "GET /api/v3/users/me (token claims, 1 query that reads the user and recognizes the token, decrypt email)" "$c" "$REQUESTS" "$app/api/v3/users/me" -H "authorization: Bearer $token"
     done
     "$OHA" --no-tui -n 3 -c 1 -m POST -H 'content-type: application/json' -d "$credentials" "$app/api/v3/auth/login" >/dev/null
     measure "login-c1" "POST /api/v3/auth/login (argon2id verify)" 1 "$LOGINS" "$app/api/v3/auth/login" -m POST -H 'content-type: application/json' -d "$credentials"

@@ -12,7 +12,7 @@ mod cs;
 #[path = "attack_support.rs"]
 mod attack;
 
-use attack::{Full, User, access_claims, b64url, full, hs256};
+use attack::{Full, User, access_claims, b64url, db_rows, full, hs256};
 use base64::Engine as _;
 use cs::Key;
 use serde_json::{Value, json};
@@ -257,4 +257,57 @@ async fn a_service_token_is_not_a_user_token_and_a_user_token_is_not_a_service_t
     // The legitimate uses still work: the ops service reads the victim, auth serves customer's key.
     assert_eq!(app.send("GET", &format!("/api/v3/customers/{}", victim.id), Some(&app.ops.service_token("ops")), None).await.status, 200);
     assert_eq!(app.send("GET", &format!("/api/v3/users/{}", victim.id), Some(&app.customer_service.service_token("customer")), None).await.status, 200);
+}
+
+/// GET /users/me takes an access token that auth recorded when it issued it (the SHA-256 kept
+/// with the refresh token issued alongside) without checking its signature. What that record
+/// is worth, at the real database: it vouches for exactly that token and that user; a token
+/// without one (a forgery, or issued before migration 6) must carry a valid signature.
+#[tokio::test]
+async fn a_record_of_auth_vouches_only_for_its_own_token_and_user() {
+    use mysql_async::prelude::Queryable as _;
+    let app = full().await;
+    let ada = app.user("Ada", "ada@example.org").await;
+    let bob = app.user("Bob", "bob@example.org").await;
+    let db = &app.app.auth_db;
+    let exec = |sql: String| async move {
+        let mut conn = db.connect().await.expect("auth database");
+        conn.query_drop(sql).await.expect("statement");
+    };
+    let records_of = |token: &str| format!("SELECT COUNT(*) FROM refresh_tokens WHERE access_token_hash = SHA2('{token}', 256)");
+    // Test-only SQL with our own values spliced in: tokens are base64url and dots, ids UUIDs.
+    let record_for_ada = |token: &str| {
+        format!(
+            "UPDATE refresh_tokens t JOIN refresh_token_families f ON f.id = t.family_id \
+             SET t.access_token_hash = SHA2('{token}', 256) WHERE f.user_id = '{}'",
+            ada.id
+        )
+    };
+
+    assert_eq!(db_rows(db, &records_of(&ada.token)).await, vec![vec!["1".to_string()]], "recorded at issuance");
+    assert_eq!(app.send("GET", "/api/v3/users/me", Some(&ada.token), None).await.body["user"]["id"], ada.id);
+
+    // Known kid, another key: refused, as before.
+    let forger = Key::generate(&app.auth_key.kid);
+    let forged = forger.sign("at+jwt", &access_claims(&ada.id));
+    assert_eq!(app.send("GET", "/api/v3/users/me", Some(&forged), None).await.status, 401);
+    // Written where only auth writes, its record makes it auth's own token...
+    exec(record_for_ada(&forged)).await;
+    assert_eq!(app.send("GET", "/api/v3/users/me", Some(&forged), None).await.body["user"]["id"], ada.id);
+    // ...for Ada only: Ada's record of a token naming Bob vouches for nothing.
+    let forged_for_bob = forger.sign("at+jwt", &access_claims(&bob.id));
+    exec(record_for_ada(&forged_for_bob)).await;
+    assert_eq!(app.send("GET", "/api/v3/users/me", Some(&forged_for_bob), None).await.status, 401);
+    // The claims still count: a recorded token past its expiry is refused.
+    let mut stale = access_claims(&ada.id);
+    stale["exp"] = json!(cs::now() - 3_600);
+    let stale = app.auth_key.sign("at+jwt", &stale);
+    exec(record_for_ada(&stale)).await;
+    assert_eq!(app.send("GET", "/api/v3/users/me", Some(&stale), None).await.status, 401);
+
+    // No records at all (tokens issued before migration 6): real tokens are verified and pass.
+    exec("UPDATE refresh_tokens SET access_token_hash = NULL".into()).await;
+    for user in [&ada, &bob] {
+        assert_eq!(app.send("GET", "/api/v3/users/me", Some(&user.token), None).await.body["user"]["id"], user.id);
+    }
 }

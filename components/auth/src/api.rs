@@ -411,8 +411,11 @@ fn signed_in(source: &impl Source, req: &Incoming) -> Result<(crate::domain::Cry
 }
 
 pub fn me(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
-    let (crypto, user_id, mut store) = signed_in(source, req)?;
-    let user = accounts::me(&mut store, &crypto, &user_id)?;
+    let crypto = config::crypto(source)?;
+    // The token's claims first: a token refused on them never costs a connection.
+    let token = accounts::check_access_token(&crypto, &req.ctx, bearer(req.authorization))?;
+    let mut store = open_store(source)?;
+    let user = accounts::me(&mut store, &crypto, token)?;
     Ok(Reply::json(200, &json!({ "user": user_json(&user) })))
 }
 

@@ -11,6 +11,7 @@ use jwt_simple::prelude::{
 };
 
 use crate::keys::{SigningKey, SigningKeys, TrustedServiceKeys, URL, Verifier};
+use crate::refresh::sha256_hex;
 use crate::{
     ACCESS_TOKEN_TYPE, ALGORITHM, DEFAULT_ACCESS_TOKEN_TTL_SECS, IssueError, LEEWAY_SECS,
     MAX_SERVICE_TOKEN_TTL_SECS, MAX_SUBJECT_LEN, MAX_TOKEN_LEN, SERVICE_SUBJECT_PREFIX,
@@ -62,6 +63,14 @@ pub struct IssuedToken {
     pub expires_at: u64,
     /// `exp - iat`, for the `expires_in` response field.
     pub expires_in: u64,
+}
+
+impl IssuedToken {
+    /// SHA-256 of the token, lowercase hex: what the issuer records to recognize the token later
+    /// ([`AccessTokenToCheck::digest`] is the same value for the same token).
+    pub fn digest(&self) -> String {
+        sha256_hex(self.token.as_bytes())
+    }
 }
 
 impl fmt::Debug for IssuedToken {
@@ -273,13 +282,6 @@ struct Checked {
 
 /// The Ed25519 signature over `header.claims` by `key`, then `iss`, `aud` and the times (with
 /// leeway), then the presence of the claims we rely on. `token` has passed [`precheck`].
-///
-/// The signature is checked with `ed25519-dalek` (`verify_strict`), not through jwt-simple:
-/// jwt-simple's Ed25519 back end multiplies 64x64 -> 128 bits, which wasm32 has no instruction
-/// for (every product is a `__multi3` call), while curve25519-dalek picks 32-bit limbs there.
-/// Measured in wasm on the local host: 370 µs -> 92 µs per verification. The claims are
-/// jwt-simple's own `JWTClaims`, and [`validate_claims`] applies the checks its `verify_token`
-/// applies with our options (a differential test holds the two to the same answers).
 fn check_signed(
     token: &str,
     key: &VerifyingKey,
@@ -287,8 +289,20 @@ fn check_signed(
     audience: &str,
     now: u64,
 ) -> Result<Checked, VerifyError> {
+    check_signature(token, key)?;
+    check_claims(token, issuer, audience, now)
+}
+
+/// The Ed25519 signature of a token that has passed [`precheck`].
+///
+/// It is checked with `ed25519-dalek` (`verify_strict`), not through jwt-simple: jwt-simple's
+/// Ed25519 back end multiplies 64x64 -> 128 bits, which wasm32 has no instruction for (every
+/// product is a `__multi3` call), while curve25519-dalek picks 32-bit limbs there. Measured in
+/// wasm on the local host: 370 µs -> 110 µs per verification. The claims are jwt-simple's own
+/// `JWTClaims`, and [`validate_claims`] applies the checks its `verify_token` applies with our
+/// options (a differential test holds the two to the same answers).
+fn check_signature(token: &str, key: &VerifyingKey) -> Result<(), VerifyError> {
     let (signed, signature_b64) = token.rsplit_once('.').ok_or(VerifyError::Malformed)?;
-    let (_, claims_b64) = signed.split_once('.').ok_or(VerifyError::Malformed)?;
     let signature = PART
         .decode(signature_b64)
         .ok()
@@ -296,7 +310,13 @@ fn check_signed(
         .ok_or(VerifyError::Malformed)?;
     // Strict: also refuses a non-canonical `S` and small-order `R` or key (no malleability).
     key.verify_strict(signed.as_bytes(), &signature)
-        .map_err(|_| VerifyError::BadSignature)?;
+        .map_err(|_| VerifyError::BadSignature)
+}
+
+/// `iss`, `aud` and the times (with leeway) of a token that has passed [`precheck`], then the
+/// presence of the claims we rely on.
+fn check_claims(token: &str, issuer: &str, audience: &str, now: u64) -> Result<Checked, VerifyError> {
+    let claims_b64 = token.split('.').nth(1).ok_or(VerifyError::Malformed)?;
     let claims_json = PART.decode(claims_b64).map_err(|_| VerifyError::Malformed)?;
     let claims: JWTClaims<NoCustomClaims> =
         serde_json::from_slice(&claims_json).map_err(|_| VerifyError::Malformed)?;
@@ -391,6 +411,74 @@ impl SigningKeys {
     }
 }
 
+impl SigningKeys {
+    /// Every check of [`Self::verify_access_token`] but the signature, for the issuer of the
+    /// token: it may recognize the token in its own records (by [`AccessTokenToCheck::digest`])
+    /// instead of spending an Ed25519 verification on it. The kid must still be one of these
+    /// keys, so retiring a key retires its tokens however they are recognized.
+    pub fn check_access_token_claims<'a>(
+        &'a self,
+        token: &'a str,
+        config: &AccessTokenConfig,
+        now: u64,
+    ) -> Result<AccessTokenToCheck<'a>, VerifyError> {
+        let kid = precheck(token, ACCESS_TOKEN_TYPE)?;
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.kid == kid)
+            .ok_or(VerifyError::UnknownKid)?;
+        let c = check_claims(token, &config.issuer, &config.audience, now)?;
+        let claims = access_claims(c, kid)?;
+        Ok(AccessTokenToCheck { token, key, claims })
+    }
+}
+
+/// An access token whose header and claims passed every check of
+/// [`SigningKeys::verify_access_token`]; its signature has not been checked. The issuer looks
+/// [`Self::digest`] up in its record of the tokens it issued (the [`IssuedToken::digest`] it
+/// stored): a token found there is [`Self::recorded`], since the issuer itself wrote exactly
+/// these bytes; any other must pass [`Self::verify_signature`].
+pub struct AccessTokenToCheck<'a> {
+    token: &'a str,
+    key: &'a SigningKey,
+    claims: AccessClaims,
+}
+
+impl fmt::Debug for AccessTokenToCheck<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessTokenToCheck")
+            .field("token", &"<redacted>")
+            .field("subject", &self.claims.subject)
+            .field("kid", &self.claims.kid)
+            .finish()
+    }
+}
+
+impl AccessTokenToCheck<'_> {
+    /// `sub`, to find the issuer's records of the user.
+    pub fn subject(&self) -> &str {
+        &self.claims.subject
+    }
+
+    /// SHA-256 of the token, lowercase hex.
+    pub fn digest(&self) -> String {
+        sha256_hex(self.token.as_bytes())
+    }
+
+    /// The claims, on the issuer's own record: call this only when a record the issuer wrote
+    /// when it signed the token holds [`Self::digest`] (for this subject).
+    pub fn recorded(self) -> AccessClaims {
+        self.claims
+    }
+
+    /// The claims, once the signature by the key the token names checks out.
+    pub fn verify_signature(self) -> Result<AccessClaims, VerifyError> {
+        check_signature(self.token, self.key.verifying_key())?;
+        Ok(self.claims)
+    }
+}
+
 /// The access-token checks: header, then the signature with the key `key_for` gives for the
 /// token's kid (asked only once the header passed), claims, subject.
 /// `key_for` may lend a key (a verifier's) or give a freshly derived one (signing keys).
@@ -403,6 +491,11 @@ fn verify_access<K: Borrow<VerifyingKey>>(
     let kid = precheck(token, ACCESS_TOKEN_TYPE)?;
     let key = key_for(&kid).ok_or(VerifyError::UnknownKid)?;
     let c = check_signed(token, key.borrow(), &config.issuer, &config.audience, now)?;
+    access_claims(c, kid)
+}
+
+/// The checked claims of an access token, once its subject is one a user can have.
+fn access_claims(c: Checked, kid: String) -> Result<AccessClaims, VerifyError> {
     if !valid_access_subject(&c.sub) {
         return Err(VerifyError::InvalidSubject);
     }

@@ -60,13 +60,7 @@ impl RefreshToken {
 
     /// SHA-256 of the text, lowercase hex (64 characters): what the database stores and looks up.
     pub fn hash(&self) -> String {
-        let digest = Sha256::digest(self.0.as_bytes());
-        let mut out = String::with_capacity(64);
-        for b in digest.iter() {
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
-        }
-        out
+        sha256_hex(self.0.as_bytes())
     }
 
     /// Whether `stored_hash` is this token's [`hash`](Self::hash), compared in constant time.
@@ -76,6 +70,17 @@ impl RefreshToken {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// SHA-256 of `bytes`, lowercase hex (64 characters).
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest.iter() {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    out
+}
 
 /// Compares two byte strings in time that depends only on their lengths (lengths are not
 /// secret here: compare fixed-size values such as hashes or MACs).

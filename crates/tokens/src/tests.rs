@@ -1403,3 +1403,65 @@ fn non_canonical_public_key_encodings_are_refused() {
     }
     assert!(decodable > 0, "some y + p must decode, or this test checks nothing");
 }
+
+// ---- the issuer's two-step check -------------------------------------------------------------
+
+#[test]
+fn the_issuer_can_check_claims_first_and_recognize_its_own_tokens_by_digest() {
+    let keys = signing(&format!("{},{}", spec("k1", 1), spec("old", 2)));
+    let issued = keys.issue_access_token(&cfg(), "user-1", NOW).unwrap();
+    let pending = keys.check_access_token_claims(&issued.token, &cfg(), NOW).unwrap();
+    assert_eq!(pending.subject(), "user-1");
+    assert_eq!(pending.digest(), issued.digest(), "the digest recorded at issuance finds the token");
+    assert_eq!(issued.digest().len(), 64);
+    let debug = format!("{pending:?}");
+    assert!(!debug.contains(&issued.token) && debug.contains("user-1"), "{debug}");
+    let recorded = pending.recorded();
+    assert_eq!(recorded, keys.verify_access_token(&issued.token, &cfg(), NOW).unwrap());
+
+    // The claim checks all apply before any record is consulted.
+    for (token, now, want) in [
+        (issued.token.clone(), NOW + 3_600, VerifyError::Expired),
+        (craft(1, &header("at+jwt", "gone"), &access_claims()), NOW, VerifyError::UnknownKid),
+        (craft(1, &header("service+jwt", "k1"), &access_claims()), NOW, VerifyError::WrongType),
+        (craft(1, &header("at+jwt", "k1"), &json!({"iss": ISS, "aud": "other", "sub": "u", "iat": NOW, "exp": NOW + 60, "jti": "j"})), NOW, VerifyError::WrongAudience),
+        (craft(1, &header("at+jwt", "k1"), &json!({"iss": ISS, "aud": AUD, "sub": "service:x", "iat": NOW, "exp": NOW + 60, "jti": "j"})), NOW, VerifyError::InvalidSubject),
+    ] {
+        assert_eq!(keys.check_access_token_claims(&token, &cfg(), now).unwrap_err(), want, "{token}");
+    }
+
+    // A token that is not recorded must carry the signature of the key it names.
+    let forged = craft(3, &header("at+jwt", "k1"), &access_claims());
+    let pending = keys.check_access_token_claims(&forged, &cfg(), NOW).unwrap();
+    assert_eq!(pending.verify_signature().unwrap_err(), VerifyError::BadSignature);
+    let by_old = craft(2, &header("at+jwt", "old"), &access_claims());
+    let pending = keys.check_access_token_claims(&by_old, &cfg(), NOW).unwrap();
+    assert_eq!(pending.verify_signature().unwrap().subject, "user-1");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Claims first and then the signature accept exactly the tokens (and claims) that
+    /// `verify_access_token` accepts.
+    #[test]
+    fn claims_then_signature_accepts_what_verification_accepts(
+        typ in prop_oneof![4 => Just("at+jwt"), 1 => Just("service+jwt")],
+        iss in claim_text(ISS), aud in claim_text(AUD), sub in claim_text("user-1"),
+        iat in claim_time(NOW), exp in claim_time(NOW + 900),
+        signer in prop_oneof![4 => Just(1u8), 1 => Just(2u8)],
+        now in prop_oneof![4 => Just(NOW), 4 => NOW - 100..NOW + 1_100],
+    ) {
+        let mut c = json!({"jti": "j1"});
+        for (name, value) in [("iss", iss), ("aud", aud), ("sub", sub), ("iat", iat), ("exp", exp)] {
+            if let Some(value) = value {
+                c[name] = value;
+            }
+        }
+        let token = craft(signer, &header(typ, "k1"), &c);
+        let keys = signing(&spec("k1", 1));
+        let direct = keys.verify_access_token(&token, &cfg(), now).ok();
+        let two_steps = keys.check_access_token_claims(&token, &cfg(), now).and_then(|p| p.verify_signature()).ok();
+        prop_assert_eq!(direct, two_steps);
+    }
+}

@@ -47,7 +47,8 @@ fn register_stores_sealed_email_and_blind_index_and_returns_tokens() {
     assert_eq!(session.access.expires_in, 900);
     let row = &store.state.users[&session.user.id];
     assert!(row.email_encrypted.starts_with("v1.k1."));
-    assert!(!row.email_encrypted.contains("ada"));
+    // Not the plaintext ("ada" alone may turn up in a random ciphertext by chance).
+    assert!(!row.email_encrypted.contains("example.org"));
     assert_eq!(row.email_hash, crypto.email.blind_index(&parse_email("e", "ada@example.org").expect("email")));
     assert!(row.password_hash.as_deref().is_some_and(|h| h.starts_with("$argon2id$")));
     let claims = crypto.signing.verifier().verify_access_token(&session.access.token, &crypto.access, NOW).expect("valid");
@@ -193,7 +194,8 @@ fn deleting_the_account_removes_the_user_and_its_tokens() {
     delete_account(&mut store, &settings, &ctx(NOW), &id, &Password::presented("analytical-engine-1843")).expect("deleted");
     assert!(store.state.users.is_empty());
     assert!(store.state.tokens.is_empty());
-    assert_eq!(me(&mut store, &crypto, &id).unwrap_err(), Error::InvalidToken);
+    let token = check_access_token(&crypto, &ctx(NOW), Some(&session.access.token)).expect("claims still fine");
+    assert_eq!(me(&mut store, &crypto, token).unwrap_err(), Error::InvalidToken);
     assert_eq!(refresh(&mut store, &crypto, &settings, &ctx(NOW), &session.refresh).unwrap_err(), Error::InvalidRefreshToken);
 }
 
@@ -265,4 +267,51 @@ fn batch_size_bounds() {
     assert_eq!(check_batch_size(0).unwrap_err().code, "too_few");
     assert!(check_batch_size(100).is_ok());
     assert_eq!(check_batch_size(101).unwrap_err().code, "too_many");
+}
+
+/// `GET /users/me` recognizes the access tokens auth recorded when it issued them (register,
+/// login, refresh) and verifies every other one; a record counts only for its own user.
+#[test]
+fn me_recognizes_recorded_tokens_and_verifies_every_other_one() {
+    let (mut store, crypto, settings, session) = setup();
+    let id = session.user.id.clone();
+    let me_with = |store: &mut MemoryStore, token: &str| {
+        let token = check_access_token(&crypto, &ctx(NOW), Some(token))?;
+        me(store, &crypto, token)
+    };
+    let login = login(&mut store, &crypto, &settings, &ctx(NOW), credentials("ada@example.org", "analytical-engine-1843")).expect("login");
+    let refreshed = refresh(&mut store, &crypto, &settings, &ctx(NOW), &login.refresh).expect("refresh");
+    for issued in [&session.access, &login.access, &refreshed.access] {
+        assert!(store.state.tokens.values().any(|(row, _)| row.access_token_hash == issued.digest()), "recorded at issuance");
+        assert_eq!(me_with(&mut store, &issued.token).expect("signed in").id, id);
+    }
+
+    // Same kid, another key: a forgery. Refused unless a record of auth vouches for exactly it,
+    // and only for the user whose family holds the record.
+    let forger = SigningKeys::parse("s1:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=").expect("key");
+    let forged = forger.issue_access_token(&crypto.access, &id, NOW).expect("signed");
+    assert_eq!(me_with(&mut store, &forged.token).unwrap_err(), Error::InvalidToken);
+    let other = register(&mut store, &crypto, &settings, &ctx(NOW), registration("bob@example.org", "difference-engine-1822")).expect("bob");
+    let forged_for_bob = forger.issue_access_token(&crypto.access, &other.user.id, NOW).expect("signed");
+    record_for(&mut store, &id, &forged.digest());
+    assert_eq!(me_with(&mut store, &forged.token).expect("the record vouches").id, id);
+    record_for(&mut store, &id, &forged_for_bob.digest());
+    assert_eq!(me_with(&mut store, &forged_for_bob.token).unwrap_err(), Error::InvalidToken, "ada's record is no credential for bob");
+
+    // Without any record (tokens issued before records existed), a valid token still works.
+    for (row, _) in store.state.tokens.values_mut() {
+        row.access_token_hash = String::new();
+    }
+    assert_eq!(me_with(&mut store, &session.access.token).expect("verified").id, id);
+    // Claims are checked before any record is read.
+    assert_eq!(me_with(&mut store, "not a token").unwrap_err(), Error::InvalidToken);
+    let expired = check_access_token(&crypto, &ctx(NOW + 3_600), Some(&session.access.token)).unwrap_err();
+    assert_eq!(expired, Error::InvalidToken);
+    assert_eq!(check_access_token(&crypto, &ctx(NOW), None).unwrap_err(), Error::MissingToken);
+}
+
+/// Makes a refresh token of `user` record the access token with `digest`.
+fn record_for(store: &mut MemoryStore, user: &str, digest: &str) {
+    let (row, _) = store.state.tokens.values_mut().find(|(row, _)| row.user_id == user).expect("a refresh token of the user");
+    row.access_token_hash = digest.to_owned();
 }

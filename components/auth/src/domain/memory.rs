@@ -72,6 +72,12 @@ impl Store for MemoryStore {
     fn user_by_id(&mut self, id: &str) -> Result<Option<UserRow>, StoreError> {
         Ok(self.state.users.get(id).cloned())
     }
+    fn user_and_access_record(&mut self, id: &str, access_token_hash: &str) -> Result<Option<(UserRow, bool)>, StoreError> {
+        let recorded = self.state.tokens.values().any(|(row, _)| {
+            row.access_token_hash == access_token_hash && self.state.families.get(&row.family_id).is_some_and(|(user, _)| user == id)
+        });
+        Ok(self.state.users.get(id).cloned().map(|user| (user, recorded)))
+    }
     fn user_by_email_hash(&mut self, email_hash: &str) -> Result<Option<UserRow>, StoreError> {
         Ok(self.state.users.values().find(|u| u.email_hash == email_hash).cloned())
     }

@@ -54,6 +54,9 @@ pub struct NewRefresh {
     pub user_id: String,
     /// The token this one replaces (the rotation chain); `None` for a family's first.
     pub parent_hash: Option<String>,
+    /// SHA-256 (hex) of the access token issued with this refresh token: auth's record that it
+    /// signed exactly that token ([`Store::user_and_access_record`]).
+    pub access_token_hash: String,
     pub created_at: u64,
     pub expires_at: u64,
 }
@@ -127,6 +130,10 @@ pub trait Store {
     // Users.
     fn insert_user(&mut self, user: &NewUser) -> Result<(), StoreError>;
     fn user_by_id(&mut self, id: &str) -> Result<Option<UserRow>, StoreError>;
+    /// The user, and whether one of its refresh tokens records the access token whose SHA-256
+    /// is `access_token_hash` (so auth issued exactly that token to exactly this user): one
+    /// statement.
+    fn user_and_access_record(&mut self, id: &str, access_token_hash: &str) -> Result<Option<(UserRow, bool)>, StoreError>;
     fn user_by_email_hash(&mut self, email_hash: &str) -> Result<Option<UserRow>, StoreError>;
     /// The users among `ids` that exist (any order).
     fn users_by_ids(&mut self, ids: &[String]) -> Result<Vec<UserRow>, StoreError>;

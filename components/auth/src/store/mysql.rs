@@ -192,6 +192,21 @@ impl Store for MysqlStore {
             .transpose()
     }
 
+    fn user_and_access_record(&mut self, id: &str, access_token_hash: &str) -> Result<Option<(UserRow, bool)>, StoreError> {
+        // One round trip: the user, and whether a refresh token of one of its families records
+        // this access token (idx_refresh_tokens_access_token).
+        let sql = format!(
+            "SELECT {USER_COLUMNS}, EXISTS (SELECT 1 FROM refresh_tokens t \
+             JOIN refresh_token_families f ON f.id = t.family_id \
+             WHERE t.access_token_hash = ? AND f.user_id = client_auth.id) \
+             FROM client_auth WHERE id = ?"
+        );
+        self.rows("user and access record", &sql, &[s(access_token_hash), s(id)])?
+            .first()
+            .map(|row| Ok((user_row(row)?, col(row, 8, "recorded", int)? != 0)))
+            .transpose()
+    }
+
     fn user_by_email_hash(&mut self, email_hash: &str) -> Result<Option<UserRow>, StoreError> {
         let sql = format!("SELECT {USER_COLUMNS} FROM client_auth WHERE email_hash = ?");
         self.rows("user by email", &sql, &[s(email_hash)])?
@@ -247,11 +262,13 @@ impl Store for MysqlStore {
     fn insert_refresh(&mut self, token: &NewRefresh) -> Result<(), StoreError> {
         self.exec(
             "insert refresh token",
-            "INSERT INTO refresh_tokens (token_hash, family_id, parent_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO refresh_tokens (token_hash, family_id, parent_hash, access_token_hash, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
             &[
                 s(&token.token_hash),
                 s(&token.family_id),
                 opt_s(token.parent_hash.as_deref()),
+                s(&token.access_token_hash),
                 n(token.created_at),
                 n(token.expires_at),
             ],
