@@ -41,8 +41,11 @@ async fn the_whole_journey_with_the_auth_stand_in() {
     assert_eq!(me["profile"]["name"], "Ada Lovelace");
     assert_eq!(me["profile"]["email"], "ada@example.org");
     assert!(me["created_at"].as_str().unwrap().ends_with('Z'));
-    // The service token customer sent to auth.
-    assert!(app.auth.state.lock().unwrap().seen.iter().any(|s| s.starts_with("GET /api/v3/users/u-1 Bearer ey")));
+    // The caller's own profile is read with the caller's own token (least privilege): never
+    // with customer's service token.
+    let seen = app.auth.state.lock().unwrap().seen.clone();
+    assert!(seen.iter().any(|s| s.starts_with("GET /api/v3/users/me Bearer ey")), "{seen:?}");
+    assert!(!seen.iter().any(|s| s.starts_with("GET /api/v3/users/u-1")), "{seen:?}");
 
     let (status, patched, _) = app.call("PATCH", "/api/v3/customers/me", "u-1", Some(json!({"area_ids": [7]})), &[]).await;
     assert_eq!(status, 200, "{patched}");

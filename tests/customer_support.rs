@@ -305,7 +305,7 @@ async fn serve(listener: TcpListener, state: Arc<Mutex<AuthState>>) {
             let (delay, answer) = {
                 let mut s = state.lock().unwrap();
                 s.seen.push(format!("{method} {path} {authorization}"));
-                (s.delay, route(&s, &method, &path, &body))
+                (s.delay, route(&s, &method, &path, &authorization, &body))
             };
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;
@@ -336,8 +336,26 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     out
 }
 
-fn route(s: &AuthState, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+/// The `sub` of a bearer JWT, unverified (the stand-in trusts customer to have verified it).
+fn bearer_subject(authorization: &str) -> Option<String> {
+    let token = authorization.strip_prefix("Bearer ")?;
+    let claims = token.split('.').nth(1)?;
+    let claims: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).ok()?).ok()?;
+    claims["sub"].as_str().map(str::to_string)
+}
+
+fn route(s: &AuthState, method: &str, path: &str, authorization: &str, body: &[u8]) -> (u16, Value) {
     match (method, path) {
+        ("GET", "/api/v3/users/me") => {
+            if let Some(garbage) = &s.garbage {
+                return (200, garbage.clone());
+            }
+            // As auth: the token's own user, or 401 (no such user, or no token).
+            match bearer_subject(authorization).and_then(|sub| s.users.get(&sub)) {
+                Some(user) => (200, json!({"user": user})),
+                None => (401, json!({"type": "about:blank", "status": 401, "code": "invalid_token"})),
+            }
+        }
         ("GET", "/.well-known/jwks.json") => (200, serde_json::from_str(&s.jwks).unwrap_or(Value::Null)),
         ("GET", "/api/v3/auth/health") => (200, json!({"status": "ok", "database": "ok"})),
         ("POST", "/api/v3/auth/login") => (200, json!({"proxied": true, "echo": serde_json::from_slice::<Value>(body).unwrap_or(Value::Null)})),

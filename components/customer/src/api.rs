@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use spin_sdk::http::{Params, Request, Response};
 
-use crate::auth_client::{AuthClient, AuthSettings};
+use crate::auth_client::{AuthClient, AuthSettings, ProfileFetch, UserToken};
 use crate::config;
 use crate::domain::billing::{self, Ctx};
 use crate::domain::idempotency::{self, Begin};
@@ -249,6 +249,8 @@ pub struct Deps {
     kv: SpinKv,
     store: OnceCell<Result<MysqlStore, Error>>,
     service_keys: OnceCell<Result<tokens::SigningKeys, Error>>,
+    /// The caller's bearer token and the user it claims to be (unverified: see [`UserToken`]).
+    user_token: Option<UserToken>,
 }
 
 impl Default for Deps {
@@ -265,7 +267,33 @@ impl Deps {
             kv: SpinKv::new(),
             store: OnceCell::new(),
             service_keys: OnceCell::new(),
+            user_token: None,
         }
+    }
+
+    /// [`Deps::new`], knowing the caller's bearer token: a profile read of the user it claims to
+    /// be goes to auth with that token (auth checks it; see [`UserToken`]).
+    pub fn for_request(req: &Req) -> Self {
+        let user_token = bearer(req).ok().and_then(|token| {
+            let claimed = tokens::claimed_subject(token)?;
+            // Only user ids: a service's token is never sent on as a user's.
+            if claimed.starts_with(tokens::SERVICE_SUBJECT_PREFIX) {
+                return None;
+            }
+            UserId::parse(&claimed).ok()?;
+            Some(UserToken::new(claimed, token))
+        });
+        Self { user_token, ..Self::new() }
+    }
+
+    /// Starts reading the profile of the user the caller's token claims to be, before that
+    /// token is verified here, so that auth's work overlaps this component's; the answer is for
+    /// that user only, and is to be used only once the caller is verified to be them.
+    fn start_caller_profile(&self) -> Option<(AuthClient<'_>, ProfileFetch<'_>)> {
+        let caller = self.user_token.as_ref()?;
+        let auth = self.auth().ok()?;
+        let fetch = auth.start_profile(caller.user());
+        Some((auth, fetch))
     }
 
     pub fn store(&self) -> Result<&MysqlStore, Error> {
@@ -304,9 +332,11 @@ impl Deps {
         })
     }
 
-    /// The auth client with the service key (profiles).
+    /// The auth client for profiles: the caller's own with the caller's token, others with the
+    /// service key.
     pub fn auth(&self) -> Result<AuthClient<'_>, Error> {
-        Ok(AuthClient::new(self.auth_settings()?, &self.transport, &self.kv, Some(self.service_keys()?), self.now))
+        Ok(AuthClient::new(self.auth_settings()?, &self.transport, &self.kv, Some(self.service_keys()?), self.now)
+            .with_user_token(self.user_token.as_ref()))
     }
 
     /// The auth client without a service key (JWKS, health, login).
@@ -477,7 +507,7 @@ pub fn health(_request: Request, _params: Params) -> Response {
 /// Runs a handler with authentication and the per-request dependencies.
 fn with_principal(request: &Request, run: impl FnOnce(&Req, &Deps, Principal) -> Result<Reply, Error>) -> Response {
     let req = Req::from_spin(request);
-    let deps = Deps::new();
+    let deps = Deps::for_request(&req);
     respond(authenticate(&req, &deps).and_then(|principal| run(&req, &deps, principal)))
 }
 
@@ -502,24 +532,46 @@ pub fn create_customer(request: Request, _params: Params) -> Response {
 
 /// `GET /api/v3/customers/me[?include=profile]`
 pub fn get_me(request: Request, _params: Params) -> Response {
-    with_principal(&request, |req, deps, principal| {
+    let req = Req::from_spin(&request);
+    let deps = Deps::for_request(&req);
+    // With include=profile, auth is asked for the caller's profile, with the caller's own token,
+    // before this component verifies that token: auth checks it itself, and works while we do.
+    // The answer is used only once our own check says the caller is the user it is for.
+    let early = match include_profile(&req) {
+        Ok(true) => deps.start_caller_profile(),
+        _ => None,
+    };
+    respond(authenticate(&req, &deps).and_then(|principal| {
         let user = user_only(principal)?;
-        customer_reply(req, deps, &user)
-    })
+        customer_reply(&req, &deps, &user, early)
+    }))
 }
 
-fn customer_reply(req: &Req, deps: &Deps, user: &UserId) -> Result<Reply, Error> {
-    let with_profile = match req.query_param("include").as_deref() {
-        None | Some("") => false,
-        Some("profile") => true,
-        Some(_) => return Err(Error::bad_request("invalid_query", "include may only be `profile`.")),
+/// `?include=profile` (true), nothing (false), or anything else (400).
+fn include_profile(req: &Req) -> Result<bool, Error> {
+    match req.query_param("include").as_deref() {
+        None | Some("") => Ok(false),
+        Some("profile") => Ok(true),
+        Some(_) => Err(Error::bad_request("invalid_query", "include may only be `profile`.")),
+    }
+}
+
+/// The customer, with its profile when asked: the lookup `early` started if it is for `user`,
+/// else one started here, before our own query (auth looks the profile up while we read).
+fn customer_reply<'a>(req: &Req, deps: &'a Deps, user: &UserId, early: Option<(AuthClient<'a>, ProfileFetch<'a>)>) -> Result<Reply, Error> {
+    let with_profile = include_profile(req)?;
+    let started = match early {
+        Some((auth, fetch)) if with_profile && fetch.id() == user.as_str() => Some((auth, fetch)),
+        _ if with_profile => {
+            let auth = deps.auth()?;
+            let fetch = auth.start_profile(user.as_str());
+            Some((auth, fetch))
+        }
+        _ => None,
     };
-    let auth = if with_profile { Some(deps.auth()?) } else { None };
-    // Asked before our own query: auth looks the profile up while we read the customer.
-    let profile = auth.as_ref().map(|auth| auth.start_profile(user.as_str()));
     let customer = billing::get_customer(deps.store()?, user)?;
     let mut body = customer_json(&customer);
-    if let (Some(auth), Some(profile)) = (&auth, profile) {
+    if let Some((auth, profile)) = started {
         // Auth being down never fails this read: the profile is left out and said so.
         match auth.finish_profile(profile) {
             Ok(lookup) => body["profile"] = profile_json(&lookup),
@@ -565,12 +617,12 @@ pub fn get_by_id(request: Request, params: Params) -> Response {
         match &principal {
             Principal::Service(name) => {
                 telemetry::info("service reads a customer", &[("service", name.as_str().into()), ("customer", user.as_str().into())]);
-                customer_reply(req, deps, &user).map_err(|err| match err {
+                customer_reply(req, deps, &user, None).map_err(|err| match err {
                     Error::NotFound { .. } => Error::not_found("No such customer."),
                     other => other,
                 })
             }
-            Principal::User(me) if *me == user => customer_reply(req, deps, &user),
+            Principal::User(me) if *me == user => customer_reply(req, deps, &user, None),
             Principal::User(_) => Err(Error::not_found("No such customer.")),
         }
     })
@@ -840,6 +892,28 @@ mod tests {
         assert_eq!(code(parse(br#"[[1"#)), "malformed_json");
         assert_eq!(code(parse(br#"{"area_ids":"#)), "malformed_json");
         assert_eq!(code(parse(br#"{"area_ids":{"a":1}}"#.as_slice()).and_then(|d| AreaIds::try_from(d).map(|_| AreaIdsDto { area_ids: None }))), "422 area_ids");
+    }
+
+    /// Only a user's token is sent on to auth to read the user it claims: a service token, junk
+    /// or no token leave customer to its service token.
+    #[test]
+    fn only_a_users_token_is_kept_to_read_its_own_profile_with() {
+        let keys = tokens::SigningKeys::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+        let access = tokens::AccessTokenConfig::new(tokens::ACCESS_TOKEN_ISSUER, tokens::ACCESS_TOKEN_AUDIENCE);
+        let user = keys.issue_access_token(&access, "0190c0de-0000-7000-8000-000000000001", 1_800_000_000).unwrap().token;
+        let service = keys.issue_service_token("billing", 1_800_000_000).unwrap().token;
+        let req = |authorization: Option<String>| Req {
+            method: "GET".into(),
+            path: "/api/v3/customers/me".into(),
+            query: "include=profile".into(),
+            headers: authorization.map(|a| vec![("authorization".to_string(), a)]).unwrap_or_default(),
+            body: Vec::new(),
+        };
+        let kept = Deps::for_request(&req(Some(format!("Bearer {user}"))));
+        assert_eq!(kept.user_token.as_ref().map(UserToken::user), Some("0190c0de-0000-7000-8000-000000000001"));
+        for other in [Some(format!("Bearer {service}")), Some("Bearer junk".into()), Some(format!("Basic {user}")), None] {
+            assert!(Deps::for_request(&req(other.clone())).user_token.is_none(), "{other:?}");
+        }
     }
 
     #[test]

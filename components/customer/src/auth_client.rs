@@ -1,6 +1,8 @@
 //! Calls to auth: profiles (one, or up to 100 through the batch endpoint), the JWKS, health and
 //! the login proxy. Every call has a timeout and one retry on connection errors only (a request
-//! that may have reached auth is never sent twice). Profiles are cached in key-value for
+//! that may have reached auth is never sent twice). The caller's own profile is read with the
+//! caller's own access token (`GET /api/v3/users/me`, see [`UserToken`]); every other read with
+//! customer's service token. Profiles are cached in key-value for
 //! `cache_ttl` seconds and kept `stale_ttl` seconds longer as a fallback while auth is down. A
 //! circuit breaker (state in key-value, shared by every instance) opens after `threshold`
 //! consecutive failures, answers at once while open, and lets one probe through after `cooldown`.
@@ -60,12 +62,52 @@ struct CachedServiceToken {
     expires_at: i64,
 }
 
+/// The caller's bearer token and the user it claims to be. A read of that user's profile goes
+/// to auth with the caller's own token (`GET /api/v3/users/me`): least privilege (customer's
+/// service credential, which reads anyone, is kept for reads no user asked for), and auth
+/// answers such a read from its own record of the token, with no rate-limit or audit writes (a
+/// user reading itself). Auth checks the token itself, so the call may start before this
+/// component has verified it; the answer is for the claimed user only (checked), and callers
+/// use it only for a caller verified to be that user. `Debug` shows the user only.
+#[derive(Clone)]
+pub struct UserToken {
+    user: String,
+    token: String,
+}
+
+impl UserToken {
+    pub fn new(user: impl Into<String>, token: impl Into<String>) -> Self {
+        Self { user: user.into(), token: token.into() }
+    }
+
+    /// The user the token claims to be.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+}
+
+impl std::fmt::Debug for UserToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserToken").field("user", &self.user).field("token", &"<redacted>").finish()
+    }
+}
+
 /// A profile lookup begun by [`AuthClient::start_profile`], read by
 /// [`AuthClient::finish_profile`]; while it is in flight the caller does its own work.
 pub struct ProfileFetch<'a> {
+    /// The user whose profile this is.
     id: String,
-    cached: Option<CachedProfile>,
+    /// The cached copy, if `start_profile` read the cache (it does not when no copy can be fresh:
+    /// then the stale copy is read only if auth fails).
+    cached: Option<Option<CachedProfile>>,
     state: FetchState<'a>,
+}
+
+impl ProfileFetch<'_> {
+    /// The user whose profile is being looked up.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 enum FetchState<'a> {
@@ -73,7 +115,15 @@ enum FetchState<'a> {
     Done(Result<ProfileLookup, ProfileError>),
     /// No request could be made (no service key).
     Failed(String),
-    Sent { request: HttpRequest, call: LoggedCall<'a> },
+    Sent {
+        request: HttpRequest,
+        call: LoggedCall<'a>,
+        /// Sent with the caller's own token rather than the service token.
+        as_user: bool,
+        /// The breaker was closed, with no failure counted, when the call was sent: a success
+        /// has nothing to reset.
+        breaker_was_clear: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,6 +137,7 @@ pub struct AuthClient<'a> {
     transport: &'a dyn Transport,
     kv: &'a dyn Kv,
     service_keys: Option<&'a tokens::SigningKeys>,
+    user_token: Option<&'a UserToken>,
     now: i64,
 }
 
@@ -143,7 +194,13 @@ impl<'a> AuthClient<'a> {
         service_keys: Option<&'a tokens::SigningKeys>,
         now: i64,
     ) -> Self {
-        Self { settings, transport, kv, service_keys, now }
+        Self { settings, transport, kv, service_keys, user_token: None, now }
+    }
+
+    /// Reads of `user_token`'s own profile go with that token (see [`UserToken`]).
+    pub fn with_user_token(mut self, user_token: Option<&'a UserToken>) -> Self {
+        self.user_token = user_token;
+        self
     }
 
     fn url(&self, path: &str) -> String {
@@ -235,11 +292,12 @@ impl<'a> AuthClient<'a> {
         }
     }
 
-    /// `Err(retry_after)` while the breaker is open (or another request is probing).
-    fn breaker_allows(&self) -> Result<(), u32> {
+    /// `Err(retry_after)` while the breaker is open (or another request is probing); `Ok(clear)`
+    /// tells whether it was closed with no failure counted.
+    fn breaker_allows(&self) -> Result<bool, u32> {
         let mut state = self.breaker();
         if state.failures < self.settings.threshold {
-            return Ok(());
+            return Ok(state == BreakerState::default());
         }
         if self.now < state.open_until {
             return Err(u32::try_from(state.open_until - self.now).unwrap_or(1).max(1));
@@ -252,7 +310,7 @@ impl<'a> AuthClient<'a> {
         state.probe_until = self.now + probe_window;
         self.save_breaker(&state);
         telemetry::warn("auth circuit half-open: sending one probe", &[]);
-        Ok(())
+        Ok(false)
     }
 
     fn record_success(&self) {
@@ -324,23 +382,56 @@ impl<'a> AuthClient<'a> {
         }
     }
 
+    /// `GET /api/v3/users/me` with the caller's own token.
+    fn user_request(&self, user_token: &UserToken) -> HttpRequest {
+        HttpRequest {
+            method: "GET",
+            url: self.url("/api/v3/users/me"),
+            headers: vec![
+                ("authorization".to_string(), format!("Bearer {}", user_token.token)),
+                ("accept".to_string(), "application/json".to_string()),
+            ],
+            body: None,
+            timeouts: self.settings.timeouts,
+            max_body: MAX_BODY,
+        }
+    }
+
+    fn profile_path(id: &str) -> String {
+        format!("/api/v3/users/{}", percent_encode_segment(id))
+    }
+
     /// Begins looking up one profile: from the cache when fresh, else one call to auth sent now
     /// and read by [`Self::finish_profile`], so auth works while the caller runs its own query.
+    /// The caller's own profile is asked for with the caller's token, any other with the
+    /// service token.
     pub fn start_profile(&self, id: &str) -> ProfileFetch<'a> {
-        let cached = self.cached(id);
-        let state = if let Some(entry) = cached.as_ref().filter(|entry| self.now - entry.fetched_at < self.settings.cache_ttl) {
+        // With no cache lifetime no copy can be fresh: the stale one is read only if auth fails.
+        let cached = (self.settings.cache_ttl > 0).then(|| self.cached(id));
+        let fresh = cached.as_ref().and_then(|c| c.as_ref()).filter(|entry| self.now - entry.fetched_at < self.settings.cache_ttl);
+        let state = if let Some(entry) = fresh {
             telemetry::info("profile from cache", &[("user", id.into())]);
             FetchState::Done(Ok(ProfileLookup { profile: entry.profile.clone(), source: ProfileSource::Cache }))
-        } else if let Err(retry_after) = self.breaker_allows() {
-            FetchState::Done(self.stale_or(cached.clone(), format!("circuit open; retry in {retry_after} s"), retry_after))
         } else {
-            let path = format!("/api/v3/users/{}", percent_encode_segment(id));
-            match self.service_request("GET", &path, None) {
-                Ok(request) => {
-                    let call = self.start_once(&request);
-                    FetchState::Sent { request, call }
+            match self.breaker_allows() {
+                Err(retry_after) => {
+                    let stale = cached.clone().unwrap_or_else(|| self.cached(id));
+                    FetchState::Done(self.stale_or(stale, format!("circuit open; retry in {retry_after} s"), retry_after))
                 }
-                Err(reason) => FetchState::Failed(reason),
+                Ok(breaker_was_clear) => {
+                    let user_token = self.user_token.filter(|token| token.user == id);
+                    let request = match user_token {
+                        Some(token) => Ok(self.user_request(token)),
+                        None => self.service_request("GET", &Self::profile_path(id), None),
+                    };
+                    match request {
+                        Ok(request) => {
+                            let call = self.start_once(&request);
+                            FetchState::Sent { request, call, as_user: user_token.is_some(), breaker_was_clear }
+                        }
+                        Err(reason) => FetchState::Failed(reason),
+                    }
+                }
             }
         };
         ProfileFetch { id: id.to_owned(), cached, state }
@@ -350,31 +441,45 @@ impl<'a> AuthClient<'a> {
     /// made), caches it and updates the circuit breaker.
     pub fn finish_profile(&self, fetch: ProfileFetch<'a>) -> Result<ProfileLookup, ProfileError> {
         let ProfileFetch { id, cached, state } = fetch;
-        let fetched = match state {
+        let (fetched, breaker_was_clear) = match state {
             FetchState::Done(result) => return result,
-            FetchState::Failed(reason) => Err(reason),
-            FetchState::Sent { request, call } => {
+            FetchState::Failed(reason) => (Err(reason), false),
+            FetchState::Sent { request, call, as_user, breaker_was_clear } => {
                 let response = match call.wait() {
                     Err(TransportError::Connect(_)) => self.send_once(&request, 2, &[]),
                     other => other,
                 };
-                response.map_err(|e| e.to_string()).and_then(|response| self.read_profile(&id, &response))
+                let fetched = match response {
+                    // Auth refused a token we accepted: its user is gone, or auth retired a key
+                    // our cached JWKS still holds. The service read has the authoritative answer.
+                    Ok(response) if as_user && response.status == 401 => self
+                        .service_request("GET", &Self::profile_path(&id), None)
+                        .and_then(|request| self.send(&request, &[("after", "user token refused".into())]).map_err(|e| e.to_string()))
+                        .and_then(|response| self.read_profile(&id, &response)),
+                    other => other.map_err(|e| e.to_string()).and_then(|response| self.read_profile(&id, &response)),
+                };
+                (fetched, breaker_was_clear)
             }
         };
         match fetched {
             Ok(Some(profile)) => {
-                self.record_success();
+                if !breaker_was_clear {
+                    self.record_success();
+                }
                 self.cache(&profile);
                 Ok(ProfileLookup { profile, source: ProfileSource::Auth })
             }
             Ok(None) => {
-                self.record_success();
+                if !breaker_was_clear {
+                    self.record_success();
+                }
                 self.kv.delete(&format!("profile:{id}"));
                 Err(ProfileError::NotFound)
             }
             Err(reason) => {
                 self.record_failure();
-                self.stale_or(cached, reason, 5)
+                let stale = cached.unwrap_or_else(|| self.cached(&id));
+                self.stale_or(stale, reason, 5)
             }
         }
     }
@@ -400,7 +505,7 @@ impl<'a> AuthClient<'a> {
         for chunk in wanted.chunks(BATCH_MAX) {
             let fetched = match self.breaker_allows() {
                 Err(retry_after) => Err((format!("circuit open; retry in {retry_after} s"), retry_after)),
-                Ok(()) => self.fetch_batch(chunk).map_err(|reason| {
+                Ok(_) => self.fetch_batch(chunk).map_err(|reason| {
                     self.record_failure();
                     (reason, 5)
                 }),
@@ -816,5 +921,75 @@ mod tests {
         let cached = client.start_profile("u1");
         assert_eq!(client.finish_profile(cached).unwrap().source, ProfileSource::Cache);
         assert_eq!(seen.borrow().len(), 1);
+    }
+
+    /// Every call the fake saw: (path, bearer token). `status` answers each path; a 200 carries
+    /// the user the path names (`/me` names u1).
+    fn path_recording_fake(status: impl Fn(&str) -> u16 + 'static) -> (Fake, std::rc::Rc<RefCell<Vec<(String, String)>>>) {
+        let seen = std::rc::Rc::new(RefCell::new(Vec::new()));
+        let log = seen.clone();
+        let fake = Fake::new(move |request| {
+            let path = request.url.trim_start_matches("http://auth.test").to_string();
+            let bearer = request.headers.iter().find(|(k, _)| k == "authorization").map(|(_, v)| v.clone()).unwrap_or_default();
+            log.borrow_mut().push((path.clone(), bearer));
+            let id = if path == "/api/v3/users/me" { "u1" } else { path.rsplit('/').next().unwrap_or_default() };
+            let mut answer = ok(serde_json::json!({"user": user(id)}))?;
+            answer.status = status(&path);
+            Ok(answer)
+        });
+        (fake, seen)
+    }
+
+    #[test]
+    fn the_callers_own_profile_is_read_with_its_own_token_and_others_with_the_service_token() {
+        let kv = MemoryKv::default();
+        let (fake, seen) = path_recording_fake(|_| 200);
+        let keys = keys();
+        let caller = UserToken::new("u1", "the-users-own-token");
+        assert!(!format!("{caller:?}").contains("the-users-own-token"), "Debug redacts the token");
+        let client = AuthClient::new(settings(), &fake, &kv, Some(&keys), 1000).with_user_token(Some(&caller));
+        assert_eq!(client.profile("u1").unwrap().profile.id, "u1");
+        assert_eq!(client.profile("u2").unwrap().profile.id, "u2");
+        let seen = seen.borrow();
+        assert_eq!(seen[0], ("/api/v3/users/me".to_string(), "Bearer the-users-own-token".to_string()));
+        assert_eq!(seen[1].0, "/api/v3/users/u2");
+        assert!(seen[1].1.starts_with("Bearer ey"), "a service token: {}", seen[1].1);
+        // The cache is the same whichever token fetched the profile.
+        let fresh = AuthClient::new(settings(), &fake, &kv, Some(&keys), 1001);
+        assert_eq!(fresh.profile("u1").unwrap().source, ProfileSource::Cache);
+    }
+
+    #[test]
+    fn a_refused_user_token_falls_back_to_the_service_read_for_the_authoritative_answer() {
+        let keys = keys();
+        let caller = UserToken::new("u1", "refused-token");
+        for (service_status, want_found) in [(200, true), (404, false)] {
+            let kv = MemoryKv::default();
+            let (fake, seen) = path_recording_fake(move |path| if path == "/api/v3/users/me" { 401 } else { service_status });
+            let client = AuthClient::new(settings(), &fake, &kv, Some(&keys), 1000).with_user_token(Some(&caller));
+            match client.profile("u1") {
+                Ok(lookup) => assert!(want_found && lookup.source == ProfileSource::Auth),
+                Err(err) => assert!(!want_found && err == ProfileError::NotFound, "{err:?}"),
+            }
+            let paths: Vec<String> = seen.borrow().iter().map(|(path, _)| path.clone()).collect();
+            assert_eq!(paths, vec!["/api/v3/users/me", "/api/v3/users/u1"]);
+            assert_eq!(client.breaker(), BreakerState::default(), "a refused user token is not auth being down");
+        }
+    }
+
+    #[test]
+    fn with_no_cache_lifetime_a_lookup_costs_one_key_value_read_and_one_write() {
+        let kv = MemoryKv::default();
+        let (fake, _) = path_recording_fake(|_| 200);
+        let keys = keys();
+        let caller = UserToken::new("u1", "token");
+        let no_cache = AuthSettings { cache_ttl: 0, ..settings() };
+        let client = AuthClient::new(no_cache.clone(), &fake, &kv, Some(&keys), 1000).with_user_token(Some(&caller));
+        assert_eq!(client.profile("u1").unwrap().source, ProfileSource::Auth);
+        assert_eq!(kv.operations.get(), 2, "the breaker read, the copy kept for when auth is down");
+        // That copy still serves while auth is down.
+        fake.set(|_| Err(TransportError::Timeout("down".into())));
+        let later = AuthClient::new(no_cache, &fake, &kv, Some(&keys), 1100).with_user_token(Some(&caller));
+        assert_eq!(later.profile("u1").unwrap().source, ProfileSource::StaleCache { age: 100 });
     }
 }

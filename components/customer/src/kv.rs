@@ -62,19 +62,26 @@ impl Kv for SpinKv {
     }
 }
 
+/// An in-memory store that also counts its operations (each one is a host call in Spin).
 #[cfg(test)]
 #[derive(Default)]
-pub struct MemoryKv(pub std::cell::RefCell<std::collections::BTreeMap<String, Vec<u8>>>);
+pub struct MemoryKv {
+    pub entries: std::cell::RefCell<std::collections::BTreeMap<String, Vec<u8>>>,
+    pub operations: std::cell::Cell<usize>,
+}
 
 #[cfg(test)]
 impl Kv for MemoryKv {
     fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.0.borrow().get(key).cloned()
+        self.operations.set(self.operations.get() + 1);
+        self.entries.borrow().get(key).cloned()
     }
     fn set(&self, key: &str, value: &[u8]) {
-        self.0.borrow_mut().insert(key.into(), value.to_vec());
+        self.operations.set(self.operations.get() + 1);
+        self.entries.borrow_mut().insert(key.into(), value.to_vec());
     }
     fn delete(&self, key: &str) {
-        self.0.borrow_mut().remove(key);
+        self.operations.set(self.operations.get() + 1);
+        self.entries.borrow_mut().remove(key);
     }
 }

@@ -87,7 +87,7 @@ mod refresh;
 #[cfg(test)]
 mod tests;
 
-pub use jwt::{AccessClaims, AccessTokenConfig, AccessTokenToCheck, IssuedToken, ServiceClaims};
+pub use jwt::{AccessClaims, AccessTokenConfig, AccessTokenToCheck, IssuedToken, ServiceClaims, claimed_subject};
 pub use keys::{SigningKeys, TrustedServiceKeys, Verifier};
 pub use refresh::{REFRESH_TOKEN_LEN, RefreshToken, RefreshTokenError, constant_time_eq};
 

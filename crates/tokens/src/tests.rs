@@ -1465,3 +1465,17 @@ proptest! {
         prop_assert_eq!(direct, two_steps);
     }
 }
+
+#[test]
+fn the_claimed_subject_is_read_from_any_token_shape_without_checks() {
+    let keys = signing(&spec("k1", 1));
+    let issued = keys.issue_access_token(&cfg(), "user-1", NOW).unwrap();
+    assert_eq!(claimed_subject(&issued.token).as_deref(), Some("user-1"));
+    // Forged or expired: the claim is read all the same (this is no verification).
+    assert_eq!(claimed_subject(&craft(9, &header("at+jwt", "k1"), &json!({"sub": "someone"}))).as_deref(), Some("someone"));
+    for junk in ["", "a.b.c", "x", &format!("{}.{}.", json_part(&json!({})), json_part(&json!({"sub": 5})))] {
+        assert_eq!(claimed_subject(junk), None, "{junk:?}");
+    }
+    assert_eq!(claimed_subject(&format!("a.{}.c", json_part(&json!({"sub": "u"})))).as_deref(), Some("u"));
+    assert_eq!(claimed_subject(&"A".repeat(MAX_TOKEN_LEN + 1)), None);
+}
