@@ -298,7 +298,8 @@ fn check_signed(
 /// It is checked with `ed25519-dalek` (`verify_strict`), not through jwt-simple: jwt-simple's
 /// Ed25519 back end multiplies 64x64 -> 128 bits, which wasm32 has no instruction for (every
 /// product is a `__multi3` call), while curve25519-dalek picks 32-bit limbs there. Measured in
-/// wasm on the local host: 370 µs -> 110 µs per verification. The claims are jwt-simple's own
+/// wasm on the local host, 200 verifications in a loop: 370 µs -> 92 µs each (110 µs for the
+/// first one in a fresh instance). The claims are jwt-simple's own
 /// `JWTClaims`, and [`validate_claims`] applies the checks its `verify_token` applies with our
 /// options (a differential test holds the two to the same answers).
 fn check_signature(token: &str, key: &VerifyingKey) -> Result<(), VerifyError> {

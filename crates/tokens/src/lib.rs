@@ -5,7 +5,7 @@
 //! (`default-features = false, features = ["pure-rust"]`: no BoringSSL, no JWE); their claims
 //! are read as jwt-simple's `JWTClaims` and checked as its `verify_token` checks them, but the
 //! Ed25519 signature is checked with [`ed25519-dalek`](https://docs.rs/ed25519-dalek)
-//! (`verify_strict`): in wasm32 it is four times faster (see `jwt.rs`). Randomness
+//! (`verify_strict`): in wasm32 it is about four times faster (see `jwt.rs`). Randomness
 //! comes from `getrandom` (`wasi:random` on `wasm32-wasip2`). No threads, no async, no clock of
 //! its own: every call that needs the time takes `now` (Unix seconds) from the caller, and
 //! [`now_unix`] reads the system clock for production code.
