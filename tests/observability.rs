@@ -106,6 +106,54 @@ async fn a_request_id_comes_back_and_is_in_auths_line_for_the_chained_call() {
     }
 }
 
+/// `?include=profile` asks auth for the caller's profile before customer has verified the
+/// token. When customer then refuses the token, that call is not cut off: its answer is awaited
+/// and logged, marked unused, and auth's log stays JSON (a Spin component whose caller went away
+/// writes a plain-text line).
+#[tokio::test]
+async fn a_profile_call_started_for_a_request_then_refused_is_logged_as_unused() {
+    let app = app().await;
+    let email = format!("unused-{}@example.com", uuid::Uuid::new_v4().simple());
+    let session = register_account(&app.client, &app.host, "Abe", &email, "unused-call-77").await;
+    let token = session["access_token"].as_str().expect("an access token");
+    // The same header and claims, another signature: customer refuses it after the call started.
+    let (signed, signature) = token.rsplit_once('.').expect("a JWT");
+    let mut forged_signature: Vec<char> = signature.chars().collect();
+    forged_signature[10] = if forged_signature[10] == 'A' { 'B' } else { 'A' };
+    let forged = format!("{signed}.{}", forged_signature.into_iter().collect::<String>());
+    let id = format!("obs-{}", uuid::Uuid::new_v4().simple());
+
+    let response = app
+        .client
+        .get(app.url("/api/v3/customers/me?include=profile"))
+        .bearer_auth(&forged)
+        .header("x-request-id", &id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
+    let call = wait_for(&app, "for customer's unused call to auth", |l| {
+        l["component"] == "customer"
+            && !from_host(l)
+            && l["message"] == "call"
+            && l["request_id"] == id.as_str()
+            && l["path"] == "/api/v3/users/me"
+    })
+    .await;
+    assert_eq!((call["target"].as_str(), call["method"].as_str()), (Some("auth"), Some("GET")), "{call}");
+    assert_eq!(call["unused"], true, "{call}");
+    assert_eq!(call["status"], 401, "auth refused the forged token too: {call}");
+    assert!(call["duration_ms"].as_f64().is_some(), "{call}");
+    // Auth answered its chained request (and so wrote no plain-text line: `lines` checks).
+    wait_for(&app, "for auth's own line for the chained request", |l| {
+        l["component"] == "auth" && !from_host(l) && l["message"] == "request" && l["request_id"] == id.as_str() && l["status"] == 401
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    lines(&app);
+}
+
 #[tokio::test]
 async fn a_traceparent_gives_the_request_id_and_the_trace_to_auth() {
     let app = app().await;

@@ -96,8 +96,14 @@ impl Pending<'_> {
 }
 
 /// A call started by [`start_logged`]: logged as one `call` line when its answer is read.
+///
+/// Dropped unread (a lookup started early for a request that was then refused), it still waits
+/// for its answer, within its timeouts, and logs it marked `unused`: every call is logged with
+/// its real outcome, and the peer is never cut off mid-answer (a Spin component whose caller went
+/// away fails to send its response and says so on stderr, outside the JSON log).
 pub struct LoggedCall<'a> {
-    pending: Pending<'a>,
+    /// `None` once read.
+    pending: Option<Pending<'a>>,
     target: &'a str,
     method: &'static str,
     url: String,
@@ -108,8 +114,16 @@ pub struct LoggedCall<'a> {
 
 impl LoggedCall<'_> {
     /// Waits for the answer and logs the call (its duration counts from the start).
-    pub fn wait(self) -> Result<HttpResponse, TransportError> {
-        let result = self.pending.wait();
+    pub fn wait(mut self) -> Result<HttpResponse, TransportError> {
+        self.finish(false)
+    }
+
+    fn finish(&mut self, unused: bool) -> Result<HttpResponse, TransportError> {
+        let Some(pending) = self.pending.take() else {
+            // Unreachable: `wait` consumes the call and `drop` runs once.
+            return Err(TransportError::Interrupted("the call was already read".into()));
+        };
+        let result = pending.wait();
         let duration = self.started.elapsed();
         let error = result.as_ref().err().map(ToString::to_string);
         let outcome = match (&result, &error) {
@@ -117,10 +131,13 @@ impl LoggedCall<'_> {
             (Err(_), Some(reason)) => Err(reason.as_str()),
             (Err(_), None) => Err("failed"),
         };
-        let mut fields = self.extra;
+        let mut fields = std::mem::take(&mut self.extra);
         // Stripe's own id of the request, for its support and dashboard logs.
         if let Some(id) = result.as_ref().ok().and_then(|r| r.header("request-id")) {
             fields.push(("upstream_request_id", Value::from(id)));
+        }
+        if unused {
+            fields.push(("unused", Value::from(true)));
         }
         telemetry::call(
             &telemetry::Call {
@@ -137,6 +154,14 @@ impl LoggedCall<'_> {
     }
 }
 
+impl Drop for LoggedCall<'_> {
+    fn drop(&mut self) {
+        if self.pending.is_some() {
+            let _unused_answer = self.finish(true);
+        }
+    }
+}
+
 /// Starts one attempt through `transport`; [`LoggedCall::wait`] reads and logs it.
 pub fn start_logged<'a>(
     transport: &'a dyn Transport,
@@ -147,7 +172,7 @@ pub fn start_logged<'a>(
 ) -> LoggedCall<'a> {
     let started = Instant::now();
     LoggedCall {
-        pending: transport.start(request),
+        pending: Some(transport.start(request)),
         target,
         method: request.method,
         url: request.url.clone(),
@@ -168,4 +193,56 @@ pub fn send_logged(
     extra: &[(&str, Value)],
 ) -> Result<HttpResponse, TransportError> {
     start_logged(transport, target, request, attempt, extra).wait()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    /// A transport whose calls are in flight until read, counting the answers read.
+    struct CountingTransport {
+        answers_read: Cell<u32>,
+    }
+
+    impl Transport for CountingTransport {
+        fn send(&self, _request: &HttpRequest) -> Result<HttpResponse, TransportError> {
+            self.answers_read.set(self.answers_read.get() + 1);
+            Ok(HttpResponse { status: 204, headers: Vec::new(), body: Vec::new(), elapsed: Duration::ZERO })
+        }
+
+        fn start(&self, request: &HttpRequest) -> Pending<'_> {
+            let request = request.clone();
+            Pending::InFlight(Box::new(move || self.send(&request)))
+        }
+    }
+
+    fn request() -> HttpRequest {
+        HttpRequest {
+            method: "GET",
+            url: "http://auth.spin.internal/api/v3/users/me".into(),
+            headers: Vec::new(),
+            body: None,
+            timeouts: Timeouts::all(Duration::from_secs(1)),
+            max_body: 1024,
+        }
+    }
+
+    #[test]
+    fn a_call_dropped_unread_still_waits_for_its_answer_once() {
+        let transport = CountingTransport { answers_read: Cell::new(0) };
+        let call = start_logged(&transport, "auth", &request(), 1, &[]);
+        assert_eq!(transport.answers_read.get(), 0, "in flight until read");
+        drop(call);
+        assert_eq!(transport.answers_read.get(), 1);
+    }
+
+    #[test]
+    fn a_call_read_is_not_read_again_when_dropped() {
+        let transport = CountingTransport { answers_read: Cell::new(0) };
+        let answer = start_logged(&transport, "auth", &request(), 1, &[]).wait();
+        assert_eq!(answer.map(|r| r.status), Ok(204));
+        assert_eq!(transport.answers_read.get(), 1);
+    }
 }
