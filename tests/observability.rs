@@ -154,6 +154,36 @@ async fn a_profile_call_started_for_a_request_then_refused_is_logged_as_unused()
     lines(&app);
 }
 
+/// A client that goes away before its answer (here during a login's argon2 work) leaves one
+/// JSON `WARN` line with the request's id, not the SDK's plain-text line.
+#[tokio::test]
+async fn an_answer_the_client_never_took_is_logged_as_one_json_line() {
+    use tokio::io::AsyncWriteExt as _;
+
+    let app = app().await;
+    let id = format!("obs-{}", uuid::Uuid::new_v4().simple());
+    let body = json!({"email": "nobody@example.com", "password": "a password nobody has"}).to_string();
+    let request = format!(
+        "POST /api/v3/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         x-request-id: {id}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let address = app.host.base_url.trim_start_matches("http://").to_string();
+    let mut client = tokio::net::TcpStream::connect(&address).await.expect("connects");
+    client.write_all(request.as_bytes()).await.expect("sends");
+    // Gone long before the answer: a login verifies a password hash for tens of milliseconds.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    drop(client);
+
+    let warning = wait_for(&app, "for the undelivered answer", |l| {
+        l["component"] == "auth" && !from_host(l) && l["request_id"] == id.as_str() && l["level"] == "WARN"
+    })
+    .await;
+    assert_eq!(warning["message"], "response not delivered: the caller went away", "{warning}");
+    // `lines` panics on any line that is not one JSON object.
+    assert!(lines(&app).iter().any(|l| l["message"] == "request" && l["request_id"] == id.as_str() && l["status"] == 401));
+}
+
 #[tokio::test]
 async fn a_traceparent_gives_the_request_id_and_the_trace_to_auth() {
     let app = app().await;

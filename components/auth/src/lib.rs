@@ -21,8 +21,14 @@ use error::Error;
 use routes::Endpoint;
 
 // The export exists only in the component: natively, the `wasi:http/...` symbol name breaks the
-// cdylib's linker version script, and `cargo test -p auth` needs the crate to link.
-#[cfg_attr(target_arch = "wasm32", spin_sdk::http_component)]
+// cdylib's linker version script, and `cargo test -p auth` needs the crate to link. It reads the
+// request, answers it with `handle`, and logs an answer the caller never took as a JSON line.
+#[cfg(target_arch = "wasm32")]
+#[spin_sdk::http_component]
+async fn serve(request: spin_sdk::http::IncomingRequest, response_out: spin_sdk::http::ResponseOutparam) {
+    telemetry::spin::serve(request, response_out, handle).await;
+}
+
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 fn handle(request: Request) -> Response {
     // The request id (taken from x-request-id or traceparent, or new) is echoed on every answer,

@@ -19,10 +19,17 @@ pub mod transport;
 
 use spin_sdk::http::{Method, Params, Request, Response, Router};
 
-/// Every route this component serves (the OpenAPI test reads this list). The export exists only
-/// in the wasm build: natively its `wasi:http/...` symbol name breaks the cdylib's linker script,
-/// and native builds are for unit tests.
-#[cfg_attr(target_arch = "wasm32", spin_sdk::http_component)]
+/// The component's export: reads the request, answers it with [`handle`], and logs an answer the
+/// caller never took as a JSON line. It exists only in the wasm build: natively its
+/// `wasi:http/...` symbol name breaks the cdylib's linker script, and native builds are for unit
+/// tests.
+#[cfg(target_arch = "wasm32")]
+#[spin_sdk::http_component]
+async fn serve(request: spin_sdk::http::IncomingRequest, response_out: spin_sdk::http::ResponseOutparam) {
+    telemetry::spin::serve(request, response_out, handle).await;
+}
+
+/// Every route this component serves (the OpenAPI test reads this list).
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 fn handle(request: Request) -> Response {
     // The request id (taken from x-request-id or traceparent, or new) is echoed on every answer,

@@ -1,5 +1,6 @@
 //! Request ids, W3C trace context and one-line JSON logs for the auth and customer components.
-//! Plain Rust (no `spin_sdk`): builds for `wasm32-wasip2` and natively.
+//! Plain Rust (no `spin_sdk`, except the entry point behind the `spin` feature, `spin::serve`):
+//! builds for `wasm32-wasip2` and natively.
 //!
 //! **The request's context.** Spin runs every request in a fresh component instance, on one
 //! thread, so the request's ids live in a thread-local that the handler sets first
@@ -20,6 +21,9 @@
 //! the event's own fields. Every string value is scrubbed of words that look like an email
 //! address, a JWT or an API key, and cut at [`MAX_VALUE_CHARS`]; callers still never pass a
 //! secret, token, password or email.
+
+#[cfg(feature = "spin")]
+pub mod spin;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
