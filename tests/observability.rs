@@ -184,6 +184,45 @@ async fn an_answer_the_client_never_took_is_logged_as_one_json_line() {
     assert!(lines(&app).iter().any(|l| l["message"] == "request" && l["request_id"] == id.as_str() && l["status"] == 401));
 }
 
+/// A body cut short (the client sent fewer bytes than its `Content-Length`, then closed its
+/// side) is the client's failure: 400 `unreadable_body` problem+json with the request id, and a
+/// JSON `WARN` line, on both services (the SDK's default is a plain-text 500 and plain-text logs).
+#[tokio::test]
+async fn a_body_cut_short_is_a_400_problem_and_a_json_warning() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let app = app().await;
+    let address = app.host.base_url.trim_start_matches("http://").to_string();
+    for (component, path) in [("auth", "/api/v3/auth/login"), ("customer", "/api/v3/customers")] {
+        let id = format!("obs-{}", uuid::Uuid::new_v4().simple());
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nx-request-id: {id}\r\n\
+             Connection: close\r\nContent-Length: 200\r\n\r\n{{\"email\":"
+        );
+        let mut client = tokio::net::TcpStream::connect(&address).await.expect("connects");
+        client.write_all(request.as_bytes()).await.expect("sends");
+        client.shutdown().await.expect("closes its side");
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_string(&mut answer))
+            .await
+            .expect("answers in time")
+            .expect("reads the answer");
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+        assert!(head.starts_with("HTTP/1.1 400 "), "{component}: {answer}");
+        let head = head.to_ascii_lowercase();
+        assert!(head.contains("content-type: application/problem+json"), "{component}: {answer}");
+        assert!(head.contains(&format!("x-request-id: {id}")), "{component}: {answer}");
+        assert!(body.contains("\"code\":\"unreadable_body\""), "{component}: {answer}");
+
+        let warning = wait_for(&app, "for the unread body", |l| {
+            l["component"] == component && !from_host(l) && l["request_id"] == id.as_str() && l["level"] == "WARN"
+        })
+        .await;
+        assert_eq!(warning["message"], "request body not read", "{warning}");
+        assert_eq!(warning["path"], path, "{warning}");
+    }
+}
+
 #[tokio::test]
 async fn a_traceparent_gives_the_request_id_and_the_trace_to_auth() {
     let app = app().await;

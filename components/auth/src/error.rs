@@ -36,6 +36,8 @@ impl FieldError {
 pub enum Error {
     /// 400 `malformed_json`: the body is not JSON.
     MalformedJson,
+    /// 400 `unreadable_body`: the body could not be read (the client went away mid-upload).
+    UnreadableBody,
     /// 400 `invalid_body`: JSON, but not an object.
     BodyNotObject,
     /// 413 `payload_too_large`: body over 64 KiB.
@@ -129,6 +131,7 @@ impl Error {
     fn parts(&self) -> (u16, &'static str, &'static str) {
         match self {
             Error::MalformedJson => (400, "malformed_json", "Malformed JSON"),
+            Error::UnreadableBody => (400, "unreadable_body", "Unreadable body"),
             Error::BodyNotObject => (400, "invalid_body", "Invalid body"),
             Error::PayloadTooLarge => (413, "payload_too_large", "Payload too large"),
             Error::UnsupportedMediaType => (415, "unsupported_media_type", "Unsupported media type"),
@@ -153,6 +156,7 @@ impl Error {
     fn detail(&self) -> String {
         match self {
             Error::MalformedJson => "The request body is not valid JSON.".into(),
+            Error::UnreadableBody => "The request body could not be read to its end.".into(),
             Error::BodyNotObject => "The request body must be a JSON object.".into(),
             Error::PayloadTooLarge => format!("The request body exceeds {} bytes.", crate::api::MAX_BODY_BYTES),
             Error::UnsupportedMediaType => "Send the body as application/json.".into(),

@@ -26,7 +26,14 @@ use routes::Endpoint;
 #[cfg(target_arch = "wasm32")]
 #[spin_sdk::http_component]
 async fn serve(request: spin_sdk::http::IncomingRequest, response_out: spin_sdk::http::ResponseOutparam) {
-    telemetry::spin::serve(request, response_out, handle).await;
+    telemetry::spin::serve("auth", request, response_out, handle, unreadable_body).await;
+}
+
+/// The answer to a request whose body could not be read (the client went away mid-upload).
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+fn unreadable_body() -> Response {
+    let rendered = Error::UnreadableBody.render();
+    respond(rendered.status, rendered.headers, Some(rendered.body))
 }
 
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]

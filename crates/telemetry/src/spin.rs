@@ -7,14 +7,39 @@
 //! the request's id.
 
 use spin_sdk::http::conversions::TryFromIncomingRequest as _;
-use spin_sdk::http::{IncomingRequest, IntoResponse as _, OutgoingResponse, Request, Response, ResponseOutparam};
+use spin_sdk::http::{IncomingRequest, OutgoingResponse, Request, Response, ResponseOutparam};
 
-/// Reads the request, answers it with `handle`, and delivers the answer.
-pub async fn serve(request: IncomingRequest, response_out: ResponseOutparam, handle: fn(Request) -> Response) {
+/// Reads the request, answers it with `handle`, and delivers the answer. A request whose body
+/// cannot be read (the client went away mid-upload) is logged and answered with
+/// `unreadable_body` (the component's 400 problem), where the SDK would answer a plain-text 500
+/// and write plain text to stderr.
+pub async fn serve(
+    component: &'static str,
+    request: IncomingRequest,
+    response_out: ResponseOutparam,
+    handle: fn(Request) -> Response,
+    unreadable_body: fn() -> Response,
+) {
+    let method = request.method().to_string();
+    let path = request.path_with_query().unwrap_or_default();
+    let header = |name: &str| {
+        let values = request.headers().get(&name.to_string());
+        values.into_iter().next().and_then(|value| String::from_utf8(value).ok())
+    };
+    let (x_request_id, traceparent) = (header(crate::REQUEST_ID_HEADER), header(crate::TRACEPARENT_HEADER));
     let response = match Request::try_from_incoming_request(request).await {
         Ok(request) => handle(request),
-        // The body could not be read: the SDK's own answer to that (a 500).
-        Err(err) => err.into_response(),
+        Err(err) => {
+            let request_id = crate::start(component, x_request_id.as_deref(), traceparent.as_deref());
+            crate::warn(
+                "request body not read",
+                &[("method", method.as_str().into()), ("path", crate::path_of(&path).into()), ("cause", err.to_string().into())],
+            );
+            let mut response = unreadable_body();
+            response.set_header(crate::REQUEST_ID_HEADER, request_id);
+            crate::finish(&method, *response.status());
+            response
+        }
     };
     deliver(response_out, response).await;
 }
