@@ -831,13 +831,13 @@ pub fn not_found(request: Request, _params: Params) -> Response {
     Reply::error(&Error::not_found(format!("No resource at {}.", request.path()))).into_response()
 }
 
-/// What the router answers when no handler takes the request (no route, or not for this
-/// method), as problem+json.
 /// The answer to a request whose body could not be read (the client went away mid-upload).
 pub fn unreadable_body() -> Response {
     respond(Err(Error::bad_request("unreadable_body", "The request body could not be read to its end.")))
 }
 
+/// What the router answers when no handler takes the request (no route, or not for this
+/// method), as problem+json.
 pub fn unrouted(status: u16) -> Response {
     let problem = if status == 405 {
         Problem::new(405, "method_not_allowed", "Method not allowed").with_detail("This path does not accept this method.")
