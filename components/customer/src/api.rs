@@ -249,8 +249,11 @@ pub struct Deps {
     kv: SpinKv,
     store: OnceCell<Result<MysqlStore, Error>>,
     service_keys: OnceCell<Result<tokens::SigningKeys, Error>>,
-    /// The caller's bearer token and the user it claims to be (unverified: see [`UserToken`]).
-    user_token: Option<UserToken>,
+    /// The caller's bearer token, if any.
+    bearer: Option<String>,
+    /// That token and the user it claims to be (unverified: see [`UserToken`]), read from the
+    /// token only when a profile is looked up.
+    user_token: OnceCell<Option<UserToken>>,
 }
 
 impl Default for Deps {
@@ -267,30 +270,38 @@ impl Deps {
             kv: SpinKv::new(),
             store: OnceCell::new(),
             service_keys: OnceCell::new(),
-            user_token: None,
+            bearer: None,
+            user_token: OnceCell::new(),
         }
     }
 
     /// [`Deps::new`], knowing the caller's bearer token: a profile read of the user it claims to
     /// be goes to auth with that token (auth checks it; see [`UserToken`]).
     pub fn for_request(req: &Req) -> Self {
-        let user_token = bearer(req).ok().and_then(|token| {
-            let claimed = tokens::claimed_subject(token)?;
-            // Only user ids: a service's token is never sent on as a user's.
-            if claimed.starts_with(tokens::SERVICE_SUBJECT_PREFIX) {
-                return None;
-            }
-            UserId::parse(&claimed).ok()?;
-            Some(UserToken::new(claimed, token))
-        });
-        Self { user_token, ..Self::new() }
+        Self { bearer: bearer(req).ok().map(str::to_owned), ..Self::new() }
+    }
+
+    /// The caller's token and the user it claims to be, if that is a user.
+    fn user_token(&self) -> Option<&UserToken> {
+        self.user_token
+            .get_or_init(|| {
+                let token = self.bearer.as_deref()?;
+                let claimed = tokens::claimed_subject(token)?;
+                // Only user ids: a service's token is never sent on as a user's.
+                if claimed.starts_with(tokens::SERVICE_SUBJECT_PREFIX) {
+                    return None;
+                }
+                UserId::parse(&claimed).ok()?;
+                Some(UserToken::new(claimed, token))
+            })
+            .as_ref()
     }
 
     /// Starts reading the profile of the user the caller's token claims to be, before that
     /// token is verified here, so that auth's work overlaps this component's; the answer is for
     /// that user only, and is to be used only once the caller is verified to be them.
     fn start_caller_profile(&self) -> Option<(AuthClient<'_>, ProfileFetch<'_>)> {
-        let caller = self.user_token.as_ref()?;
+        let caller = self.user_token()?;
         let auth = self.auth().ok()?;
         let fetch = auth.start_profile(caller.user());
         Some((auth, fetch))
@@ -336,7 +347,7 @@ impl Deps {
     /// service key.
     pub fn auth(&self) -> Result<AuthClient<'_>, Error> {
         Ok(AuthClient::new(self.auth_settings()?, &self.transport, &self.kv, Some(self.service_keys()?), self.now)
-            .with_user_token(self.user_token.as_ref()))
+            .with_user_token(self.user_token()))
     }
 
     /// The auth client without a service key (JWKS, health, login).
@@ -915,9 +926,9 @@ mod tests {
             body: Vec::new(),
         };
         let kept = Deps::for_request(&req(Some(format!("Bearer {user}"))));
-        assert_eq!(kept.user_token.as_ref().map(UserToken::user), Some("0190c0de-0000-7000-8000-000000000001"));
+        assert_eq!(kept.user_token().map(UserToken::user), Some("0190c0de-0000-7000-8000-000000000001"));
         for other in [Some(format!("Bearer {service}")), Some("Bearer junk".into()), Some(format!("Basic {user}")), None] {
-            assert!(Deps::for_request(&req(other.clone())).user_token.is_none(), "{other:?}");
+            assert!(Deps::for_request(&req(other.clone())).user_token().is_none(), "{other:?}");
         }
     }
 

@@ -461,18 +461,15 @@ impl<'a> AuthClient<'a> {
                 (fetched, breaker_was_clear)
             }
         };
+        if fetched.is_ok() && !breaker_was_clear {
+            self.record_success();
+        }
         match fetched {
             Ok(Some(profile)) => {
-                if !breaker_was_clear {
-                    self.record_success();
-                }
                 self.cache(&profile);
                 Ok(ProfileLookup { profile, source: ProfileSource::Auth })
             }
             Ok(None) => {
-                if !breaker_was_clear {
-                    self.record_success();
-                }
                 self.kv.delete(&format!("profile:{id}"));
                 Err(ProfileError::NotFound)
             }

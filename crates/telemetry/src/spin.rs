@@ -22,11 +22,13 @@ pub async fn serve(
 ) {
     let method = request.method().to_string();
     let path = request.path_with_query().unwrap_or_default();
-    let header = |name: &str| {
-        let values = request.headers().get(&name.to_string());
-        values.into_iter().next().and_then(|value| String::from_utf8(value).ok())
+    // Read now, while the request is ours (the ids are needed only if the body cannot be read).
+    // The headers handle is dropped before the request is consumed, as wasi:http requires.
+    let (x_request_id, traceparent) = {
+        let headers = request.headers();
+        let first = |name: &str| headers.get(&name.to_string()).into_iter().next().and_then(|value| String::from_utf8(value).ok());
+        (first(crate::REQUEST_ID_HEADER), first(crate::TRACEPARENT_HEADER))
     };
-    let (x_request_id, traceparent) = (header(crate::REQUEST_ID_HEADER), header(crate::TRACEPARENT_HEADER));
     let response = match Request::try_from_incoming_request(request).await {
         Ok(request) => handle(request),
         Err(err) => {
