@@ -2,6 +2,10 @@
 //! and area updates (customer). Every request either succeeded and is in the database, or failed
 //! with a clear 503 (problem+json, Retry-After) and left nothing behind; no request hangs. The
 //! counts are reconciled afterwards, and every refused registration goes through on retry.
+//!
+//! The one ambiguity no service can remove is a lost COMMIT acknowledgement (the server dies
+//! after making the commit durable, before its reply leaves): answered 503 though stored. Its
+//! window is microseconds; every answer is read before COMMIT so that nothing wider remains.
 
 #[path = "customer_support.rs"]
 mod support;

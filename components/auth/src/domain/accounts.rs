@@ -252,6 +252,8 @@ pub fn register<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, c
     let family_id = new_user_id(ctx.now_ms)?;
     let access = issue_access(crypto, ctx, &user.id)?;
     let (refresh, first) = new_refresh(settings, ctx, &family_id, &user.id, None, &access);
+    // The row is read back before COMMIT: once committed, the answer must not depend on
+    // another statement (a database lost after the commit would turn a stored account into a 503).
     let inserted = in_transaction(store, |store| {
         store.insert_user(&user).map_err(|err| match err {
             StoreError::Duplicate(constraint) if constraint == EMAIL_UNIQUE => Error::EmailTaken,
@@ -259,15 +261,14 @@ pub fn register<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, c
         })?;
         store.insert_family(&family_id, &user.id, ctx.now, &first)?;
         store.audit(&user_event("register", true, None, ctx, &user.id))?;
-        Ok(())
+        store
+            .user_by_id(&user.id)?
+            .ok_or_else(|| Error::internal("register", &"the new user is not readable in its own transaction"))
     });
-    match inserted {
+    let row = match inserted {
         Err(Error::EmailTaken) => return Err(taken(store)?),
         other => other?,
-    }
-    let row = store
-        .user_by_id(&user.id)?
-        .ok_or_else(|| Error::internal("register", &"the new user vanished"))?;
+    };
     let user = to_user(crypto, &row)?;
     Ok(Session { user, access, refresh })
 }
@@ -467,28 +468,30 @@ pub fn update_profile<S: Store>(
             reseal_if_needed(crypto, &row, &mut write)?;
         }
     }
-    if write != write_of(&row) {
-        in_transaction(store, |store| {
-            store.update_user(&row.id, &write).map_err(|err| match err {
-                StoreError::Duplicate(constraint) if constraint == EMAIL_UNIQUE => Error::EmailTaken,
-                other => Error::from(other),
-            })?;
-            if name_changed {
-                store.audit(&user_event("profile_change", true, Some("name"), ctx, &row.id))?;
-            }
-            if new_email.is_some() {
-                store.audit(&user_event("email_change", true, None, ctx, &row.id))?;
-            }
-            Ok(())
-        })
-        .or_else(|err| {
-            if err == Error::EmailTaken {
-                store.audit(&user_event("email_change", false, Some("email_taken"), ctx, &row.id))?;
-            }
-            Err(err)
-        })?;
+    if write == write_of(&row) {
+        return Ok(current);
     }
-    to_user(crypto, &current_user(store, &row.id)?)
+    // Read back inside the transaction, as in `register`: a committed change is answered 200.
+    let updated = in_transaction(store, |store| {
+        store.update_user(&row.id, &write).map_err(|err| match err {
+            StoreError::Duplicate(constraint) if constraint == EMAIL_UNIQUE => Error::EmailTaken,
+            other => Error::from(other),
+        })?;
+        if name_changed {
+            store.audit(&user_event("profile_change", true, Some("name"), ctx, &row.id))?;
+        }
+        if new_email.is_some() {
+            store.audit(&user_event("email_change", true, None, ctx, &row.id))?;
+        }
+        current_user(store, &row.id)
+    })
+    .or_else(|err| {
+        if err == Error::EmailTaken {
+            store.audit(&user_event("email_change", false, Some("email_taken"), ctx, &row.id))?;
+        }
+        Err(err)
+    })?;
+    to_user(crypto, &updated)
 }
 
 /// `PUT /users/me/password`: revokes every refresh token of the user.

@@ -57,6 +57,29 @@ fn register_stores_sealed_email_and_blind_index_and_returns_tokens() {
     assert_eq!(store.events(), vec![("register", true, None)]);
 }
 
+/// A database lost right after COMMIT must not turn a stored account into a 503: the answer is
+/// read inside the transaction (found by tests/faults_db.rs in CI).
+#[test]
+fn a_committed_registration_is_answered_even_when_the_database_is_lost_right_after() {
+    let mut store = MemoryStore::default();
+    store.lost_after_commit = true;
+    let session = register(&mut store, &crypto(), &Settings::default(), &ctx(NOW), registration("ada@example.org", "analytical-engine-1843"))
+        .expect("a committed registration is a success");
+    assert_eq!(session.user.email, "ada@example.org");
+    assert!(store.state.users.contains_key(&session.user.id));
+}
+
+#[test]
+fn a_committed_profile_change_is_answered_even_when_the_database_is_lost_right_after() {
+    let (mut store, crypto, settings, session) = setup();
+    store.lost_after_commit = true;
+    let change = ProfileChange { name: Some(Name::parse("name", "Countess").expect("name")), email: None, current_password: None };
+    let user = update_profile(&mut store, &crypto, &settings, &ctx(NOW), &session.user.id, change)
+        .expect("a committed change is a success");
+    assert_eq!(user.name, "Countess");
+    assert_eq!(store.state.users[&session.user.id].name, "Countess");
+}
+
 #[test]
 fn a_taken_email_is_409_whatever_its_case_and_spacing() {
     let (mut store, crypto, settings, _) = setup();

@@ -23,6 +23,16 @@ pub struct MemoryStore {
     snapshot: Option<State>,
     /// Incremented on every user write, standing in for `ON UPDATE CURRENT_TIMESTAMP`.
     pub clock: i64,
+    /// When set, the database is lost right after the next COMMIT (which itself succeeds):
+    /// every read after it fails as unavailable.
+    pub lost_after_commit: bool,
+    lost: bool,
+}
+
+impl MemoryStore {
+    fn reachable(&self) -> Result<(), StoreError> {
+        if self.lost { Err(StoreError::Unavailable("connection lost".into())) } else { Ok(()) }
+    }
 }
 
 impl MemoryStore {
@@ -37,7 +47,9 @@ impl Store for MemoryStore {
         Ok(())
     }
     fn commit(&mut self) -> Result<(), StoreError> {
+        self.reachable()?;
         self.snapshot = None;
+        self.lost = self.lost_after_commit;
         Ok(())
     }
     fn rollback(&mut self) {
@@ -70,6 +82,7 @@ impl Store for MemoryStore {
         Ok(())
     }
     fn user_by_id(&mut self, id: &str) -> Result<Option<UserRow>, StoreError> {
+        self.reachable()?;
         Ok(self.state.users.get(id).cloned())
     }
     fn user_and_access_record(&mut self, id: &str, access_token_hash: &str) -> Result<Option<(UserRow, bool)>, StoreError> {

@@ -155,9 +155,11 @@ pub fn create_customer(ctx: &Ctx<'_>, user: &UserId, areas: &AreaIds) -> Result<
             "customer.created",
             Some(user.as_str()),
             &format!("stripe_customer={} areas={}", stripe_customer.id, areas.as_slice().len()),
-        )
-    })?;
-    get_customer(store, user)
+        )?;
+        // Read back before COMMIT: once committed, the answer must not hang on another statement
+        // (a database lost in between would answer 503 for a customer that exists).
+        get_customer(store, user)
+    })
 }
 
 /// Finds the Stripe customer an earlier attempt created, or creates one.
@@ -200,9 +202,9 @@ pub fn update_areas(store: &dyn Store, user: &UserId, areas: &AreaIds, now: i64)
     with_customer_locked(store, user, || {
         store.replace_areas(user.as_str(), areas)?;
         store.audit(now, user.as_str(), "customer.areas_updated", Some(user.as_str()), &format!("areas={}", areas.as_slice().len()))?;
-        Ok(())
-    })?;
-    get_customer(store, user)
+        // Read back before COMMIT, as in `create_customer`.
+        get_customer(store, user)
+    })
 }
 
 /// `DELETE /customers/me`: Stripe first (subscriptions, then the customer), then our rows.
@@ -459,6 +461,23 @@ pub(crate) mod tests {
         let err = create_customer(&ctx, &user("u1"), &areas).unwrap_err();
         assert_eq!(err.status(), 409);
         assert_eq!(fakes.stripe.customers.borrow().len(), 1);
+    }
+
+    /// A database lost right after COMMIT must not turn a stored change into a 503: the answer
+    /// is read inside the transaction (found by tests/faults_db.rs in CI).
+    #[test]
+    fn committed_writes_are_answered_even_when_the_database_is_lost_right_after() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        fakes.store.lost_after_commit.set(true);
+        let created = create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).expect("a committed creation is a success");
+        assert_eq!(created.area_ids.as_slice(), &[1]);
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        fakes.store.lost_after_commit.set(true);
+        let updated = update_areas(&fakes.store, &user("u1"), &AreaIds::parse(&[7]).unwrap(), 1001).expect("a committed update is a success");
+        assert_eq!(updated.area_ids.as_slice(), &[7]);
     }
 
     /// Found by schemathesis: leaving billing and coming back reused the first Stripe key, so

@@ -22,6 +22,16 @@ struct State {
 pub struct MemoryStore {
     state: RefCell<State>,
     snapshot: RefCell<Option<State>>,
+    /// When set, the database is lost right after the next COMMIT (which itself succeeds):
+    /// every read of a customer after it fails as unavailable.
+    pub lost_after_commit: Cell<bool>,
+    lost: Cell<bool>,
+}
+
+impl MemoryStore {
+    fn reachable(&self) -> Result<(), StoreError> {
+        if self.lost.get() { Err(StoreError::Unavailable("connection lost".into())) } else { Ok(()) }
+    }
 }
 
 impl Store for MemoryStore {
@@ -30,7 +40,9 @@ impl Store for MemoryStore {
         Ok(())
     }
     fn commit(&self) -> Result<(), StoreError> {
+        self.reachable()?;
         *self.snapshot.borrow_mut() = None;
+        self.lost.set(self.lost_after_commit.get());
         Ok(())
     }
     fn rollback(&self) {
@@ -39,6 +51,7 @@ impl Store for MemoryStore {
         }
     }
     fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
+        self.reachable()?;
         Ok(self.state.borrow().customers.get(id).cloned())
     }
     fn customers(&self, after: Option<&str>, limit: u32) -> Result<Vec<Customer>, StoreError> {
