@@ -24,7 +24,7 @@ pub struct MemoryStore {
     /// Incremented on every user write, standing in for `ON UPDATE CURRENT_TIMESTAMP`.
     pub clock: i64,
     /// When set, the database is lost right after the next COMMIT (which itself succeeds):
-    /// every read after it fails as unavailable.
+    /// reading a user after it fails as unavailable.
     pub lost_after_commit: bool,
     lost: bool,
 }
@@ -33,9 +33,7 @@ impl MemoryStore {
     fn reachable(&self) -> Result<(), StoreError> {
         if self.lost { Err(StoreError::Unavailable("connection lost".into())) } else { Ok(()) }
     }
-}
 
-impl MemoryStore {
     pub fn events(&self) -> Vec<(&'static str, bool, Option<&'static str>)> {
         self.state.audit.iter().map(|e| (e.event, e.success, e.reason)).collect()
     }

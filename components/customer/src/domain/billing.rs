@@ -156,7 +156,7 @@ pub fn create_customer(ctx: &Ctx<'_>, user: &UserId, areas: &AreaIds) -> Result<
             Some(user.as_str()),
             &format!("stripe_customer={} areas={}", stripe_customer.id, areas.as_slice().len()),
         )?;
-        // Read back before COMMIT: once committed, the answer must not hang on another statement
+        // Read back before COMMIT: once committed, the answer must not depend on another statement
         // (a database lost in between would answer 503 for a customer that exists).
         get_customer(store, user)
     })

@@ -23,7 +23,7 @@ pub struct MemoryStore {
     state: RefCell<State>,
     snapshot: RefCell<Option<State>>,
     /// When set, the database is lost right after the next COMMIT (which itself succeeds):
-    /// every read of a customer after it fails as unavailable.
+    /// reading a customer after it fails as unavailable.
     pub lost_after_commit: Cell<bool>,
     lost: Cell<bool>,
 }
