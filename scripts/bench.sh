@@ -91,20 +91,8 @@ print(f"| {name} | {c} | {s['requestsPerSec']:.0f} | {p['p50']*1000:.2f} | {p['p
 PY
 }
 
-# The p50 in ms of a row, or nan (and a warning) when any answer was not 2xx: a ratio of
-# refused requests (a throttled login answers 429 in 1 ms) would look like a great result.
-p50() {
-    python3 - ".local/bench/$1.json" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-bad = sum(v for k, v in d.get("statusCodeDistribution", {}).items() if not k.startswith("2")) + sum(d.get("errorDistribution", {}).values())
-if bad:
-    print(f"bench: {sys.argv[1]}: {bad} answers were not 2xx; its ratio is not valid", file=sys.stderr)
-    print("nan")
-else:
-    print(d["latencyPercentiles"]["p50"] * 1000)
-PY
-}
+# The p50 in ms of a row, or nan (and a warning) when any answer was not 2xx.
+p50() { python3 scripts/bench_p50.py ".local/bench/$1.json" ms; }
 
 # A user to log in with and a token for /users/me.
 email="bench-$(date +%s)-$RANDOM@example.com"

@@ -77,18 +77,7 @@ after=$(chained .local/logs/bench-customer-cold.log)
 cold_calls=$(python3 -c "print(f'{($after-$before)/($REQUESTS+100):.3f}')")
 
 # The p50 in seconds of a row, or nan (and a warning) when any answer was not 2xx.
-p50() {
-    python3 - ".local/bench/$1.json" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-bad = sum(v for k, v in d.get("statusCodeDistribution", {}).items() if not k.startswith("2")) + sum(d.get("errorDistribution", {}).values())
-if bad:
-    print(f"bench: {sys.argv[1]}: {bad} answers were not 2xx; its ratio is not valid", file=sys.stderr)
-    print("nan")
-else:
-    print(d["latencyPercentiles"]["p50"])
-PY
-}
+p50() { python3 scripts/bench_p50.py ".local/bench/$1.json" s; }
 echo
 python3 - "$(p50 cust-me)" "$(p50 cust-me-profile-warm)" "$(p50 cust-me-profile-cold)" "$warm_calls" "$cold_calls" <<'PY'
 import sys
