@@ -80,19 +80,11 @@ measure() {
     local key=$1 name=$2 c=$3 n=$4 url=$5
     shift 5
     "$OHA" --no-tui --output-format json -n "$n" -c "$c" "$@" "$url" > ".local/bench/$key.json"
-    python3 - "$name" "$c" ".local/bench/$key.json" <<'PY'
-import json, sys
-name, c, path = sys.argv[1], sys.argv[2], sys.argv[3]
-d = json.load(open(path))
-s, p = d["summary"], d["latencyPercentiles"]
-codes = d.get("statusCodeDistribution", {})
-errors = sum(v for k, v in codes.items() if not k.startswith("2")) + sum(d.get("errorDistribution", {}).values())
-print(f"| {name} | {c} | {s['requestsPerSec']:.0f} | {p['p50']*1000:.2f} | {p['p99']*1000:.2f} | {errors} |")
-PY
+    python3 scripts/oha_report.py row ".local/bench/$key.json" "$name" "$c"
 }
 
 # The p50 in ms of a row, or nan (and a warning) when any answer was not 2xx.
-p50() { python3 scripts/bench_p50.py ".local/bench/$1.json" ms; }
+p50() { python3 scripts/oha_report.py p50 ".local/bench/$1.json" ms; }
 
 # A user to log in with and a token for /users/me.
 email="bench-$(date +%s)-$RANDOM@example.com"

@@ -48,15 +48,7 @@ PY
 )
 auth_header="authorization: Bearer $token"
 
-row() { # key name
-    python3 - "$2" ".local/bench/$1.json" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[2])); s, p = d["summary"], d["latencyPercentiles"]
-codes = d.get("statusCodeDistribution", {})
-errors = sum(v for k, v in codes.items() if not k.startswith("2")) + sum(d.get("errorDistribution", {}).values())
-print(f"| {sys.argv[1]} | {s['requestsPerSec']:.0f} | {p['p50']*1000:.2f} | {p['p99']*1000:.2f} | {errors} |")
-PY
-}
+row() { python3 scripts/oha_report.py row ".local/bench/$1.json" "$2"; } # key name
 run() { # key name url
     "$OHA" --no-tui -n 100 -c 1 -H "$auth_header" "$3" >/dev/null
     "$OHA" --no-tui --output-format json -n "$REQUESTS" -c 1 -H "$auth_header" "$3" > ".local/bench/$1.json"
@@ -77,7 +69,7 @@ after=$(chained .local/logs/bench-customer-cold.log)
 cold_calls=$(python3 -c "print(f'{($after-$before)/($REQUESTS+100):.3f}')")
 
 # The p50 in seconds of a row, or nan (and a warning) when any answer was not 2xx.
-p50() { python3 scripts/bench_p50.py ".local/bench/$1.json" s; }
+p50() { python3 scripts/oha_report.py p50 ".local/bench/$1.json" s; }
 echo
 python3 - "$(p50 cust-me)" "$(p50 cust-me-profile-warm)" "$(p50 cust-me-profile-cold)" "$warm_calls" "$cold_calls" <<'PY'
 import sys

@@ -72,18 +72,7 @@ PY
 password=${password//_/ }
 credentials=$("$PY" -c 'import json,sys; print(json.dumps({"email": sys.argv[1], "password": sys.argv[2]}))' "$email" "$password")
 
-row() { # name concurrency json
-    "$PY" - "$@" <<'PY'
-import json, sys
-name, c, path = sys.argv[1], sys.argv[2], sys.argv[3]
-d = json.load(open(path))
-s, p = d["summary"], d["latencyPercentiles"]
-codes = d.get("statusCodeDistribution", {})
-ok = sum(v for k, v in codes.items() if k.startswith("2"))
-errors = sum(v for k, v in codes.items() if not k.startswith("2")) + sum(d.get("errorDistribution", {}).values())
-print(f"| {name} | {c} | {ok + errors} | {s['requestsPerSec']:.0f} | {p['p50']*1000:.2f} | {p['p99']*1000:.2f} | {errors} |")
-PY
-}
+row() { "$PY" scripts/oha_report.py row --count "$3" "$1" "$2"; } # name concurrency json
 
 oha_row() { # name c n url [oha args]
     local name=$1 c=$2 n=$3 url=$4
