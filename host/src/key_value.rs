@@ -62,7 +62,7 @@ impl Host for InstanceState {}
 
 impl HostStore for InstanceState {
     async fn open(&mut self, label: String) -> wasmtime::Result<Result<Resource<KeyValueStore>, Error>> {
-        if !self.component.key_value_stores.iter().any(|allowed| *allowed == label) {
+        if !self.component.key_value_stores.contains(&label) {
             tracing::warn!(component = %self.component.id, %label, "key-value store denied: not in key_value_stores");
             return Ok(Err(Error::AccessDenied));
         }
