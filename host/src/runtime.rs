@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, anyhow};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -39,6 +39,19 @@ fn env_bytes(name: &str, default: usize) -> Result<usize> {
             .parse()
             .with_context(|| format!("{name} must be a number of bytes, not {value:?}")),
         Err(_) => Ok(default),
+    }
+}
+
+/// Our own diagnostic knob (Spin has none): `perfmap` makes wasmtime write
+/// `/tmp/perf-<pid>.map`, so `perf report` names the component's functions
+/// (scripts/profile_login.sh). It changes no behaviour an app can see.
+pub const PROFILER: &str = "SPIN_LOCAL_PROFILER";
+
+fn profiler_from_env() -> Result<ProfilingStrategy> {
+    match std::env::var(PROFILER).as_deref() {
+        Err(_) | Ok("" | "none") => Ok(ProfilingStrategy::None),
+        Ok("perfmap") => Ok(ProfilingStrategy::PerfMap),
+        Ok(other) => Err(anyhow!("{PROFILER} must be `perfmap` or `none`, not {other:?}")),
     }
 }
 
@@ -100,6 +113,7 @@ impl App {
 
         let mut config = Config::new();
         config.wasm_component_model(true);
+        config.profiler(profiler_from_env()?);
         // Spin pre-allocates instance slots; so do we (fresh instance per request, cheaply).
         let mut pooling = PoolingAllocationConfig::default();
         pooling
@@ -312,7 +326,8 @@ pub fn host_response(status: u16, text: &'static str) -> hyper::Response<HyperOu
 
 #[cfg(test)]
 mod tests {
-    use super::env_bytes;
+    use super::{PROFILER, env_bytes, profiler_from_env};
+    use wasmtime::ProfilingStrategy;
 
     #[test]
     fn keep_resident_sizes_come_from_the_environment_as_spin_reads_them() {
@@ -332,5 +347,19 @@ mod tests {
         let err = env_bytes(BAD, 2 << 20).unwrap_err().to_string();
         assert!(err.contains(BAD) && err.contains("number of bytes"), "{err}");
         assert!(env_bytes(SPACED, 2 << 20).is_err(), "Spin does not trim either");
+    }
+
+    #[test]
+    fn the_profiler_is_off_unless_asked_for_by_name() {
+        // The only test that touches this variable (the process environment is shared).
+        // SAFETY: read and written by this test only.
+        unsafe { std::env::remove_var(PROFILER) };
+        assert!(matches!(profiler_from_env().unwrap(), ProfilingStrategy::None));
+        unsafe { std::env::set_var(PROFILER, "perfmap") };
+        assert!(matches!(profiler_from_env().unwrap(), ProfilingStrategy::PerfMap));
+        unsafe { std::env::set_var(PROFILER, "vtune") };
+        let err = profiler_from_env().unwrap_err().to_string();
+        unsafe { std::env::remove_var(PROFILER) };
+        assert!(err.contains(PROFILER) && err.contains("perfmap"), "{err}");
     }
 }

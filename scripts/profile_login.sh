@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Where a login's time goes: samples the local host with Linux perf while oha sends logins, and
+# prints the login p50, the CPU per login of the host and of MariaDB, and the share of the
+# host's CPU per category (scripts/perf_categories.py), next to a native argon2id hash.
+# A diagnostic, not a test; docs/benchmarks.md quotes its output. Needs `perf` (Debian:
+# linux-perf) allowed to sample this user's processes (kernel.perf_event_paranoid <= 2).
+#
+# Env: PROFILE_LOGINS (default 200).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+LOGINS=${PROFILE_LOGINS:-200}
+OHA=.local/tools/bin/oha
+command -v perf >/dev/null || { echo "perf not found: apt-get install linux-perf" >&2; exit 1; }
+[ -x "$OHA" ] || { echo "oha not found: run make bench once (it installs oha into .local/tools)" >&2; exit 1; }
+
+bash scripts/stack.sh up >/dev/null
+make --no-print-directory build >/dev/null
+cargo build --quiet --profile native -p integration-tests --bin native-baselines
+target/native/admin migrate up >/dev/null
+set -a; . .local/stack.env; set +a
+work=$(mktemp -d)
+host_pid=
+# wasmtime writes the function names to /tmp/perf-<pid>.map, where perf looks for them.
+cleanup() { [ -z "$host_pid" ] || { kill "$host_pid" 2>/dev/null; rm -f "/tmp/perf-$host_pid.map"; } || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+# As make bench: argon2's memory stays resident; the per-address failure limit is raised so an
+# earlier run's failed logins (scripts/load.sh) cannot throttle these.
+SPIN_LOCAL_PROFILER=perfmap SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT=33554432 \
+    SPIN_VARIABLE_AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS=100000 \
+    target/native/spin-local up --listen 127.0.0.1:0 --from spin.toml >"$work/out" 2>"$work/log" &
+host_pid=$!
+for _ in $(seq 1 200); do grep -q '^Serving ' "$work/out" && break; sleep 0.05; done
+app=$(sed -n 's/^Serving //p' "$work/out" | head -n1)
+[ -n "$app" ] || { cat "$work/log" >&2; exit 1; }
+
+python3 - "$app" "$work/credentials.json" <<'PY'
+import json, secrets, sys, urllib.request
+app, path = sys.argv[1], sys.argv[2]
+credentials = {"email": f"profile-{secrets.token_hex(6)}@example.com", "password": f"profile passphrase {secrets.token_hex(4)}"}
+request = urllib.request.Request(app + "/api/v3/auth/register", data=json.dumps({"name": "Profile", **credentials}).encode(),
+                                 headers={"content-type": "application/json"}, method="POST")
+urllib.request.urlopen(request, timeout=30).close()
+json.dump(credentials, open(path, "w"))
+PY
+login() { "$OHA" --no-tui "$@" -c 1 -m POST -H 'content-type: application/json' -D "$work/credentials.json" "$app/api/v3/auth/login"; }
+login -n 10 >/dev/null
+
+db_pid=$(cat .local/mariadb/mariadb.pid)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+host_before=$(cpu_ticks "$host_pid"); db_before=$(cpu_ticks "$db_pid")
+perf record --quiet -F 1000 -g -p "$host_pid" -o "$work/perf.data" >/dev/null 2>&1 &
+perf_pid=$!
+sleep 0.5
+login --output-format json -n "$LOGINS" >"$work/logins.json"
+kill -INT "$perf_pid"; wait "$perf_pid" || true
+host_after=$(cpu_ticks "$host_pid"); db_after=$(cpu_ticks "$db_pid")
+
+python3 - "$work/logins.json" "$LOGINS" "$(getconf CLK_TCK)" "$host_before" "$host_after" "$db_before" "$db_after" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1])); logins, tick = int(sys.argv[2]), float(sys.argv[3])
+host, db = (float(sys.argv[5]) - float(sys.argv[4])), (float(sys.argv[7]) - float(sys.argv[6]))
+errors = sum(n for code, n in report.get("statusCodeDistribution", {}).items() if not code.startswith("2"))
+print(f"login p50 {report['latencyPercentiles']['p50'] * 1000:.1f} ms over {logins} logins ({errors} not 2xx); "
+      f"CPU per login: host {1000 * host / tick / logins:.1f} ms, MariaDB {1000 * db / tick / logins:.2f} ms")
+PY
+echo
+perf script -i "$work/perf.data" 2>/dev/null | python3 scripts/perf_categories.py
+echo
+target/native/native-baselines "$DB_ADMIN_URL" 40 10 |
+    python3 -c "import json, sys; print('native argon2id hash, same parameters: p50 %.1f ms' % json.load(sys.stdin)['argon2id_hash_p50_ms'])"
