@@ -1,5 +1,5 @@
-"""Reads an oha JSON report for the tables and ratios of scripts/bench.sh, bench_customer.sh and
-load.sh: one place that decides what counts as an error.
+"""Reads an oha JSON report for the tables and ratios of scripts/bench.sh, bench_customer.sh,
+load.sh and profile_login.sh: one place that decides what counts as an error.
 
   oha_report.py row <report.json> <cell>...            | cells | req/s | p50 ms | p99 ms | errors |
   oha_report.py row --count <report.json> <cell>...    the same, with the number of answers first
