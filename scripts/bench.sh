@@ -24,28 +24,7 @@ make --no-print-directory build build-test-fixtures >/dev/null
 cargo build --quiet --profile native -p integration-tests --bin native-baselines
 target/native/admin migrate up >/dev/null
 
-# start_host runs in a command substitution (a subshell), so it records its pids in a file.
-host_pids=$(mktemp)
-cleanup() { while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$host_pids"; rm -f "$host_pids"; }
-trap cleanup EXIT
-
-# Starts the host in the background; prints the base URL once it serves.
-start_host() {
-    local log=$1; shift
-    local out
-    out=$(mktemp)
-    target/native/spin-local up --listen 127.0.0.1:0 "$@" >"$out" 2>"$log" &
-    echo $! >>"$host_pids"
-    for _ in $(seq 1 200); do
-        if grep -q '^Serving ' "$out"; then
-            sed -n 's/^Serving //p' "$out" | head -n1
-            return 0
-        fi
-        sleep 0.05
-    done
-    echo "the host did not start; see $log" >&2
-    return 1
-}
+. scripts/host.sh # start_host; the hosts stop when this script exits
 
 set -a; . .local/stack.env; set +a
 # As `make up`: argon2's 19 MiB stay resident between login instances (Spin's own knob,

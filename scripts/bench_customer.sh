@@ -12,21 +12,7 @@ REQUESTS=${BENCH_REQUESTS:-2000}
 EVENTS=${BENCH_EVENTS:-500}
 mkdir -p .local/bench .local/logs
 
-# start_host runs in a command substitution (a subshell), so it records its pids in a file.
-host_pids=$(mktemp)
-cleanup() { while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$host_pids"; rm -f "$host_pids"; }
-trap cleanup EXIT
-start_host() {
-    local log=$1; shift
-    local out; out=$(mktemp)
-    target/native/spin-local up --listen 127.0.0.1:0 "$@" >"$out" 2>"$log" &
-    echo $! >>"$host_pids"
-    for _ in $(seq 1 200); do
-        if grep -q '^Serving ' "$out"; then sed -n 's/^Serving //p' "$out" | head -n1; return 0; fi
-        sleep 0.05
-    done
-    echo "the host did not start; see $log" >&2; return 1
-}
+. scripts/host.sh # start_host; the hosts stop when this script exits
 
 warm=$(start_host .local/logs/bench-customer-warm.log --from spin.toml)
 cold=$(SPIN_VARIABLE_PROFILE_CACHE_TTL_SECS=0 start_host .local/logs/bench-customer-cold.log --from spin.toml)

@@ -37,20 +37,9 @@ bash scripts/stack.sh up >/dev/null
 make --no-print-directory build >/dev/null
 target/native/admin migrate up >/dev/null
 
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
-trap cleanup EXIT
-out=$(mktemp)
-SPIN_VARIABLE_AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS=100000 SPIN_VARIABLE_AUTH_LOGIN_MAX_FAILURES_PER_ACCOUNT=100 \
-    target/native/spin-local up --listen 127.0.0.1:0 --from spin.toml >"$out" 2>.local/logs/load-app.log &
-pids+=($!)
-app=""
-for _ in $(seq 1 200); do
-    app=$(sed -n 's/^Serving //p' "$out" | head -n1)
-    [ -n "$app" ] && break
-    sleep 0.05
-done
-[ -n "$app" ] || { echo "the host did not start; see .local/logs/load-app.log" >&2; exit 1; }
+. scripts/host.sh # start_host; the host stops when this script exits
+app=$(SPIN_VARIABLE_AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS=100000 SPIN_VARIABLE_AUTH_LOGIN_MAX_FAILURES_PER_ACCOUNT=100 \
+    start_host .local/logs/load-app.log --from spin.toml)
 
 # A user who is a customer (card at the stack's localstripe not needed for these reads).
 run_id="load-$(date +%s)-$RANDOM"

@@ -18,21 +18,17 @@ make --no-print-directory build >/dev/null
 cargo build --quiet --profile native -p integration-tests --bin native-baselines
 target/native/admin migrate up >/dev/null
 set -a; . .local/stack.env; set +a
+mkdir -p .local/logs
+. scripts/host.sh # start_host; the host (and its perf map) goes when this script exits
 work=$(mktemp -d)
-host_pid=
-# wasmtime writes the function names to /tmp/perf-<pid>.map, where perf looks for them.
-cleanup() { [ -z "$host_pid" ] || { kill "$host_pid" 2>/dev/null; rm -f "/tmp/perf-$host_pid.map"; } || true; rm -rf "$work"; }
-trap cleanup EXIT
+trap 'stop_hosts; rm -rf "$work"' EXIT
 
 # As make bench: argon2's memory stays resident; the per-address failure limit is raised so an
-# earlier run's failed logins (scripts/load.sh) cannot throttle these.
-SPIN_LOCAL_PROFILER=perfmap SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT=33554432 \
-    SPIN_VARIABLE_AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS=100000 \
-    target/native/spin-local up --listen 127.0.0.1:0 --from spin.toml >"$work/out" 2>"$work/log" &
-host_pid=$!
-for _ in $(seq 1 200); do grep -q '^Serving ' "$work/out" && break; sleep 0.05; done
-app=$(sed -n 's/^Serving //p' "$work/out" | head -n1)
-[ -n "$app" ] || { cat "$work/log" >&2; exit 1; }
+# earlier run's failed logins (scripts/load.sh) cannot throttle these. With perfmap, wasmtime
+# writes the component's function names to /tmp/perf-<pid>.map, where perf looks for them.
+app=$(SPIN_LOCAL_PROFILER=perfmap SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT=33554432 \
+    SPIN_VARIABLE_AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS=100000 start_host .local/logs/profile-login.log --from spin.toml)
+host_pid=$(last_host_pid)
 
 python3 - "$app" "$work/credentials.json" <<'PY'
 import json, secrets, sys, urllib.request
