@@ -24,16 +24,11 @@ make --no-print-directory build build-test-fixtures >/dev/null
 cargo build --quiet --profile native -p integration-tests --bin native-baselines
 target/native/admin migrate up >/dev/null
 
-. scripts/host.sh # start_host; the hosts stop when this script exits
+. scripts/host.sh # start_host and the hosts' shared settings; the hosts stop when this script exits
 
 set -a; . .local/stack.env; set +a
-# As `make up`: argon2's 19 MiB stay resident between login instances (Spin's own knob,
-# docs/operations.md section 11); a second host keeps Spin's default (2 MiB) for comparison.
-export SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT=${SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT:-33554432}
-# The failed logins of scripts/load.sh's enumeration rows (80 a run) count against 127.0.0.1 in
-# the shared database: two `make bench` runs within 15 minutes would throttle every login here
-# (429 in 1 ms). Only failures count, so a higher per-address limit changes no successful login.
-export SPIN_VARIABLE_AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS=100000
+# argon2's memory stays resident (scripts/host.sh); a second host keeps Spin's default (2 MiB)
+# for comparison.
 app=$(start_host .local/logs/bench-app.log --from spin.toml)
 app_spin_default=$(SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT=2097152 start_host .local/logs/bench-app-default.log --from spin.toml)
 probe=$(SPIN_VARIABLE_SECRET_TOKEN=bench SPIN_VARIABLE_DB_ADDRESS="127.0.0.1:$DB_PORT" start_host .local/logs/bench-probe.log \

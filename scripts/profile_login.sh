@@ -19,15 +19,13 @@ cargo build --quiet --profile native -p integration-tests --bin native-baselines
 target/native/admin migrate up >/dev/null
 set -a; . .local/stack.env; set +a
 mkdir -p .local/logs
-. scripts/host.sh # start_host; the host (and its perf map) goes when this script exits
+. scripts/host.sh # start_host and make bench's host settings; the host (and its perf map) goes on exit
 work=$(mktemp -d)
 trap 'stop_hosts; rm -rf "$work"' EXIT
 
-# As make bench: argon2's memory stays resident; the per-address failure limit is raised so an
-# earlier run's failed logins (scripts/load.sh) cannot throttle these. With perfmap, wasmtime
-# writes the component's function names to /tmp/perf-<pid>.map, where perf looks for them.
-app=$(SPIN_LOCAL_PROFILER=perfmap SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT=33554432 \
-    SPIN_VARIABLE_AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS=100000 start_host .local/logs/profile-login.log --from spin.toml)
+# With perfmap, wasmtime writes the component's function names to /tmp/perf-<pid>.map, where
+# perf looks for them.
+app=$(SPIN_LOCAL_PROFILER=perfmap start_host .local/logs/profile-login.log --from spin.toml)
 host_pid=$(last_host_pid)
 
 python3 - "$app" "$work/credentials.json" <<'PY'
