@@ -3,13 +3,18 @@
 # (crates.io, installed into .local/tools). A benchmark, not a test: it asserts nothing and
 # prints a Markdown table (also saved to .local/bench/latest.md) for docs/benchmarks.md.
 #
-# Env: BENCH_REQUESTS (default 2000 per run), BENCH_CONCURRENCY (default "1 16").
+# Env: BENCH_REQUESTS (default 2000 per run), BENCH_CONCURRENCY (default "1 16"); for the ratios'
+# alternating rounds (below the tables) BENCH_ROUNDS (default 9), BENCH_ROUND_REQUESTS (400 per
+# part) and BENCH_ROUND_LOGINS (10).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 REQUESTS=${BENCH_REQUESTS:-2000}
 LOGINS=${BENCH_LOGINS:-40}
 CONCURRENCY=${BENCH_CONCURRENCY:-"1 16"}
+ROUNDS=${BENCH_ROUNDS:-9}
+ROUND_REQUESTS=${BENCH_ROUND_REQUESTS:-400}
+ROUND_LOGINS=${BENCH_ROUND_LOGINS:-10}
 OHA=.local/tools/bin/oha
 OHA_VERSION=1.16.0
 mkdir -p .local/bench .local/logs
@@ -112,6 +117,27 @@ print(f"| floor: probe SELECT 1 p50 {select1:.2f} ms ÷ the same denominator | {
 print(f"| auth.wasm size | {auth/1e6:.2f} MB | ≤ 1 MB |")
 print(f"| customer.wasm size | {customer/1e6:.2f} MB | |")
 PY
+
+    # The same two ratios in alternating rounds (scripts/rounds_report.py): each round measures
+    # a ratio's parts seconds apart, so the machine's drift between minutes, which moves one
+    # run of a row by more than the margin of a target here, moves both parts alike.
+    rounds=.local/bench/rounds-auth.tsv
+    : >"$rounds"
+    round() { python3 scripts/rounds_report.py measure "$OHA" ".local/bench/round-$1.json" "${@:2}"; } # key warm-up n url [args]
+    for _ in $(seq "$ROUNDS"); do
+        natives=$(target/native/native-baselines "$DB_ADMIN_URL" "$ROUND_LOGINS" "$ROUND_REQUESTS")
+        native_hash=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["argon2id_hash_p50_ms"])' "$natives")
+        native_select=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["select1_fresh_connection_p50_ms"])' "$natives")
+        login=$(round login 2 "$ROUND_LOGINS" "$app/api/v3/auth/login" -m POST -H 'content-type: application/json' -d "$credentials")
+        hello=$(round hello 20 "$ROUND_REQUESTS" "$probe/hello")
+        me=$(round me 20 "$ROUND_REQUESTS" "$app/api/v3/users/me" -H "authorization: Bearer $token")
+        python3 scripts/rounds_report.py add "$rounds" "login p50 ÷ native argon2id hash p50" "≤ 2.0" "$login" "$native_hash"
+        python3 scripts/rounds_report.py add "$rounds" "/users/me p50 ÷ (hello p50 + native fresh-connection SELECT 1 p50)" "≤ 1.5" "$me" "$hello" "$native_select"
+    done
+    echo
+    echo "$ROUNDS rounds; each: the native baselines ($ROUND_LOGINS hashes, $ROUND_REQUESTS connections), $ROUND_LOGINS logins, $ROUND_REQUESTS hello, $ROUND_REQUESTS /users/me."
+    echo
+    python3 scripts/rounds_report.py table "$rounds"
 } | tee .local/bench/latest.md
 
 # Customer figures (profile ratio, webhook ingest): a script of their own.

@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OHA=.local/tools/bin/oha
 REQUESTS=${BENCH_REQUESTS:-2000}
+ROUNDS=${BENCH_ROUNDS:-9} # the ratios' alternating rounds, as in scripts/bench.sh
+ROUND_REQUESTS=${BENCH_ROUND_REQUESTS:-400}
 EVENTS=${BENCH_EVENTS:-500}
 mkdir -p .local/bench .local/logs
 
@@ -65,6 +67,22 @@ print("| --- | ---: | ---: | ---: |")
 print(f"| include=profile p50 ÷ /customers/me p50, warm cache | {warm/me:.2f} | ≤ 1.1 | {sys.argv[4]} |")
 print(f"| include=profile p50 ÷ /customers/me p50, cold cache | {cold/me:.2f} | ≤ 1.5 | {sys.argv[5]} |")
 PY
+
+# The same ratios in alternating rounds (scripts/rounds_report.py), as scripts/bench.sh does.
+rounds=.local/bench/rounds-customer.tsv
+: >"$rounds"
+round() { python3 scripts/rounds_report.py measure "$OHA" ".local/bench/round-$1.json" "${@:2}"; } # key warm-up n url [args]
+for _ in $(seq "$ROUNDS"); do
+    me=$(round cust-me 20 "$ROUND_REQUESTS" "$warm/api/v3/customers/me" -H "$auth_header")
+    warm_profile=$(round cust-warm 20 "$ROUND_REQUESTS" "$warm/api/v3/customers/me?include=profile" -H "$auth_header")
+    cold_profile=$(round cust-cold 20 "$ROUND_REQUESTS" "$cold/api/v3/customers/me?include=profile" -H "$auth_header")
+    python3 scripts/rounds_report.py add "$rounds" "include=profile p50 ÷ /customers/me p50, warm cache" "≤ 1.1" "$warm_profile" "$me"
+    python3 scripts/rounds_report.py add "$rounds" "include=profile p50 ÷ /customers/me p50, cold cache" "≤ 1.5" "$cold_profile" "$me"
+done
+echo
+echo "$ROUNDS rounds; each: $ROUND_REQUESTS requests of /customers/me, then of the warm read, then of the cold read."
+echo
+python3 scripts/rounds_report.py table "$rounds"
 
 secret=$(sed -n 's/^SPIN_VARIABLE_STRIPE_WEBHOOK_SECRET=//p' .env | head -n1 | cut -d, -f1)
 echo

@@ -41,4 +41,5 @@ def main(args):
         sys.exit(f"unknown command {command}")
 
 
-main(sys.argv[1:])
+if __name__ == "__main__":
+    main(sys.argv[1:])
