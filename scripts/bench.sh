@@ -114,8 +114,8 @@ print(f"| login p50 {login:.1f} ms ÷ native argon2id hash p50 {argon:.1f} ms | 
 print(f"| login with Spin's default keep-resident p50 {login_default:.1f} ms ÷ native argon2id hash | {login_default/argon:.2f} | (≤ 2.0) |")
 print(f"| /users/me p50 {me:.2f} ms ÷ (hello p50 {hello:.2f} ms + native fresh-connection SELECT 1 p50 {select:.2f} ms) | {me/(hello+select):.2f} | ≤ 1.5 |")
 print(f"| floor: probe SELECT 1 p50 {select1:.2f} ms ÷ the same denominator | {select1/(hello+select):.2f} | (Spin 4.0.2: 1.34) |")
-print(f"| auth.wasm size | {auth/1e6:.2f} MB | ≤ 1 MB |")
-print(f"| customer.wasm size | {customer/1e6:.2f} MB | |")
+print(f"| auth.wasm size | {auth/1e6:.3f} MB ({auth:,} bytes) | ≤ 1 MB |")
+print(f"| customer.wasm size | {customer/1e6:.3f} MB ({customer:,} bytes) | |")
 PY
 
     # The same two ratios in alternating rounds (scripts/rounds_report.py): each round measures
