@@ -5,7 +5,7 @@
 #
 # Env: BENCH_REQUESTS (default 2000 per run), BENCH_CONCURRENCY (default "1 16"); for the ratios'
 # alternating rounds (below the tables) BENCH_ROUNDS (default 9), BENCH_ROUND_REQUESTS (400 per
-# part) and BENCH_ROUND_LOGINS (10).
+# part) and BENCH_ROUND_LOGINS (20).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -14,7 +14,7 @@ LOGINS=${BENCH_LOGINS:-40}
 CONCURRENCY=${BENCH_CONCURRENCY:-"1 16"}
 ROUNDS=${BENCH_ROUNDS:-9}
 ROUND_REQUESTS=${BENCH_ROUND_REQUESTS:-400}
-ROUND_LOGINS=${BENCH_ROUND_LOGINS:-10}
+ROUND_LOGINS=${BENCH_ROUND_LOGINS:-20}
 OHA=.local/tools/bin/oha
 OHA_VERSION=1.16.0
 mkdir -p .local/bench .local/logs
