@@ -12,10 +12,10 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use mysql_async::prelude::Queryable as _;
 
 /// Hashes run before the measured ones. Most of a fresh process's first 16 take 24-26 ms here
-/// against 13-15 ms later: glibc's allocator hands each of them freshly mapped memory, and all
-/// 19 MiB fault in again (4,864 page faults a hash, counted with getrusage on 2026-12-06); from
-/// about the 17th it reuses the same pages. A native server that logs users in all day runs in
-/// that later state, so that is the baseline.
+/// against 13-15 ms later: each of those faults all 19 MiB in afresh (4,864 page faults a hash,
+/// counted with getrusage on 2026-12-06), and from about the 17th glibc's malloc keeps reusing
+/// the same pages. A native server that logs users in all day runs in that later state, so that
+/// is the baseline.
 const ARGON_WARM_UP: usize = 20;
 
 fn percentile(samples: &mut [f64], p: f64) -> f64 {
