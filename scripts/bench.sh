@@ -123,11 +123,10 @@ PY
     # run of a row by more than the margin of a target here, moves both parts alike.
     rounds=.local/bench/rounds-auth.tsv
     : >"$rounds"
-    round() { python3 scripts/rounds_report.py measure "$OHA" ".local/bench/round-$1.json" "${@:2}"; } # key warm-up n url [args]
+    round() { python3 scripts/rounds_report.py measure "$@"; } # key warm-up n url [oha args]
     for _ in $(seq "$ROUNDS"); do
-        natives=$(target/native/native-baselines "$DB_ADMIN_URL" "$ROUND_LOGINS" "$ROUND_REQUESTS")
-        native_hash=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["argon2id_hash_p50_ms"])' "$natives")
-        native_select=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["select1_fresh_connection_p50_ms"])' "$natives")
+        read -r native_hash native_select < <(target/native/native-baselines "$DB_ADMIN_URL" "$ROUND_LOGINS" "$ROUND_REQUESTS" |
+            python3 -c 'import json,sys; b = json.load(sys.stdin); print(b["argon2id_hash_p50_ms"], b["select1_fresh_connection_p50_ms"])')
         login=$(round login 2 "$ROUND_LOGINS" "$app/api/v3/auth/login" -m POST -H 'content-type: application/json' -d "$credentials")
         hello=$(round hello 20 "$ROUND_REQUESTS" "$probe/hello")
         me=$(round me 20 "$ROUND_REQUESTS" "$app/api/v3/users/me" -H "authorization: Bearer $token")

@@ -71,7 +71,7 @@ PY
 # The same ratios in alternating rounds (scripts/rounds_report.py), as scripts/bench.sh does.
 rounds=.local/bench/rounds-customer.tsv
 : >"$rounds"
-round() { python3 scripts/rounds_report.py measure "$OHA" ".local/bench/round-$1.json" "${@:2}"; } # key warm-up n url [args]
+round() { python3 scripts/rounds_report.py measure "$@"; } # key warm-up n url [oha args]
 for _ in $(seq "$ROUNDS"); do
     me=$(round cust-me 20 "$ROUND_REQUESTS" "$warm/api/v3/customers/me" -H "$auth_header")
     warm_profile=$(round cust-warm 20 "$ROUND_REQUESTS" "$warm/api/v3/customers/me?include=profile" -H "$auth_header")

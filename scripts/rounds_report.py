@@ -4,9 +4,11 @@ Each round measures a ratio's parts seconds apart, so the drift of a shared mach
 minutes moves numerator and denominator alike; the table gives each ratio's median over the
 rounds and the range, where one run of each part can land on either side of a target.
 
-  rounds_report.py measure <oha> <report.json> <warm-up> <requests> <url> [oha args...]
-      runs oha at concurrency 1 (the warm-up requests first, unmeasured) and prints the p50 in
-      ms, or nan and a warning when any answer was not 2xx (oha_report.py decides)
+  rounds_report.py measure <key> <warm-up> <requests> <url> [oha args...]
+      runs oha (.local/tools/bin/oha, as make bench installs it) at concurrency 1, the warm-up
+      requests first and unmeasured, keeps the report as .local/bench/round-<key>.json and
+      prints the p50 in ms, or nan and a warning when any answer was not 2xx (oha_report.py
+      decides)
   rounds_report.py add <file> <label> <target> <numerator ms> <denominator part ms>...
       appends one round: numerator ÷ the sum of the parts (a part of `nan`, from
       oha_report.py p50 when an answer was not 2xx, makes the round invalid)
@@ -21,8 +23,12 @@ import sys
 import oha_report
 
 
-def measure(oha, report, warmup, requests, url, *oha_args):
-    base = [oha, "--no-tui", "-c", "1", *oha_args]
+OHA = ".local/tools/bin/oha"
+
+
+def measure(key, warmup, requests, url, *oha_args):
+    report = f".local/bench/round-{key}.json"
+    base = [OHA, "--no-tui", "-c", "1", *oha_args]
     if int(warmup) > 0:
         subprocess.run([*base, "-n", warmup, url], check=True, stdout=subprocess.DEVNULL)
     with open(report, "w") as out:
@@ -65,7 +71,7 @@ def table(path):
 
 
 def main(args):
-    if args[:1] == ["measure"] and len(args) >= 6:
+    if args[:1] == ["measure"] and len(args) >= 5:
         measure(*args[1:])
     elif args[:1] == ["add"] and len(args) >= 6:
         add(*args[1:])
