@@ -4,7 +4,7 @@
 #[path = "auth_support.rs"]
 mod support;
 
-use integration_tests::join_all;
+use integration_tests::{TestApp, join_all};
 use serde_json::{Value, json};
 use support::*;
 use tokens::{AccessTokenConfig, SigningKeys};
@@ -213,4 +213,54 @@ async fn a_bad_key_configuration_is_a_500_naming_the_variable_only() {
     let answer = send(&app, "GET", "/api/v3/users/x", Some(&st), None).await;
     assert_problem(&answer, 500, "configuration_error");
     assert!(answer.text.contains("trusted_service_keys"), "{}", answer.text);
+}
+
+/// A failed login sent as if through a reverse proxy that wrote `forwarded_for`.
+async fn failed_login_via(app: &TestApp, forwarded_for: &str, email: &str) -> Answer {
+    let request = app
+        .client
+        .post(app.url("/api/v3/auth/login"))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&json!({"email": email, "password": "not-the-password-1"}));
+    answer(request.send().await.expect("request sent")).await
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_believed_only_from_trusted_proxies() {
+    // Every request here comes from 127.0.0.1, which plays the ingress in front of auth.
+    // Trusted: each client behind it is throttled on its own address.
+    let behind_ingress = app_with(&[("auth_trusted_proxies", "127.0.0.1"), ("auth_login_max_failures_per_address", "3")]).await;
+    for i in 0..3 {
+        let answer = failed_login_via(&behind_ingress, "203.0.113.7", &format!("nobody{i}@example.org")).await;
+        assert_eq!(answer.status, 401, "{}", answer.text);
+    }
+    assert_problem(&failed_login_via(&behind_ingress, "203.0.113.7", "nobody9@example.org").await, 429, "too_many_attempts");
+    // Another client behind the same ingress is not throttled by the first one's failures, and
+    // what a client writes left of the ingress's entry is not believed.
+    assert_eq!(failed_login_via(&behind_ingress, "203.0.113.8", "nobody9@example.org").await.status, 401);
+    assert_eq!(failed_login_via(&behind_ingress, "203.0.113.7, 203.0.113.8", "nobody9@example.org").await.status, 401);
+    let addresses = rows(&behind_ingress, "SELECT client_addr, COUNT(*) FROM audit_log GROUP BY client_addr ORDER BY client_addr").await;
+    assert_eq!(
+        addresses,
+        vec![vec!["203.0.113.7".to_string(), "4".to_string()], vec!["203.0.113.8".to_string(), "2".to_string()]],
+        "each client's failures and throttle events under its own address, none under the ingress's"
+    );
+
+    // Not trusted (the default): the header is the client's word, and every request counts
+    // against the peer that sent it.
+    let direct = app_with(&[("auth_login_max_failures_per_address", "3")]).await;
+    for (i, claimed) in ["203.0.113.7", "203.0.113.8", "198.51.100.1"].iter().enumerate() {
+        assert_eq!(failed_login_via(&direct, claimed, &format!("nobody{i}@example.org")).await.status, 401);
+    }
+    assert_problem(&failed_login_via(&direct, "192.0.2.99", "nobody9@example.org").await, 429, "too_many_attempts");
+    let addresses = rows(&direct, "SELECT DISTINCT client_addr FROM audit_log").await;
+    assert_eq!(addresses, vec![vec!["127.0.0.1".to_string()]]);
+
+    // A list that is not addresses is a configuration error naming the variable, for requests
+    // that carry the header; requests without it need no list.
+    let misconfigured = app_with(&[("auth_trusted_proxies", "10.0.0.0/8, the-ingress")]).await;
+    let answer = failed_login_via(&misconfigured, "203.0.113.7", "nobody@example.org").await;
+    assert_eq!((answer.status, answer.body["code"].as_str()), (500, Some("configuration_error")), "{}", answer.text);
+    assert!(answer.text.contains("trusted_proxies") && !answer.text.contains("the-ingress"), "{}", answer.text);
+    assert_eq!(login(&misconfigured, "nobody@example.org", "not-the-password-1").await.status, 401);
 }

@@ -37,7 +37,7 @@ pub struct Answer {
     pub body: Value,
 }
 
-async fn answer(response: reqwest::Response) -> Answer {
+pub async fn answer(response: reqwest::Response) -> Answer {
     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let status = response.status().as_u16();
     let content_type = header("content-type").unwrap_or_default();

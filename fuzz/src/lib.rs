@@ -46,7 +46,7 @@ fn number(data: &[u8]) -> u64 {
 // ---- auth: body rules, DTO parsers, routes, headers ------------------------------------------------
 
 /// auth's request decoding: the body rules (`json_object`), every DTO parser on the result,
-/// the route table and the header helpers.
+/// the route table and the header helpers (bearer tokens, client addresses behind proxies).
 pub fn auth_request(data: &[u8]) {
     let (head, body) = split(data);
     let head = text(head);
@@ -66,7 +66,10 @@ pub fn auth_request(data: &[u8]) {
     let (method, path) = head.split_once(' ').unwrap_or(("GET", head.as_str()));
     let _ = auth::routes::resolve(method, path);
     let _ = auth::api::bearer(Some(&head));
-    let _ = auth::api::client_ip(Some(&head));
+    let _ = auth::domain::client_addr::parse_addr(&head);
+    let _ = auth::domain::client_addr::TrustedProxies::parse(&head);
+    let everyone = auth::domain::client_addr::TrustedProxies::parse("0.0.0.0/0, ::/0").expect("networks");
+    let _ = everyone.client_behind(std::net::IpAddr::from([10, 0, 0, 1]), &head);
     let _ = auth::domain::fields::Name::parse("name", &head);
     let _ = auth::domain::fields::parse_email("email", &head);
     let _ = auth::domain::password::Password::new_secret(&head);

@@ -9,6 +9,7 @@ use crate::config::{self, Source};
 use crate::domain::accounts::{self, Caller, Credentials, ProfileChange, Registration, Session, User};
 use crate::domain::fields::{Name, parse_email};
 use crate::domain::password::Password;
+use crate::domain::client_addr::{UNKNOWN_ADDRESS, parse_addr};
 use crate::domain::{Ctx, time};
 use crate::error::{Error, FieldError};
 use crate::store::mysql::MysqlStore;
@@ -152,18 +153,19 @@ pub fn bearer(authorization: Option<&str>) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// The client IP from `spin-client-addr` (`ip:port` or `[v6]:port`), or `unknown`.
-pub fn client_ip(header: Option<&str>) -> String {
-    let Some(value) = header.map(str::trim) else {
-        return "unknown".into();
+/// The client's address for the throttle and the audit log: the peer from `spin-client-addr`,
+/// or, when the peer is a proxy listed in `trusted_proxies`, the client it names in
+/// `X-Forwarded-For` (`domain::client_addr`); `unknown` without a peer. The variable is read
+/// only for requests that carry `X-Forwarded-For`.
+pub fn client_addr(source: &impl Source, peer: Option<&str>, forwarded_for: Option<&str>) -> Result<String, Error> {
+    let Some(peer) = peer.and_then(parse_addr) else {
+        return Ok(UNKNOWN_ADDRESS.into());
     };
-    if let Ok(addr) = value.parse::<std::net::SocketAddr>() {
-        return addr.ip().to_string();
-    }
-    match value.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.to_string(),
-        Err(_) => "unknown".into(),
-    }
+    let client = match forwarded_for {
+        None => peer,
+        Some(header) => config::trusted_proxies(source)?.client_behind(peer, header),
+    };
+    Ok(client.to_string())
 }
 
 /// Reads body fields, collecting every problem before failing.
@@ -544,10 +546,6 @@ mod tests {
         assert_eq!(bearer(Some("bearer  abc ")), Some("abc"));
         assert_eq!(bearer(Some("Basic abc")), None);
         assert_eq!(bearer(Some("Bearer")), None);
-        assert_eq!(client_ip(Some("127.0.0.1:5000")), "127.0.0.1");
-        assert_eq!(client_ip(Some("[::1]:5000")), "::1");
-        assert_eq!(client_ip(Some("garbage")), "unknown");
-        assert_eq!(client_ip(None), "unknown");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use sealed_email::EmailKeyring;
 use tokens::{AccessTokenConfig, SigningKeys, TrustedServiceKeys};
 
+use crate::domain::client_addr::TrustedProxies;
 use crate::domain::{Crypto, MAX_REFRESH_GRACE_SECS, Settings};
 use crate::error::Error;
 
@@ -19,6 +20,9 @@ pub const TOKEN_SIGNING_KEYS: &str = "token_signing_keys";
 /// `<service>:<kid>:<base64 Ed25519 public key>[,...]`: services that may read users; may be
 /// empty (then no service is trusted).
 pub const TRUSTED_SERVICE_KEYS: &str = "trusted_service_keys";
+/// Reverse proxies (`<ip>` or `<ip>/<prefix>`, comma-separated) believed about
+/// `X-Forwarded-For`; empty trusts nobody.
+pub const TRUSTED_PROXIES: &str = "trusted_proxies";
 /// Consecutive failed logins on one account before it is throttled (default 10).
 pub const LOGIN_MAX_FAILURES_PER_ACCOUNT: &str = "login_max_failures_per_account";
 /// Failed logins from one client address per window before it is throttled (default 100).
@@ -88,6 +92,15 @@ pub fn trusted_services(source: &impl Source) -> Result<Option<TrustedServiceKey
     }
 }
 
+/// The proxies whose `X-Forwarded-For` is believed; none when the variable is empty.
+pub fn trusted_proxies(source: &impl Source) -> Result<TrustedProxies, Error> {
+    match source.get(TRUSTED_PROXIES)? {
+        None => Ok(TrustedProxies::default()),
+        Some(value) => TrustedProxies::parse(&value)
+            .ok_or_else(|| Error::misconfigured(TRUSTED_PROXIES, "is not valid: list IP addresses or networks (`10.0.0.0/8`), comma-separated")),
+    }
+}
+
 fn number(source: &impl Source, name: &'static str, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, Error> {
     let Some(raw) = source.get(name)? else {
         return Ok(default);
@@ -154,6 +167,14 @@ mod tests {
             trusted_services(&map(&[(TRUSTED_SERVICE_KEYS, "customer:c1")])),
             Err(Error::Misconfigured { variable: TRUSTED_SERVICE_KEYS, .. })
         ));
+    }
+
+    #[test]
+    fn trusted_proxies_default_to_none_and_a_bad_list_names_the_variable() {
+        assert_eq!(trusted_proxies(&map(&[])).expect("unset"), TrustedProxies::default());
+        assert!(trusted_proxies(&map(&[(TRUSTED_PROXIES, "10.0.0.0/8, ::1")])).is_ok());
+        let err = trusted_proxies(&map(&[(TRUSTED_PROXIES, "10.0.0.0/8,ingress")])).expect_err("bad");
+        assert!(matches!(err, Error::Misconfigured { variable: TRUSTED_PROXIES, .. }));
     }
 
     #[test]

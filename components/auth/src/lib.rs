@@ -69,7 +69,7 @@ fn dispatch(request: &Request, endpoint: Endpoint, id: Option<&str>) -> Result<R
         content_type: header("content-type"),
         authorization: header("authorization"),
         body: request.body(),
-        ctx: domain::Ctx { now, now_ms, client_addr: api::client_ip(header("spin-client-addr")) },
+        ctx: domain::Ctx { now, now_ms, client_addr: api::client_addr(&Spin, header("spin-client-addr"), header("x-forwarded-for"))? },
     };
     let source = Spin;
     match endpoint {

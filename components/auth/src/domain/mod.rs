@@ -2,6 +2,7 @@
 //! [`ports::Store`] trait, results out. Unit-tested natively with an in-memory store.
 
 pub mod accounts;
+pub mod client_addr;
 pub mod fields;
 pub mod ids;
 pub mod password;
