@@ -207,6 +207,21 @@ async fn the_login_proxy_forwards_to_auth_in_a_split_deployment() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["proxied"], true);
     assert_eq!(body["echo"]["email"], "ada@example.org");
+    // The client's address goes on in X-Forwarded-For, as any proxy's would: auth counts failed
+    // logins against it when customer is in its `auth_trusted_proxies`.
+    assert_eq!(body["forwarded_for"], "127.0.0.1", "{body}");
+    // Behind an ingress, customer appends its peer (the ingress) to what the ingress wrote.
+    let behind_ingress: Value = client
+        .post(host.url("/api/v3/auth/login"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .json(&json!({"email": "ada@example.org", "password": "pw"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(behind_ingress["forwarded_for"], "203.0.113.7, 127.0.0.1", "{behind_ingress}");
     assert!(auth.state.lock().unwrap().seen.iter().any(|s| s.starts_with("POST /api/v3/auth/login")));
     let health: Value = client.get(host.url("/api/v3/customers/health")).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["auth"]["status"], "ok", "{health}");

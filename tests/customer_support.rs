@@ -299,13 +299,15 @@ async fn serve(listener: TcpListener, state: Arc<Mutex<AuthState>>) {
             let mut first = lines.next().unwrap_or("").split(' ');
             let method = first.next().unwrap_or("").to_string();
             let path = first.next().unwrap_or("").to_string();
-            let authorization = lines
-                .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("authorization")).map(|(_, v)| v.trim().to_string()))
-                .unwrap_or_default();
+            let header = |name: &str| {
+                lines.clone().find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string()))
+            };
+            let authorization = header("authorization").unwrap_or_default();
+            let forwarded_for = header("x-forwarded-for");
             let (delay, answer) = {
                 let mut s = state.lock().unwrap();
                 s.seen.push(format!("{method} {path} {authorization}"));
-                (s.delay, route(&s, &method, &path, &authorization, &body))
+                (s.delay, route(&s, &method, &path, &authorization, forwarded_for.as_deref(), &body))
             };
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;
@@ -341,7 +343,7 @@ fn bearer_subject(authorization: &str) -> Option<String> {
     tokens::claimed_subject(authorization.strip_prefix("Bearer ")?)
 }
 
-fn route(s: &AuthState, method: &str, path: &str, authorization: &str, body: &[u8]) -> (u16, Value) {
+fn route(s: &AuthState, method: &str, path: &str, authorization: &str, forwarded_for: Option<&str>, body: &[u8]) -> (u16, Value) {
     match (method, path) {
         ("GET", "/api/v3/users/me") => {
             if let Some(garbage) = &s.garbage {
@@ -355,7 +357,10 @@ fn route(s: &AuthState, method: &str, path: &str, authorization: &str, body: &[u
         }
         ("GET", "/.well-known/jwks.json") => (200, serde_json::from_str(&s.jwks).unwrap_or(Value::Null)),
         ("GET", "/api/v3/auth/health") => (200, json!({"status": "ok", "database": "ok"})),
-        ("POST", "/api/v3/auth/login") => (200, json!({"proxied": true, "echo": serde_json::from_slice::<Value>(body).unwrap_or(Value::Null)})),
+        ("POST", "/api/v3/auth/login") => (
+            200,
+            json!({"proxied": true, "echo": serde_json::from_slice::<Value>(body).unwrap_or(Value::Null), "forwarded_for": forwarded_for}),
+        ),
         ("POST", "/api/v3/users/batch") => {
             let ids: Vec<String> = serde_json::from_slice::<Value>(body)
                 .ok()

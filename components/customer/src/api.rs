@@ -821,7 +821,8 @@ pub fn login_proxy(request: Request, _params: Params) -> Response {
             return Err(Error::PayloadTooLarge);
         }
         let auth = deps.auth_public()?;
-        let response = auth.login(req.body.clone(), req.header("spin-client-addr")).map_err(|err| {
+        let forwarded_for = forwarded_for(req.header("x-forwarded-for"), req.header("spin-client-addr"));
+        let response = auth.login(req.body.clone(), forwarded_for.as_deref()).map_err(|err| {
             telemetry::warn("login proxy failed", &[("cause", err.to_string().into())]);
             Error::AuthUnavailable { retry_after: 5 }
         })?;
@@ -836,6 +837,24 @@ pub fn login_proxy(request: Request, _params: Params) -> Response {
             headers,
         })
     })())
+}
+
+/// The `X-Forwarded-For` the login proxy sends on: what came in, then the peer this request
+/// came from (its IP, from `spin-client-addr`), as every proxy appends. Auth believes it only
+/// when customer's address is in its `auth_trusted_proxies` (docs/auth.md).
+fn forwarded_for(incoming: Option<&str>, peer: Option<&str>) -> Option<String> {
+    let peer = peer.map(str::trim).and_then(|value| {
+        value
+            .parse::<std::net::SocketAddr>()
+            .map(|addr| addr.ip())
+            .or_else(|_| value.parse::<std::net::IpAddr>())
+            .ok()
+    });
+    match (incoming.map(str::trim).filter(|value| !value.is_empty()), peer) {
+        (Some(incoming), Some(peer)) => Some(format!("{incoming}, {peer}")),
+        (Some(incoming), None) => Some(incoming.to_string()),
+        (None, peer) => peer.map(|ip| ip.to_string()),
+    }
 }
 
 pub fn not_found(request: Request, _params: Params) -> Response {
@@ -862,6 +881,16 @@ pub fn unrouted(status: u16) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_login_proxy_appends_its_peer_to_x_forwarded_for() {
+        assert_eq!(forwarded_for(None, Some("203.0.113.7:5123")).as_deref(), Some("203.0.113.7"));
+        assert_eq!(forwarded_for(None, Some("[2001:db8::1]:443")).as_deref(), Some("2001:db8::1"));
+        assert_eq!(forwarded_for(Some("198.51.100.1"), Some("10.0.0.9:80")).as_deref(), Some("198.51.100.1, 10.0.0.9"));
+        assert_eq!(forwarded_for(Some("198.51.100.1"), Some("garbage")).as_deref(), Some("198.51.100.1"));
+        assert_eq!(forwarded_for(Some(" "), None), None);
+        assert_eq!(forwarded_for(None, None), None);
+    }
 
     fn areas(body: Value) -> Result<AreaIds, Error> {
         AreaIds::try_from(serde_json::from_value::<AreaIdsDto>(body).unwrap())

@@ -608,14 +608,16 @@ impl<'a> AuthClient<'a> {
     }
 
     /// Forwards a login to auth (the seed's login proxy). Not retried: a login may have counted.
-    pub fn login(&self, body: Vec<u8>, client_addr: Option<&str>) -> Result<HttpResponse, TransportError> {
+    /// `forwarded_for` is the `X-Forwarded-For` to send (the client's chain, ending with the
+    /// address this request came from).
+    pub fn login(&self, body: Vec<u8>, forwarded_for: Option<&str>) -> Result<HttpResponse, TransportError> {
         let mut headers = vec![
             ("content-type".to_string(), "application/json".to_string()),
             ("accept".to_string(), "application/json".to_string()),
             ("x-forwarded-by".to_string(), "customer".to_string()),
         ];
-        if let Some(addr) = client_addr {
-            headers.push(("x-forwarded-for".to_string(), addr.to_string()));
+        if let Some(chain) = forwarded_for {
+            headers.push(("x-forwarded-for".to_string(), chain.to_string()));
         }
         let request = HttpRequest {
             method: "POST",
