@@ -7,9 +7,9 @@ use tokens::RefreshToken;
 
 use crate::config::{self, Source};
 use crate::domain::accounts::{self, Caller, Credentials, ProfileChange, Registration, Session, User};
+use crate::domain::client_addr::{UNKNOWN_ADDRESS, parse_addr};
 use crate::domain::fields::{Name, parse_email};
 use crate::domain::password::Password;
-use crate::domain::client_addr::{UNKNOWN_ADDRESS, parse_addr};
 use crate::domain::{Ctx, time};
 use crate::error::{Error, FieldError};
 use crate::store::mysql::MysqlStore;

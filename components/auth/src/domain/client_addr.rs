@@ -172,9 +172,8 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever a client writes into X-Forwarded-For, the address found is either one it
-        /// cannot forge (the peer or a hop a trusted proxy appended) or the peer: with one
-        /// trusted proxy in front, the client is what that proxy appended last.
+        /// Whatever a client writes into X-Forwarded-For, with one trusted proxy in front the
+        /// client found is the address that proxy appended.
         #[test]
         fn the_client_cannot_choose_its_address(
             forged in proptest::collection::vec(any::<[u8; 4]>(), 0..5),
