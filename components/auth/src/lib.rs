@@ -65,13 +65,13 @@ fn handle(request: Request) -> Response {
 fn dispatch(request: &Request, endpoint: Endpoint, id: Option<&str>) -> Result<Reply, Error> {
     let (now, now_ms) = domain::time::now();
     let header = |name: &str| request.header(name).and_then(|value| value.as_str());
+    let source = Spin;
     let incoming = Incoming {
         content_type: header("content-type"),
         authorization: header("authorization"),
         body: request.body(),
-        ctx: domain::Ctx { now, now_ms, client_addr: api::client_addr(&Spin, header("spin-client-addr"), header("x-forwarded-for"))? },
+        ctx: domain::Ctx { now, now_ms, client_addr: api::client_addr(&source, header("spin-client-addr"), header("x-forwarded-for"))? },
     };
-    let source = Spin;
     match endpoint {
         Endpoint::Health => api::health(&source),
         Endpoint::Jwks => api::jwks(&source),
