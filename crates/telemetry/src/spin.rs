@@ -26,7 +26,7 @@ pub async fn serve(
     // The headers handle is dropped before the request is consumed, as wasi:http requires.
     let (x_request_id, traceparent) = {
         let headers = request.headers();
-        let first = |name: &str| headers.get(&name.to_string()).into_iter().next().and_then(|value| String::from_utf8(value).ok());
+        let first = |name: &str| headers.get(name).into_iter().next().and_then(|value| String::from_utf8(value).ok());
         (first(crate::REQUEST_ID_HEADER), first(crate::TRACEPARENT_HEADER))
     };
     let response = match Request::try_from_incoming_request(request).await {

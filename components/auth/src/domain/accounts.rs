@@ -386,11 +386,11 @@ pub fn refresh<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ct
 pub fn logout<S: Store>(store: &mut S, ctx: &Ctx, token: &RefreshToken) -> Result<(), Error> {
     let hash = token.hash();
     in_transaction(store, |store| {
-        if let Some(row) = store.lock_refresh(&hash)? {
-            if !row.family_revoked {
-                store.revoke_family(&row.family_id, ctx.now, "logout")?;
-                store.audit(&user_event("logout", true, None, ctx, &row.user_id))?;
-            }
+        if let Some(row) = store.lock_refresh(&hash)?
+            && !row.family_revoked
+        {
+            store.revoke_family(&row.family_id, ctx.now, "logout")?;
+            store.audit(&user_event("logout", true, None, ctx, &row.user_id))?;
         }
         Ok(())
     })
@@ -597,10 +597,10 @@ fn audit_service_read<S: Store>(store: &mut S, ctx: &Ctx, service: &str, ids: &[
 /// `GET /users/{id}`: a service reads any user; a user only itself (anything else is 404, the
 /// same answer as a missing user, so ids cannot be probed).
 pub fn read_user<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ctx: &Ctx, caller: &Caller, id: &str) -> Result<User, Error> {
-    if let Caller::User(own) = caller {
-        if own != id {
-            return Err(Error::UserNotFound);
-        }
+    if let Caller::User(own) = caller
+        && own != id
+    {
+        return Err(Error::UserNotFound);
     }
     if let Caller::Service(service) = caller {
         rate_limit(store, settings, ctx, service)?;
