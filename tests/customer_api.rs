@@ -1,11 +1,8 @@
 //! The customer API end to end: the real customer.wasm on the local host, MariaDB, a private
-//! localstripe, and auth (a stand-in on 127.0.0.1, or the real auth component when it serves
-//! registration).
+//! localstripe, and auth (a stand-in on 127.0.0.1, or the real auth component).
 
 #[path = "customer_support.rs"]
 mod support;
-
-use std::time::{Duration, Instant};
 
 use integration_tests::join_all;
 use serde_json::{Value, json};
@@ -59,17 +56,7 @@ async fn the_whole_journey_with_the_auth_stand_in() {
     let stripe_sub = sub["stripe_subscription_id"].as_str().unwrap().to_string();
 
     // The signed webhooks arrive and are applied; the subscription is active.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let rows = app
-            .db_rows(&format!("SELECT outcome FROM stripe_events WHERE object_id = '{stripe_sub}' AND outcome = 'applied'"))
-            .await;
-        if !rows.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no webhook applied for {stripe_sub}:\n{}", app.app.host.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    support::wait_for_applied_webhook(&app.app, &stripe_sub).await;
     let (_, list, _) = app.call("GET", "/api/v3/customers/me/subscriptions", "u-1", None, &[]).await;
     assert_eq!(list["subscriptions"][0]["status"], "active", "{list}");
     assert!(list["subscriptions"][0]["current_period_end"].is_string());
@@ -112,12 +99,13 @@ async fn the_whole_journey_with_the_auth_stand_in() {
     assert!(actions.contains(&"customer.created".to_string()) && actions.contains(&"customer.deleted".to_string()), "{actions:?}");
 }
 
-/// The same journey against the real auth component (registration gives the token), when auth
-/// serves registration; until then this reports itself skipped.
+/// The same journey with the real auth component: registration at auth gives the token, and
+/// every profile (Stripe's customer, include=profile, bill_to) comes from auth over service chaining.
 #[tokio::test]
 async fn the_whole_journey_with_the_real_auth() {
     let stripe = support::LocalStripe::start().await;
     let app = support::spawn_app_on(&stripe, |_| {}).await;
+    stripe.register_webhook(&app.url("/api/v3/billing/stripe/webhook"), &app.variables["stripe_webhook_secret"]).await;
     let register = app
         .client
         .post(app.url("/api/v3/auth/register"))
@@ -125,13 +113,11 @@ async fn the_whole_journey_with_the_real_auth() {
         .send()
         .await
         .unwrap();
-    if register.status() != 201 {
-        eprintln!("skipped: auth's registration answered {} (auth not there yet)", register.status());
-        return;
-    }
+    assert_eq!(register.status(), 201, "{}", app.host.log());
     let registered: Value = register.json().await.unwrap();
     let token = registered["access_token"].as_str().unwrap().to_string();
     let user_id = registered["user"]["id"].as_str().unwrap().to_string();
+    let email = registered["user"]["email"].as_str().unwrap().to_string();
     let call = |method: &str, path: &str, body: Option<Value>| {
         let mut request = app.client.request(method.parse().unwrap(), app.url(path)).bearer_auth(&token);
         if let Some(body) = body {
@@ -143,22 +129,48 @@ async fn the_whole_journey_with_the_real_auth() {
             (status, response.json::<Value>().await.unwrap_or(Value::Null))
         }
     };
-    stripe.register_webhook(&app.url("/api/v3/billing/stripe/webhook"), &app.variables["stripe_webhook_secret"]).await;
+
+    let (status, body) = call("GET", "/api/v3/customers/me", None).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["code"], "not_a_customer");
     let (status, customer) = call("POST", "/api/v3/customers", Some(json!({"area_ids": [1]}))).await;
     assert_eq!(status, 201, "{customer}\n{}", app.host.log());
     assert_eq!(customer["id"], user_id.as_str());
-    stripe.add_card(customer["stripe_customer_id"].as_str().unwrap()).await;
+    let stripe_customer = customer["stripe_customer_id"].as_str().unwrap().to_string();
+    let (_, at_stripe) = stripe.get(&format!("/v1/customers/{stripe_customer}")).await;
+    assert_eq!(at_stripe["name"], "Grace Hopper");
+    assert_eq!(at_stripe["email"], email.as_str());
+    assert_eq!(at_stripe["metadata"]["user_id"], user_id.as_str());
+    stripe.add_card(&stripe_customer).await;
     let (status, me) = call("GET", "/api/v3/customers/me?include=profile", None).await;
     assert_eq!(status, 200);
-    assert_eq!(me["profile"]["name"], "Grace Hopper", "{me}");
+    let profile = &me["profile"];
+    assert_eq!((&profile["id"], &profile["name"], &profile["email"]), (&json!(user_id), &json!("Grace Hopper"), &json!(email)), "{me}");
+    assert_eq!(profile["stale"], false, "{me}");
+
     let price = stripe.price("900").await;
     let (status, sub) = call("POST", "/api/v3/customers/me/subscriptions", Some(json!({"price_id": price}))).await;
     assert_eq!(status, 201, "{sub}");
+    let stripe_sub = sub["stripe_subscription_id"].as_str().unwrap().to_string();
+    support::wait_for_applied_webhook(&app, &stripe_sub).await;
+    let (_, list) = call("GET", "/api/v3/customers/me/subscriptions", None).await;
+    assert_eq!(list["subscriptions"][0]["status"], "active", "{list}");
+
     let (status, invoices) = call("GET", "/api/v3/customers/me/invoices", None).await;
     assert_eq!(status, 200, "{invoices}");
-    assert_eq!(invoices["bill_to"]["name"], "Grace Hopper");
-    let (status, _) = call("DELETE", &format!("/api/v3/customers/me/subscriptions/{}", sub["id"].as_str().unwrap()), None).await;
-    assert_eq!(status, 200);
+    assert_eq!((&invoices["bill_to"]["name"], &invoices["bill_to"]["email"]), (&json!("Grace Hopper"), &json!(email)), "{invoices}");
+    assert_eq!(invoices["invoices"][0]["status"], "paid", "{invoices}");
+    assert_eq!(invoices["invoices"][0]["amount_paid"], 900);
+
+    let (status, canceled) = call("DELETE", &format!("/api/v3/customers/me/subscriptions/{}", sub["id"].as_str().unwrap()), None).await;
+    assert_eq!(status, 200, "{canceled}");
+    assert_eq!(canceled["cancel_at_period_end"], true);
+    let (_, at_stripe) = stripe.get(&format!("/v1/subscriptions/{stripe_sub}")).await;
+    assert_eq!(at_stripe["cancel_at_period_end"], true, "{at_stripe}");
+    let (status, _) = call("DELETE", "/api/v3/customers/me", None).await;
+    assert_eq!(status, 204);
+    let (status, _) = stripe.get(&format!("/v1/customers/{stripe_customer}")).await;
+    assert_eq!(status, 404);
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
@@ -392,6 +392,17 @@ pub struct CustomerApp {
     pub auth: AuthStub,
     /// Auth's signing key (the app's token_signing_keys), for minting access tokens.
     pub key: Key,
+}
+
+/// Waits (up to 20 s) until a signed webhook about `stripe_subscription` has been applied: the
+/// proof that localstripe's events reach the app and pass its signature check.
+pub async fn wait_for_applied_webhook(app: &TestApp, stripe_subscription: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let sql = format!("SELECT outcome FROM stripe_events WHERE object_id = '{stripe_subscription}' AND outcome = 'applied'");
+    while integration_tests::db_rows(&app.customer_db, &sql).await.is_empty() {
+        assert!(Instant::now() < deadline, "no webhook applied for {stripe_subscription}:\n{}", app.host.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The app (both components) with customer pointed at this localstripe, then `adjust`ed.
