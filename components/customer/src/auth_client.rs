@@ -771,7 +771,7 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_are_not_retried_and_malformed_answers_count_as_down() {
+    fn timeouts_and_5xx_are_not_retried_and_malformed_answers_count_as_down() {
         let kv = MemoryKv::default();
         let fake = Fake::new(|_| Err(TransportError::Timeout("first byte".into())));
         let keys = keys();
@@ -782,6 +782,11 @@ mod tests {
         assert!(matches!(client.profile("u1"), Err(ProfileError::Unavailable { .. })));
         fake.set(|_| Ok(HttpResponse { status: 404, headers: Vec::new(), body: Vec::new(), elapsed: Duration::ZERO }));
         assert_eq!(client.profile("u1"), Err(ProfileError::NotFound));
+        // An answer, even a 5xx, is not a connection error: one call, and auth counts as down.
+        let before = fake.calls.get();
+        fake.set(|_| Ok(HttpResponse { status: 500, headers: Vec::new(), body: b"{}".to_vec(), elapsed: Duration::ZERO }));
+        assert!(matches!(client.profile("u2"), Err(ProfileError::Unavailable { .. })));
+        assert_eq!(fake.calls.get(), before + 1);
     }
 
     #[test]

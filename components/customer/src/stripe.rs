@@ -391,6 +391,20 @@ mod tests {
     }
 
     #[test]
+    fn retries_back_off_from_250_ms_doubling_to_at_most_2_s() {
+        assert_eq!([1, 2, 3, 4, 5, 30].map(|retry| backoff(retry).as_millis()), [250, 500, 1000, 2000, 2000, 2000]);
+        // What the client really sleeps between its attempts: the sleep is a plain fn, so it
+        // records into a thread-local.
+        thread_local! { static SLEPT: RefCell<Vec<Duration>> = const { RefCell::new(Vec::new()) }; }
+        let script = Script::new(vec![answer(503, "{}"), answer(429, "{}"), answer(503, "{}")]);
+        let client = StripeClient { sleep: |d| SLEPT.with(|slept| slept.borrow_mut().push(d)), ..StripeClient::for_tests(&script) };
+        let err = client.create_customer(&NewStripeCustomer { user_id: "u1", name: "A", email: "a@x.org" }, "k").unwrap_err();
+        assert_eq!(err, StripeError::Unavailable("status 503".into()));
+        assert_eq!(script.sent.borrow().len(), MAX_ATTEMPTS as usize);
+        assert_eq!(SLEPT.with(|slept| slept.borrow().clone()), [Duration::from_millis(250), Duration::from_millis(500)]);
+    }
+
+    #[test]
     fn client_errors_are_not_retried_and_are_mapped() {
         let script = Script::new(vec![answer(402, r#"{"error":{"type":"card_error","message":"Your card was declined.","decline_code":"generic_decline"}}"#)]);
         let client = StripeClient::for_tests(&script);
