@@ -268,10 +268,9 @@ pub struct Call<'a> {
 /// Logs one `call` line: target, method, path, status (or error), duration, attempt, plus
 /// `extra` fields.
 pub fn call(call: &Call<'_>, extra: &[(&str, Value)]) {
-    let (level, status, error) = match call.outcome {
-        Ok(status) if status >= 500 => (Level::Warn, Value::from(status), None),
-        Ok(status) => (Level::Info, Value::from(status), None),
-        Err(reason) => (Level::Warn, Value::Null, Some(reason)),
+    let (status, error) = match call.outcome {
+        Ok(status) => (Value::from(status), None),
+        Err(reason) => (Value::Null, Some(reason)),
     };
     let mut fields = vec![
         ("target", Value::from(call.target)),
@@ -285,7 +284,16 @@ pub fn call(call: &Call<'_>, extra: &[(&str, Value)]) {
         fields.push(("error", Value::from(reason)));
     }
     fields.extend(extra.iter().cloned());
-    log(level, "call", &fields);
+    log(call_level(call.outcome), "call", &fields);
+}
+
+/// `WARN` when the dependency gave no answer, failed (5xx) or throttled us (429): each is worth
+/// an operator's eye. Other 4xx answer our own request's content: `INFO`.
+fn call_level(outcome: Result<u16, &str>) -> Level {
+    match outcome {
+        Ok(status) if status < 500 && status != 429 => Level::Info,
+        _ => Level::Warn,
+    }
 }
 
 /// The path of a URL or of a path with a query: no scheme, authority, query or fragment.
@@ -541,6 +549,21 @@ mod tests {
         let parsed: Value = serde_json::from_str(&line).expect("json");
         assert_eq!(parsed["detail"].as_str().unwrap().chars().count(), MAX_VALUE_CHARS + 1);
         assert_eq!(parsed["nested"]["e"], "[redacted]");
+    }
+
+    #[test]
+    fn calls_warn_on_no_answer_5xx_and_429_only() {
+        for (outcome, level) in [
+            (Ok(200), Level::Info),
+            (Ok(404), Level::Info),
+            (Ok(422), Level::Info),
+            (Ok(429), Level::Warn),
+            (Ok(500), Level::Warn),
+            (Ok(503), Level::Warn),
+            (Err("timed out"), Level::Warn),
+        ] {
+            assert_eq!(call_level(outcome), level, "{outcome:?}");
+        }
     }
 
     #[test]
