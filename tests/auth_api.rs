@@ -98,6 +98,16 @@ async fn bodies_are_checked_for_size_type_and_syntax() {
     let app = app().await;
     let big = format!("{{\"name\":\"{}\"}}", "a".repeat(70 * 1024));
     assert_problem(&send_raw(&app, "POST", "/api/v3/auth/register", Some("application/json"), big.into_bytes()).await, 413, "payload_too_large");
+    // The limit is inclusive: a login of exactly 64 KiB (padded with JSON whitespace) is read and
+    // judged on its credentials; one byte more is refused unread.
+    let padded = |len: usize| {
+        let login = json!({"email": "nobody@example.org", "password": "not-the-password"}).to_string();
+        let body = format!("{}{login}", " \n\t\r".chars().cycle().take(len - login.len()).collect::<String>());
+        assert_eq!(body.len(), len);
+        body.into_bytes()
+    };
+    assert_problem(&send_raw(&app, "POST", "/api/v3/auth/login", Some("application/json"), padded(65_536)).await, 401, "invalid_credentials");
+    assert_problem(&send_raw(&app, "POST", "/api/v3/auth/login", Some("application/json"), padded(65_537)).await, 413, "payload_too_large");
     assert_problem(&send_raw(&app, "POST", "/api/v3/auth/login", Some("text/plain"), b"{}".to_vec()).await, 415, "unsupported_media_type");
     assert_problem(&send_raw(&app, "POST", "/api/v3/auth/login", None, b"{}".to_vec()).await, 415, "unsupported_media_type");
     assert_problem(&send_raw(&app, "POST", "/api/v3/auth/login", Some("application/json"), b"{\"email\":".to_vec()).await, 400, "malformed_json");
@@ -155,10 +165,109 @@ async fn login_is_identical_for_unknown_email_and_wrong_password() {
     }
 }
 
+/// The SHA-256 of `secret` as hex, base64 and base64url: what a careless log might hold instead.
+fn sha256_forms(secret: &str) -> [String; 3] {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(secret.as_bytes());
+    [
+        digest.iter().map(|b| format!("{b:02x}")).collect(),
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest),
+    ]
+}
+
+#[tokio::test]
+async fn the_audit_trail_holds_no_email_password_or_token() {
+    // No grace window: a rotated token replayed once the clock has moved on is reuse.
+    let app = app_with(&[("auth_refresh_grace_secs", "0")]).await;
+    let (old_email, new_email, unknown_email) = ("Ada.Audit@Example.ORG", "Countess.Trail@Analytical.example", "Ghost.Visitor@Example.net");
+    let (new_password, wrong_password) = ("difference-engine-1822", "wrong-Password-77");
+    let mut sessions = Vec::new();
+
+    let registered = register(&app, "Ada", old_email).await;
+    sessions.push(registered.clone());
+    assert_problem(&login(&app, old_email, wrong_password).await, 401, "invalid_credentials");
+    assert_problem(&login(&app, unknown_email, PASSWORD).await, 401, "invalid_credentials");
+    let signed_in = login(&app, &old_email.to_uppercase(), PASSWORD).await;
+    assert_eq!(signed_in.status, 200, "{}", signed_in.text);
+    sessions.push(signed_in.body.clone());
+    let rotated = post(&app, "/api/v3/auth/refresh", json!({"refresh_token": refresh_token(&registered)})).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text);
+    sessions.push(rotated.body.clone());
+    // Reuse needs a later second than the rotation's: wait for the clock, not a fixed time.
+    let rotated_by = now();
+    for _ in 0..60 {
+        if now() > rotated_by {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(now() > rotated_by, "the clock did not move on");
+    assert_problem(&post(&app, "/api/v3/auth/refresh", json!({"refresh_token": refresh_token(&registered)})).await, 401, "invalid_refresh_token");
+
+    // The digests below are the service's own: each token it issued is stored under them.
+    let stored = rows(&app, "SELECT token_hash, access_token_hash FROM refresh_tokens").await;
+    for session in &sessions {
+        for (column, secret) in [(0, refresh_token(session)), (1, token(session))] {
+            let hex = &sha256_forms(&secret)[0];
+            assert!(stored.iter().any(|row| &row[column] == hex), "{hex} in {stored:?}");
+        }
+    }
+
+    let access = token(&signed_in.body);
+    let me = "/api/v3/users/me";
+    assert_eq!(send(&app, "PATCH", me, Some(&access), Some(json!({"name": "Countess"}))).await.status, 200);
+    assert_problem(&send(&app, "PATCH", me, Some(&access), Some(json!({"email": new_email, "current_password": wrong_password}))).await, 403, "wrong_password");
+    let moved = send(&app, "PATCH", me, Some(&access), Some(json!({"email": new_email, "current_password": PASSWORD}))).await;
+    assert_eq!(moved.status, 200, "{}", moved.text);
+    assert_eq!(post(&app, "/api/v3/auth/logout", json!({"refresh_token": refresh_token(&signed_in.body)})).await.status, 204);
+    let changed = send(&app, "PUT", "/api/v3/users/me/password", Some(&access), Some(json!({"current_password": PASSWORD, "new_password": new_password}))).await;
+    assert_eq!(changed.status, 204, "{}", changed.text);
+    let deleted = send(&app, "DELETE", me, Some(&access), Some(json!({"password": new_password}))).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+
+    // Every flow left its rows, so the check below has something to look at.
+    let events: Vec<String> = audit(&app).await.into_iter().map(|e| format!("{}:{}", e.0, e.1)).collect();
+    for expected in [
+        "register:1", "login:0", "login:1", "refresh:1", "refresh_reuse:0", "profile_change:1", "profile_change:0", "email_change:1",
+        "logout:1", "password_change:1", "account_delete:1",
+    ] {
+        assert!(events.contains(&expected.to_string()), "{expected} in {events:?}");
+    }
+
+    // Emails (and their local parts), passwords, tokens and their digests, in any case.
+    let mut secrets: Vec<String> = [PASSWORD, new_password, wrong_password].map(String::from).to_vec();
+    for email in [old_email, new_email, unknown_email] {
+        secrets.push(email.to_string());
+        secrets.push(email.split('@').next().expect("local part").to_string());
+    }
+    for session in &sessions {
+        for secret in [token(session), refresh_token(session)] {
+            secrets.extend(sha256_forms(&secret));
+            // A signature is what makes a token a credential.
+            secrets.push(secret.rsplit('.').next().expect("a token").to_string());
+            secrets.push(secret);
+        }
+    }
+    let dump = rows(&app, "SELECT * FROM audit_log ORDER BY id").await;
+    assert_eq!(dump.len(), events.len());
+    for row in &dump {
+        for cell in row {
+            let cell = cell.to_lowercase();
+            for secret in &secrets {
+                assert!(!cell.contains(&secret.to_lowercase()), "{secret:?} in the audit row {row:?}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn login_is_throttled_per_account_and_per_address() {
     let app = app_with(&[("auth_login_max_failures_per_account", "3"), ("auth_login_max_failures_per_address", "6")]).await;
     register(&app, "Ada", "ada@example.org").await;
+    // The address's window opens with its first failure, no earlier than this.
+    let first_failure = now();
     for _ in 0..3 {
         assert_problem(&login(&app, "ada@example.org", "wrong-wrong-wrong").await, 401, "invalid_credentials");
     }
@@ -173,6 +282,10 @@ async fn login_is_throttled_per_account_and_per_address() {
     // Six failures from this address now: every login from it is refused for the window.
     let address = login(&app, "someone-else@example.org", "whatever-123").await;
     assert_problem(&address, 429, "too_many_attempts");
+    // That account has no failures: the wait is the rest of the address's fixed 900 s window.
+    let retry: u64 = address.retry_after.as_deref().and_then(|v| v.parse().ok()).expect("Retry-After in whole seconds");
+    assert!((1..=900).contains(&retry) && retry + now() >= first_failure + 900, "{retry}");
+    assert_eq!(address.body["retry_after"], retry, "{}", address.text);
     let counters = rows(&app, "SELECT scope, failures FROM login_throttle ORDER BY scope, failures").await;
     assert!(counters.contains(&vec!["address".to_string(), "6".to_string()]), "{counters:?}");
     assert!(audit(&app).await.iter().any(|e| e.0 == "login_throttled"));
@@ -197,9 +310,21 @@ async fn refresh_rotates_and_logout_revokes() {
     }
     assert_problem(&post(&app, "/api/v3/auth/refresh", json!({})).await, 422, "validation_failed");
 
+    let before_logout = now();
     let logout = post(&app, "/api/v3/auth/logout", json!({"refresh_token": second})).await;
     assert_eq!(logout.status, 204, "{}", logout.text);
+    let family = rows(&app, "SELECT revoked_at, COALESCE(revoked_reason, '') FROM refresh_token_families").await;
+    assert_eq!(family.len(), 1, "{family:?}");
+    let revoked_at: u64 = family[0][0].parse().unwrap_or_else(|_| panic!("the family is revoked: {family:?}"));
+    assert!((before_logout..=now()).contains(&revoked_at), "{family:?}");
+    assert_eq!(family[0][1], "logout");
     assert_problem(&post(&app, "/api/v3/auth/refresh", json!({"refresh_token": second})).await, 401, "invalid_refresh_token");
+    // The predecessor, replayed well within the grace window (10 s by default) that would
+    // otherwise give it a sibling, is refused too: the whole family is gone.
+    assert_problem(&post(&app, "/api/v3/auth/refresh", json!({"refresh_token": first})).await, 401, "invalid_refresh_token");
+    assert_eq!(rows(&app, "SELECT COUNT(*) FROM refresh_tokens").await[0][0], "2", "no token issued after the logout");
+    let refused: Vec<_> = audit(&app).await.into_iter().filter(|e| e.0 == "refresh" && e.1 == "0" && e.2 == "revoked").collect();
+    assert_eq!(refused.len(), 2, "both refused because the family is revoked: {refused:?}");
     // Logging out again, or with a token we never issued, is quiet.
     assert_eq!(post(&app, "/api/v3/auth/logout", json!({"refresh_token": second})).await.status, 204);
     assert_eq!(post(&app, "/api/v3/auth/logout", json!({"refresh_token": "x"})).await.status, 204);

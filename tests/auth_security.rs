@@ -153,9 +153,10 @@ async fn users_read_only_themselves_and_services_read_anyone() {
     assert_eq!(batch.body["missing"], json!([b_id]));
     assert_problem(&send(&app, "GET", &format!("/api/v3/users/{a_id}"), None, None).await, 401, "missing_token");
 
-    // The customer service, with its own short-lived token.
+    // The customer service, with its own short-lived token. Its calls count per clock minute.
     let service = SigningKeys::parse(&app.variables["service_token_key"]).expect("customer key");
-    let st = service.issue_service_token("customer", now()).expect("token").token;
+    let mut st = service.issue_service_token("customer", now()).expect("token").token;
+    let mut minute = now() / 60;
     let one = send(&app, "GET", &format!("/api/v3/users/{b_id}"), Some(&st), None).await;
     assert_eq!(one.status, 200, "{}", one.text);
     assert_eq!(one.body, json!({"user": b["user"]}));
@@ -167,20 +168,47 @@ async fn users_read_only_themselves_and_services_read_anyone() {
     assert_eq!(batch.body["missing"], json!(["ghost"]));
     assert_problem(&send(&app, "POST", "/api/v3/users/batch", Some(&st), Some(json!({"ids": []}))).await, 422, "validation_failed");
     let too_many: Vec<String> = (0..101).map(|i| format!("id-{i}")).collect();
-    // Four calls so far this minute (the 422 does not count: it never reached the limiter).
-    let limited = send(&app, "POST", "/api/v3/users/batch", Some(&st), Some(json!({"ids": too_many}))).await;
-    assert_problem(&limited, 422, "validation_failed");
-    let limited = send(&app, "GET", &format!("/api/v3/users/{a_id}"), Some(&st), None).await;
-    if limited.status == 200 {
-        // The minute turned over between calls; the next ones land in the new window.
-        for _ in 0..4 {
-            send(&app, "GET", &format!("/api/v3/users/{a_id}"), Some(&st), None).await;
+    assert_problem(&send(&app, "POST", "/api/v3/users/batch", Some(&st), Some(json!({"ids": too_many}))).await, 422, "validation_failed");
+
+    // The limit (4 a minute), exactly: the 4th call of a clock minute is served, the 5th is 429
+    // until the minute ends. Three calls so far (the 422s never reached the limiter).
+    let mut counted = 3;
+    for attempt in 1..=3 {
+        let mut served = Vec::new();
+        for _ in counted..4 {
+            served.push(send(&app, "GET", &format!("/api/v3/users/{a_id}"), Some(&st), None).await);
         }
+        let asked_at = now();
+        let limited = send(&app, "GET", &format!("/api/v3/users/{a_id}"), Some(&st), None).await;
+        let answered_at = now();
+        if answered_at / 60 == minute {
+            for answer in &served {
+                assert_eq!(answer.status, 200, "{}", answer.text);
+            }
+            assert_problem(&limited, 429, "rate_limited");
+            let retry: u64 = limited.retry_after.as_deref().and_then(|v| v.parse().ok()).expect("Retry-After");
+            // The rest of the minute in which auth counted the call.
+            assert!((60 - answered_at % 60..=60 - asked_at % 60).contains(&retry), "{retry} at {asked_at}..={answered_at}");
+            break;
+        }
+        // The minute turned over mid-section, splitting the count. Start again at the start of
+        // the next whole minute, when the count is zero.
+        assert!(attempt < 3, "the clock minute turned over in each of {attempt} attempts");
+        let next = answered_at / 60 + 1;
+        for _ in 0..1300 {
+            if now() / 60 >= next {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        minute = now() / 60;
+        assert_eq!(minute, next, "the clock reached the next minute");
+        counted = 0;
+        // The token lives 60 s: the wait may have outlived it.
+        st = service.issue_service_token("customer", now()).expect("token").token;
     }
-    let limited = send(&app, "GET", &format!("/api/v3/users/{a_id}"), Some(&st), None).await;
-    assert_problem(&limited, 429, "rate_limited");
-    let retry: u64 = limited.retry_after.as_deref().and_then(|v| v.parse().ok()).expect("Retry-After");
-    assert!((1..=60).contains(&retry));
+    let limited = rows(&app, "SELECT actor, reason FROM audit_log WHERE event = 'service_rate_limited'").await;
+    assert!(limited.contains(&vec!["service:customer".to_string(), "rate_limited".to_string()]), "{limited:?}");
 
     // A service key auth does not trust, and a token for another audience.
     let untrusted = stranger_key().issue_service_token("customer", now()).expect("token").token;

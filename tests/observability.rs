@@ -150,8 +150,15 @@ async fn a_profile_call_started_for_a_request_then_refused_is_logged_as_unused()
         l["component"] == "auth" && !from_host(l) && l["message"] == "request" && l["request_id"] == id.as_str() && l["status"] == 401
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    lines(&app);
+    // The host's line for the client's request comes once customer has answered, which it does
+    // only after reading auth's whole answer: auth has nothing left to write for this request.
+    wait_for(&app, "from the host for the client's request", |l| {
+        l["target"] == "spin_local_host::server" && l["component"] == "customer" && l["chained"] == false && l["request_id"] == id.as_str()
+    })
+    .await;
+    let auth_warnings: Vec<Value> =
+        lines(&app).into_iter().filter(|l| l["component"] == "auth" && l["request_id"] == id.as_str() && l["level"] != "INFO").collect();
+    assert!(auth_warnings.is_empty(), "auth's answer was delivered in full: {auth_warnings:?}");
 }
 
 /// A client that goes away before its answer (here during a login's argon2 work) leaves one

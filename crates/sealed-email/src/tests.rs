@@ -597,6 +597,50 @@ fn ascii_email() -> impl Strategy<Value = String> {
         .prop_map(|(l, d, t)| format!("{l}@{d}.{t}"))
 }
 
+/// Letters (both cases), digits, some of `extra`, and some Unicode that NFKC or lowercasing
+/// changes: accented letters, sharp s, dotted and dotless i, sigmas, the Kelvin and Ångström
+/// signs, full-width forms, a ligature, a CJK character.
+fn address_char(extra: &'static str) -> impl Strategy<Value = char> {
+    prop_oneof![
+        10 => prop::char::range('a', 'z'),
+        6 => prop::char::range('A', 'Z'),
+        3 => prop::char::range('0', '9'),
+        1 => prop::sample::select(extra.chars().collect::<Vec<_>>()),
+        2 => prop::sample::select("éÉüÜßẞİıΣσςΩ中Ａｚ０ﬁ\u{212A}\u{212B}".chars().collect::<Vec<_>>()),
+    ]
+}
+
+fn string_of(
+    chars: impl Strategy<Value = char>,
+    len: std::ops::Range<usize>,
+) -> impl Strategy<Value = String> {
+    prop::collection::vec(chars, len).prop_map(|cs| cs.into_iter().collect())
+}
+
+/// Strings shaped like an address as a user types it: a local part with dots and symbols, one
+/// to three domain labels and a top-level domain, mixed case, some Unicode, whitespace around.
+/// Most parse (see `email_shaped_inputs_mostly_parse`); some do not (a leading dot, a label
+/// ending in a hyphen), which is fine.
+fn email_shaped() -> impl Strategy<Value = String> {
+    let space = || {
+        string_of(
+            prop::sample::select(vec![' ', '\t', '\n', '\r', '\u{A0}', '\u{3000}']),
+            0..3,
+        )
+    };
+    let label = string_of(address_char("-"), 1..12);
+    (
+        space(),
+        string_of(address_char(".+_-"), 1..24),
+        prop::collection::vec(label, 1..4),
+        prop_oneof![4 => "[a-zA-Z]{2,6}", 1 => "\\p{L}{2,4}"],
+        space(),
+    )
+        .prop_map(|(pre, local, labels, tld, post)| {
+            format!("{pre}{local}@{}.{tld}{post}", labels.join("."))
+        })
+}
+
 fn random_case(s: &str, mask: &[bool]) -> String {
     s.chars()
         .zip(mask.iter().cycle())
@@ -613,10 +657,13 @@ proptest! {
     }
 
     #[test]
-    fn normalize_is_idempotent(s in any::<String>()) {
+    fn normalize_is_idempotent(s in email_shaped()) {
+        // Inputs that do not parse are few (`email_shaped_inputs_mostly_parse` counts them).
         if let Ok(e) = normalize_email(&s) {
             prop_assert_eq!(normalize_email(e.as_str()), Ok(e.clone()));
+            prop_assert_eq!(normalize_email(s.trim()), Ok(e.clone()));
             prop_assert!(e.as_str().len() <= MAX_EMAIL_LEN);
+            prop_assert_eq!(e.as_str().trim(), e.as_str());
         }
     }
 
@@ -690,6 +737,32 @@ proptest! {
         let r = k1();
         prop_assert_ne!(r.blind_index(&email(&a)), r.blind_index(&email(&b)));
     }
+}
+
+/// The idempotence property is only as good as the share of its inputs that parse.
+#[test]
+fn email_shaped_inputs_mostly_parse() {
+    use proptest::strategy::ValueTree as _;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = email_shaped();
+    let inputs: Vec<String> = (0..1000)
+        .map(|_| strategy.new_tree(&mut runner).unwrap().current())
+        .collect();
+    let parsed = inputs.iter().filter(|s| normalize_email(s).is_ok()).count();
+    assert!(
+        parsed >= 700,
+        "only {parsed} of 1000 email-shaped inputs parse"
+    );
+    // The surrounding whitespace and the case and Unicode folding are exercised, not just ASCII.
+    let changed = inputs
+        .iter()
+        .filter_map(|s| normalize_email(s).ok().map(|e| (s, e)))
+        .filter(|(s, e)| s.trim() != s.as_str() && !s.is_ascii() && s.trim() != e.as_str())
+        .count();
+    assert!(
+        changed >= 500,
+        "only {changed} parsed inputs had whitespace, Unicode and folding"
+    );
 }
 
 /// Exhaustive: for every Unicode scalar value `c`, an address containing `c` in the local part
