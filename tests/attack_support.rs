@@ -117,18 +117,25 @@ impl Full {
         ] {
             out.push((format!("customer: {sql}"), db_rows(&self.app.customer_db, sql).await));
         }
-        let (_, customers) = self.stripe.get("/v1/customers?limit=100").await;
+        // A failed list must fail here, not compare empty with empty.
+        let (status, customers) = self.stripe.get("/v1/customers?limit=100").await;
+        assert_eq!(status, 200, "localstripe's customers: {customers}");
         let mut ids: Vec<Vec<String>> = customers["data"]
             .as_array()
-            .map(|a| a.iter().map(|c| vec![c["id"].to_string(), c["metadata"].to_string()]).collect())
-            .unwrap_or_default();
+            .expect("a list of customers")
+            .iter()
+            .map(|c| vec![c["id"].to_string(), c["metadata"].to_string()])
+            .collect();
         ids.sort();
         out.push(("stripe customers".into(), ids));
-        let (_, subs) = self.stripe.get("/v1/subscriptions?limit=100&status=all").await;
+        let (status, subs) = self.stripe.get("/v1/subscriptions?limit=100&status=all").await;
+        assert_eq!(status, 200, "localstripe's subscriptions: {subs}");
         let mut subs: Vec<Vec<String>> = subs["data"]
             .as_array()
-            .map(|a| a.iter().map(|s| vec![s["id"].to_string(), s["status"].to_string(), s["cancel_at_period_end"].to_string()]).collect())
-            .unwrap_or_default();
+            .expect("a list of subscriptions")
+            .iter()
+            .map(|s| vec![s["id"].to_string(), s["status"].to_string(), s["cancel_at_period_end"].to_string()])
+            .collect();
         subs.sort();
         out.push(("stripe subscriptions".into(), subs));
         out

