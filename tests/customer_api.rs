@@ -4,6 +4,8 @@
 #[path = "customer_support.rs"]
 mod support;
 
+use std::time::{Duration, Instant};
+
 use integration_tests::join_all;
 use serde_json::{Value, json};
 use support::{Key, spawn};
@@ -194,8 +196,9 @@ async fn idempotency_keys_replay_and_refuse_other_bodies() {
     assert_eq!(app.stripe.customers_of("u-1").await.len(), 1);
     // Keys are per caller: another user's identical key is independent.
     app.auth.add_user("u-2", "Bob", "bob@example.org");
-    let (s5, _, headers) = app.call("POST", "/api/v3/customers", "u-2", Some(json!({"area_ids": [1, 2]})), &key).await;
-    assert_eq!(s5, 201);
+    let (s5, fifth, headers) = app.call("POST", "/api/v3/customers", "u-2", Some(json!({"area_ids": [1, 2]})), &key).await;
+    assert_eq!(s5, 201, "{fifth}");
+    assert_eq!(fifth["id"], "u-2", "u-1's answer must not be replayed to u-2");
     assert!(headers.get("idempotent-replayed").is_none());
 }
 
@@ -228,23 +231,26 @@ async fn bad_requests_are_problems() {
     assert_eq!(status, 422);
     let (status, _, body) = post("{not json", "application/json", token.clone()).await;
     assert_eq!((status, body["code"].as_str()), (400, Some("malformed_json")));
-    let (status, _, _) = post(r#"{"area_ids": [1]}"#, "text/plain", token.clone()).await;
-    assert_eq!(status, 415);
-    let (status, _, _) = post(&"x".repeat(70_000), "application/json", token.clone()).await;
-    assert_eq!(status, 413);
-    // No token, a token from a key auth never published, a token for another audience.
-    let (status, _, body) = post(r#"{"area_ids": [1]}"#, "application/json", None).await;
-    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+    let problem = |status: u16, code: &str| (status, "application/problem+json".to_string(), Some(code.to_string()));
+    let code = |body: &Value| body["code"].as_str().map(str::to_string);
+    let (status, content_type, body) = post(r#"{"area_ids": [1]}"#, "text/plain", token.clone()).await;
+    assert_eq!((status, content_type, code(&body)), problem(415, "unsupported_media_type"), "{body}");
+    let (status, content_type, body) = post(&"x".repeat(70_000), "application/json", token.clone()).await;
+    assert_eq!((status, content_type, code(&body)), problem(413, "payload_too_large"), "{body}");
+    // No token, a token from a key auth never published, a token for another audience, an
+    // expired one: the same 401 problem for each.
+    let (status, content_type, body) = post(r#"{"area_ids": [1]}"#, "application/json", None).await;
+    assert_eq!((status, content_type, code(&body)), problem(401, "unauthorized"), "{body}");
     let forged = Key::generate(&Key::parse(&app.app.variables["token_signing_keys"]).kid).access_token("u-1");
-    let (status, _, _) = post(r#"{"area_ids": [1]}"#, "application/json", Some(forged)).await;
-    assert_eq!(status, 401);
+    let (status, content_type, body) = post(r#"{"area_ids": [1]}"#, "application/json", Some(forged)).await;
+    assert_eq!((status, content_type, code(&body)), problem(401, "unauthorized"), "{body}");
     let now = support::now();
     let other_audience = app.key.sign("at+jwt", &json!({"iss": "auth", "aud": "elsewhere", "sub": "u-1", "iat": now, "exp": now + 60, "jti": "x1"}));
-    let (status, _, _) = post(r#"{"area_ids": [1]}"#, "application/json", Some(other_audience)).await;
-    assert_eq!(status, 401);
+    let (status, content_type, body) = post(r#"{"area_ids": [1]}"#, "application/json", Some(other_audience)).await;
+    assert_eq!((status, content_type, code(&body)), problem(401, "unauthorized"), "{body}");
     let expired = app.key.sign("at+jwt", &json!({"iss": "auth", "aud": "auth-billing", "sub": "u-1", "iat": now - 4000, "exp": now - 3000, "jti": "x2"}));
-    let (status, _, _) = post(r#"{"area_ids": [1]}"#, "application/json", Some(expired)).await;
-    assert_eq!(status, 401);
+    let (status, content_type, body) = post(r#"{"area_ids": [1]}"#, "application/json", Some(expired)).await;
+    assert_eq!((status, content_type, code(&body)), problem(401, "unauthorized"), "{body}");
     // A user auth does not know.
     let (status, body, _) = app.call("POST", "/api/v3/customers", "ghost", Some(json!({"area_ids": [1]})), &[]).await;
     assert_eq!((status, body["code"].as_str()), (404, Some("profile_not_found")), "{body}");
@@ -354,15 +360,263 @@ async fn health_reports_auth_and_stripe_with_latencies() {
 
 #[tokio::test]
 async fn a_configured_jwks_needs_no_call_to_auth() {
-    let key_holder = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let app = spawn(|vars| {
         let key = Key::parse(&vars["token_signing_keys"]);
         vars.insert("auth_jwks".into(), key.jwks());
     })
     .await;
-    drop(key_holder);
     app.auth.add_user("u-1", "Ada", "ada@example.org");
-    let (status, _, _) = app.call("GET", "/api/v3/customers/me", "u-1", None, &[]).await;
+    // not_a_customer (not a 401): the token was verified with the configured keys.
+    let (status, body, _) = app.call("GET", "/api/v3/customers/me", "u-1", None, &[]).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_a_customer")), "{body}");
+    assert_eq!(app.auth.jwks_calls(), 0);
+}
+
+/// Auth adds a signing key after customer cached its JWKS: a token naming the new kid makes
+/// customer fetch the JWKS again, but at most once per 30 s (docs/customer.md), since anyone can
+/// send an unknown kid. Until 30 s have passed since the fetch, such tokens are refused without
+/// a call to auth.
+#[tokio::test]
+async fn an_unknown_kid_refetches_the_jwks_at_most_once_per_30_seconds() {
+    let app = spawn(|_| {}).await;
+    // The first call fetches auth's JWKS (k1 only); the next ones use the cached copy.
+    app.customer("u-1").await;
+    assert_eq!(app.auth.jwks_calls(), 1);
+    let (status, body, _) = app.call("GET", "/api/v3/customers/me", "u-1", None, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.auth.jwks_calls(), 1);
+
+    let k2 = Key::generate("k2");
+    app.auth.publish_keys(&[&app.key, &k2]);
+    let get_me = |token: String| {
+        let request = app.app.client.get(app.url("/api/v3/customers/me")).bearer_auth(token);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // Polled: refused without a refetch while the cached copy is younger than 30 s, then one
+    // refetch, and the token is accepted.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = get_me(k2.access_token("u-1")).await;
+        if status == 200 {
+            assert_eq!(body["id"], "u-1", "{body}");
+            break;
+        }
+        assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")), "{body}");
+        assert_eq!(app.auth.jwks_calls(), 1, "an unknown kid within 30 s of the fetch must not refetch");
+        assert!(Instant::now() < deadline, "a k2 token was never accepted:\n{}", app.app.host.log());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(app.auth.jwks_calls(), 2, "exactly one refetch");
+
+    // A kid auth never published: 401, and no refetch (the copy was just fetched).
+    let stranger = Key::generate("k3");
+    for _ in 0..3 {
+        let (status, body) = get_me(stranger.access_token("u-1")).await;
+        assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")), "{body}");
+    }
+    assert_eq!(app.auth.jwks_calls(), 2);
+    // Both published keys verify from the refreshed cache.
+    let (status, _) = get_me(app.token("u-1")).await;
+    assert_eq!(status, 200);
+    let (status, _) = get_me(k2.access_token("u-1")).await;
+    assert_eq!(status, 200);
+    assert_eq!(app.auth.jwks_calls(), 2);
+}
+
+/// A service reads customers with profiles from the real auth component: customer's own service
+/// token is accepted by auth, and auth audits each read as customer's.
+#[tokio::test]
+async fn services_read_profiles_from_the_real_auth_which_audits_them() {
+    let ops = Key::generate("ops-1");
+    let trusted = format!("ops:{}:{}", ops.kid, ops.public_b64());
+    let stripe = support::LocalStripe::start().await;
+    let app = support::spawn_app_on(&stripe, move |vars| {
+        vars.insert("customer_trusted_service_keys".into(), trusted);
+        // No cached copies: every profile read reaches auth (and its audit log).
+        vars.insert("profile_cache_ttl_secs".into(), "0".into());
+    })
+    .await;
+    let registered =
+        integration_tests::register_account(&app.client, &app.host, "Grace Hopper", "grace@example.org", "correct horse battery staple").await;
+    let token = registered["access_token"].as_str().expect("registered").to_string();
+    let user_id = registered["user"]["id"].as_str().unwrap().to_string();
+    let email = registered["user"]["email"].as_str().unwrap().to_string();
+    let created = app.client.post(app.url("/api/v3/customers")).bearer_auth(&token).json(&json!({"area_ids": [1]})).send().await.unwrap();
+    assert_eq!(created.status(), 201, "{}", app.host.log());
+    let service_reads = || {
+        integration_tests::db_rows(&app.auth_db, "SELECT actor, COALESCE(subject, ''), detail FROM audit_log WHERE event = 'service_read' ORDER BY id")
+    };
+    // The user's own reads (creating the customer) are not service reads.
+    assert_eq!(service_reads().await, Vec::<Vec<String>>::new());
+    let read = |path: String| {
+        let request = app.client.get(app.url(&path)).bearer_auth(ops.service_token("ops"));
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+
+    let (status, one) = read(format!("/api/v3/customers/{user_id}?include=profile")).await;
+    assert_eq!(status, 200, "{one}\n{}", app.host.log());
+    assert_eq!(one["id"], user_id.as_str());
+    let profile = &one["profile"];
+    assert_eq!((&profile["id"], &profile["name"], &profile["email"]), (&json!(user_id), &json!("Grace Hopper"), &json!(email)), "{one}");
+    assert_eq!((&profile["source"], &profile["stale"]), (&json!("auth"), &json!(false)), "{one}");
+    let reads = service_reads().await;
+    assert_eq!(reads.len(), 1, "{reads:?}");
+    assert_eq!((reads[0][0].as_str(), reads[0][1].as_str()), ("service:customer", user_id.as_str()), "{reads:?}");
+    let detail: Value = serde_json::from_str(&reads[0][2]).unwrap();
+    assert_eq!(detail, json!({"ids": [user_id], "found": 1}));
+
+    // The list: profiles through auth's batch endpoint, also audited as customer's read.
+    let (status, page) = read("/api/v3/customers?include=profile".to_string()).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["customers"].as_array().unwrap().len(), 1, "{page}");
+    let listed = &page["customers"][0];
+    assert_eq!(listed["id"], user_id.as_str());
+    assert_eq!((&listed["profile"]["name"], &listed["profile"]["email"]), (&json!("Grace Hopper"), &json!(email)), "{page}");
+    let reads = service_reads().await;
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    assert_eq!(reads[1][0], "service:customer");
+    let detail: Value = serde_json::from_str(&reads[1][2]).unwrap();
+    assert_eq!(detail, json!({"ids": [user_id], "found": 1}));
+}
+
+/// Leaving with an active subscription: Stripe first (cancel, delete the customer), our rows only
+/// once Stripe is done. Stripe failing on the customer's deletion leaves our rows for the retry.
+#[tokio::test]
+async fn leaving_with_an_active_subscription_keeps_our_rows_until_stripe_is_done() {
+    let app = spawn(|_| {}).await;
+    let customer = app.customer("u-1").await;
+    let cus = customer["stripe_customer_id"].as_str().unwrap().to_string();
+    let price = app.stripe.price("1500").await;
+    let (status, sub, _) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": price})), &[]).await;
+    assert_eq!((status, sub["status"].as_str()), (201, Some("active")), "{sub}");
+    let stripe_sub = sub["stripe_subscription_id"].as_str().unwrap().to_string();
+
+    // Every attempt (the client retries) at deleting the Stripe customer fails.
+    app.stripe.fault(json!({"method": "DELETE", "path": format!("/v1/customers/{cus}"), "status": 500, "times": 10})).await;
+    let (status, body, headers) = app.call("DELETE", "/api/v3/customers/me", "u-1", None, &[]).await;
+    assert_eq!((status, body["code"].as_str()), (503, Some("billing_unavailable")), "{body}");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert!(headers.get("retry-after").is_some());
+    let (status, still, _) = app.call("GET", "/api/v3/customers/me", "u-1", None, &[]).await;
+    assert_eq!((status, &still["stripe_customer_id"]), (200, &json!(cus)), "{still}");
+    let (_, subs, _) = app.call("GET", "/api/v3/customers/me/subscriptions", "u-1", None, &[]).await;
+    assert_eq!(subs["subscriptions"][0]["stripe_subscription_id"], stripe_sub.as_str(), "{subs}");
+    let (status, _) = app.stripe.get(&format!("/v1/customers/{cus}")).await;
+    assert_eq!(status, 200, "the Stripe customer is still there");
+
+    app.stripe.clear_faults().await;
+    let (status, body, _) = app.call("DELETE", "/api/v3/customers/me", "u-1", None, &[]).await;
+    assert_eq!(status, 204, "{body}");
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/subscriptions/{stripe_sub}")).await;
+    assert_eq!(at_stripe["status"], "canceled", "{at_stripe}");
+    let (status, _) = app.stripe.get(&format!("/v1/customers/{cus}")).await;
     assert_eq!(status, 404);
-    assert!(!app.auth.state.lock().unwrap().seen.iter().any(|s| s.contains("jwks")));
+    let (status, body, _) = app.call("GET", "/api/v3/customers/me", "u-1", None, &[]).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_a_customer")));
+    let left = app.db_rows("SELECT (SELECT COUNT(*) FROM customers) + (SELECT COUNT(*) FROM subscriptions) + (SELECT COUNT(*) FROM customer_areas)").await;
+    assert_eq!(left[0].get::<i64, _>(0), Some(0));
+}
+
+/// Invoices are paged with Stripe's cursor: `limit`, `has_more`, `next_cursor` → `starting_after`.
+#[tokio::test]
+async fn invoices_are_paged_with_stripes_cursor() {
+    let app = spawn(|_| {}).await;
+    let customer = app.customer("u-1").await;
+    let cus = customer["stripe_customer_id"].as_str().unwrap().to_string();
+    // One invoice per subscription: three prices, three invoices.
+    for amount in ["500", "700", "900"] {
+        let price = app.stripe.price(amount).await;
+        let (status, sub, _) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": price})), &[]).await;
+        assert_eq!(status, 201, "{sub}");
+    }
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/invoices?customer={cus}&limit=100")).await;
+    let mut stripes: Vec<String> = at_stripe["data"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(stripes.len(), 3, "{at_stripe}");
+
+    let mut seen: Vec<String> = Vec::new();
+    let mut path = "/api/v3/customers/me/invoices?limit=1".to_string();
+    for page_number in 1..=3 {
+        let (status, page, _) = app.call("GET", &path, "u-1", None, &[]).await;
+        assert_eq!(status, 200, "{page}");
+        let invoices = page["invoices"].as_array().unwrap();
+        assert_eq!(invoices.len(), 1, "page {page_number}: {page}");
+        let id = invoices[0]["id"].as_str().unwrap().to_string();
+        assert!(!seen.contains(&id), "page {page_number} repeats {id}: {page}");
+        seen.push(id.clone());
+        if page_number < 3 {
+            assert_eq!((&page["has_more"], &page["next_cursor"]), (&json!(true), &json!(id)), "{page}");
+            path = format!("/api/v3/customers/me/invoices?limit=1&starting_after={id}");
+        } else {
+            assert_eq!((&page["has_more"], &page["next_cursor"]), (&json!(false), &Value::Null), "{page}");
+        }
+    }
+    seen.sort();
+    stripes.sort();
+    assert_eq!(seen, stripes);
+}
+
+/// Idempotency-Key on PATCH /customers/me and POST /customers/me/subscriptions: the same request
+/// replays the first answer without doing it again; another request with the key is a 422.
+#[tokio::test]
+async fn idempotency_keys_cover_patch_and_subscribe() {
+    let app = spawn(|_| {}).await;
+    let customer = app.customer("u-1").await;
+    let cus = customer["stripe_customer_id"].as_str().unwrap().to_string();
+
+    let key = [("idempotency-key", "patch-1")];
+    let (status, first, _) = app.call("PATCH", "/api/v3/customers/me", "u-1", Some(json!({"area_ids": [7]})), &key).await;
+    assert_eq!((status, &first["area_ids"]), (200, &json!([7])), "{first}");
+    // Changed since by another request: a replay answers as the first time and changes nothing.
+    let (status, _, _) = app.call("PATCH", "/api/v3/customers/me", "u-1", Some(json!({"area_ids": [9]})), &[]).await;
+    assert_eq!(status, 200);
+    let (status, replayed, headers) = app.call("PATCH", "/api/v3/customers/me", "u-1", Some(json!({"area_ids": [7]})), &key).await;
+    assert_eq!((status, &replayed), (200, &first));
+    assert_eq!(headers["idempotent-replayed"], "true");
+    let (status, body, headers) = app.call("PATCH", "/api/v3/customers/me", "u-1", Some(json!({"area_ids": [8]})), &key).await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("idempotency_key_reused")), "{body}");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    let (_, me, _) = app.call("GET", "/api/v3/customers/me", "u-1", None, &[]).await;
+    assert_eq!(me["area_ids"], json!([9]), "{me}");
+
+    let price = app.stripe.price("1100").await;
+    let other_price = app.stripe.price("1300").await;
+    let key = [("idempotency-key", "subscribe-1")];
+    let (status, sub, _) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": price})), &key).await;
+    assert_eq!(status, 201, "{sub}");
+    let (status, again, headers) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": price})), &key).await;
+    assert_eq!((status, &again), (201, &sub));
+    assert_eq!(headers["idempotent-replayed"], "true");
+    let (status, body, _) =
+        app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": other_price})), &key).await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("idempotency_key_reused")), "{body}");
+    // Stripe was asked to create one subscription, and holds one.
+    let creates = app.stripe.requests().await.iter().filter(|(method, path, _, _)| method == "POST" && path == "/v1/subscriptions").count();
+    assert_eq!(creates, 1);
+    let at_stripe = app.stripe.subscriptions_of(&cus).await;
+    assert_eq!(at_stripe.len(), 1);
+    assert_eq!(at_stripe[0]["id"], sub["stripe_subscription_id"]);
+    let (_, list, _) = app.call("GET", "/api/v3/customers/me/subscriptions", "u-1", None, &[]).await;
+    assert_eq!(list["subscriptions"].as_array().unwrap().len(), 1, "{list}");
+}
+
+/// Fields we do not know are ignored (as at auth): a client sending more still gets its customer.
+#[tokio::test]
+async fn unknown_fields_are_ignored_on_create() {
+    let app = spawn(|_| {}).await;
+    app.auth.add_user("u-1", "Ada", "ada@example.org");
+    let body = json!({"area_ids": [4, 2], "nickname": "Ada", "plan": {"tier": "gold"}, "stripe_customer_id": "cus_mine"});
+    let (status, customer, _) = app.call("POST", "/api/v3/customers", "u-1", Some(body), &[]).await;
+    assert_eq!(status, 201, "{customer}");
+    assert_eq!((&customer["id"], &customer["area_ids"]), (&json!("u-1"), &json!([2, 4])));
+    assert!(customer.get("nickname").is_none() && customer.get("plan").is_none(), "{customer}");
+    // Ours, not the client's.
+    let stripe_customers = app.stripe.customers_of("u-1").await;
+    assert_eq!(stripe_customers.len(), 1);
+    assert_eq!(customer["stripe_customer_id"], stripe_customers[0]["id"]);
 }

@@ -124,11 +124,15 @@ async fn duplicated_and_reversed_events_end_in_stripes_state() {
     let (status, body) = deliver(&app, &late, Some(stripe_signature(&secret, t, &late))).await;
     assert_eq!((status, body["outcome"].as_str()), (200, Some("stale")));
     assert_eq!(mine(&app).await["status"], "canceled");
-    // invoice events re-read the subscription too.
+    // invoice events re-read the subscription too, and count for the ordering: once the
+    // invoice.paid of t + 1 is applied, an event of t (not stale before it) is.
     let paid = event("evt_inv", "invoice.paid", t + 1, json!({"id": "in_1", "customer": cus, "subscription": sub}));
     let (status, body) = deliver(&app, &paid, Some(stripe_signature(&secret, t, &paid))).await;
     assert_eq!((status, body["outcome"].as_str()), (200, Some("applied")), "{body}");
     assert_eq!(mine(&app).await["status"], "canceled");
+    let between = event("evt_between", "customer.subscription.updated", t, json!({"id": sub, "customer": cus, "status": "active"}));
+    let (status, body) = deliver(&app, &between, Some(stripe_signature(&secret, t, &between))).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("stale")), "{body}");
 }
 
 #[tokio::test]
@@ -181,4 +185,63 @@ async fn stripe_down_while_applying_gives_503_and_the_retry_applies() {
     // Stripe's retry is applied (the failed attempt left nothing in the inbox).
     let (status, body) = deliver(&app, &payload, Some(stripe_signature(&secret, now(), &payload))).await;
     assert_eq!((status, body["outcome"].as_str()), (200, Some("applied")), "{body}");
+}
+
+/// Makes a new card the Stripe customer's default payment method (`4000000000000341` attaches,
+/// then every charge on it is declined).
+async fn default_card(app: &CustomerApp, customer: &str, number: &str) {
+    let pm = app
+        .stripe
+        .post("/v1/payment_methods", &[("type", "card"), ("card[number]", number), ("card[exp_month]", "12"), ("card[exp_year]", "2031"), ("card[cvc]", "123")])
+        .await;
+    let pm = pm["id"].as_str().unwrap();
+    app.stripe.post(&format!("/v1/payment_methods/{pm}/attach"), &[("customer", customer)]).await;
+    app.stripe.post(&format!("/v1/customers/{customer}"), &[("invoice_settings[default_payment_method]", pm)]).await;
+}
+
+/// invoice.payment_failed and invoice.paid move our mirror to Stripe's state. localstripe makes a
+/// subscription past_due when a renewal invoice fails: here the switch to a yearly price
+/// invoices at once, with a card that is declined; paying that invoice with a good card makes the
+/// subscription active again. The events are sent by hand, each after Stripe's state changed.
+#[tokio::test]
+async fn invoice_events_move_the_subscription_to_stripes_state() {
+    let app = spawn(|_| {}).await;
+    let secret = app.app.variables["stripe_webhook_secret"].clone();
+    let (cus, sub, created) = local_subscription(&app).await;
+    assert_eq!(created["status"], "active");
+
+    default_card(&app, &cus, "4000000000000341").await;
+    let yearly = app
+        .stripe
+        .post("/v1/prices", &[("currency", "eur"), ("unit_amount", "12000"), ("recurring[interval]", "year"), ("product_data[name]", "Areas")])
+        .await;
+    let yearly = yearly["id"].as_str().unwrap();
+    app.stripe.post(&format!("/v1/subscriptions/{sub}"), &[("items[0][price]", yearly)]).await;
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/subscriptions/{sub}")).await;
+    assert_eq!(at_stripe["status"], "past_due", "{at_stripe}");
+    let (_, invoices) = app.stripe.get(&format!("/v1/invoices?customer={cus}")).await;
+    let open = invoices["data"].as_array().unwrap().iter().find(|i| i["status"] == "open").expect("an open invoice").clone();
+    // Nothing told us yet.
+    assert_eq!(mine(&app).await["status"], "active");
+
+    let t = now();
+    let failed = event("evt_inv_failed", "invoice.payment_failed", t, open.clone());
+    let (status, body) = deliver(&app, &failed, Some(stripe_signature(&secret, now(), &failed))).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("applied")), "{body}");
+    let ours = mine(&app).await;
+    assert_eq!((&ours["status"], &ours["price_id"]), (&json!("past_due"), &json!(yearly)), "{ours}");
+
+    default_card(&app, &cus, "4242424242424242").await;
+    let invoice = open["id"].as_str().unwrap();
+    let paid_invoice = app.stripe.post(&format!("/v1/invoices/{invoice}/pay"), &[]).await;
+    assert_eq!(paid_invoice["status"], "paid", "{paid_invoice}");
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/subscriptions/{sub}")).await;
+    assert_eq!(at_stripe["status"], "active", "{at_stripe}");
+    assert_eq!(mine(&app).await["status"], "past_due");
+
+    let paid = event("evt_inv_paid", "invoice.paid", t + 1, paid_invoice);
+    let (status, body) = deliver(&app, &paid, Some(stripe_signature(&secret, now(), &paid))).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("applied")), "{body}");
+    let ours = mine(&app).await;
+    assert_eq!((&ours["status"], &ours["price_id"], &ours["cancel_at_period_end"]), (&json!("active"), &json!(yearly), &at_stripe["cancel_at_period_end"]), "{ours}");
 }
