@@ -17,7 +17,7 @@ pub const STRIPE_SECRET_KEY: &str = "stripe_secret_key";
 /// Webhook signing secrets, comma-separated (several during rotation).
 pub const STRIPE_WEBHOOK_SECRET: &str = "stripe_webhook_secret";
 pub const STRIPE_API_BASE: &str = "stripe_api_base";
-/// Services allowed to call `GET /customers/{id}`: `<service>:<kid>:<base64 public key>`, comma-separated.
+/// Services allowed to call `GET /customers/{id}` and the list `GET /customers`: `<service>:<kid>:<base64 public key>`, comma-separated.
 pub const TRUSTED_SERVICE_KEYS: &str = "trusted_service_keys";
 /// Seconds a profile from auth is served from the cache (default 60).
 pub const PROFILE_CACHE_TTL_SECS: &str = "profile_cache_ttl_secs";
