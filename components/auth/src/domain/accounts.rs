@@ -136,24 +136,39 @@ fn new_refresh(settings: &Settings, ctx: &Ctx, family_id: &str, user_id: &str, p
     (token, row)
 }
 
-/// Starts a refresh-token family for `user` and writes `audit` in the same transaction.
+/// Starts a refresh-token family for `user_id` and writes `audit`, in one transaction with
+/// `prepare`, which gives the user's row (and may refuse, or write to it first).
 fn start_session<S: Store>(
     store: &mut S,
     crypto: &Crypto,
     settings: &Settings,
     ctx: &Ctx,
-    user: User,
+    user_id: &str,
     audit: AuditEvent,
+    prepare: impl FnOnce(&mut S) -> Result<UserRow, Error>,
 ) -> Result<Session, Error> {
     let family_id = new_user_id(ctx.now_ms)?;
-    let access = issue_access(crypto, ctx, &user.id)?;
-    let (refresh, row) = new_refresh(settings, ctx, &family_id, &user.id, None, &access);
-    in_transaction(store, |store| {
-        store.insert_family(&family_id, &user.id, ctx.now, &row)?;
+    let access = issue_access(crypto, ctx, user_id)?;
+    let (refresh, row) = new_refresh(settings, ctx, &family_id, user_id, None, &access);
+    let user_row = in_transaction(store, |store| {
+        let user_row = prepare(store)?;
+        store.insert_family(&family_id, user_id, ctx.now, &row)?;
         store.audit(&audit)?;
-        Ok(())
+        Ok(user_row)
     })?;
+    let user = to_user(crypto, &user_row)?;
     Ok(Session { user, access, refresh })
+}
+
+/// The user's row, locked until the transaction ends, provided its password hash is still the
+/// one a password was just checked against: a password change committed since then wins. It is
+/// neither undone by this request's write nor outlived by a session this request would start.
+fn lock_confirmed<S: Store>(store: &mut S, checked: &UserRow) -> Result<UserRow, Error> {
+    match store.lock_user(&checked.id)? {
+        None => Err(Error::InvalidToken),
+        Some(now) if now.password_hash != checked.password_hash => Err(Error::WrongPassword),
+        Some(now) => Ok(now),
+    }
 }
 
 /// Seconds to wait when either counter is over its limit, else `None`.
@@ -305,21 +320,33 @@ pub fn login<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ctx:
     if account.is_some() {
         store.clear_account(&email_hash)?;
     }
-    let mut write = write_of(&row);
-    let mut changed = reseal_if_needed(crypto, &row, &mut write)?;
-    if verified == Verified::OkNeedsRehash {
-        write.password_hash = Some(password::hash(&input.password)?);
-        changed = true;
-    }
-    let row = if changed {
-        store.update_user(&row.id, &write)?;
-        store.user_by_id(&row.id)?.unwrap_or(row)
-    } else {
-        row
+    let rehash = match verified {
+        Verified::OkNeedsRehash => Some(password::hash(&input.password)?),
+        _ => None,
     };
-    let user = to_user(crypto, &row)?;
-    let audit = user_event("login", true, (verified == Verified::OkNeedsRehash).then_some("rehashed"), ctx, &user.id);
-    start_session(store, crypto, settings, ctx, user, audit)
+    let audit = user_event("login", true, rehash.as_ref().map(|_| "rehashed"), ctx, &row.id);
+    let session = start_session(store, crypto, settings, ctx, &row.id, audit, |store| {
+        // A password changed (or the account deleted) since the check: no session, as for a
+        // wrong password.
+        let now = lock_confirmed(store, &row).map_err(|err| match err {
+            Error::WrongPassword | Error::InvalidToken => Error::InvalidCredentials,
+            other => other,
+        })?;
+        let mut write = write_of(&now);
+        let resealed = reseal_if_needed(crypto, &now, &mut write)?;
+        if let Some(hash) = rehash {
+            write.password_hash = Some(hash);
+        }
+        if !resealed && write.password_hash == now.password_hash {
+            return Ok(now);
+        }
+        store.update_user(&now.id, &write)?;
+        Ok(store.user_by_id(&now.id)?.unwrap_or(now))
+    });
+    if session.as_ref().is_err_and(|err| *err == Error::InvalidCredentials) {
+        store.audit(&user_event("login", false, Some("password_changed"), ctx, &row.id))?;
+    }
+    session
 }
 
 // ---- refresh tokens ----------------------------------------------------------------------------
@@ -454,40 +481,50 @@ pub fn update_profile<S: Store>(
     if let Some(password) = &change.current_password {
         reauthenticate(store, settings, ctx, &row, password, "profile_change")?;
     }
-    let mut write = write_of(&row);
-    let name_changed = change.name.as_ref().is_some_and(|name| name.as_str() != row.name);
-    if let Some(name) = &change.name {
-        write.name = name.as_str().to_owned();
-    }
-    match &new_email {
-        Some(email) => {
-            write.email_hash = crypto.email.blind_index(email);
-            write.email_encrypted = crypto.email.seal_with_aad(email, row.id.as_bytes());
-        }
-        None => {
-            reseal_if_needed(crypto, &row, &mut write)?;
-        }
-    }
-    if write == write_of(&row) {
+    let new_name = change.name.map(|name| name.as_str().to_owned()).filter(|name| *name != row.name);
+    let sealed_email = new_email.map(|email| (crypto.email.blind_index(&email), crypto.email.seal_with_aad(&email, row.id.as_bytes())));
+    if new_name.is_none() && sealed_email.is_none() && !crypto.email.needs_reseal(&row.email_encrypted) {
         return Ok(current);
     }
+    let email_changes = sealed_email.is_some();
     // Read back inside the transaction, as in `register`: a committed change is answered 200.
     let updated = in_transaction(store, |store| {
+        // Written over the row as it is now: what another request committed since our read (a
+        // password change, above all) is kept, not overwritten with the value we read.
+        let now = match &change.current_password {
+            Some(_) => lock_confirmed(store, &row)?,
+            None => store.lock_user(&row.id)?.ok_or(Error::InvalidToken)?,
+        };
+        let mut write = write_of(&now);
+        if let Some(name) = &new_name {
+            write.name = name.clone();
+        }
+        match sealed_email {
+            Some((hash, sealed)) => {
+                write.email_hash = hash;
+                write.email_encrypted = sealed;
+            }
+            None => {
+                reseal_if_needed(crypto, &now, &mut write)?;
+            }
+        }
         store.update_user(&row.id, &write).map_err(|err| match err {
             StoreError::Duplicate(constraint) if constraint == EMAIL_UNIQUE => Error::EmailTaken,
             other => Error::from(other),
         })?;
-        if name_changed {
+        if new_name.is_some() {
             store.audit(&user_event("profile_change", true, Some("name"), ctx, &row.id))?;
         }
-        if new_email.is_some() {
+        if email_changes {
             store.audit(&user_event("email_change", true, None, ctx, &row.id))?;
         }
         current_user(store, &row.id)
     })
     .or_else(|err| {
-        if err == Error::EmailTaken {
-            store.audit(&user_event("email_change", false, Some("email_taken"), ctx, &row.id))?;
+        match err {
+            Error::EmailTaken => store.audit(&user_event("email_change", false, Some("email_taken"), ctx, &row.id))?,
+            Error::WrongPassword => store.audit(&user_event("profile_change", false, Some("password_changed"), ctx, &row.id))?,
+            _ => {}
         }
         Err(err)
     })?;
@@ -506,11 +543,14 @@ pub fn change_password<S: Store>(
 ) -> Result<(), Error> {
     let row = current_user(store, user_id)?;
     reauthenticate(store, settings, ctx, &row, current, "password_change")?;
-    let mut write = write_of(&row);
-    reseal_if_needed(crypto, &row, &mut write)?;
-    write.password_hash = Some(password::hash(new)?);
-    write.must_reset_password = false;
+    let new_hash = password::hash(new)?;
     in_transaction(store, |store| {
+        // Changed by another request since our check, the password given is no longer current.
+        let now = lock_confirmed(store, &row)?;
+        let mut write = write_of(&now);
+        reseal_if_needed(crypto, &now, &mut write)?;
+        write.password_hash = Some(new_hash);
+        write.must_reset_password = false;
         store.update_user(&row.id, &write)?;
         store.revoke_user_families(&row.id, ctx.now, "password_change")?;
         store.audit(&user_event("password_change", true, None, ctx, &row.id))?;
@@ -529,6 +569,7 @@ pub fn delete_account<S: Store>(
     let row = current_user(store, user_id)?;
     reauthenticate(store, settings, ctx, &row, password, "account_delete")?;
     in_transaction(store, |store| {
+        lock_confirmed(store, &row)?;
         store.revoke_user_families(&row.id, ctx.now, "account_deleted")?;
         store.delete_user(&row.id)?;
         store.audit(&user_event("account_delete", true, None, ctx, &row.id))?;

@@ -184,6 +184,60 @@ fn password_change_needs_the_current_password_and_revokes_every_session() {
     login(&mut store, &crypto, &settings, &ctx(NOW + 2), credentials("ada@example.org", "difference-engine-1822")).expect("new password");
 }
 
+/// Another request's password change, committed between this request's read of the user and
+/// its write (`before_lock_user` plays it).
+fn password_changed_meanwhile(state: &mut crate::domain::memory::State) {
+    for user in state.users.values_mut() {
+        user.password_hash = Some("$argon2id$v=19$m=19456,t=2,p=1$changed-meanwhile".into());
+    }
+}
+
+#[test]
+fn a_password_change_committed_meanwhile_is_neither_undone_nor_outlived() {
+    let (mut store, crypto, settings, session) = setup();
+    let id = session.user.id.clone();
+    let changed = || Some("$argon2id$v=19$m=19456,t=2,p=1$changed-meanwhile".to_string());
+    // A name change (no password needed) read the old hash: it must not write it back.
+    store.before_lock_user = Some(password_changed_meanwhile);
+    let rename = ProfileChange { name: Some(Name::parse("name", "Countess").expect("name")), email: None, current_password: None };
+    assert_eq!(update_profile(&mut store, &crypto, &settings, &ctx(NOW), &id, rename).expect("renamed").name, "Countess");
+    assert_eq!(store.state.users[&id].password_hash, changed());
+
+    // A login, an email change, a password change and a deletion that checked the old password
+    // each fail, and leave the new hash, the email and every session as they were.
+    let (mut store, crypto, settings, session) = setup();
+    let families = store.state.families.len();
+    store.before_lock_user = Some(password_changed_meanwhile);
+    let err = login(&mut store, &crypto, &settings, &ctx(NOW), credentials("ada@example.org", "analytical-engine-1843")).unwrap_err();
+    assert_eq!(err, Error::InvalidCredentials);
+    assert_eq!(store.state.families.len(), families, "no session from the old password");
+    assert_eq!(store.events().last(), Some(&("login", false, Some("password_changed"))));
+
+    let (mut store, crypto, settings, session_b) = setup();
+    let id = session_b.user.id.clone();
+    store.before_lock_user = Some(password_changed_meanwhile);
+    let move_email = ProfileChange {
+        name: None,
+        email: Some(parse_email("email", "new@example.org").expect("email")),
+        current_password: Some(Password::presented("analytical-engine-1843")),
+    };
+    assert_eq!(update_profile(&mut store, &crypto, &settings, &ctx(NOW), &id, move_email).unwrap_err(), Error::WrongPassword);
+    assert_eq!(to_user(&crypto, &store.state.users[&id]).expect("user").email, "ada@example.org");
+    assert_eq!(store.state.users[&id].password_hash, changed());
+
+    store.before_lock_user = Some(password_changed_meanwhile);
+    let new = Password::new_secret("difference-engine-1822").expect("valid");
+    let err = change_password(&mut store, &crypto, &settings, &ctx(NOW), &id, &Password::presented("analytical-engine-1843"), &new).unwrap_err();
+    assert_eq!(err, Error::WrongPassword);
+    assert_eq!(store.state.users[&id].password_hash, changed());
+
+    store.before_lock_user = Some(password_changed_meanwhile);
+    let err = delete_account(&mut store, &settings, &ctx(NOW), &id, &Password::presented("analytical-engine-1843")).unwrap_err();
+    assert_eq!(err, Error::WrongPassword);
+    assert!(store.state.users.contains_key(&id));
+    drop(session);
+}
+
 #[test]
 fn profile_changes_name_and_email_with_confirmation() {
     let (mut store, crypto, settings, session) = setup();

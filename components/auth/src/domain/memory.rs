@@ -26,6 +26,9 @@ pub struct MemoryStore {
     /// When set, the database is lost right after the next COMMIT (which itself succeeds):
     /// reading a user after it fails as unavailable.
     pub lost_after_commit: bool,
+    /// Run (once) when a user row is next locked: another request's change committed between
+    /// this request's first read and its write.
+    pub before_lock_user: Option<fn(&mut State)>,
     lost: bool,
 }
 
@@ -94,6 +97,17 @@ impl Store for MemoryStore {
     }
     fn users_by_ids(&mut self, ids: &[String]) -> Result<Vec<UserRow>, StoreError> {
         Ok(ids.iter().filter_map(|id| self.state.users.get(id).cloned()).collect())
+    }
+    fn lock_user(&mut self, id: &str) -> Result<Option<UserRow>, StoreError> {
+        self.reachable()?;
+        if let Some(concurrent) = self.before_lock_user.take() {
+            // Committed by the other request: a rollback of ours keeps it.
+            concurrent(&mut self.state);
+            if let Some(snapshot) = self.snapshot.as_mut() {
+                concurrent(snapshot);
+            }
+        }
+        Ok(self.state.users.get(id).cloned())
     }
     fn update_user(&mut self, id: &str, write: &UserWrite) -> Result<(), StoreError> {
         if self.state.users.values().any(|u| u.email_hash == write.email_hash && u.id != id) {

@@ -137,6 +137,9 @@ pub trait Store {
     fn user_by_email_hash(&mut self, email_hash: &str) -> Result<Option<UserRow>, StoreError>;
     /// The users among `ids` that exist (any order).
     fn users_by_ids(&mut self, ids: &[String]) -> Result<Vec<UserRow>, StoreError>;
+    /// The user, locked until the transaction ends (`FOR UPDATE`): what a write is based on, so
+    /// that no change committed meanwhile is overwritten with a value read before it.
+    fn lock_user(&mut self, id: &str) -> Result<Option<UserRow>, StoreError>;
     fn update_user(&mut self, id: &str, write: &UserWrite) -> Result<(), StoreError>;
     /// Deletes the user; refresh tokens go with it.
     fn delete_user(&mut self, id: &str) -> Result<(), StoreError>;

@@ -192,6 +192,14 @@ impl Store for MysqlStore {
             .transpose()
     }
 
+    fn lock_user(&mut self, id: &str) -> Result<Option<UserRow>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM client_auth WHERE id = ? FOR UPDATE");
+        self.rows("lock user", &sql, &[s(id)])?
+            .first()
+            .map(|row| user_row(row))
+            .transpose()
+    }
+
     fn user_and_access_record(&mut self, id: &str, access_token_hash: &str) -> Result<Option<(UserRow, bool)>, StoreError> {
         // One round trip: the user, and whether a refresh token of one of its families records
         // this access token (idx_refresh_tokens_access_token).
