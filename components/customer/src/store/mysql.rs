@@ -23,13 +23,17 @@ pub fn duplicate_key_name(message: &str) -> Option<String> {
     Some(name.rsplit('.').next().unwrap_or(name).to_string())
 }
 
+/// Failures worth a retry (503, as in auth): the connection lost, and a lock given up
+/// (1205, lock wait timeout) or broken (1213, deadlock) while another request held the row.
+const TRANSIENT: [&str; 7] = ["code: 1213", "code: 1205", "Io(", "ConnectionClosed", "Connection refused", "Broken pipe", "broken pipe"];
+
 fn map_err(err: MysqlError) -> StoreError {
     match err {
         MysqlError::ConnectionFailed(m) => StoreError::Unavailable(m),
         MysqlError::QueryFailed(m) => {
             if let Some(constraint) = duplicate_key_name(&m) {
                 StoreError::Duplicate { constraint }
-            } else if m.contains("Io(") || m.contains("ConnectionClosed") || m.contains("Broken pipe") {
+            } else if TRANSIENT.iter().any(|marker| m.contains(marker)) {
                 StoreError::Unavailable(m)
             } else {
                 StoreError::Other(m)
@@ -423,5 +427,19 @@ mod tests {
         let tricky = r#"Server(ServerError { code: 1062, message: "Duplicate entry 'x for key 'evil'' for key 'PRIMARY'", state: "23000" })"#;
         assert_eq!(duplicate_key_name(tricky).as_deref(), Some("PRIMARY"));
         assert_eq!(duplicate_key_name("Server(ServerError { code: 1146, message: \"Table doesn't exist\" })"), None);
+    }
+
+    #[test]
+    fn lock_timeouts_and_deadlocks_are_unavailable_not_internal() {
+        let failed = |m: &str| map_err(MysqlError::QueryFailed(m.into()));
+        for transient in [
+            r#"Server(ServerError { code: 1205, message: "Lock wait timeout exceeded; try restarting transaction", state: "HY000" })"#,
+            r#"Server(ServerError { code: 1213, message: "Deadlock found when trying to get lock; try restarting transaction", state: "40001" })"#,
+            "Io(Io(Custom { kind: BrokenPipe, error: \"Broken pipe\" }))",
+        ] {
+            assert!(matches!(failed(transient), StoreError::Unavailable(_)), "{transient}");
+        }
+        let syntax = r#"Server(ServerError { code: 1064, message: "You have an error in your SQL syntax", state: "42000" })"#;
+        assert!(matches!(failed(syntax), StoreError::Other(_)));
     }
 }
