@@ -207,6 +207,12 @@ impl<'a> AuthClient<'a> {
         format!("{}{path}", self.settings.base_url.trim_end_matches('/'))
     }
 
+    /// Seconds since `fetched_at`, a time read back from key-value: any value there, however
+    /// odd, gives an age (saturated), never an overflow.
+    fn age(&self, fetched_at: i64) -> i64 {
+        self.now.saturating_sub(fetched_at)
+    }
+
     /// Sends once, and once more if no connection could be made.
     fn send(&self, request: &HttpRequest, extra: &[(&str, Value)]) -> Result<HttpResponse, TransportError> {
         match self.send_once(request, 1, extra) {
@@ -241,7 +247,7 @@ impl<'a> AuthClient<'a> {
         let cached: Option<CachedServiceToken> = self.kv.get(&cache_key).and_then(|b| serde_json::from_slice(&b).ok());
         if let Some(entry) = cached
             && entry.issued_at <= self.now
-            && entry.expires_at - self.now >= SERVICE_TOKEN_MIN_REMAINING_SECS
+            && entry.expires_at.saturating_sub(self.now) >= SERVICE_TOKEN_MIN_REMAINING_SECS
         {
             return Ok(entry.token);
         }
@@ -353,12 +359,12 @@ impl<'a> AuthClient<'a> {
 
     fn stale_or(&self, cached: Option<CachedProfile>, reason: String, retry_after: u32) -> Result<ProfileLookup, ProfileError> {
         match cached {
-            Some(entry) if self.now - entry.fetched_at < self.settings.cache_ttl + self.settings.stale_ttl => {
+            Some(entry) if self.age(entry.fetched_at) < self.settings.cache_ttl.saturating_add(self.settings.stale_ttl) => {
                 telemetry::warn(
                     "serving a stale cached profile",
-                    &[("age_s", (self.now - entry.fetched_at).into()), ("reason", reason.as_str().into())],
+                    &[("age_s", self.age(entry.fetched_at).into()), ("reason", reason.as_str().into())],
                 );
-                Ok(ProfileLookup { profile: entry.profile, source: ProfileSource::StaleCache { age: self.now - entry.fetched_at } })
+                Ok(ProfileLookup { profile: entry.profile, source: ProfileSource::StaleCache { age: self.age(entry.fetched_at) } })
             }
             _ => Err(ProfileError::Unavailable { reason, retry_after }),
         }
@@ -408,7 +414,7 @@ impl<'a> AuthClient<'a> {
     pub fn start_profile(&self, id: &str) -> ProfileFetch<'a> {
         // With no cache lifetime no copy can be fresh: the stale one is read only if auth fails.
         let cached = (self.settings.cache_ttl > 0).then(|| self.cached(id));
-        let fresh = cached.as_ref().and_then(|c| c.as_ref()).filter(|entry| self.now - entry.fetched_at < self.settings.cache_ttl);
+        let fresh = cached.as_ref().and_then(|c| c.as_ref()).filter(|entry| self.age(entry.fetched_at) < self.settings.cache_ttl);
         let state = if let Some(entry) = fresh {
             telemetry::info("profile from cache", &[("user", id.into())]);
             FetchState::Done(Ok(ProfileLookup { profile: entry.profile.clone(), source: ProfileSource::Cache }))
@@ -488,7 +494,7 @@ impl<'a> AuthClient<'a> {
         let mut stale: BTreeMap<String, CachedProfile> = BTreeMap::new();
         for id in ids.iter().collect::<BTreeSet<_>>() {
             match self.cached(id) {
-                Some(entry) if self.now - entry.fetched_at < self.settings.cache_ttl => {
+                Some(entry) if self.age(entry.fetched_at) < self.settings.cache_ttl => {
                     found.insert(id.clone(), ProfileLookup { profile: entry.profile, source: ProfileSource::Cache });
                 }
                 other => {
@@ -546,7 +552,7 @@ impl<'a> AuthClient<'a> {
     pub fn jwks(&self, refetch: bool) -> Result<tokens::Verifier, ProfileError> {
         let cached: Option<CachedJwks> = self.kv.get(JWKS_KEY).and_then(|b| serde_json::from_slice(&b).ok());
         if let Some(entry) = &cached {
-            let age = self.now - entry.fetched_at;
+            let age = self.age(entry.fetched_at);
             let fresh = if refetch { age < JWKS_REFETCH_MIN_SECS } else { age < JWKS_TTL_SECS };
             if fresh
                 && let Ok(verifier) = tokens::Verifier::from_jwks(&entry.json) {
@@ -787,6 +793,21 @@ mod tests {
         fake.set(|_| Ok(HttpResponse { status: 500, headers: Vec::new(), body: b"{}".to_vec(), elapsed: Duration::ZERO }));
         assert!(matches!(client.profile("u2"), Err(ProfileError::Unavailable { .. })));
         assert_eq!(fake.calls.get(), before + 1);
+    }
+
+    #[test]
+    fn cache_entries_with_extreme_times_and_an_extreme_ttl_do_not_overflow() {
+        let kv = MemoryKv::default();
+        let fake = Fake::new(|_| Err(TransportError::Connect("refused".into())));
+        let keys = keys();
+        // A copy from the far past (an entry from another version, or tampered with), and a TTL
+        // as large as the variable accepts.
+        let odd = serde_json::json!({"profile": {"id": "u1", "name": "Ada", "email": "ada@example.org"}, "fetched_at": i64::MIN});
+        kv.set("profile:u1", odd.to_string().as_bytes());
+        let settings = AuthSettings { cache_ttl: i64::MAX, stale_ttl: i64::MAX, ..settings() };
+        let client = AuthClient::new(settings, &fake, &kv, Some(&keys), 1000);
+        let lookup = client.profile("u1");
+        assert!(matches!(lookup, Ok(_) | Err(ProfileError::Unavailable { .. })), "{lookup:?}");
     }
 
     #[test]
