@@ -286,6 +286,61 @@ fn body_routes() -> Vec<(&'static str, &'static str, bool, Value)> {
     ]
 }
 
+/// POSTs `total` bytes of JSON whitespace in 16 KiB chunks with no Content-Length (what a client
+/// streaming an upload sends) and returns the status and the raw answer. The answer may come
+/// before the body is all sent: the sender is dropped then.
+async fn chunked_post(app: &Full, path: &str, total: usize) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let base = app.app.url("");
+    let address = base.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let stream = tokio::net::TcpStream::connect(&address).await.expect("the host listens");
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    let sender = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await?;
+        let chunk = vec![b' '; 16 * 1024];
+        for _ in 0..total / chunk.len() {
+            writer.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await?;
+            writer.write_all(&chunk).await?;
+            writer.write_all(b"\r\n").await?;
+        }
+        writer.write_all(b"0\r\n\r\n").await?;
+        // Kept open until the answer is read: a half-closed connection is dropped by the
+        // server unanswered (hyper's default), as by Spin's.
+        Ok::<_, std::io::Error>(writer)
+    });
+    let mut answer = Vec::new();
+    let _ = reader.read_to_end(&mut answer).await;
+    sender.abort();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+/// spin-sdk's own request reader keeps a body whole in memory: a large enough upload would fill
+/// the instance's memory (a trap, a 500) before any route could refuse it. Each component reads
+/// at most the largest body one of its routes takes (auth 64 KiB, customer 512 KiB for the
+/// webhook), and refuses the rest unread with its 413.
+#[tokio::test]
+async fn a_streamed_body_over_the_limit_is_refused_before_it_is_read_whole() {
+    let app = app().await;
+    for (component, path, limit) in [("auth", "/api/v3/auth/login", 64 * 1024), ("customer", "/api/v3/billing/stripe/webhook", 512 * 1024)] {
+        let (status, text) = chunked_post(&app, path, 8 * limit).await;
+        assert_eq!(status, 413, "{path}: {text}");
+        assert!(text.contains("application/problem+json") && text.contains("payload_too_large"), "{path}: {text}");
+        let refused = app.app.host.log().lines().any(|line| {
+            serde_json::from_str::<Value>(line).is_ok_and(|l| l["component"] == component && l["message"] == "request body too large")
+        });
+        assert!(refused, "{component} did not stop reading:\n{}", app.app.host.log());
+    }
+    // Within the limit, a streamed body is read whole as before: judged on its content.
+    let (status, text) = chunked_post(&app, "/api/v3/auth/login", 32 * 1024).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("malformed_json"), "{text}");
+}
+
 fn is_customer(path: &str) -> bool {
     path.starts_with("/api/v3/customers")
 }

@@ -26,7 +26,15 @@ use routes::Endpoint;
 #[cfg(target_arch = "wasm32")]
 #[spin_sdk::http_component]
 async fn serve(request: spin_sdk::http::IncomingRequest, response_out: spin_sdk::http::ResponseOutparam) {
-    telemetry::spin::serve("auth", request, response_out, handle, unreadable_body).await;
+    let bodies = telemetry::spin::Bodies { max: api::MAX_BODY_BYTES, too_large: body_too_large, unreadable: unreadable_body };
+    telemetry::spin::serve("auth", request, response_out, handle, bodies).await;
+}
+
+/// The answer to a body over 64 KiB, refused before it is read to its end.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+fn body_too_large() -> Response {
+    let rendered = Error::PayloadTooLarge.render();
+    respond(rendered.status, rendered.headers, Some(rendered.body))
 }
 
 /// The answer to a request whose body could not be read (the client went away mid-upload).

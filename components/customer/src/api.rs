@@ -861,6 +861,11 @@ pub fn not_found(request: Request, _params: Params) -> Response {
     Reply::error(&Error::not_found(format!("No resource at {}.", request.path()))).into_response()
 }
 
+/// The answer to a body over the largest any route takes (the webhook's), refused unread.
+pub fn body_too_large() -> Response {
+    respond(Err(Error::PayloadTooLarge))
+}
+
 /// The answer to a request whose body could not be read (the client went away mid-upload).
 pub fn unreadable_body() -> Response {
     respond(Err(Error::bad_request("unreadable_body", "The request body could not be read to its end.")))

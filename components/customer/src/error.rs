@@ -115,7 +115,7 @@ impl Error {
             Self::NotFound { code, detail } => Problem::new(404, code, "Not found").with_detail(detail.clone()),
             Self::Conflict { code, detail } => Problem::new(409, code, "Conflict").with_detail(detail.clone()),
             Self::PayloadTooLarge => Problem::new(413, "payload_too_large", "Payload too large")
-                .with_detail("The request body exceeds 64 KiB."),
+                .with_detail("The request body exceeds what this route accepts: 64 KiB, or 512 KiB for Stripe webhooks."),
             Self::UnsupportedMediaType => Problem::new(415, "unsupported_media_type", "Unsupported media type")
                 .with_detail("Send the body as application/json."),
             Self::IdempotencyMismatch => Problem::new(422, "idempotency_key_reused", "Idempotency key reused")

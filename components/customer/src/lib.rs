@@ -26,7 +26,8 @@ use spin_sdk::http::{Method, Params, Request, Response, Router};
 #[cfg(target_arch = "wasm32")]
 #[spin_sdk::http_component]
 async fn serve(request: spin_sdk::http::IncomingRequest, response_out: spin_sdk::http::ResponseOutparam) {
-    telemetry::spin::serve("customer", request, response_out, handle, api::unreadable_body).await;
+    let bodies = telemetry::spin::Bodies { max: api::MAX_WEBHOOK_BODY, too_large: api::body_too_large, unreadable: api::unreadable_body };
+    telemetry::spin::serve("customer", request, response_out, handle, bodies).await;
 }
 
 /// Every route this component serves (the OpenAPI test reads this list).

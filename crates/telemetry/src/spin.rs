@@ -6,44 +6,98 @@
 //! [`serve`] does the same conversion and delivery, and logs that case as a JSON `WARN` line with
 //! the request's id.
 
-use spin_sdk::http::conversions::TryFromIncomingRequest as _;
+use futures::TryStreamExt as _;
 use spin_sdk::http::{IncomingRequest, OutgoingResponse, Request, Response, ResponseOutparam};
 
-/// Reads the request, answers it with `handle`, and delivers the answer. A request whose body
-/// cannot be read (the client went away mid-upload) is logged and answered with
-/// `unreadable_body` (the component's 400 problem), where the SDK would answer a plain-text 500
-/// and write plain text to stderr.
-pub async fn serve(
-    component: &'static str,
-    request: IncomingRequest,
-    response_out: ResponseOutparam,
-    handle: fn(Request) -> Response,
-    unreadable_body: fn() -> Response,
-) {
+/// How a component's entry point treats request bodies.
+pub struct Bodies {
+    /// The largest body any of its routes takes (each route may take less, and says so itself).
+    pub max: usize,
+    /// The answer to a larger body, refused before it is read to its end: the component's 413.
+    pub too_large: fn() -> Response,
+    /// The answer when the body cannot be read to its end (the client went away mid-upload):
+    /// the component's 400.
+    pub unreadable: fn() -> Response,
+}
+
+/// Why a body was not read.
+enum BodyError {
+    /// Declared or found larger than the limit (bytes seen, at least).
+    TooLarge(usize),
+    Unreadable(String),
+}
+
+/// Reads the request, answers it with `handle`, and delivers the answer. The body is read
+/// chunk by chunk and kept up to `bodies.max` only: spin-sdk's own reader keeps any body whole
+/// in memory, so a large enough upload would exhaust the instance's memory (a trap, a 500) before
+/// a route could refuse it. A body over the limit is answered with `bodies.too_large`; one that cannot be read with `bodies.unreadable`, where the
+/// SDK would answer a plain-text 500 and write plain text to stderr. Both are logged.
+pub async fn serve(component: &'static str, request: IncomingRequest, response_out: ResponseOutparam, handle: fn(Request) -> Response, bodies: Bodies) {
     let method = request.method().to_string();
     let path = request.path_with_query().unwrap_or_default();
-    // Read now, while the request is ours (the ids are needed only if the body cannot be read).
-    // The headers handle is dropped before the request is consumed, as wasi:http requires.
-    let (x_request_id, traceparent) = {
+    let mut builder = Request::builder();
+    builder.method(request.method()).uri(request.uri());
+    // Read now, while the request is ours (the ids are needed only if the body is refused). The
+    // headers handle is dropped before the request is consumed, as wasi:http requires.
+    let (x_request_id, traceparent, declared_length) = {
         let headers = request.headers();
         let first = |name: &str| headers.get(name).into_iter().next().and_then(|value| String::from_utf8(value).ok());
-        (first(crate::REQUEST_ID_HEADER), first(crate::TRACEPARENT_HEADER))
+        let ids = (first(crate::REQUEST_ID_HEADER), first(crate::TRACEPARENT_HEADER));
+        let declared = first("content-length").and_then(|value| value.trim().parse::<u64>().ok());
+        builder.headers(headers);
+        (ids.0, ids.1, declared)
     };
-    let response = match Request::try_from_incoming_request(request).await {
-        Ok(request) => handle(request),
+    let response = match read_body(request, declared_length, bodies.max).await {
+        Ok(body) => handle(builder.body(body).build()),
         Err(err) => {
             let request_id = crate::start(component, x_request_id.as_deref(), traceparent.as_deref());
-            crate::warn(
-                "request body not read",
-                &[("method", method.as_str().into()), ("path", crate::path_of(&path).into()), ("cause", err.to_string().into())],
-            );
-            let mut response = unreadable_body();
+            let (message, cause, mut response) = match err {
+                BodyError::TooLarge(seen) => ("request body too large", format!("at least {seen} bytes, over {}", bodies.max), (bodies.too_large)()),
+                BodyError::Unreadable(cause) => ("request body not read", cause, (bodies.unreadable)()),
+            };
+            crate::warn(message, &[("method", method.as_str().into()), ("path", crate::path_of(&path).into()), ("cause", cause.into())]);
             response.set_header(crate::REQUEST_ID_HEADER, request_id);
             crate::finish(&method, *response.status());
             response
         }
     };
     deliver(response_out, response).await;
+}
+
+/// How much of a refused body is still read, and dropped chunk by chunk, so that a client still
+/// sending it gets the 413 instead of a connection reset under its upload (the host closes a
+/// connection whose request was not read to its end). Past it, the answer goes out at once.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The body, if it is at most `max` bytes. A larger one is never kept beyond `max`: it is
+/// drained up to [`DRAIN_LIMIT`] (or refused at once when its declared length is over that).
+async fn read_body(request: IncomingRequest, declared_length: Option<u64>, max: usize) -> Result<Vec<u8>, BodyError> {
+    if let Some(declared) = declared_length.filter(|declared| *declared > DRAIN_LIMIT as u64) {
+        return Err(BodyError::TooLarge(usize::try_from(declared).unwrap_or(usize::MAX)));
+    }
+    let mut chunks = request.into_body_stream();
+    let mut body = Vec::new();
+    let mut seen = 0usize;
+    loop {
+        match chunks.try_next().await {
+            Ok(Some(chunk)) => {
+                seen = seen.saturating_add(chunk.len());
+                if seen > max {
+                    body = Vec::new();
+                    if seen > DRAIN_LIMIT {
+                        break;
+                    }
+                } else {
+                    body.extend_from_slice(&chunk);
+                }
+            }
+            Ok(None) => break,
+            // Too large already: that is the answer, however the upload ended.
+            Err(_) if seen > max => break,
+            Err(err) => return Err(BodyError::Unreadable(err.to_debug_string())),
+        }
+    }
+    if seen > max { Err(BodyError::TooLarge(seen)) } else { Ok(body) }
 }
 
 async fn deliver(response_out: ResponseOutparam, mut response: Response) {
