@@ -620,3 +620,19 @@ async fn unknown_fields_are_ignored_on_create() {
     assert_eq!(stripe_customers.len(), 1);
     assert_eq!(customer["stripe_customer_id"], stripe_customers[0]["id"]);
 }
+
+/// The owner of a key is `user:<id>`: with an id of 255 characters (the most the seed's ids
+/// hold) that is 260, and keyed writes of such a user must still be kept and replayed.
+#[tokio::test]
+async fn a_user_id_of_255_characters_keeps_its_idempotency_keys() {
+    let app = spawn(|_| {}).await;
+    let long = format!("legacy-{}", "x".repeat(248));
+    assert_eq!(long.len(), 255);
+    app.auth.add_user(&long, "Long Id", "long@example.org");
+    let key = [("idempotency-key", "long-1")];
+    let (status, first, _) = app.call("POST", "/api/v3/customers", &long, Some(json!({"area_ids": [1]})), &key).await;
+    assert_eq!(status, 201, "{first}\n{}", app.app.host.log());
+    let (status, again, headers) = app.call("POST", "/api/v3/customers", &long, Some(json!({"area_ids": [1]})), &key).await;
+    assert_eq!((status, &again), (201, &first));
+    assert_eq!(headers["idempotent-replayed"], "true");
+}
