@@ -299,6 +299,23 @@ async fn the_login_proxy_forwards_to_auth_in_a_split_deployment() {
         .await
         .unwrap();
     assert_eq!(behind_ingress["forwarded_for"], "203.0.113.7, 127.0.0.1", "{behind_ingress}");
+    // A login that already passed customer's proxy (auth_service_url pointing back at customer,
+    // or a client saying so) is refused, not forwarded again, and is no internal error.
+    let calls_before = auth.state.lock().unwrap().seen.len();
+    let looped = client
+        .post(host.url("/api/v3/auth/login"))
+        .header("x-forwarded-by", "customer")
+        .json(&json!({"email": "ada@example.org", "password": "pw"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(looped.status(), 508);
+    assert_eq!(looped.headers()["content-type"], "application/problem+json");
+    let looped: Value = looped.json().await.unwrap();
+    assert_eq!(looped["code"], "proxy_loop", "{looped}");
+    assert_eq!(auth.state.lock().unwrap().seen.len(), calls_before, "not forwarded");
+    assert!(!host.log().contains("\"message\":\"internal error\""), "{}", host.log());
+    assert!(host.log().contains("login proxy loop"), "{}", host.log());
     assert!(auth.state.lock().unwrap().seen.iter().any(|s| s.starts_with("POST /api/v3/auth/login")));
     let health: Value = client.get(host.url("/api/v3/customers/health")).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["auth"]["status"], "ok", "{health}");

@@ -815,7 +815,7 @@ pub fn login_proxy(request: Request, _params: Params) -> Response {
     let deps = Deps::new();
     respond((|| {
         if req.header("x-forwarded-by") == Some("customer") {
-            return Err(Error::Internal("login proxy loop: auth_service_url points back at customer".into()));
+            return Err(Error::ProxyLoop);
         }
         if req.body.len() > MAX_BODY {
             return Err(Error::PayloadTooLarge);

@@ -54,6 +54,11 @@ pub enum Error {
     /// 400: a webhook whose signature does not verify (or is stale or missing).
     #[error("webhook signature: {0}")]
     WebhookSignature(&'static str),
+    /// 508: a login already forwarded by customer's proxy reached it again: `auth_service_url`
+    /// points back at customer, or a client sent `X-Forwarded-By: customer`. Not ours to hide
+    /// as a 500: the request says it, and the answer names it.
+    #[error("login proxy loop")]
+    ProxyLoop,
     /// 500: anything else; the cause is logged, never sent.
     #[error("internal: {0}")]
     Internal(String),
@@ -95,6 +100,7 @@ impl Error {
                 telemetry::error("configuration error", &[("variable", (*variable).into()), ("problem", what.as_str().into())]);
             }
             Self::DatabaseUnavailable => telemetry::error("database unavailable", &[]),
+            Self::ProxyLoop => telemetry::warn("login proxy loop: the request was already forwarded by customer", &[]),
             _ => {}
         }
         self.problem_unlogged()
@@ -146,6 +152,9 @@ impl Error {
                     .with_detail("The billing provider did not answer; retry shortly.")
                     .with_retry_after(*retry_after)
             }
+            Self::ProxyLoop => Problem::new(508, "proxy_loop", "Loop detected").with_detail(
+                "This login was already forwarded by customer's proxy (X-Forwarded-By: customer): auth_service_url must point at auth.",
+            ),
             Self::DatabaseUnavailable => Problem::new(503, "database_unavailable", "Database unavailable")
                 .with_detail("The service's database is unreachable; retry shortly.")
                 .with_retry_after(5),
