@@ -274,6 +274,19 @@ async fn x_forwarded_for_is_believed_only_from_trusted_proxies() {
         "each client's failures and throttle events under its own address, none under the ingress's"
     );
 
+    // IPv6 clients are counted by their /64: a subscriber's network holds 2^64 addresses, each a
+    // fresh counter otherwise. The audit log keeps each full address.
+    for i in 1..=3 {
+        let answer = failed_login_via(&behind_ingress, &format!("2001:db8:1:2::{i}"), &format!("v6-{i}@example.org")).await;
+        assert_eq!(answer.status, 401, "{}", answer.text);
+    }
+    assert_problem(&failed_login_via(&behind_ingress, "2001:db8:1:2:ffff::9", "v6-9@example.org").await, 429, "too_many_attempts");
+    assert_eq!(failed_login_via(&behind_ingress, "2001:db8:1:3::1", "v6-9@example.org").await.status, 401, "another /64");
+    let counted = rows(&behind_ingress, "SELECT subject, failures FROM login_throttle WHERE scope = 'address' AND subject LIKE '2001:%' ORDER BY subject").await;
+    assert_eq!(counted, vec![vec!["2001:db8:1:2::/64".to_string(), "3".to_string()], vec!["2001:db8:1:3::/64".to_string(), "1".to_string()]]);
+    let audited = rows(&behind_ingress, "SELECT DISTINCT client_addr FROM audit_log WHERE client_addr LIKE '2001:db8:1:2:%' ORDER BY client_addr").await;
+    assert_eq!(audited.len(), 4, "{audited:?}");
+
     // Not trusted (the default): the header is the client's word, and every request counts
     // against the peer that sent it.
     let direct = app_with(&[("auth_login_max_failures_per_address", "3")]).await;

@@ -193,14 +193,14 @@ fn reauthenticate<S: Store>(
     password: &Password,
     action: &'static str,
 ) -> Result<Verified, Error> {
-    let (account, address) = store.counters(&user.email_hash, &ctx.client_addr)?;
+    let (account, address) = store.counters(&user.email_hash, &ctx.throttle_address())?;
     if let Some(retry_after) = throttle_wait(account, address, settings, ctx.now) {
         store.audit(&user_event(action, false, Some("throttled"), ctx, &user.id))?;
         return Err(Error::Throttled { retry_after });
     }
     match password::verify(password, user.password_hash.as_deref())? {
         Verified::Mismatch => {
-            store.record_failure(&user.email_hash, &ctx.client_addr, ctx.now, settings.throttle_window_secs)?;
+            store.record_failure(&user.email_hash, &ctx.throttle_address(), ctx.now, settings.throttle_window_secs)?;
             store.audit(&user_event(action, false, Some("wrong_password"), ctx, &user.id))?;
             Err(Error::WrongPassword)
         }
@@ -292,7 +292,7 @@ pub fn register<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, c
 /// same cost; 429 while the account or the address is throttled.
 pub fn login<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ctx: &Ctx, input: Credentials) -> Result<Session, Error> {
     let email_hash = crypto.email.blind_index(&input.email);
-    let (account, address) = store.counters(&email_hash, &ctx.client_addr)?;
+    let (account, address) = store.counters(&email_hash, &ctx.throttle_address())?;
     if let Some(retry_after) = throttle_wait(account, address, settings, ctx.now) {
         let mut audit = event("login_throttled", false, Some("throttled"), ctx);
         audit.email_hash = Some(email_hash);
@@ -304,7 +304,7 @@ pub fn login<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ctx:
     let row = match (row, verified) {
         (Some(row), Verified::Ok | Verified::OkNeedsRehash) => row,
         (row, _) => {
-            store.record_failure(&email_hash, &ctx.client_addr, ctx.now, settings.throttle_window_secs)?;
+            store.record_failure(&email_hash, &ctx.throttle_address(), ctx.now, settings.throttle_window_secs)?;
             let reason = match &row {
                 None => "unknown_email",
                 Some(user) if user.password_hash.is_none() => "password_reset_required",

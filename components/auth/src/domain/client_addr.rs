@@ -100,6 +100,20 @@ pub fn parse_addr(value: &str) -> Option<IpAddr> {
         .map(|ip| ip.to_canonical())
 }
 
+/// The key under which failures from `client` are counted per address: an IPv4 address as it
+/// is, an IPv6 address by its /64 (one subscriber's network: anyone holding a /64 could otherwise
+/// count each failure under a fresh address), anything else (`unknown`) as it is.
+pub fn throttle_scope(client: &str) -> String {
+    match parse_addr(client) {
+        Some(IpAddr::V6(v6)) => {
+            let network = u128::from(v6) & !(u128::MAX >> 64);
+            format!("{}/64", std::net::Ipv6Addr::from(network))
+        }
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        None => client.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -112,6 +126,16 @@ mod tests {
 
     fn proxies(value: &str) -> TrustedProxies {
         TrustedProxies::parse(value).expect("test proxies")
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_and_ipv4_ones_alone() {
+        assert_eq!(throttle_scope("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::/64");
+        assert_eq!(throttle_scope("2001:db8:1:2::ffff"), throttle_scope("2001:db8:1:2:1:2:3:4"));
+        assert_ne!(throttle_scope("2001:db8:1:2::1"), throttle_scope("2001:db8:1:3::1"));
+        assert_eq!(throttle_scope("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(throttle_scope("192.0.2.7"), "192.0.2.7");
+        assert_eq!(throttle_scope("unknown"), "unknown");
     }
 
     #[test]

@@ -70,6 +70,13 @@ pub struct Ctx {
     pub client_addr: String,
 }
 
+impl Ctx {
+    /// Where this client's failed logins are counted (its /64 for IPv6).
+    pub fn throttle_address(&self) -> String {
+        client_addr::throttle_scope(&self.client_addr)
+    }
+}
+
 impl From<StoreError> for Error {
     fn from(err: StoreError) -> Self {
         match err {
