@@ -166,8 +166,8 @@ fn start_session<S: Store>(
 fn lock_confirmed<S: Store>(store: &mut S, checked: &UserRow) -> Result<UserRow, Error> {
     match store.lock_user(&checked.id)? {
         None => Err(Error::InvalidToken),
-        Some(now) if now.password_hash != checked.password_hash => Err(Error::WrongPassword),
-        Some(now) => Ok(now),
+        Some(locked) if locked.password_hash != checked.password_hash => Err(Error::WrongPassword),
+        Some(locked) => Ok(locked),
     }
 }
 
@@ -328,20 +328,20 @@ pub fn login<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ctx:
     let session = start_session(store, crypto, settings, ctx, &row.id, audit, |store| {
         // A password changed (or the account deleted) since the check: no session, as for a
         // wrong password.
-        let now = lock_confirmed(store, &row).map_err(|err| match err {
+        let locked = lock_confirmed(store, &row).map_err(|err| match err {
             Error::WrongPassword | Error::InvalidToken => Error::InvalidCredentials,
             other => other,
         })?;
-        let mut write = write_of(&now);
-        let resealed = reseal_if_needed(crypto, &now, &mut write)?;
+        let mut write = write_of(&locked);
+        let resealed = reseal_if_needed(crypto, &locked, &mut write)?;
         if let Some(hash) = rehash {
             write.password_hash = Some(hash);
         }
-        if !resealed && write.password_hash == now.password_hash {
-            return Ok(now);
+        if !resealed && write.password_hash == locked.password_hash {
+            return Ok(locked);
         }
-        store.update_user(&now.id, &write)?;
-        Ok(store.user_by_id(&now.id)?.unwrap_or(now))
+        store.update_user(&locked.id, &write)?;
+        Ok(store.user_by_id(&locked.id)?.unwrap_or(locked))
     });
     if session.as_ref().is_err_and(|err| *err == Error::InvalidCredentials) {
         store.audit(&user_event("login", false, Some("password_changed"), ctx, &row.id))?;
@@ -491,11 +491,11 @@ pub fn update_profile<S: Store>(
     let updated = in_transaction(store, |store| {
         // Written over the row as it is now: what another request committed since our read (a
         // password change, above all) is kept, not overwritten with the value we read.
-        let now = match &change.current_password {
+        let locked = match &change.current_password {
             Some(_) => lock_confirmed(store, &row)?,
             None => store.lock_user(&row.id)?.ok_or(Error::InvalidToken)?,
         };
-        let mut write = write_of(&now);
+        let mut write = write_of(&locked);
         if let Some(name) = &new_name {
             write.name = name.clone();
         }
@@ -505,7 +505,7 @@ pub fn update_profile<S: Store>(
                 write.email_encrypted = sealed;
             }
             None => {
-                reseal_if_needed(crypto, &now, &mut write)?;
+                reseal_if_needed(crypto, &locked, &mut write)?;
             }
         }
         store.update_user(&row.id, &write).map_err(|err| match err {
@@ -546,9 +546,9 @@ pub fn change_password<S: Store>(
     let new_hash = password::hash(new)?;
     in_transaction(store, |store| {
         // Changed by another request since our check, the password given is no longer current.
-        let now = lock_confirmed(store, &row)?;
-        let mut write = write_of(&now);
-        reseal_if_needed(crypto, &now, &mut write)?;
+        let locked = lock_confirmed(store, &row)?;
+        let mut write = write_of(&locked);
+        reseal_if_needed(crypto, &locked, &mut write)?;
         write.password_hash = Some(new_hash);
         write.must_reset_password = false;
         store.update_user(&row.id, &write)?;
