@@ -4,7 +4,7 @@
 //! stderr when the response cannot be delivered (the caller went away: a client that
 //! disconnected, a chained call that timed out), which breaks the one-JSON-object-per-line log.
 //! [`serve`] does the same conversion and delivery, and logs that case as a JSON `WARN` line with
-//! the request's id.
+//! the request's id. It also reads the request body with a limit, which the SDK does not.
 
 use futures::TryStreamExt as _;
 use spin_sdk::http::{IncomingRequest, OutgoingResponse, Request, Response, ResponseOutparam};
@@ -29,9 +29,10 @@ enum BodyError {
 
 /// Reads the request, answers it with `handle`, and delivers the answer. The body is read
 /// chunk by chunk and kept up to `bodies.max` only: spin-sdk's own reader keeps any body whole
-/// in memory, so a large enough upload would exhaust the instance's memory (a trap, a 500) before
-/// a route could refuse it. A body over the limit is answered with `bodies.too_large`; one that cannot be read with `bodies.unreadable`, where the
-/// SDK would answer a plain-text 500 and write plain text to stderr. Both are logged.
+/// in memory, so a large enough upload would exhaust the instance's memory (a trap, a 500)
+/// before a route could refuse it. A body over the limit is answered with `bodies.too_large`;
+/// one that cannot be read with `bodies.unreadable`, where the SDK would answer a plain-text 500
+/// and write plain text to stderr. Both are logged.
 pub async fn serve(component: &'static str, request: IncomingRequest, response_out: ResponseOutparam, handle: fn(Request) -> Response, bodies: Bodies) {
     let method = request.method().to_string();
     let path = request.path_with_query().unwrap_or_default();
