@@ -13,14 +13,7 @@ use support::{CustomerApp, spawn};
 /// The `error` of every logged call to `target` that got no answer (`could not connect: ...`,
 /// `timed out: ...`), from the host's JSON log lines.
 fn call_errors(app: &CustomerApp, target: &str) -> Vec<String> {
-    app.app
-        .host
-        .log()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|l| l["message"] == "call" && l["target"] == target)
-        .filter_map(|l| l["error"].as_str().map(str::to_string))
-        .collect()
+    support::call_lines(&app.app, target).iter().filter_map(|l| l["error"].as_str().map(str::to_string)).collect()
 }
 
 /// The POSTs to `/v1/customers` localstripe saw, in order: (Idempotency-Key, status).

@@ -432,6 +432,16 @@ pub struct CustomerApp {
     pub key: Key,
 }
 
+/// The host's `call` log lines for calls from customer to `target` (`auth`, `stripe`), in order.
+pub fn call_lines(app: &TestApp, target: &str) -> Vec<Value> {
+    app.host
+        .log()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|l| l["message"] == "call" && l["target"] == target)
+        .collect()
+}
+
 /// Waits (up to 20 s) until a signed webhook about `stripe_subscription` has been applied: the
 /// proof that localstripe's events reach the app and pass its signature check.
 pub async fn wait_for_applied_webhook(app: &TestApp, stripe_subscription: &str) {

@@ -57,13 +57,9 @@ async fn a_burst_while_auth_hangs_never_waits_past_the_timeout_and_the_breaker_r
         calls_after_wave.push(app.auth.profile_calls());
         if wave == 0 {
             // Every call the first wave made to auth ended by timing out.
-            let timed_out = app
-                .app
-                .host
-                .log()
-                .lines()
-                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-                .filter(|l| l["message"] == "call" && l["target"] == "auth" && l["error"].as_str().is_some_and(|e| e.starts_with("timed out")))
+            let timed_out = support::call_lines(&app.app, "auth")
+                .iter()
+                .filter(|l| l["error"].as_str().is_some_and(|e| e.starts_with("timed out")))
                 .count();
             let asked = calls_after_wave[1] - calls_after_wave[0];
             assert!(asked > 0 && timed_out == asked, "{asked} auth calls, {timed_out} timed out:\n{}", app.app.host.log());

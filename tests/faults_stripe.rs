@@ -44,14 +44,8 @@ async fn a_slow_stripe_times_out_and_the_retry_reuses_the_key() {
     let (status, body, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1]})), &[]).await;
     assert_eq!(status, 201, "{body}\n{}", app.app.host.log());
     // The timeout path ran: the first attempt is logged as timed out, the second answered.
-    let attempts: Vec<Value> = app
-        .app
-        .host
-        .log()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|l| l["message"] == "call" && l["target"] == "stripe" && l["method"] == "POST" && l["path"] == "/v1/customers")
-        .collect();
+    let attempts: Vec<Value> =
+        support::call_lines(&app.app, "stripe").into_iter().filter(|l| l["method"] == "POST" && l["path"] == "/v1/customers").collect();
     assert_eq!(attempts.len(), 2, "{attempts:?}");
     assert!(attempts[0]["error"].as_str().is_some_and(|e| e.starts_with("timed out")), "{attempts:?}");
     assert_eq!((attempts[1]["attempt"].as_u64(), attempts[1]["status"].as_u64()), (Some(2), Some(200)), "{attempts:?}");

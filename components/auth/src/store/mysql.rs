@@ -33,6 +33,13 @@ impl MysqlStore {
             .map_err(|err| classify(what, &err))
     }
 
+    /// The user the condition `filter` (one bound value, `value`) finds: the one query behind
+    /// the lookups by id and by email, and the locking read.
+    fn one_user(&self, what: &str, filter: &str, value: &str) -> Result<Option<UserRow>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM client_auth WHERE {filter}");
+        self.rows(what, &sql, &[s(value)])?.first().map(|row| user_row(row)).transpose()
+    }
+
     /// A health probe: `SELECT 1`.
     pub fn ping(&self) -> Result<(), StoreError> {
         self.rows("ping", "SELECT 1", &[]).map(|_| ())
@@ -185,19 +192,11 @@ impl Store for MysqlStore {
     }
 
     fn user_by_id(&mut self, id: &str) -> Result<Option<UserRow>, StoreError> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM client_auth WHERE id = ?");
-        self.rows("user by id", &sql, &[s(id)])?
-            .first()
-            .map(|row| user_row(row))
-            .transpose()
+        self.one_user("user by id", "id = ?", id)
     }
 
     fn lock_user(&mut self, id: &str) -> Result<Option<UserRow>, StoreError> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM client_auth WHERE id = ? FOR UPDATE");
-        self.rows("lock user", &sql, &[s(id)])?
-            .first()
-            .map(|row| user_row(row))
-            .transpose()
+        self.one_user("lock user", "id = ? FOR UPDATE", id)
     }
 
     fn user_and_access_record(&mut self, id: &str, access_token_hash: &str) -> Result<Option<(UserRow, bool)>, StoreError> {
@@ -216,11 +215,7 @@ impl Store for MysqlStore {
     }
 
     fn user_by_email_hash(&mut self, email_hash: &str) -> Result<Option<UserRow>, StoreError> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM client_auth WHERE email_hash = ?");
-        self.rows("user by email", &sql, &[s(email_hash)])?
-            .first()
-            .map(|row| user_row(row))
-            .transpose()
+        self.one_user("user by email", "email_hash = ?", email_hash)
     }
 
     fn users_by_ids(&mut self, ids: &[String]) -> Result<Vec<UserRow>, StoreError> {
