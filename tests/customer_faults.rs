@@ -212,6 +212,30 @@ async fn a_slow_auth_is_cut_off_at_the_timeout_with_a_503() {
 }
 
 #[tokio::test]
+async fn an_auth_that_trickles_its_answer_is_cut_off_at_the_whole_answer_deadline() {
+    let app = spawn(|vars| {
+        vars.insert("auth_timeout_ms".into(), "500".into());
+    })
+    .await;
+    app.auth.add_user("u-1", "Ada", "ada@example.org");
+    let (status, _, _) = app.call("GET", "/api/v3/customers/me", "u-1", None, &[]).await;
+    assert_eq!(status, 404);
+    // Every byte comes 300 ms after the last, inside the 500 ms between-bytes timeout: the
+    // profile (over 150 bytes) would take most of a minute, each wait on its own never too long.
+    app.auth.state.lock().unwrap().trickle = Some(Duration::from_millis(300));
+    let (status, body, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1]})), &[]).await;
+    assert_eq!((status, body["code"].as_str()), (503, Some("auth_unavailable")), "{body}");
+    let errors = call_errors(&app, "auth");
+    // `auth_timeout_ms` bounds the whole answer, not only each wait.
+    assert!(
+        errors.iter().any(|e| e == "timed out: no whole answer within 500 ms"),
+        "the profile call hit the whole-answer deadline: {errors:?}\n{}",
+        app.app.host.log()
+    );
+    assert!(app.stripe.customers_of("u-1").await.is_empty());
+}
+
+#[tokio::test]
 async fn an_answer_from_auth_that_does_not_validate_is_never_passed_on() {
     let app = spawn(|_| {}).await;
     app.auth.add_user("u-1", "Ada", "ada@example.org");

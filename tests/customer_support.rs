@@ -229,6 +229,9 @@ pub struct AuthState {
     pub seen: Vec<String>,
     /// Answer nothing for this long (a slow auth).
     pub delay: Option<Duration>,
+    /// Send the head at once, then the body a byte at a time, this long apart (an auth that
+    /// trickles its answer, each byte inside the client's between-bytes timeout).
+    pub trickle: Option<Duration>,
     /// Answer this instead of the user (a broken auth).
     pub garbage: Option<Value>,
 }
@@ -342,10 +345,10 @@ async fn serve(listener: TcpListener, state: Arc<Mutex<AuthState>>) {
             };
             let authorization = header("authorization").unwrap_or_default();
             let forwarded_for = header("x-forwarded-for");
-            let (delay, answer) = {
+            let (delay, trickle, answer) = {
                 let mut s = state.lock().unwrap();
                 s.seen.push(format!("{method} {path} {authorization}"));
-                (s.delay, route(&s, &method, &path, &authorization, forwarded_for.as_deref(), &body))
+                (s.delay, s.trickle, route(&s, &method, &path, &authorization, forwarded_for.as_deref(), &body))
             };
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;
@@ -356,7 +359,18 @@ async fn serve(listener: TcpListener, state: Arc<Mutex<AuthState>>) {
                 "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
                 text.len()
             );
-            let _ = socket.write_all(response.as_bytes()).await;
+            if let Some(gap) = trickle {
+                let (head, body) = response.split_at(response.len() - text.len());
+                let _ = socket.write_all(head.as_bytes()).await;
+                for byte in body.as_bytes() {
+                    tokio::time::sleep(gap).await;
+                    if socket.write_all(&[*byte]).await.is_err() {
+                        return;
+                    }
+                }
+            } else {
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
             let _ = socket.shutdown().await;
         });
     }

@@ -335,7 +335,7 @@ impl Deps {
         let timeout = Duration::from_millis(u64::try_from(config::number(config::AUTH_TIMEOUT_MS, 2000)?).unwrap_or(2000));
         Ok(AuthSettings {
             base_url: config::required(config::AUTH_SERVICE_URL)?,
-            timeouts: Timeouts { connect: timeout.min(Duration::from_secs(1)), first_byte: timeout, between_bytes: timeout },
+            timeouts: Timeouts { connect: timeout.min(Duration::from_secs(1)), ..Timeouts::all(timeout) },
             cache_ttl: config::non_negative(config::PROFILE_CACHE_TTL_SECS, 60)?,
             stale_ttl: 24 * 60 * 60,
             threshold: 5,

@@ -1,6 +1,8 @@
 //! Outbound HTTP with timeouts. spin-sdk 5.2's `http::send` offers no timeouts, so this sends
 //! through wasi:http directly with `request-options` (connect, first byte, between bytes), which
-//! Spin honours. A dead dependency costs at most the timeout, never a hang.
+//! Spin honours. Those bound each wait; the whole answer must also arrive within
+//! `Timeouts::whole_answer` (a timer polled beside each wait), so a peer that trickles its
+//! answer costs no more than one that hangs. A dead dependency costs at most that, never a hang.
 
 use std::time::Instant;
 
@@ -8,6 +10,8 @@ use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use spin_sdk::wit::wasi::http0_2_0::types::{
     ErrorCode, Fields, FutureIncomingResponse, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
+use wasi::clocks::monotonic_clock;
+use wasi::io::poll::{self, Pollable};
 use wasi::io::streams::StreamError;
 
 use crate::transport::{HttpRequest, HttpResponse, Pending, Timeouts, Transport, TransportError};
@@ -58,6 +62,8 @@ fn classify(code: ErrorCode) -> TransportError {
 struct InFlight {
     pending: FutureIncomingResponse,
     started: Instant,
+    /// The whole answer must be in by then.
+    deadline: Instant,
 }
 
 /// Hands one request (headers and whole body) to the host; the host sends it from here on.
@@ -113,14 +119,20 @@ fn begin(
         }
     }
     OutgoingBody::finish(outgoing_body, None).map_err(classify)?;
-    Ok(InFlight { pending, started })
+    Ok(InFlight { pending, started, deadline: started + timeouts.whole_answer })
 }
 
 impl InFlight {
     /// Waits for the answer and reads its whole body (at most `max_body` bytes).
     fn finish(self, max_body: usize) -> Result<HttpResponse, TransportError> {
-        let InFlight { pending, started } = self;
-        pending.subscribe().block();
+        let InFlight { pending, started, deadline } = self;
+        let late = || {
+            let limit = deadline.saturating_duration_since(started);
+            TransportError::Timeout(format!("no whole answer within {} ms", limit.as_millis()))
+        };
+        if !ready_before(&pending.subscribe(), deadline) {
+            return Err(late());
+        }
         let response = match pending.get() {
             Some(Ok(Ok(response))) => response,
             Some(Ok(Err(code))) => return Err(classify(code)),
@@ -135,7 +147,10 @@ impl InFlight {
             let stream =
                 incoming.stream().map_err(|()| TransportError::Interrupted("response stream unavailable".into()))?;
             loop {
-                match stream.blocking_read(64 * 1024) {
+                if !ready_before(&stream.subscribe(), deadline) {
+                    return Err(late());
+                }
+                match stream.read(64 * 1024) {
                     Ok(chunk) => {
                         body.extend_from_slice(&chunk);
                         if body.len() > max_body {
@@ -151,6 +166,14 @@ impl InFlight {
         }
         Ok(HttpResponse { status, headers, body, elapsed: started.elapsed() })
     }
+}
+
+/// Waits until `ready` is, or `deadline` passes; false when the deadline came first.
+fn ready_before(ready: &Pollable, deadline: Instant) -> bool {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let timer = monotonic_clock::subscribe_duration(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX));
+    poll::poll(&[ready, &timer]);
+    ready.ready()
 }
 
 fn split_url(url: &str) -> Result<(Scheme, &str, &str), TransportError> {

@@ -22,6 +22,8 @@ pub const TIMEOUTS: Timeouts = Timeouts {
     connect: Duration::from_secs(3),
     first_byte: Duration::from_secs(10),
     between_bytes: Duration::from_secs(10),
+    // Stripe answers in well under a second; a 2 MiB list page that takes 20 s is a fault.
+    whole_answer: Duration::from_secs(20),
 };
 const MAX_BODY: usize = 2 * 1024 * 1024;
 

@@ -12,11 +12,15 @@ pub struct Timeouts {
     pub connect: Duration,
     pub first_byte: Duration,
     pub between_bytes: Duration,
+    /// From sending to the last byte of the answer. The others bound one wait each; this
+    /// bounds the call, so a peer trickling a byte just inside `between_bytes` cannot hold a
+    /// request up to the body cap.
+    pub whole_answer: Duration,
 }
 
 impl Timeouts {
     pub const fn all(limit: Duration) -> Self {
-        Self { connect: limit, first_byte: limit, between_bytes: limit }
+        Self { connect: limit, first_byte: limit, between_bytes: limit, whole_answer: limit }
     }
 }
 
