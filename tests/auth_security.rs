@@ -36,6 +36,53 @@ async fn fifty_concurrent_registrations_of_one_email_make_one_account() {
 }
 
 #[tokio::test]
+async fn concurrent_guesses_get_no_more_password_checks_than_the_limit() {
+    // Per account 10 (the default); per address raised so that only the account limit applies.
+    let app = app_with(&[("auth_login_max_failures_per_address", "1000")]).await;
+    register(&app, "Ada", "ada@example.org").await;
+    // 40 guesses at once. Counted only once checked, every one of them would be checked (each
+    // reads the counter before any has failed). Counted before the check, at most 10 are.
+    let guesses = (0..40).map(|i| {
+        let app = &app;
+        async move { login(app, "ada@example.org", &format!("burst-guess-{i}")).await }
+    });
+    let answers = join_all(guesses).await;
+    let checked = answers.iter().filter(|a| a.status == 401 && a.body["code"] == "invalid_credentials").count();
+    let refused: Vec<u64> = answers
+        .iter()
+        .filter(|a| a.status == 429 && a.body["code"] == "too_many_attempts")
+        .map(|a| a.retry_after.as_deref().and_then(|v| v.parse().ok()).expect("Retry-After"))
+        .collect();
+    let others: Vec<_> = answers.iter().filter(|a| a.status != 401 && a.status != 429).map(|a| a.text.clone()).collect();
+    assert_eq!(checked + refused.len(), 40, "unexpected answers: {others:?}\n{}", app.host.log());
+    // The first ten to begin are checked; the rest wait for them.
+    assert_eq!(checked, 10, "guesses checked in the burst");
+    // Refused while checks were in flight: retry in a second; once 10 failed: the window.
+    assert!(refused.iter().all(|r| *r == 1 || (890..=900).contains(r)), "{refused:?}");
+    // The refused guesses were counted nowhere: guessing on, one at a time, the account gets
+    // exactly 10 checks in all before its window's wait.
+    let mut sequential = 0;
+    loop {
+        let answer = login(&app, "ada@example.org", &format!("next-guess-{sequential}")).await;
+        if answer.status == 429 {
+            let retry: u64 = answer.retry_after.as_deref().and_then(|v| v.parse().ok()).expect("Retry-After");
+            assert!((890..=900).contains(&retry), "{retry}");
+            break;
+        }
+        assert_problem(&answer, 401, "invalid_credentials");
+        sequential += 1;
+        assert!(checked + sequential <= 10, "more than 10 guesses checked");
+    }
+    assert_eq!(checked + sequential, 10);
+    let events = audit(&app).await;
+    assert_eq!(events.iter().filter(|e| e.0 == "login" && e.2 == "wrong_password").count(), 10);
+    let counters = rows(&app, "SELECT scope, failures FROM login_throttle ORDER BY scope").await;
+    assert_eq!(counters, vec![vec!["account", "10"], vec!["address", "10"]]);
+    assert_eq!(rows(&app, "SELECT COUNT(*) FROM login_checks").await, vec![vec!["0"]], "no check left in flight");
+    assert_problem(&login(&app, "ada@example.org", PASSWORD).await, 429, "too_many_attempts");
+}
+
+#[tokio::test]
 async fn reusing_a_rotated_refresh_token_revokes_the_whole_family() {
     let app = app_with(&[("auth_refresh_grace_secs", "0")]).await;
     let session = register(&app, "Ada", "ada@example.org").await;

@@ -8,7 +8,7 @@ use super::fields::Name;
 use super::ids::{is_plausible_user_id, new_user_id};
 use super::password::{self, Password, Verified};
 use super::ports::{
-    AuditEvent, Counter, EMAIL_UNIQUE, NewRefresh, NewUser, RefreshRow, Store, StoreError, UserRow, UserWrite,
+    Attempt, AuditEvent, CheckStart, Counter, EMAIL_UNIQUE, NewRefresh, NewUser, RefreshRow, Store, StoreError, UserRow, UserWrite,
 };
 use super::{Crypto, Ctx, Settings};
 use crate::error::{Error, FieldError};
@@ -171,16 +171,63 @@ fn lock_confirmed<S: Store>(store: &mut S, checked: &UserRow) -> Result<UserRow,
     }
 }
 
-/// Seconds to wait when either counter is over its limit, else `None`.
-fn throttle_wait(account: Option<Counter>, address: Option<Counter>, settings: &Settings, now: u64) -> Option<u64> {
+/// Seconds to wait when either key's settled failures have reached its limit, else `None`.
+fn throttle_wait(account: Counter, address: Counter, settings: &Settings, now: u64) -> Option<u64> {
     let window = settings.throttle_window_secs;
-    let account_wait = account
+    let account_wait = Some(account)
         .filter(|c| c.failures >= settings.account_max_failures)
         .map(|c| (c.last_failure_at + window).saturating_sub(now));
-    let address_wait = address
+    let address_wait = Some(address)
         .filter(|c| c.failures >= settings.address_max_failures)
         .map(|c| (c.window_started_at + window).saturating_sub(now));
     account_wait.into_iter().chain(address_wait).filter(|wait| *wait > 0).max()
+}
+
+/// `Retry-After` when the checks in flight fill what the settled failures leave: they end in
+/// well under a second.
+const IN_FLIGHT_RETRY_SECS: u64 = 1;
+
+/// A password check counted against the throttle before it runs.
+struct CountedAttempt<'a> {
+    check: CheckStart,
+    account: &'a str,
+    address: String,
+}
+
+impl<'a> CountedAttempt<'a> {
+    /// Counts a check on `account` from this client before it runs, so that concurrent checks
+    /// see each other: however many arrive at once, the failures and the checks ahead in flight
+    /// together never pass a limit. `Err(retry_after)` when they would; that attempt is then
+    /// counted nowhere. Its wait is the window's when recorded failures reached the limit, and
+    /// a second when checks in flight fill the rest (they may all succeed).
+    fn reserve<S: Store>(store: &mut S, settings: &Settings, ctx: &Ctx, account: &'a str) -> Result<Result<Self, u64>, Error> {
+        let address = ctx.throttle_address();
+        let check = store.begin_check(account, &address, ctx.now)?;
+        let attempt = CountedAttempt { check, account, address };
+        let window = settings.throttle_window_secs;
+        // Failures still counting: an account's streak ends a window after its last failure,
+        // an address's count a window after its window started.
+        let live = |c: Counter, since: u64| if ctx.now.saturating_sub(since) < window { c.failures } else { 0 };
+        let full = |c: Counter, since: u64, ahead: u32, max: u32| live(c, since).saturating_add(ahead) >= max;
+        let retry_after = throttle_wait(check.account, check.address, settings, ctx.now).or_else(|| {
+            let account_full =
+                full(check.account, check.account.last_failure_at, check.account_ahead, settings.account_max_failures);
+            let address_full =
+                full(check.address, check.address.window_started_at, check.address_ahead, settings.address_max_failures);
+            (account_full || address_full).then_some(IN_FLIGHT_RETRY_SECS)
+        });
+        match retry_after {
+            None => Ok(Ok(attempt)),
+            Some(retry_after) => {
+                attempt.settle(store, settings, ctx, Attempt::Refused)?;
+                Ok(Err(retry_after))
+            }
+        }
+    }
+
+    fn settle<S: Store>(&self, store: &mut S, settings: &Settings, ctx: &Ctx, outcome: Attempt) -> Result<(), Error> {
+        Ok(store.end_check(&self.check, self.account, &self.address, ctx.now, settings.throttle_window_secs, outcome)?)
+    }
 }
 
 /// Checks a password of a signed-in user who confirms a sensitive change: throttled like a
@@ -193,21 +240,21 @@ fn reauthenticate<S: Store>(
     password: &Password,
     action: &'static str,
 ) -> Result<Verified, Error> {
-    let (account, address) = store.counters(&user.email_hash, &ctx.throttle_address())?;
-    if let Some(retry_after) = throttle_wait(account, address, settings, ctx.now) {
-        store.audit(&user_event(action, false, Some("throttled"), ctx, &user.id))?;
-        return Err(Error::Throttled { retry_after });
-    }
+    let attempt = match CountedAttempt::reserve(store, settings, ctx, &user.email_hash)? {
+        Ok(attempt) => attempt,
+        Err(retry_after) => {
+            store.audit(&user_event(action, false, Some("throttled"), ctx, &user.id))?;
+            return Err(Error::Throttled { retry_after });
+        }
+    };
     match password::verify(password, user.password_hash.as_deref())? {
         Verified::Mismatch => {
-            store.record_failure(&user.email_hash, &ctx.throttle_address(), ctx.now, settings.throttle_window_secs)?;
+            attempt.settle(store, settings, ctx, Attempt::Failed)?;
             store.audit(&user_event(action, false, Some("wrong_password"), ctx, &user.id))?;
             Err(Error::WrongPassword)
         }
         verified => {
-            if account.is_some_and(|c| c.failures > 0) {
-                store.clear_account(&user.email_hash)?;
-            }
+            attempt.settle(store, settings, ctx, Attempt::Succeeded)?;
             Ok(verified)
         }
     }
@@ -292,19 +339,21 @@ pub fn register<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, c
 /// same cost; 429 while the account or the address is throttled.
 pub fn login<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ctx: &Ctx, input: Credentials) -> Result<Session, Error> {
     let email_hash = crypto.email.blind_index(&input.email);
-    let (account, address) = store.counters(&email_hash, &ctx.throttle_address())?;
-    if let Some(retry_after) = throttle_wait(account, address, settings, ctx.now) {
-        let mut audit = event("login_throttled", false, Some("throttled"), ctx);
-        audit.email_hash = Some(email_hash);
-        store.audit(&audit)?;
-        return Err(Error::Throttled { retry_after });
-    }
+    let attempt = match CountedAttempt::reserve(store, settings, ctx, &email_hash)? {
+        Ok(attempt) => attempt,
+        Err(retry_after) => {
+            let mut audit = event("login_throttled", false, Some("throttled"), ctx);
+            audit.email_hash = Some(email_hash);
+            store.audit(&audit)?;
+            return Err(Error::Throttled { retry_after });
+        }
+    };
     let row = store.user_by_email_hash(&email_hash)?;
     let verified = password::verify(&input.password, row.as_ref().and_then(|u| u.password_hash.as_deref()))?;
     let row = match (row, verified) {
         (Some(row), Verified::Ok | Verified::OkNeedsRehash) => row,
         (row, _) => {
-            store.record_failure(&email_hash, &ctx.throttle_address(), ctx.now, settings.throttle_window_secs)?;
+            attempt.settle(store, settings, ctx, Attempt::Failed)?;
             let reason = match &row {
                 None => "unknown_email",
                 Some(user) if user.password_hash.is_none() => "password_reset_required",
@@ -317,9 +366,7 @@ pub fn login<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ctx:
             return Err(Error::InvalidCredentials);
         }
     };
-    if account.is_some() {
-        store.clear_account(&email_hash)?;
-    }
+    attempt.settle(store, settings, ctx, Attempt::Succeeded)?;
     let rehash = match verified {
         Verified::OkNeedsRehash => Some(password::hash(&input.password)?),
         _ => None,

@@ -122,7 +122,53 @@ fn the_tenth_consecutive_failure_throttles_the_account_then_it_recovers() {
     ));
     // After the window, the right password works and resets the counter.
     login(&mut store, &crypto, &settings, &ctx(NOW + 9 + 900), credentials("ada@example.org", "analytical-engine-1843")).expect("recovered");
-    assert!(store.state.counters.get(&("account", store.state.users.values().next().expect("user").email_hash.clone())).is_none());
+    let email_hash = store.state.users.values().next().expect("user").email_hash.clone();
+    assert!(store.state.counters.get(&("account", email_hash)).is_none());
+    // The address counts failures only (20 here, the ghost's too), and no check is left in flight.
+    assert_eq!(store.state.counters[&("address", "192.0.2.1".into())].failures, 20);
+    assert!(store.state.checks.is_empty());
+}
+
+#[test]
+fn checks_in_flight_count_against_the_limit_so_concurrency_cannot_overshoot_it() {
+    let settings = Settings { account_max_failures: 3, ..Settings::default() };
+    let two_failures = || {
+        let (mut store, crypto, _, _) = setup();
+        for i in 0..2 {
+            let _ = login(&mut store, &crypto, &settings, &ctx(NOW + i), credentials("ada@example.org", "wrong-password-x"));
+        }
+        let account = crypto.email.blind_index(&parse_email("email", "ada@example.org").expect("email"));
+        (store, crypto, account)
+    };
+    let (mut store, crypto, account) = two_failures();
+    // Two failures: a third check may run. While it runs, every other attempt is refused, as it
+    // would be if the running one turned out wrong, but told to retry in a second, not to wait
+    // out the window: the running one may be right.
+    let running = CountedAttempt::reserve(&mut store, &settings, &ctx(NOW + 5), &account).expect("store").expect("third check");
+    for i in 0..5 {
+        let refused = CountedAttempt::reserve(&mut store, &settings, &ctx(NOW + 6 + i), &account).expect("store");
+        assert_eq!(refused.err(), Some(1), "attempt {i}");
+    }
+    // The refused ones are counted nowhere.
+    assert_eq!((store.state.counters[&("account", account.clone())].failures, store.state.checks.len()), (2, 1));
+    running.settle(&mut store, &settings, &ctx(NOW + 7), Attempt::Failed).expect("settled");
+    let err = login(&mut store, &crypto, &settings, &ctx(NOW + 8), credentials("ada@example.org", "analytical-engine-1843")).unwrap_err();
+    assert_eq!(err, Error::Throttled { retry_after: 7 + 900 - 8 }, "the third failure starts the window's wait");
+
+    // Had the running check been right, the account would have been free again.
+    let (mut store, crypto, account) = two_failures();
+    let running = CountedAttempt::reserve(&mut store, &settings, &ctx(NOW + 5), &account).expect("store").expect("third check");
+    assert_eq!(CountedAttempt::reserve(&mut store, &settings, &ctx(NOW + 6), &account).expect("store").err(), Some(1));
+    running.settle(&mut store, &settings, &ctx(NOW + 7), Attempt::Succeeded).expect("settled");
+    login(&mut store, &crypto, &settings, &ctx(NOW + 8), credentials("ada@example.org", "analytical-engine-1843")).expect("free again");
+
+    // A check never ended (its instance died) stops counting after a minute.
+    let (mut store, crypto, account) = two_failures();
+    let _lost = CountedAttempt::reserve(&mut store, &settings, &ctx(NOW + 5), &account).expect("store").expect("third check");
+    let still = login(&mut store, &crypto, &settings, &ctx(NOW + 5 + 59), credentials("ada@example.org", "analytical-engine-1843"));
+    assert_eq!(still.unwrap_err(), Error::Throttled { retry_after: 1 });
+    login(&mut store, &crypto, &settings, &ctx(NOW + 5 + 60), credentials("ada@example.org", "analytical-engine-1843")).expect("expired");
+    assert!(store.state.checks.is_empty(), "the lost check was removed with the next one");
 }
 
 #[test]
@@ -136,6 +182,9 @@ fn the_address_limit_counts_failures_across_accounts() {
     assert_eq!(err, Error::Throttled { retry_after: 890 });
     let other_address = Ctx { client_addr: "198.51.100.7".into(), ..ctx(NOW + 10) };
     login(&mut store, &crypto, &settings, &other_address, credentials("ada@example.org", "analytical-engine-1843")).expect("other address");
+    // Only failures count at an address: the success left that one's counter empty.
+    assert_eq!(store.state.counters.get(&("address", "198.51.100.7".into())), None);
+    assert!(store.state.checks.is_empty());
 }
 
 #[test]

@@ -13,6 +13,8 @@ pub struct State {
     /// token hash -> (row, parent)
     pub tokens: BTreeMap<String, (NewRefresh, Option<u64>)>,
     pub counters: BTreeMap<(&'static str, String), Counter>,
+    /// Checks in flight: id -> (account, address, started at).
+    pub checks: BTreeMap<u64, (String, String, u64)>,
     pub service_calls: BTreeMap<(String, u64), u64>,
     pub audit: Vec<AuditEvent>,
 }
@@ -171,31 +173,37 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn counters(&mut self, account: &str, address: &str) -> Result<(Option<Counter>, Option<Counter>), StoreError> {
-        Ok((
-            self.state.counters.get(&("account", account.to_owned())).copied(),
-            self.state.counters.get(&("address", address.to_owned())).copied(),
-        ))
+    fn begin_check(&mut self, account: &str, address: &str, now: u64) -> Result<CheckStart, StoreError> {
+        let live: Vec<_> = self.state.checks.values().filter(|c| c.2 + CHECK_EXPIRY_SECS > now).collect();
+        let ahead = |key: &dyn Fn(&(String, String, u64)) -> bool| u32::try_from(live.iter().filter(|c| key(c)).count()).unwrap_or(u32::MAX);
+        let account_ahead = ahead(&|c| c.0 == account);
+        let address_ahead = ahead(&|c| c.1 == address);
+        let id = self.state.checks.keys().next_back().map_or(1, |last| last + 1);
+        self.state.checks.insert(id, (account.to_owned(), address.to_owned(), now));
+        let counter = |scope: &'static str, key: &str| self.state.counters.get(&(scope, key.to_owned())).copied().unwrap_or_default();
+        Ok(CheckStart { id, account: counter("account", account), address: counter("address", address), account_ahead, address_ahead })
     }
-    fn record_failure(&mut self, account: &str, address: &str, now: u64, window: u64) -> Result<(), StoreError> {
-        let c = self.state.counters.entry(("account", account.to_owned())).or_default();
-        c.failures = if c.failures == 0 || now.saturating_sub(c.last_failure_at) > window { 1 } else { c.failures + 1 };
-        if c.failures == 1 {
-            c.window_started_at = now;
+    fn end_check(&mut self, check: &CheckStart, account: &str, address: &str, now: u64, window: u64, outcome: Attempt) -> Result<(), StoreError> {
+        self.state.checks.retain(|id, c| *id != check.id && c.2 + CHECK_EXPIRY_SECS > now);
+        match outcome {
+            Attempt::Failed => {
+                for (scope, key) in [("account", account), ("address", address)] {
+                    let c = self.state.counters.entry((scope, key.to_owned())).or_default();
+                    let since = if scope == "account" { c.last_failure_at } else { c.window_started_at };
+                    if c.failures == 0 || now.saturating_sub(since) >= window {
+                        c.failures = 1;
+                        c.window_started_at = now;
+                    } else {
+                        c.failures += 1;
+                    }
+                    c.last_failure_at = c.last_failure_at.max(now);
+                }
+            }
+            Attempt::Succeeded => {
+                self.state.counters.remove(&("account", account.to_owned()));
+            }
+            Attempt::Refused => {}
         }
-        c.last_failure_at = now;
-        let c = self.state.counters.entry(("address", address.to_owned())).or_default();
-        if c.failures == 0 || now.saturating_sub(c.window_started_at) >= window {
-            c.failures = 1;
-            c.window_started_at = now;
-        } else {
-            c.failures += 1;
-        }
-        c.last_failure_at = now;
-        Ok(())
-    }
-    fn clear_account(&mut self, account: &str) -> Result<(), StoreError> {
-        self.state.counters.remove(&("account", account.to_owned()));
         Ok(())
     }
 

@@ -61,12 +61,41 @@ pub struct NewRefresh {
     pub expires_at: u64,
 }
 
-/// Failure counters of one throttle key.
+/// Failure counters of one throttle key (all zero when it has none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counter {
     pub failures: u32,
     pub window_started_at: u64,
     pub last_failure_at: u64,
+}
+
+/// A password check in flight, counted before it runs ([`Store::begin_check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckStart {
+    /// Its `login_checks` row.
+    pub id: u64,
+    pub account: Counter,
+    pub address: Counter,
+    /// Checks of the same account, and from the same address, that began before this one and
+    /// have not ended.
+    pub account_ahead: u32,
+    pub address_ahead: u32,
+}
+
+/// A check that never ended (its instance died) stops counting after this long. A check takes
+/// well under a second.
+pub const CHECK_EXPIRY_SECS: u64 = 60;
+
+/// How a password check counted by [`Store::begin_check`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The password was wrong: a failure on both keys.
+    Failed,
+    /// The password was right: the account's consecutive failures end.
+    Succeeded,
+    /// Refused before any check (a limit was reached): counted nowhere, so refused attempts
+    /// never prolong a wait.
+    Refused,
 }
 
 /// Throttle scopes.
@@ -155,11 +184,15 @@ pub trait Store {
     fn revoke_user_families(&mut self, user_id: &str, now: u64, reason: &'static str) -> Result<(), StoreError>;
 
     // Login throttling.
-    fn counters(&mut self, account: &str, address: &str) -> Result<(Option<Counter>, Option<Counter>), StoreError>;
-    /// Adds one failure to both keys: the account counter restarts when its last failure is
-    /// older than `window`, the address counter when its window started `window` ago or more.
-    fn record_failure(&mut self, account: &str, address: &str, now: u64, window: u64) -> Result<(), StoreError>;
-    fn clear_account(&mut self, account: &str) -> Result<(), StoreError>;
+    /// Counts a password check on `account` from `address` as in flight before it runs, and
+    /// returns both keys' counters with the checks that began before it and have not ended
+    /// (those begun `CHECK_EXPIRY_SECS` ago or more are not counted). Every check is ended
+    /// with [`Store::end_check`].
+    fn begin_check(&mut self, account: &str, address: &str, now: u64) -> Result<CheckStart, StoreError>;
+    /// Ends a check. A failure is added to both keys: the account's count restarts when it has
+    /// none or its last failure is `window` old or more, the address's when its window started
+    /// `window` ago or more. A success ends the account's consecutive failures.
+    fn end_check(&mut self, check: &CheckStart, account: &str, address: &str, now: u64, window: u64, outcome: Attempt) -> Result<(), StoreError>;
 
     // Service rate limit.
     /// Counts one call of `service` in the window starting at `window_start`; returns the count

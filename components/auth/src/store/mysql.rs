@@ -5,7 +5,7 @@
 use spin_sdk::mysql::{Connection, DbValue, MysqlError as SpinError, ParameterValue};
 
 use crate::domain::ports::{
-    AuditEvent, Counter, EMAIL_UNIQUE, NewRefresh, NewUser, RefreshRow, Store, StoreError, UserRow, UserWrite,
+    Attempt, AuditEvent, CHECK_EXPIRY_SECS, CheckStart, Counter, EMAIL_UNIQUE, NewRefresh, NewUser, RefreshRow, Store, StoreError, UserRow, UserWrite,
 };
 
 /// Unique keys whose violation the domain may turn into a client error.
@@ -155,17 +155,6 @@ fn user_row(row: &[DbValue]) -> Result<UserRow, StoreError> {
         created_at: col(row, 6, "created_at", int)?,
         updated_at: col(row, 7, "updated_at", int)?,
     })
-}
-
-fn counter(row: &[DbValue]) -> Result<(String, Counter), StoreError> {
-    Ok((
-        col(row, 0, "scope", text)?,
-        Counter {
-            failures: u32::try_from(col(row, 1, "failures", unsigned)?).unwrap_or(u32::MAX),
-            window_started_at: col(row, 2, "window_started_at", unsigned)?,
-            last_failure_at: col(row, 3, "last_failure_at", unsigned)?,
-        },
-    ))
 }
 
 impl Store for MysqlStore {
@@ -323,51 +312,73 @@ impl Store for MysqlStore {
         )
     }
 
-    fn counters(&mut self, account: &str, address: &str) -> Result<(Option<Counter>, Option<Counter>), StoreError> {
+    fn begin_check(&mut self, account: &str, address: &str, now: u64) -> Result<CheckStart, StoreError> {
+        self.exec(
+            "begin login check",
+            "INSERT INTO login_checks (account_key, address_key, started_at) VALUES (?, ?, ?)",
+            &[s(account), s(address), n(now)],
+        )?;
+        // LAST_INSERT_ID() is this connection's row: the checks ahead of it have smaller ids.
+        let since = n(now.saturating_sub(CHECK_EXPIRY_SECS - 1));
         let rows = self.rows(
             "read login counters",
-            "SELECT scope, failures, window_started_at, last_failure_at FROM login_throttle \
-             WHERE (scope = 'account' AND subject = ?) OR (scope = 'address' AND subject = ?)",
-            &[s(account), s(address)],
+            "SELECT LAST_INSERT_ID(), \
+             (SELECT COUNT(*) FROM login_checks WHERE account_key = ? AND id < LAST_INSERT_ID() AND started_at >= ?), \
+             (SELECT COUNT(*) FROM login_checks WHERE address_key = ? AND id < LAST_INSERT_ID() AND started_at >= ?), \
+             a.failures, a.window_started_at, a.last_failure_at, d.failures, d.window_started_at, d.last_failure_at \
+             FROM (SELECT 1 AS one) AS this_check \
+             LEFT JOIN login_throttle a ON a.scope = 'account' AND a.subject = ? \
+             LEFT JOIN login_throttle d ON d.scope = 'address' AND d.subject = ?",
+            &[s(account), since.clone(), s(address), since, s(account), s(address)],
         )?;
-        let mut out = (None, None);
-        for row in &rows {
-            match counter(row)? {
-                (scope, c) if scope == "account" => out.0 = Some(c),
-                (_, c) => out.1 = Some(c),
-            }
+        let row = rows.first().ok_or_else(|| StoreError::Failed("read login counters: no row".into()))?;
+        let count = |i: usize, name: &str| col(row, i, name, unsigned).map(|v| u32::try_from(v).unwrap_or(u32::MAX));
+        // A key without a row (NULLs from the LEFT JOIN) has no failures. Not COALESCE: Spin
+        // cannot convert the type MySQL gives its result.
+        let counter = |first: usize| -> Result<Counter, StoreError> {
+            let number = |i: usize, name: &str| opt_col(row, i, name, unsigned).map(Option::unwrap_or_default);
+            Ok(Counter {
+                failures: u32::try_from(number(first, "failures")?).unwrap_or(u32::MAX),
+                window_started_at: number(first + 1, "window_started_at")?,
+                last_failure_at: number(first + 2, "last_failure_at")?,
+            })
+        };
+        Ok(CheckStart {
+            id: col(row, 0, "id", unsigned)?,
+            account_ahead: count(1, "account_ahead")?,
+            address_ahead: count(2, "address_ahead")?,
+            account: counter(3)?,
+            address: counter(6)?,
+        })
+    }
+
+    fn end_check(&mut self, check: &CheckStart, account: &str, address: &str, now: u64, window: u64, outcome: Attempt) -> Result<(), StoreError> {
+        match outcome {
+            // Recorded before the check is taken off: for a moment it counts twice, never not
+            // at all. Assignments run left to right, each seeing those before it: `failures` is
+            // decided on the stored times, then the window restarts with a restarted count.
+            Attempt::Failed => self.exec(
+                "count login failure",
+                "INSERT INTO login_throttle (scope, subject, failures, window_started_at, last_failure_at) \
+                 VALUES ('account', ?, 1, ?, ?), ('address', ?, 1, ?, ?) ON DUPLICATE KEY UPDATE \
+                 failures = IF(failures = 0 OR ? - IF(scope = 'account', last_failure_at, window_started_at) >= ?, \
+                               1, failures + 1), \
+                 window_started_at = IF(failures = 1, ?, window_started_at), \
+                 last_failure_at = GREATEST(last_failure_at, ?)",
+                &[s(account), n(now), n(now), s(address), n(now), n(now), n(now), n(window), n(now), n(now)],
+            )?,
+            Attempt::Succeeded if check.account.failures > 0 => self.exec(
+                "clear account failures",
+                "DELETE FROM login_throttle WHERE scope = 'account' AND subject = ?",
+                &[s(account)],
+            )?,
+            Attempt::Succeeded | Attempt::Refused => {}
         }
-        Ok(out)
-    }
-
-    fn record_failure(&mut self, account: &str, address: &str, now: u64, window: u64) -> Result<(), StoreError> {
-        // Assignments run left to right and see the values already assigned: each reads the old
-        // last_failure_at / window_started_at before they are overwritten.
+        // With this check go any that never ended.
         self.exec(
-            "count account failure",
-            "INSERT INTO login_throttle (scope, subject, failures, window_started_at, last_failure_at) \
-             VALUES ('account', ?, 1, ?, ?) ON DUPLICATE KEY UPDATE \
-             window_started_at = IF(? - last_failure_at > ?, ?, window_started_at), \
-             failures = IF(? - last_failure_at > ?, 1, failures + 1), \
-             last_failure_at = GREATEST(last_failure_at, ?)",
-            &[s(account), n(now), n(now), n(now), n(window), n(now), n(now), n(window), n(now)],
-        )?;
-        self.exec(
-            "count address failure",
-            "INSERT INTO login_throttle (scope, subject, failures, window_started_at, last_failure_at) \
-             VALUES ('address', ?, 1, ?, ?) ON DUPLICATE KEY UPDATE \
-             failures = IF(? - window_started_at >= ?, 1, failures + 1), \
-             window_started_at = IF(? - window_started_at >= ?, ?, window_started_at), \
-             last_failure_at = GREATEST(last_failure_at, ?)",
-            &[s(address), n(now), n(now), n(now), n(window), n(now), n(window), n(now), n(now)],
-        )
-    }
-
-    fn clear_account(&mut self, account: &str) -> Result<(), StoreError> {
-        self.exec(
-            "clear account failures",
-            "DELETE FROM login_throttle WHERE scope = 'account' AND subject = ?",
-            &[s(account)],
+            "end login check",
+            "DELETE FROM login_checks WHERE id = ? OR started_at < ?",
+            &[n(check.id), n(now.saturating_sub(CHECK_EXPIRY_SECS))],
         )
     }
 
