@@ -64,7 +64,8 @@ pub enum Error {
     MethodNotAllowed { allow: &'static str },
     /// 409 `email_taken`: another account uses this email (case and whitespace insensitive).
     EmailTaken,
-    /// 429 `too_many_attempts` + `Retry-After`: login throttled (account or address).
+    /// 429 `too_many_attempts` + `Retry-After`: login throttled (account or address), or a
+    /// registration from an address over its limit.
     Throttled { retry_after: u64 },
     /// 429 `rate_limited` + `Retry-After`: a calling service went over its per-minute budget.
     RateLimited { retry_after: u64 },

@@ -290,9 +290,21 @@ fn current_user<S: Store>(store: &mut S, user_id: &str) -> Result<UserRow, Error
 // ---- registration and sign-in ------------------------------------------------------------------
 
 /// `POST /auth/register`: 201 with a session, 409 when the email is taken.
+///
+/// A 409 tells whether an email is registered, so it counts as a failure from the client's
+/// address, as an unknown email does at login: an address over its limit gets 429 here too, and
+/// cannot find registered emails through registration faster than through login.
 pub fn register<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ctx: &Ctx, input: Registration) -> Result<Session, Error> {
     let email_hash = crypto.email.blind_index(&input.email);
+    let address = ctx.throttle_address();
+    if let Some(retry_after) = throttle_wait(Counter::default(), store.address_counter(&address)?, settings, ctx.now) {
+        let mut audit = event("register", false, Some("throttled"), ctx);
+        audit.email_hash = Some(email_hash);
+        store.audit(&audit)?;
+        return Err(Error::Throttled { retry_after });
+    }
     let taken = |store: &mut S| -> Result<Error, Error> {
+        store.count_address_failure(&address, ctx.now, settings.throttle_window_secs)?;
         let mut audit = event("register", false, Some("email_taken"), ctx);
         audit.email_hash = Some(email_hash.clone());
         store.audit(&audit)?;

@@ -172,6 +172,28 @@ fn checks_in_flight_count_against_the_limit_so_concurrency_cannot_overshoot_it()
 }
 
 #[test]
+fn a_taken_email_at_registration_counts_against_the_address_as_at_login() {
+    let (mut store, crypto, _, _) = setup();
+    let settings = Settings { address_max_failures: 3, ..Settings::default() };
+    for i in 0..2 {
+        let err = register(&mut store, &crypto, &settings, &ctx(NOW + i), registration("ada@example.org", "another-password-1")).unwrap_err();
+        assert_eq!(err, Error::EmailTaken);
+    }
+    // The address's third failure, here a wrong login: its limit is reached for both.
+    let _ = login(&mut store, &crypto, &settings, &ctx(NOW + 2), credentials("ada@example.org", "wrong-password-x"));
+    let err = register(&mut store, &crypto, &settings, &ctx(NOW + 10), registration("new@example.org", "another-password-1")).unwrap_err();
+    assert_eq!(err, Error::Throttled { retry_after: 890 });
+    let err = login(&mut store, &crypto, &settings, &ctx(NOW + 10), credentials("ada@example.org", "analytical-engine-1843")).unwrap_err();
+    assert_eq!(err, Error::Throttled { retry_after: 890 });
+    assert!(store.events().contains(&("register", false, Some("throttled"))));
+    assert_eq!(store.state.users.len(), 1, "nothing registered while throttled");
+    // Another address registers; a registration that succeeds counts nothing.
+    let other = Ctx { client_addr: "198.51.100.7".into(), ..ctx(NOW + 10) };
+    register(&mut store, &crypto, &settings, &other, registration("new@example.org", "another-password-1")).expect("other address");
+    assert_eq!(store.state.counters.get(&("address", "198.51.100.7".into())), None);
+}
+
+#[test]
 fn the_address_limit_counts_failures_across_accounts() {
     let (mut store, crypto, _, _) = setup();
     let settings = Settings { address_max_failures: 3, ..Settings::default() };

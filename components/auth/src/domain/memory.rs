@@ -206,6 +206,20 @@ impl Store for MemoryStore {
         }
         Ok(())
     }
+    fn address_counter(&mut self, address: &str) -> Result<Counter, StoreError> {
+        Ok(self.state.counters.get(&("address", address.to_owned())).copied().unwrap_or_default())
+    }
+    fn count_address_failure(&mut self, address: &str, now: u64, window: u64) -> Result<(), StoreError> {
+        let c = self.state.counters.entry(("address", address.to_owned())).or_default();
+        if c.failures == 0 || now.saturating_sub(c.window_started_at) >= window {
+            c.failures = 1;
+            c.window_started_at = now;
+        } else {
+            c.failures += 1;
+        }
+        c.last_failure_at = c.last_failure_at.max(now);
+        Ok(())
+    }
 
     fn count_service_call(&mut self, service: &str, window_start: u64) -> Result<u64, StoreError> {
         let count = self.state.service_calls.entry((service.to_owned(), window_start)).or_default();

@@ -193,6 +193,10 @@ pub trait Store {
     /// none or its last failure is `window` old or more, the address's when its window started
     /// `window` ago or more. A success ends the account's consecutive failures.
     fn end_check(&mut self, check: &CheckStart, account: &str, address: &str, now: u64, window: u64, outcome: Attempt) -> Result<(), StoreError>;
+    /// The address's counter alone (a registration, which checks no password).
+    fn address_counter(&mut self, address: &str) -> Result<Counter, StoreError>;
+    /// Adds a failure to the address alone (a registration refused as the email is taken).
+    fn count_address_failure(&mut self, address: &str, now: u64, window: u64) -> Result<(), StoreError>;
 
     // Service rate limit.
     /// Counts one call of `service` in the window starting at `window_start`; returns the count

@@ -382,6 +382,33 @@ impl Store for MysqlStore {
         )
     }
 
+    fn address_counter(&mut self, address: &str) -> Result<Counter, StoreError> {
+        let rows = self.rows(
+            "read address counter",
+            "SELECT failures, window_started_at, last_failure_at FROM login_throttle WHERE scope = 'address' AND subject = ?",
+            &[s(address)],
+        )?;
+        let Some(row) = rows.first() else { return Ok(Counter::default()) };
+        Ok(Counter {
+            failures: u32::try_from(col(row, 0, "failures", unsigned)?).unwrap_or(u32::MAX),
+            window_started_at: col(row, 1, "window_started_at", unsigned)?,
+            last_failure_at: col(row, 2, "last_failure_at", unsigned)?,
+        })
+    }
+
+    fn count_address_failure(&mut self, address: &str, now: u64, window: u64) -> Result<(), StoreError> {
+        // As a failed check counts at the address (`end_check`): assignments left to right.
+        self.exec(
+            "count address failure",
+            "INSERT INTO login_throttle (scope, subject, failures, window_started_at, last_failure_at) \
+             VALUES ('address', ?, 1, ?, ?) ON DUPLICATE KEY UPDATE \
+             failures = IF(failures = 0 OR ? - window_started_at >= ?, 1, failures + 1), \
+             window_started_at = IF(failures = 1, ?, window_started_at), \
+             last_failure_at = GREATEST(last_failure_at, ?)",
+            &[s(address), n(now), n(now), n(now), n(window), n(now), n(now)],
+        )
+    }
+
     fn count_service_call(&mut self, service: &str, window_start: u64) -> Result<u64, StoreError> {
         self.exec(
             "count service call",
