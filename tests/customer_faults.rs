@@ -191,16 +191,21 @@ async fn auth_stopped_gives_a_503_then_a_cached_profile_after_warm_up() {
     assert_eq!(app.stripe.customers_of("u-2").await.len(), 1);
 }
 
-#[tokio::test]
-async fn a_slow_auth_is_cut_off_at_the_timeout_with_a_503() {
+/// Customer with a 500 ms auth timeout and a user `u-1`, the JWKS fetched while auth is fast.
+async fn with_a_500_ms_auth_timeout() -> CustomerApp {
     let app = spawn(|vars| {
         vars.insert("auth_timeout_ms".into(), "500".into());
     })
     .await;
     app.auth.add_user("u-1", "Ada", "ada@example.org");
-    // Let the JWKS be fetched while auth is fast.
     let (status, _, _) = app.call("GET", "/api/v3/customers/me", "u-1", None, &[]).await;
     assert_eq!(status, 404);
+    app
+}
+
+#[tokio::test]
+async fn a_slow_auth_is_cut_off_at_the_timeout_with_a_503() {
+    let app = with_a_500_ms_auth_timeout().await;
     // Auth would answer (with the user) after 10 s: a 503 means customer stopped waiting first.
     app.auth.state.lock().unwrap().delay = Some(Duration::from_secs(10));
     let (status, body, headers) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1]})), &[]).await;
@@ -213,13 +218,7 @@ async fn a_slow_auth_is_cut_off_at_the_timeout_with_a_503() {
 
 #[tokio::test]
 async fn an_auth_that_trickles_its_answer_is_cut_off_at_the_whole_answer_deadline() {
-    let app = spawn(|vars| {
-        vars.insert("auth_timeout_ms".into(), "500".into());
-    })
-    .await;
-    app.auth.add_user("u-1", "Ada", "ada@example.org");
-    let (status, _, _) = app.call("GET", "/api/v3/customers/me", "u-1", None, &[]).await;
-    assert_eq!(status, 404);
+    let app = with_a_500_ms_auth_timeout().await;
     // Every byte comes 300 ms after the last, inside the 500 ms between-bytes timeout: the
     // profile (over 150 bytes) would take most of a minute, each wait on its own never too long.
     app.auth.state.lock().unwrap().trickle = Some(Duration::from_millis(300));
