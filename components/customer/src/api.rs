@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use spin_sdk::http::{Params, Request, Response};
 
-use crate::auth_client::{AuthClient, AuthSettings, ProfileFetch, UserToken};
+use crate::auth_client::{AuthClient, AuthSettings, FAILURE_STREAK_SECS, FailureCount, ProfileFetch, UserToken};
 use crate::config;
 use crate::domain::billing::{self, Ctx};
 use crate::domain::idempotency::{self, Begin};
@@ -347,12 +347,13 @@ impl Deps {
     /// service key.
     pub fn auth(&self) -> Result<AuthClient<'_>, Error> {
         Ok(AuthClient::new(self.auth_settings()?, &self.transport, &self.kv, Some(self.service_keys()?), self.now)
-            .with_user_token(self.user_token()))
+            .with_user_token(self.user_token())
+            .with_failure_count(self))
     }
 
     /// The auth client without a service key (JWKS, health, login).
     pub fn auth_public(&self) -> Result<AuthClient<'_>, Error> {
-        Ok(AuthClient::new(self.auth_settings()?, &self.transport, &self.kv, None, self.now))
+        Ok(AuthClient::new(self.auth_settings()?, &self.transport, &self.kv, None, self.now).with_failure_count(self))
     }
 
     pub fn stripe(&self) -> Result<StripeClient<'_>, Error> {
@@ -881,6 +882,24 @@ pub fn unrouted(status: u16) -> Response {
     };
     Reply { status: problem.status, content_type: "application/problem+json".into(), body: problem.body(), headers: Vec::new() }
         .into_response()
+}
+
+
+/// The breaker's failures are counted in this component's database, opened only when a call
+/// to auth fails; without it (the database down too) the breaker counts in key-value.
+impl FailureCount for Deps {
+    fn add_failure(&self, now: i64) -> Option<u32> {
+        let counted = self.store().ok()?.add_auth_failure(now, FAILURE_STREAK_SECS);
+        counted.map_err(|err| telemetry::warn("cannot count an auth failure", &[("cause", err.to_string().into())])).ok()
+    }
+
+    fn clear_failures(&self) {
+        if let Ok(store) = self.store()
+            && let Err(err) = store.clear_auth_failures()
+        {
+            telemetry::warn("cannot clear the auth failures", &[("cause", err.to_string().into())]);
+        }
+    }
 }
 
 #[cfg(test)]

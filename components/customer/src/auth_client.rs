@@ -132,12 +132,28 @@ struct CachedJwks {
     fetched_at: i64,
 }
 
+/// Counts the breaker's consecutive failures atomically where every instance sees them (the
+/// database): key-value, where the breaker's state lives, has no increment, so concurrent
+/// failures counted there read the same count and collapse into about one.
+pub trait FailureCount {
+    /// Adds a failure and returns the count with it: a failure more than
+    /// [`FAILURE_STREAK_SECS`] after the last starts a new count. `None` when it cannot count
+    /// (the breaker then counts in key-value, as before).
+    fn add_failure(&self, now: i64) -> Option<u32>;
+    /// Ends the count (a success).
+    fn clear_failures(&self);
+}
+
+/// Failures further apart than this are not consecutive.
+pub const FAILURE_STREAK_SECS: i64 = 60;
+
 pub struct AuthClient<'a> {
     settings: AuthSettings,
     transport: &'a dyn Transport,
     kv: &'a dyn Kv,
     service_keys: Option<&'a tokens::SigningKeys>,
     user_token: Option<&'a UserToken>,
+    failure_count: Option<&'a dyn FailureCount>,
     now: i64,
 }
 
@@ -194,7 +210,13 @@ impl<'a> AuthClient<'a> {
         service_keys: Option<&'a tokens::SigningKeys>,
         now: i64,
     ) -> Self {
-        Self { settings, transport, kv, service_keys, user_token: None, now }
+        Self { settings, transport, kv, service_keys, user_token: None, failure_count: None, now }
+    }
+
+    /// The breaker counts failures in `count` (see [`FailureCount`]).
+    pub fn with_failure_count(mut self, count: &'a dyn FailureCount) -> Self {
+        self.failure_count = Some(count);
+        self
     }
 
     /// Reads of `user_token`'s own profile go with that token (see [`UserToken`]).
@@ -325,13 +347,20 @@ impl<'a> AuthClient<'a> {
             if state.failures >= self.settings.threshold {
                 telemetry::info("auth circuit closed again", &[]);
             }
+            if let Some(count) = self.failure_count {
+                count.clear_failures();
+            }
             self.save_breaker(&BreakerState::default());
         }
     }
 
     fn record_failure(&self) {
         let mut state = self.breaker();
-        state.failures = state.failures.saturating_add(1);
+        state.failures = match self.failure_count.and_then(|count| count.add_failure(self.now)) {
+            // Already open: a late failure (a call sent before it opened) leaves it open.
+            Some(counted) => counted.max(state.failures.min(self.settings.threshold)),
+            None => state.failures.saturating_add(1),
+        };
         if state.failures >= self.settings.threshold {
             state.open_until = self.now + self.settings.cooldown;
             state.probe_until = 0;
@@ -834,6 +863,43 @@ mod tests {
         probe.record_success();
         assert!(at(1012).profile("u1").is_ok());
         assert_eq!(at(1012).breaker(), BreakerState::default());
+    }
+
+    #[test]
+    fn failures_whose_key_value_writes_were_lost_still_open_the_breaker() {
+        struct Counted(Cell<u32>);
+        impl FailureCount for Counted {
+            fn add_failure(&self, _now: i64) -> Option<u32> {
+                self.0.set(self.0.get() + 1);
+                Some(self.0.get())
+            }
+            fn clear_failures(&self) {
+                self.0.set(0);
+            }
+        }
+        let kv = MemoryKv::default();
+        let fake = Fake::new(|_| Err(TransportError::Timeout("slow".into())));
+        let keys = keys();
+        let counted = Counted(Cell::new(0));
+        let at = |now| AuthClient::new(settings(), &fake, &kv, Some(&keys), now).with_failure_count(&counted);
+        // Three concurrent requests that each read "no failure" and wrote back one: key-value
+        // ends up saying 1 whichever order they ran in (played here by losing the first two).
+        for failure in 0..3 {
+            assert!(at(1000).profile("u1").is_err());
+            if failure < 2 {
+                kv.delete(BREAKER_KEY);
+            }
+        }
+        assert_eq!((counted.0.get(), at(1000).breaker().failures), (3, 3));
+        match at(1001).profile("u1") {
+            Err(ProfileError::Unavailable { retry_after, .. }) => assert_eq!(retry_after, 9),
+            other => panic!("the breaker is open: {other:?}"),
+        }
+        assert_eq!(fake.calls.get(), 3, "the open breaker sent nothing");
+        // A success after the cool-down ends the count too.
+        fake.set(|_| ok(serde_json::json!({"user": user("u1")})));
+        assert!(at(1011).profile("u1").is_ok());
+        assert_eq!((counted.0.get(), at(1012).breaker()), (0, BreakerState::default()));
     }
 
     #[test]

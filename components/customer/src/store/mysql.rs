@@ -158,6 +158,25 @@ impl MysqlStore {
         rows.first().map(|row| req_int(row, 0)).transpose().map(|n| n.unwrap_or(0))
     }
 
+    /// Adds a failure to the auth breaker's count and returns the count (migration 14); a
+    /// failure more than `streak_secs` after the last starts a new one.
+    pub fn add_auth_failure(&self, now: i64, streak_secs: i64) -> Result<u32, StoreError> {
+        self.exec(
+            "INSERT INTO auth_breaker_failures (breaker, failures, last_failure_at) VALUES ('auth', 1, ?) \
+             ON DUPLICATE KEY UPDATE failures = IF(? - last_failure_at > ?, 1, failures + 1), \
+             last_failure_at = GREATEST(last_failure_at, ?)",
+            &[i(now), i(now), i(streak_secs), i(now)],
+        )?;
+        let rows = self.rows("SELECT failures FROM auth_breaker_failures WHERE breaker = 'auth'", &[])?;
+        let failures = rows.first().map(|row| req_int(row, 0)).transpose()?.unwrap_or(1);
+        Ok(u32::try_from(failures).unwrap_or(u32::MAX))
+    }
+
+    /// Ends the auth breaker's count (a success).
+    pub fn clear_auth_failures(&self) -> Result<(), StoreError> {
+        self.exec("DELETE FROM auth_breaker_failures WHERE breaker = 'auth'", &[])
+    }
+
     /// `SELECT 1`, for health.
     pub fn ping(&self) -> Result<(), StoreError> {
         self.rows("SELECT 1", &[]).map(|_| ())
