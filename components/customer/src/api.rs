@@ -884,7 +884,6 @@ pub fn unrouted(status: u16) -> Response {
         .into_response()
 }
 
-
 /// The breaker's failures are counted in this component's database, opened only when a call
 /// to auth fails; without it (the database down too) the breaker counts in key-value.
 impl FailureCount for Deps {
