@@ -39,6 +39,20 @@ impl MemoryStore {
         if self.lost { Err(StoreError::Unavailable("connection lost".into())) } else { Ok(()) }
     }
 
+    /// As the SQL store counts a failure: an account's count restarts when it has none or its
+    /// last failure is a window old, an address's when its window started a window ago.
+    fn count_failure(&mut self, scope: &'static str, key: &str, now: u64, window: u64) {
+        let c = self.state.counters.entry((scope, key.to_owned())).or_default();
+        let since = if scope == "account" { c.last_failure_at } else { c.window_started_at };
+        if c.failures == 0 || now.saturating_sub(since) >= window {
+            c.failures = 1;
+            c.window_started_at = now;
+        } else {
+            c.failures += 1;
+        }
+        c.last_failure_at = c.last_failure_at.max(now);
+    }
+
     pub fn events(&self) -> Vec<(&'static str, bool, Option<&'static str>)> {
         self.state.audit.iter().map(|e| (e.event, e.success, e.reason)).collect()
     }
@@ -187,17 +201,8 @@ impl Store for MemoryStore {
         self.state.checks.retain(|id, c| *id != check.id && c.2 + CHECK_EXPIRY_SECS > now);
         match outcome {
             Attempt::Failed => {
-                for (scope, key) in [("account", account), ("address", address)] {
-                    let c = self.state.counters.entry((scope, key.to_owned())).or_default();
-                    let since = if scope == "account" { c.last_failure_at } else { c.window_started_at };
-                    if c.failures == 0 || now.saturating_sub(since) >= window {
-                        c.failures = 1;
-                        c.window_started_at = now;
-                    } else {
-                        c.failures += 1;
-                    }
-                    c.last_failure_at = c.last_failure_at.max(now);
-                }
+                self.count_failure("account", account, now, window);
+                self.count_failure("address", address, now, window);
             }
             Attempt::Succeeded => {
                 self.state.counters.remove(&("account", account.to_owned()));
@@ -210,14 +215,7 @@ impl Store for MemoryStore {
         Ok(self.state.counters.get(&("address", address.to_owned())).copied().unwrap_or_default())
     }
     fn count_address_failure(&mut self, address: &str, now: u64, window: u64) -> Result<(), StoreError> {
-        let c = self.state.counters.entry(("address", address.to_owned())).or_default();
-        if c.failures == 0 || now.saturating_sub(c.window_started_at) >= window {
-            c.failures = 1;
-            c.window_started_at = now;
-        } else {
-            c.failures += 1;
-        }
-        c.last_failure_at = c.last_failure_at.max(now);
+        self.count_failure("address", address, now, window);
         Ok(())
     }
 

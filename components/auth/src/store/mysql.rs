@@ -157,6 +157,37 @@ fn user_row(row: &[DbValue]) -> Result<UserRow, StoreError> {
     })
 }
 
+/// The `login_throttle` counter in `failures, window_started_at, last_failure_at` from column
+/// `first`; NULLs (a key without a row, from a LEFT JOIN) read as no failures. Not COALESCE in
+/// SQL: Spin cannot convert the type MySQL gives its result.
+fn counter_at(row: &[DbValue], first: usize) -> Result<Counter, StoreError> {
+    let number = |i: usize, name: &str| opt_col(row, i, name, unsigned).map(Option::unwrap_or_default);
+    Ok(Counter {
+        failures: u32::try_from(number(first, "failures")?).unwrap_or(u32::MAX),
+        window_started_at: number(first + 1, "window_started_at")?,
+        last_failure_at: number(first + 2, "last_failure_at")?,
+    })
+}
+
+/// Adds a failure to the `login_throttle` rows `$values` (scope, subject, 1, now, now); then binds
+/// now, window, now, now. An account's count restarts when it has none or its last failure is a
+/// window old, an address's when its window started a window ago. Assignments run left to right,
+/// each seeing those before it: `failures` is decided on the stored times, then the window
+/// restarts with a restarted count.
+macro_rules! count_failure_sql {
+    ($values:literal) => {
+        concat!(
+            "INSERT INTO login_throttle (scope, subject, failures, window_started_at, last_failure_at) VALUES ",
+            $values,
+            " ON DUPLICATE KEY UPDATE \
+             failures = IF(failures = 0 OR ? - IF(scope = 'account', last_failure_at, window_started_at) >= ?, \
+                           1, failures + 1), \
+             window_started_at = IF(failures = 1, ?, window_started_at), \
+             last_failure_at = GREATEST(last_failure_at, ?)"
+        )
+    };
+}
+
 impl Store for MysqlStore {
     fn begin(&mut self) -> Result<(), StoreError> {
         self.exec("begin", "START TRANSACTION", &[])
@@ -333,38 +364,22 @@ impl Store for MysqlStore {
         )?;
         let row = rows.first().ok_or_else(|| StoreError::Failed("read login counters: no row".into()))?;
         let count = |i: usize, name: &str| col(row, i, name, unsigned).map(|v| u32::try_from(v).unwrap_or(u32::MAX));
-        // A key without a row (NULLs from the LEFT JOIN) has no failures. Not COALESCE: Spin
-        // cannot convert the type MySQL gives its result.
-        let counter = |first: usize| -> Result<Counter, StoreError> {
-            let number = |i: usize, name: &str| opt_col(row, i, name, unsigned).map(Option::unwrap_or_default);
-            Ok(Counter {
-                failures: u32::try_from(number(first, "failures")?).unwrap_or(u32::MAX),
-                window_started_at: number(first + 1, "window_started_at")?,
-                last_failure_at: number(first + 2, "last_failure_at")?,
-            })
-        };
         Ok(CheckStart {
             id: col(row, 0, "id", unsigned)?,
             account_ahead: count(1, "account_ahead")?,
             address_ahead: count(2, "address_ahead")?,
-            account: counter(3)?,
-            address: counter(6)?,
+            account: counter_at(row, 3)?,
+            address: counter_at(row, 6)?,
         })
     }
 
     fn end_check(&mut self, check: &CheckStart, account: &str, address: &str, now: u64, window: u64, outcome: Attempt) -> Result<(), StoreError> {
         match outcome {
             // Recorded before the check is taken off: for a moment it counts twice, never not
-            // at all. Assignments run left to right, each seeing those before it: `failures` is
-            // decided on the stored times, then the window restarts with a restarted count.
+            // at all.
             Attempt::Failed => self.exec(
                 "count login failure",
-                "INSERT INTO login_throttle (scope, subject, failures, window_started_at, last_failure_at) \
-                 VALUES ('account', ?, 1, ?, ?), ('address', ?, 1, ?, ?) ON DUPLICATE KEY UPDATE \
-                 failures = IF(failures = 0 OR ? - IF(scope = 'account', last_failure_at, window_started_at) >= ?, \
-                               1, failures + 1), \
-                 window_started_at = IF(failures = 1, ?, window_started_at), \
-                 last_failure_at = GREATEST(last_failure_at, ?)",
+                count_failure_sql!("('account', ?, 1, ?, ?), ('address', ?, 1, ?, ?)"),
                 &[s(account), n(now), n(now), s(address), n(now), n(now), n(now), n(window), n(now), n(now)],
             )?,
             Attempt::Succeeded if check.account.failures > 0 => self.exec(
@@ -388,23 +403,13 @@ impl Store for MysqlStore {
             "SELECT failures, window_started_at, last_failure_at FROM login_throttle WHERE scope = 'address' AND subject = ?",
             &[s(address)],
         )?;
-        let Some(row) = rows.first() else { return Ok(Counter::default()) };
-        Ok(Counter {
-            failures: u32::try_from(col(row, 0, "failures", unsigned)?).unwrap_or(u32::MAX),
-            window_started_at: col(row, 1, "window_started_at", unsigned)?,
-            last_failure_at: col(row, 2, "last_failure_at", unsigned)?,
-        })
+        rows.first().map_or(Ok(Counter::default()), |row| counter_at(row, 0))
     }
 
     fn count_address_failure(&mut self, address: &str, now: u64, window: u64) -> Result<(), StoreError> {
-        // As a failed check counts at the address (`end_check`): assignments left to right.
         self.exec(
             "count address failure",
-            "INSERT INTO login_throttle (scope, subject, failures, window_started_at, last_failure_at) \
-             VALUES ('address', ?, 1, ?, ?) ON DUPLICATE KEY UPDATE \
-             failures = IF(failures = 0 OR ? - window_started_at >= ?, 1, failures + 1), \
-             window_started_at = IF(failures = 1, ?, window_started_at), \
-             last_failure_at = GREATEST(last_failure_at, ?)",
+            count_failure_sql!("('address', ?, 1, ?, ?)"),
             &[s(address), n(now), n(now), n(now), n(window), n(now), n(now)],
         )
     }
