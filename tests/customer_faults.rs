@@ -203,17 +203,23 @@ async fn with_a_500_ms_auth_timeout() -> CustomerApp {
     app
 }
 
+/// `POST /customers` for `u-1` while auth misbehaves: a 503 `auth_unavailable` with
+/// `Retry-After`, and no Stripe customer. Returns the errors of the calls to auth.
+async fn create_refused_as_auth_unavailable(app: &CustomerApp) -> Vec<String> {
+    let (status, body, headers) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1]})), &[]).await;
+    assert_eq!((status, body["code"].as_str()), (503, Some("auth_unavailable")), "{body}");
+    assert!(headers.contains_key("retry-after"));
+    assert!(app.stripe.customers_of("u-1").await.is_empty());
+    call_errors(app, "auth")
+}
+
 #[tokio::test]
 async fn a_slow_auth_is_cut_off_at_the_timeout_with_a_503() {
     let app = with_a_500_ms_auth_timeout().await;
     // Auth would answer (with the user) after 10 s: a 503 means customer stopped waiting first.
     app.auth.state.lock().unwrap().delay = Some(Duration::from_secs(10));
-    let (status, body, headers) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1]})), &[]).await;
-    assert_eq!((status, body["code"].as_str()), (503, Some("auth_unavailable")), "{body}");
-    assert!(headers.contains_key("retry-after"));
-    let errors = call_errors(&app, "auth");
+    let errors = create_refused_as_auth_unavailable(&app).await;
     assert!(errors.iter().any(|e| e.starts_with("timed out")), "the profile call timed out: {errors:?}\n{}", app.app.host.log());
-    assert!(app.stripe.customers_of("u-1").await.is_empty());
 }
 
 #[tokio::test]
@@ -222,16 +228,13 @@ async fn an_auth_that_trickles_its_answer_is_cut_off_at_the_whole_answer_deadlin
     // Every byte comes 300 ms after the last, inside the 500 ms between-bytes timeout: the
     // profile (over 150 bytes) would take most of a minute, each wait on its own never too long.
     app.auth.state.lock().unwrap().trickle = Some(Duration::from_millis(300));
-    let (status, body, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1]})), &[]).await;
-    assert_eq!((status, body["code"].as_str()), (503, Some("auth_unavailable")), "{body}");
-    let errors = call_errors(&app, "auth");
+    let errors = create_refused_as_auth_unavailable(&app).await;
     // `auth_timeout_ms` bounds the whole answer, not only each wait.
     assert!(
         errors.iter().any(|e| e == "timed out: no whole answer within 500 ms"),
         "the profile call hit the whole-answer deadline: {errors:?}\n{}",
         app.app.host.log()
     );
-    assert!(app.stripe.customers_of("u-1").await.is_empty());
 }
 
 #[tokio::test]
