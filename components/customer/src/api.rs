@@ -858,10 +858,6 @@ fn forwarded_for(incoming: Option<&str>, peer: Option<&str>) -> Option<String> {
     }
 }
 
-pub fn not_found(request: Request, _params: Params) -> Response {
-    Reply::error(&Error::not_found(format!("No resource at {}.", request.path()))).into_response()
-}
-
 /// The answer to a body over the largest any route takes (the webhook's), refused unread.
 pub fn body_too_large() -> Response {
     respond(Err(Error::PayloadTooLarge))
@@ -872,16 +868,17 @@ pub fn unreadable_body() -> Response {
     respond(Err(Error::bad_request("unreadable_body", "The request body could not be read to its end.")))
 }
 
-/// What the router answers when no handler takes the request (no route, or not for this
-/// method), as problem+json.
-pub fn unrouted(status: u16) -> Response {
-    let problem = if status == 405 {
-        Problem::new(405, "method_not_allowed", "Method not allowed").with_detail("This path does not accept this method.")
-    } else {
-        Error::not_found("No resource at this path.").problem()
-    };
-    Reply { status: problem.status, content_type: "application/problem+json".into(), body: problem.body(), headers: Vec::new() }
-        .into_response()
+/// The answer when no route takes the request: 405 with `Allow` when the path is served with
+/// other methods, else 404; as problem+json.
+pub fn unrouted(allow: Option<String>) -> Response {
+    match allow {
+        Some(allow) => {
+            let problem = Problem::new(405, "method_not_allowed", "Method not allowed").with_detail(format!("Allowed methods: {allow}."));
+            Reply { status: 405, content_type: "application/problem+json".into(), body: problem.body(), headers: vec![("allow".into(), allow)] }
+                .into_response()
+        }
+        None => Reply::error(&Error::not_found("No resource at this path.")).into_response(),
+    }
 }
 
 /// The breaker's failures are counted in this component's database, opened only when a call

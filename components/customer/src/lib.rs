@@ -30,7 +30,26 @@ async fn serve(request: spin_sdk::http::IncomingRequest, response_out: spin_sdk:
     telemetry::spin::serve("customer", request, response_out, handle, bodies).await;
 }
 
-/// Every route this component serves (the OpenAPI test reads this list).
+type Handler = fn(Request, Params) -> Response;
+
+/// Every route this component serves: (method, Spin route pattern, handler). `HEAD` is served
+/// wherever `GET` is (uptime monitors probe with it). The OpenAPI test reads this list.
+const ROUTES: &[(&str, &str, Handler)] = &[
+    ("GET", "/api/v3/customers/health", api::health),
+    ("POST", "/api/v3/customers", api::create_customer),
+    ("GET", "/api/v3/customers", api::list_customers),
+    ("GET", "/api/v3/customers/me", api::get_me),
+    ("PATCH", "/api/v3/customers/me", api::patch_me),
+    ("DELETE", "/api/v3/customers/me", api::delete_me),
+    ("POST", "/api/v3/customers/me/subscriptions", api::create_subscription),
+    ("GET", "/api/v3/customers/me/subscriptions", api::list_subscriptions),
+    ("DELETE", "/api/v3/customers/me/subscriptions/:id", api::cancel_subscription),
+    ("GET", "/api/v3/customers/me/invoices", api::invoices),
+    ("GET", "/api/v3/customers/:id", api::get_by_id),
+    ("POST", "/api/v3/billing/stripe/webhook", api::stripe_webhook),
+    ("POST", "/api/v3/auth/login", api::login_proxy),
+];
+
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 fn handle(request: Request) -> Response {
     // The request id (taken from x-request-id or traceparent, or new) is echoed on every answer,
@@ -39,72 +58,111 @@ fn handle(request: Request) -> Response {
     let (incoming_id, traceparent) = (header(telemetry::REQUEST_ID_HEADER), header(telemetry::TRACEPARENT_HEADER));
     let request_id = telemetry::start("customer", incoming_id.as_deref(), traceparent.as_deref());
     let method = request.method().to_string().to_ascii_uppercase();
+    let path = request.path().to_string();
 
-    let mut router = Routes(Router::new());
-    router.get("/api/v3/customers/health", api::health);
-    router.post("/api/v3/customers", api::create_customer);
-    router.get("/api/v3/customers", api::list_customers);
-    router.get("/api/v3/customers/me", api::get_me);
-    router.patch("/api/v3/customers/me", api::patch_me);
-    router.delete("/api/v3/customers/me", api::delete_me);
-    router.post("/api/v3/customers/me/subscriptions", api::create_subscription);
-    router.get("/api/v3/customers/me/subscriptions", api::list_subscriptions);
-    router.delete("/api/v3/customers/me/subscriptions/:id", api::cancel_subscription);
-    router.get("/api/v3/customers/me/invoices", api::invoices);
-    router.get("/api/v3/customers/:id", api::get_by_id);
-    router.post("/api/v3/billing/stripe/webhook", api::stripe_webhook);
-    router.post("/api/v3/auth/login", api::login_proxy);
-    router.any("/api/v3/customers/*", api::not_found);
-    router.any("/api/v3/billing/*", api::not_found);
-    let mut response = router.0.handle(request);
-    if telemetry::route().is_none() && matches!(*response.status(), 404 | 405) {
-        // No handler ran: the router's own plain-text 404/405 becomes problem+json.
-        response = api::unrouted(*response.status());
+    let mut router = Router::new();
+    for &(method, pattern, handler) in ROUTES {
+        add_route(&mut router, method, pattern, handler);
+        if method == "GET" {
+            add_route(&mut router, "HEAD", pattern, handler);
+        }
+    }
+    let mut response = router.handle(request);
+    if telemetry::route().is_none() {
+        // No handler ran: an unknown path (404), or a known one with another method (405 + Allow).
+        response = api::unrouted(allowed_methods(&path));
     }
     response.set_header(telemetry::REQUEST_ID_HEADER, request_id);
     telemetry::finish(&method, *response.status());
     response
 }
 
-type Handler = fn(Request, Params) -> Response;
+/// Adds a route to Spin's router, recording the route template (`{id}` for `:id`) that serves
+/// each request.
+fn add_route(router: &mut Router, method: &str, pattern: &str, handler: Handler) {
+    let template = template(pattern);
+    let traced = move |request: Request, params: Params| {
+        telemetry::set_route(&template);
+        handler(request, params)
+    };
+    let method = match method {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        "PATCH" => Method::Patch,
+        "DELETE" => Method::Delete,
+        other => Method::Other(other.to_string()),
+    };
+    router.add(pattern, method, traced);
+}
 
-/// Spin's router, recording the route template (`{id}` for `:id`) that serves each request.
-struct Routes(Router);
+/// The OpenAPI form of a Spin route pattern: `:id` becomes `{id}`.
+fn template(pattern: &str) -> String {
+    pattern
+        .split('/')
+        .map(|segment| segment.strip_prefix(':').map_or(segment.to_string(), |name| format!("{{{name}}}")))
+        .collect::<Vec<_>>()
+        .join("/")
+}
 
-impl Routes {
-    fn add(&mut self, method: Option<Method>, path: &str, handler: Handler) {
-        let template: String = path
-            .split('/')
-            .map(|segment| segment.strip_prefix(':').map_or(segment.to_string(), |name| format!("{{{name}}}")))
-            .collect::<Vec<_>>()
-            .join("/");
-        let traced = move |request: Request, params: Params| {
-            telemetry::set_route(&template);
-            handler(request, params)
-        };
-        match method {
-            Some(method) => self.0.add(path, method, traced),
-            None => self.0.any(path, traced),
+/// The `Allow` value for a path no route took: the methods of the routes that match it best
+/// (literal segments outrank `:params`, as in Spin's router), or `None` when none matches.
+fn allowed_methods(path: &str) -> Option<String> {
+    let matching: Vec<(usize, &str)> = ROUTES
+        .iter()
+        .filter_map(|(method, pattern, _)| literal_segments_matched(pattern, path).map(|literals| (literals, *method)))
+        .collect();
+    let best = matching.iter().map(|(literals, _)| *literals).max()?;
+    let served: Vec<&str> = matching.iter().filter(|(literals, _)| *literals == best).map(|(_, method)| *method).collect();
+    let allow: Vec<&str> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+        .into_iter()
+        .filter(|method| served.contains(method) || (*method == "HEAD" && served.contains(&"GET")))
+        .collect();
+    Some(allow.join(", "))
+}
+
+/// How many literal segments of `pattern` match `path`, or `None` when it does not match
+/// (a `:param` takes exactly one non-empty segment).
+fn literal_segments_matched(pattern: &str, path: &str) -> Option<usize> {
+    let (pattern, path): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    if pattern.len() != path.len() {
+        return None;
+    }
+    let mut literals = 0;
+    for (expected, actual) in pattern.iter().zip(&path) {
+        if expected.starts_with(':') {
+            if actual.is_empty() {
+                return None;
+            }
+        } else if expected == actual {
+            literals += 1;
+        } else {
+            return None;
         }
     }
+    Some(literals)
+}
 
-    fn get(&mut self, path: &str, handler: Handler) {
-        self.add(Some(Method::Get), path, handler);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_lists_the_methods_of_the_best_matching_routes() {
+        assert_eq!(allowed_methods("/api/v3/customers/me").as_deref(), Some("GET, HEAD, PATCH, DELETE"));
+        assert_eq!(allowed_methods("/api/v3/customers").as_deref(), Some("GET, HEAD, POST"));
+        assert_eq!(allowed_methods("/api/v3/customers/0190-abc").as_deref(), Some("GET, HEAD"));
+        assert_eq!(allowed_methods("/api/v3/customers/me/subscriptions/sub_1").as_deref(), Some("DELETE"));
+        assert_eq!(allowed_methods("/api/v3/billing/stripe/webhook").as_deref(), Some("POST"));
+        assert_eq!(allowed_methods("/api/v3/customers/").as_deref(), None);
+        assert_eq!(allowed_methods("/api/v3/customers/me/nothing").as_deref(), None);
+        assert_eq!(allowed_methods("/api/v3/billing/nothing").as_deref(), None);
+        assert_eq!(allowed_methods("/").as_deref(), None);
     }
 
-    fn post(&mut self, path: &str, handler: Handler) {
-        self.add(Some(Method::Post), path, handler);
-    }
-
-    fn patch(&mut self, path: &str, handler: Handler) {
-        self.add(Some(Method::Patch), path, handler);
-    }
-
-    fn delete(&mut self, path: &str, handler: Handler) {
-        self.add(Some(Method::Delete), path, handler);
-    }
-
-    fn any(&mut self, path: &str, handler: Handler) {
-        self.add(None, path, handler);
+    #[test]
+    fn templates_name_their_parameters_as_openapi_does() {
+        assert_eq!(template("/api/v3/customers/me/subscriptions/:id"), "/api/v3/customers/me/subscriptions/{id}");
+        assert_eq!(template("/api/v3/customers"), "/api/v3/customers");
     }
 }
