@@ -1,5 +1,6 @@
 //! openapi/auth.yaml against the running component: every documented operation is served (no
-//! routing 404/405), and no other method is served on a documented path. The reverse direction
+//! routing 404/405), HEAD wherever GET is, and no other method on a documented path (405 with
+//! an `Allow` that lists the documented ones). The reverse direction
 //! (every route in the component's table is documented) is the unit test
 //! `routes::tests::the_openapi_document_describes_exactly_these_routes` in `cargo test -p auth`.
 
@@ -27,8 +28,26 @@ async fn every_documented_operation_is_served_and_nothing_else() {
             assert_eq!(routed, is_documented, "{method} {path}: {} {}", answer.status, answer.text);
             if !is_documented {
                 assert_problem(&answer, 405, "method_not_allowed");
-                assert!(answer.allow.is_some(), "{method} {path}: Allow");
+                assert_eq!(answer.allow.as_deref(), Some(allow(&documented, path).as_str()), "{method} {path}: Allow");
             }
         }
+        // HEAD is served wherever GET is: GET's status and headers, no body.
+        if documented.contains(&("GET".to_string(), path.to_string())) {
+            let head = send(&app, "HEAD", &concrete, None, None).await;
+            let get = send(&app, "GET", &concrete, None, None).await;
+            assert_eq!((head.status, &head.content_type), (get.status, &get.content_type), "HEAD {path}");
+            assert!(head.text.is_empty(), "HEAD {path}: {}", head.text);
+        }
     }
+}
+
+/// The `Allow` value a documented path must answer with: its documented methods in the usual
+/// order, HEAD beside GET.
+fn allow(documented: &BTreeSet<(String, String)>, path: &str) -> String {
+    let served = |method: &str| documented.contains(&(method.to_string(), path.to_string()));
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+        .into_iter()
+        .filter(|method| served(method) || (*method == "HEAD" && served("GET")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -37,6 +37,7 @@ pub const ROUTES: &[(&str, &str, Endpoint)] = &[
 
 /// Finds the endpoint for a request; literal paths win over `{id}` (so `GET /users/batch` is
 /// 405, not a read of user "batch"). Unknown path: 404; known path, other method: 405 + Allow.
+/// `HEAD` is served wherever `GET` is (uptime monitors probe with it; the host sends no body).
 pub fn resolve(method: &str, path: &str) -> Result<(Endpoint, Option<String>), Error> {
     let literal: Vec<&(&str, &str, Endpoint)> = ROUTES.iter().filter(|(_, template, _)| *template == path).collect();
     let (candidates, id) = if literal.is_empty() {
@@ -58,6 +59,7 @@ pub fn resolve(method: &str, path: &str) -> Result<(Endpoint, Option<String>), E
     if candidates.is_empty() {
         return Err(Error::RouteNotFound);
     }
+    let method = if method == "HEAD" { "GET" } else { method };
     match candidates.iter().find(|(m, _, _)| *m == method) {
         Some((_, _, endpoint)) => Ok((*endpoint, id)),
         None => Err(Error::MethodNotAllowed { allow: allow(candidates.first().map_or("", |(_, t, _)| *t)) }),
@@ -67,9 +69,9 @@ pub fn resolve(method: &str, path: &str) -> Result<(Endpoint, Option<String>), E
 /// The `Allow` value of a path template.
 fn allow(template: &str) -> &'static str {
     match template {
-        "/api/v3/users/me" => "GET, PATCH, DELETE",
+        "/api/v3/users/me" => "GET, HEAD, PATCH, DELETE",
         "/api/v3/users/me/password" => "PUT",
-        "/api/v3/users/{id}" | "/api/v3/auth/health" | "/.well-known/jwks.json" => "GET",
+        "/api/v3/users/{id}" | "/api/v3/auth/health" | "/.well-known/jwks.json" => "GET, HEAD",
         _ => "POST",
     }
 }
@@ -116,8 +118,10 @@ mod tests {
             assert_eq!(id.is_some(), template.contains("{id}"));
         }
         assert_eq!(resolve("GET", "/api/v3/users/batch").unwrap_err(), Error::MethodNotAllowed { allow: "POST" });
-        assert_eq!(resolve("POST", "/api/v3/users/me").unwrap_err(), Error::MethodNotAllowed { allow: "GET, PATCH, DELETE" });
-        assert_eq!(resolve("DELETE", "/api/v3/users/x").unwrap_err(), Error::MethodNotAllowed { allow: "GET" });
+        assert_eq!(resolve("POST", "/api/v3/users/me").unwrap_err(), Error::MethodNotAllowed { allow: "GET, HEAD, PATCH, DELETE" });
+        assert_eq!(resolve("DELETE", "/api/v3/users/x").unwrap_err(), Error::MethodNotAllowed { allow: "GET, HEAD" });
+        assert_eq!(resolve("HEAD", "/api/v3/auth/health").expect("served").0, Endpoint::Health);
+        assert_eq!(resolve("HEAD", "/api/v3/auth/login").unwrap_err(), Error::MethodNotAllowed { allow: "POST" });
         assert_eq!(resolve("GET", "/api/v3/auth/nope").unwrap_err(), Error::RouteNotFound);
         assert_eq!(resolve("GET", "/api/v3/users/a/b").unwrap_err(), Error::RouteNotFound);
         assert_eq!(resolve("GET", "/api/v3/users/").unwrap_err(), Error::RouteNotFound);
