@@ -60,8 +60,15 @@ impl Req {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
-    pub fn query_param(&self, name: &str) -> Option<String> {
-        form_urlencoded::parse(self.query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    /// The query parameter `name`; given twice it is a 400 (which one a client meant is a guess,
+    /// e.g. `at_period_end=true&at_period_end=false`).
+    pub fn query_param(&self, name: &str) -> Result<Option<String>, Error> {
+        let mut values = form_urlencoded::parse(self.query.as_bytes()).filter(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(Error::bad_request("invalid_query", format!("{name} may be given only once.")));
+        }
+        Ok(first)
     }
 }
 
@@ -561,7 +568,7 @@ pub fn get_me(request: Request, _params: Params) -> Response {
 
 /// `?include=profile` (true), nothing (false), or anything else (400).
 fn include_profile(req: &Req) -> Result<bool, Error> {
-    match req.query_param("include").as_deref() {
+    match req.query_param("include")?.as_deref() {
         None | Some("") => Ok(false),
         Some("profile") => Ok(true),
         Some(_) => Err(Error::bad_request("invalid_query", "include may only be `profile`.")),
@@ -647,18 +654,18 @@ pub fn list_customers(request: Request, _params: Params) -> Response {
         let Principal::Service(service) = principal else {
             return Err(Error::Forbidden);
         };
-        let limit = match req.query_param("limit") {
+        let limit = match req.query_param("limit")? {
             None => 50,
             Some(raw) => match raw.parse::<u32>() {
                 Ok(n) if (1..=100).contains(&n) => n,
                 _ => return Err(Error::bad_request("invalid_query", "limit must be an integer from 1 to 100.")),
             },
         };
-        let after = req.query_param("after");
+        let after = req.query_param("after")?;
         if let Some(a) = &after {
             UserId::parse(a).map_err(|_| Error::bad_request("invalid_query", "after must be a customer id."))?;
         }
-        let with_profiles = match req.query_param("include").as_deref() {
+        let with_profiles = match req.query_param("include")?.as_deref() {
             None | Some("") => false,
             Some("profile") => true,
             Some(_) => return Err(Error::bad_request("invalid_query", "include may only be `profile`.")),
@@ -722,7 +729,7 @@ pub fn cancel_subscription(request: Request, params: Params) -> Response {
             if uuid::Uuid::parse_str(&id).is_err() {
                 return Err(Error::not_found("No such subscription."));
             }
-            let at_period_end = match req.query_param("at_period_end").as_deref() {
+            let at_period_end = match req.query_param("at_period_end")?.as_deref() {
                 None | Some("true") => true,
                 Some("false") => false,
                 Some(_) => return Err(Error::bad_request("invalid_query", "at_period_end must be true or false.")),
@@ -737,14 +744,14 @@ pub fn cancel_subscription(request: Request, params: Params) -> Response {
 pub fn invoices(request: Request, _params: Params) -> Response {
     with_principal(&request, |req, deps, principal| {
         let user = user_only(principal)?;
-        let limit = match req.query_param("limit") {
+        let limit = match req.query_param("limit")? {
             None => 10,
             Some(raw) => match raw.parse::<u32>() {
                 Ok(n) if (1..=100).contains(&n) => n,
                 _ => return Err(Error::bad_request("invalid_query", "limit must be an integer from 1 to 100.")),
             },
         };
-        let cursor = req.query_param("starting_after");
+        let cursor = req.query_param("starting_after")?;
         if let Some(c) = &cursor
             && !is_stripe_id(c) {
                 return Err(Error::bad_request("invalid_query", "starting_after must be an invoice id."));
@@ -979,6 +986,18 @@ mod tests {
         for other in [Some(format!("Bearer {service}")), Some("Bearer junk".into()), Some(format!("Basic {user}")), None] {
             assert!(Deps::for_request(&req(other.clone())).user_token().is_none(), "{other:?}");
         }
+    }
+
+    /// A query parameter given twice is refused, as a key given twice in a JSON body is.
+    #[test]
+    fn a_query_parameter_given_twice_is_refused() {
+        let req = |query: &str| Req { method: "DELETE".into(), path: "/".into(), query: query.into(), headers: Vec::new(), body: Vec::new() };
+        assert_eq!(req("at_period_end=false&limit=5").query_param("at_period_end").unwrap().as_deref(), Some("false"));
+        assert_eq!(req("limit=5").query_param("at_period_end").unwrap(), None);
+        assert_eq!(req("include=a%20b").query_param("include").unwrap().as_deref(), Some("a b"));
+        let twice = req("at_period_end=true&at_period_end=false").query_param("at_period_end").unwrap_err();
+        assert_eq!(twice.problem().code, "invalid_query");
+        assert!(req("include=profile&include=").query_param("include").is_err());
     }
 
     #[test]
