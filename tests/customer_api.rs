@@ -221,11 +221,17 @@ async fn bad_requests_are_problems() {
     let token = Some(app.token("u-1"));
     let (status, content_type, body) = post(r#"{"area_ids": []}"#, "application/json", token.clone()).await;
     assert_eq!((status, content_type.as_str()), (422, "application/problem+json"), "{body}");
-    assert_eq!(body["errors"][0]["field"], "area_ids");
+    // Field errors have auth's shape: {field, code, detail}, under the same title.
+    assert_eq!((body["title"].as_str(), body["code"].as_str()), (Some("Invalid fields"), Some("validation_failed")), "{body}");
+    let mut keys: Vec<&String> = body["errors"][0].as_object().expect("a field error").keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["code", "detail", "field"], "{body}");
+    assert_eq!((body["errors"][0]["field"].as_str(), body["errors"][0]["code"].as_str()), (Some("area_ids"), Some("too_few")));
     let (status, _, body) = post(r#"{"area_ids": [1, 1]}"#, "application/json", token.clone()).await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!((status, body["errors"][0]["code"].as_str()), (422, Some("duplicate")), "{body}");
     let (status, _, body) = post(r#"{"area_ids": [1, -4]}"#, "application/json", token.clone()).await;
     assert_eq!((status, body["errors"][0]["field"].as_str()), (422, Some("area_ids[1]")));
+    assert_eq!(body["errors"][0]["code"], "out_of_range");
     let ids: Vec<i64> = (1..=101).collect();
     let (status, _, _) = post(&json!({"area_ids": ids}).to_string(), "application/json", token.clone()).await;
     assert_eq!(status, 422);

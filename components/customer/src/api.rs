@@ -171,17 +171,17 @@ impl TryFrom<AreaIdsDto> for AreaIds {
 
     fn try_from(dto: AreaIdsDto) -> Result<Self, Error> {
         let Some(raw) = dto.area_ids else {
-            return Err(Error::field("area_ids", "is required"));
+            return Err(Error::field("area_ids", "required", "is required"));
         };
         let Some(items) = raw.as_array() else {
-            return Err(Error::field("area_ids", "must be an array of integers"));
+            return Err(Error::field("area_ids", "invalid_type", "must be an array of integers"));
         };
         let mut values = Vec::with_capacity(items.len());
         let mut errors = Vec::new();
         for (index, item) in items.iter().enumerate() {
             match item.as_i64() {
                 Some(v) => values.push(v),
-                None => errors.push(FieldError { field: format!("area_ids[{index}]"), message: "must be an integer".into() }),
+                None => errors.push(FieldError::new(format!("area_ids[{index}]"), "invalid_type", "must be an integer")),
             }
         }
         if !errors.is_empty() {
@@ -192,7 +192,7 @@ impl TryFrom<AreaIdsDto> for AreaIds {
                 AreaIdsError::NotPositive { index } | AreaIdsError::TooLarge { index, .. } => format!("area_ids[{index}]"),
                 _ => "area_ids".to_string(),
             };
-            Error::field(field, err.to_string())
+            Error::field(field, err.code(), err.to_string())
         })
     }
 }
@@ -207,9 +207,9 @@ impl TryFrom<SubscribeDto> for PriceId {
 
     fn try_from(dto: SubscribeDto) -> Result<Self, Error> {
         match dto.price_id {
-            None => Err(Error::field("price_id", "is required")),
-            Some(Value::String(s)) => PriceId::parse(&s).map_err(|m| Error::field("price_id", m)),
-            Some(_) => Err(Error::field("price_id", "must be a string")),
+            None => Err(Error::field("price_id", "required", "is required")),
+            Some(Value::String(s)) => PriceId::parse(&s).map_err(|detail| Error::field("price_id", "invalid_format", detail)),
+            Some(_) => Err(Error::field("price_id", "invalid_type", "must be a string")),
         }
     }
 }
@@ -231,7 +231,7 @@ pub fn json_body<T: serde::de::DeserializeOwned>(req: &Req) -> Result<T, Error> 
 /// named twice → 400 `malformed_json`; JSON of another shape (an array, a string) → 422 `body`.
 pub fn parse_json_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     let malformed = || Error::bad_request("malformed_json", "The body is not valid JSON.");
-    let not_object = || Error::field("body", "must be a JSON object with the documented fields");
+    let not_object = || Error::field("body", "invalid_type", "must be a JSON object with the documented fields");
     let text = std::str::from_utf8(body).map_err(|_| malformed())?;
     // Every string decoded (a lone surrogate escape in an ignored field is still not JSON).
     serde_json::from_str::<Value>(text).map_err(|_| malformed())?;
@@ -926,13 +926,17 @@ mod tests {
     #[test]
     fn area_dtos_name_the_field_that_is_wrong() {
         assert_eq!(areas(json!({"area_ids": [3, 1]})).unwrap().as_slice(), &[1, 3]);
-        let err = areas(json!({})).unwrap_err();
-        assert!(matches!(&err, Error::Validation(e) if e[0].field == "area_ids"));
-        let err = areas(json!({"area_ids": [1, "x", 2.5]})).unwrap_err();
-        assert!(matches!(&err, Error::Validation(e) if e.len() == 2 && e[0].field == "area_ids[1]"));
-        let err = areas(json!({"area_ids": [1, -1]})).unwrap_err();
-        assert!(matches!(&err, Error::Validation(e) if e[0].field == "area_ids[1]"));
-        assert!(areas(json!({"area_ids": "1,2"})).is_err());
+        let first = |body: Value| match areas(body).unwrap_err() {
+            Error::Validation(errors) => (errors.len(), errors[0].field.clone(), errors[0].code.clone()),
+            other => panic!("{other:?}"),
+        };
+        let expect = |n: usize, field: &str, code: &str| (n, field.to_string(), code.to_string());
+        assert_eq!(first(json!({})), expect(1, "area_ids", "required"));
+        assert_eq!(first(json!({"area_ids": [1, "x", 2.5]})), expect(2, "area_ids[1]", "invalid_type"));
+        assert_eq!(first(json!({"area_ids": [1, -1]})), expect(1, "area_ids[1]", "out_of_range"));
+        assert_eq!(first(json!({"area_ids": [1, 1]})), expect(1, "area_ids", "duplicate"));
+        assert_eq!(first(json!({"area_ids": []})), expect(1, "area_ids", "too_few"));
+        assert_eq!(first(json!({"area_ids": "1,2"})), expect(1, "area_ids", "invalid_type"));
     }
 
     #[test]

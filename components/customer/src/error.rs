@@ -69,8 +69,8 @@ impl Error {
         Self::BadRequest { code, detail: detail.into() }
     }
 
-    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Validation(vec![FieldError { field: field.into(), message: message.into() }])
+    pub fn field(field: impl Into<String>, code: &'static str, detail: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, code, detail)])
     }
 
     pub fn not_a_customer() -> Self {
@@ -110,8 +110,8 @@ impl Error {
         match self {
             Self::BadRequest { code, detail } => Problem::new(400, code, "Bad request").with_detail(detail.clone()),
             Self::Validation(errors) => {
-                let mut p = Problem::new(422, "validation_failed", "Invalid request fields")
-                    .with_detail("One or more fields are invalid; see `errors`.");
+                let mut p = Problem::new(422, "validation_failed", "Invalid fields")
+                    .with_detail("One or more fields are invalid; see errors.");
                 p.errors = errors.clone();
                 p
             }
@@ -132,7 +132,7 @@ impl Error {
             Self::PaymentRequired { detail, decline_code } => {
                 let mut p = Problem::new(402, "payment_failed", "Payment failed").with_detail(detail.clone());
                 if let Some(code) = decline_code {
-                    p.errors = vec![FieldError { field: "payment_method".into(), message: code.clone() }];
+                    p.errors = vec![FieldError::new("payment_method", code.clone(), detail.clone())];
                 }
                 p
             }
@@ -140,7 +140,7 @@ impl Error {
                 let mut p = Problem::new(422, "billing_rejected", "Billing provider rejected the request")
                     .with_detail(detail.clone());
                 if let Some(param) = param {
-                    p.errors = vec![FieldError { field: param.clone(), message: detail.clone() }];
+                    p.errors = vec![FieldError::new(param.clone(), "rejected", detail.clone())];
                 }
                 p
             }

@@ -4,11 +4,23 @@
 
 use serde::Serialize;
 
-/// One invalid field of a request body.
+/// One invalid field of a request, in the shape auth's problems use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {
+    /// JSON name of the field (`area_ids[3]` for an array element, `body` for the body as a whole).
     pub field: String,
-    pub message: String,
+    /// Stable machine-readable reason: `required`, `invalid_type`, `too_few`, `too_many`,
+    /// `out_of_range`, `duplicate`, `invalid_format`; for `payment_method`, Stripe's decline code;
+    /// `rejected` for a parameter Stripe refused.
+    pub code: String,
+    /// For people.
+    pub detail: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, code: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self { field: field.into(), code: code.into(), detail: detail.into() }
+    }
 }
 
 /// A problem+json body. `code` is stable and machine-readable; `title` is for people.

@@ -50,6 +50,18 @@ pub enum AreaIdsError {
     Duplicate { value: i64 },
 }
 
+impl AreaIdsError {
+    /// The stable code of a field error (as auth's field errors have).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Empty => "too_few",
+            Self::TooMany { .. } => "too_many",
+            Self::NotPositive { .. } | Self::TooLarge { .. } => "out_of_range",
+            Self::Duplicate { .. } => "duplicate",
+        }
+    }
+}
+
 /// 1..=100 distinct positive area ids (the seed's `area_ids`), kept sorted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AreaIds(Vec<u32>);
