@@ -243,20 +243,20 @@ async fn bad_requests_are_problems() {
     assert_eq!((status, content_type, code(&body)), problem(415, "unsupported_media_type"), "{body}");
     let (status, content_type, body) = post(&"x".repeat(70_000), "application/json", token.clone()).await;
     assert_eq!((status, content_type, code(&body)), problem(413, "payload_too_large"), "{body}");
-    // No token, a token from a key auth never published, a token for another audience, an
-    // expired one: the same 401 problem for each.
+    // No token: 401 missing_token. A token from a key auth never published, a token for another
+    // audience, an expired one: the same 401 invalid_token for each (auth's codes).
     let (status, content_type, body) = post(r#"{"area_ids": [1]}"#, "application/json", None).await;
-    assert_eq!((status, content_type, code(&body)), problem(401, "unauthorized"), "{body}");
+    assert_eq!((status, content_type, code(&body)), problem(401, "missing_token"), "{body}");
     let forged = Key::generate(&Key::parse(&app.app.variables["token_signing_keys"]).kid).access_token("u-1");
     let (status, content_type, body) = post(r#"{"area_ids": [1]}"#, "application/json", Some(forged)).await;
-    assert_eq!((status, content_type, code(&body)), problem(401, "unauthorized"), "{body}");
+    assert_eq!((status, content_type, code(&body)), problem(401, "invalid_token"), "{body}");
     let now = support::now();
     let other_audience = app.key.sign("at+jwt", &json!({"iss": "auth", "aud": "elsewhere", "sub": "u-1", "iat": now, "exp": now + 60, "jti": "x1"}));
     let (status, content_type, body) = post(r#"{"area_ids": [1]}"#, "application/json", Some(other_audience)).await;
-    assert_eq!((status, content_type, code(&body)), problem(401, "unauthorized"), "{body}");
+    assert_eq!((status, content_type, code(&body)), problem(401, "invalid_token"), "{body}");
     let expired = app.key.sign("at+jwt", &json!({"iss": "auth", "aud": "auth-billing", "sub": "u-1", "iat": now - 4000, "exp": now - 3000, "jti": "x2"}));
     let (status, content_type, body) = post(r#"{"area_ids": [1]}"#, "application/json", Some(expired)).await;
-    assert_eq!((status, content_type, code(&body)), problem(401, "unauthorized"), "{body}");
+    assert_eq!((status, content_type, code(&body)), problem(401, "invalid_token"), "{body}");
     // A user auth does not know.
     let (status, body, _) = app.call("POST", "/api/v3/customers", "ghost", Some(json!({"area_ids": [1]})), &[]).await;
     assert_eq!((status, body["code"].as_str()), (404, Some("profile_not_found")), "{body}");
@@ -410,7 +410,7 @@ async fn an_unknown_kid_refetches_the_jwks_at_most_once_per_30_seconds() {
             assert_eq!(body["id"], "u-1", "{body}");
             break;
         }
-        assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")), "{body}");
+        assert_eq!((status, body["code"].as_str()), (401, Some("invalid_token")), "{body}");
         assert_eq!(app.auth.jwks_calls(), 1, "an unknown kid within 30 s of the fetch must not refetch");
         assert!(Instant::now() < deadline, "a k2 token was never accepted:\n{}", app.app.host.log());
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -421,7 +421,7 @@ async fn an_unknown_kid_refetches_the_jwks_at_most_once_per_30_seconds() {
     let stranger = Key::generate("k3");
     for _ in 0..3 {
         let (status, body) = get_me(stranger.access_token("u-1")).await;
-        assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")), "{body}");
+        assert_eq!((status, body["code"].as_str()), (401, Some("invalid_token")), "{body}");
     }
     assert_eq!(app.auth.jwks_calls(), 2);
     // Both published keys verify from the refreshed cache.

@@ -47,6 +47,9 @@ async fn every_documented_operation_is_answered_by_customer() {
         let concrete = path.replace("{id}", "00000000-0000-4000-8000-000000000000");
         let response = app.client.request(method.parse().unwrap(), app.url(&concrete)).send().await.unwrap();
         let status = response.status().as_u16();
+        // Billing data, names and emails: no cache may keep any answer.
+        let cache_control = response.headers().get("cache-control").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(cache_control.as_deref(), Some("no-store"), "{method} {path}");
         let body: Value = response.json().await.unwrap_or(Value::Null);
         assert_ne!(status, 405, "{method} {path}");
         assert!(

@@ -284,7 +284,7 @@ async fn problems_carry_the_request_id_of_the_header() {
     assert!(is_generated_id(&id), "{id}");
     let (id, body) =
         problem(app.client.get(app.url("/api/v3/customers/me")).header("x-request-id", "report-2").send().await.unwrap()).await;
-    assert_eq!((id.as_str(), body["code"].as_str()), ("report-2", Some("unauthorized")));
+    assert_eq!((id.as_str(), body["code"].as_str()), ("report-2", Some("missing_token")));
     // Auth's 405 and 422, customer's router answers (405 and 404) and its 422 after a chained JWKS fetch.
     let (_, body) = problem(app.client.delete(app.url("/api/v3/auth/login")).send().await.unwrap()).await;
     assert_eq!(body["code"], "method_not_allowed");

@@ -96,8 +96,10 @@ impl Reply {
         if let Some(seconds) = problem.retry_after {
             headers.push(("retry-after".to_string(), seconds.to_string()));
         }
-        if problem.status == 401 {
-            headers.push(("www-authenticate".to_string(), "Bearer".to_string()));
+        match err {
+            Error::MissingToken => headers.push(("www-authenticate".to_string(), "Bearer".to_string())),
+            Error::InvalidToken(_) => headers.push(("www-authenticate".to_string(), r#"Bearer error="invalid_token""#.to_string())),
+            _ => {}
         }
         Self { status: problem.status, content_type: "application/problem+json".into(), body: problem.body(), headers }
     }
@@ -228,10 +230,11 @@ pub fn json_body<T: serde::de::DeserializeOwned>(req: &Req) -> Result<T, Error> 
 }
 
 /// A JSON object body into `T`: not UTF-8 (even in a field we ignore), not JSON, or a member
-/// named twice → 400 `malformed_json`; JSON of another shape (an array, a string) → 422 `body`.
+/// named twice → 400 `malformed_json`; JSON of another shape (an array, a string) → 400
+/// `invalid_body`, as at auth.
 pub fn parse_json_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
-    let malformed = || Error::bad_request("malformed_json", "The body is not valid JSON.");
-    let not_object = || Error::field("body", "invalid_type", "must be a JSON object with the documented fields");
+    let malformed = || Error::bad_request("malformed_json", "The request body is not valid JSON.");
+    let not_object = || Error::bad_request("invalid_body", "The request body must be a JSON object.");
     let text = std::str::from_utf8(body).map_err(|_| malformed())?;
     // Every string decoded (a lone surrogate escape in an ignored field is still not JSON).
     serde_json::from_str::<Value>(text).map_err(|_| malformed())?;
@@ -389,10 +392,10 @@ impl Principal {
 }
 
 fn bearer(req: &Req) -> Result<&str, Error> {
-    let header = req.header("authorization").ok_or(Error::Unauthorized("A bearer token is required."))?;
-    let (scheme, token) = header.split_once(' ').ok_or(Error::Unauthorized("A bearer token is required."))?;
+    let header = req.header("authorization").ok_or(Error::MissingToken)?;
+    let (scheme, token) = header.split_once(' ').ok_or(Error::MissingToken)?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(Error::Unauthorized("A bearer token is required."));
+        return Err(Error::MissingToken);
     }
     Ok(token.trim())
 }
@@ -420,11 +423,11 @@ pub fn authenticate(req: &Req, deps: &Deps) -> Result<Principal, Error> {
     match result {
         Ok(claims) => UserId::parse(&claims.subject)
             .map(Principal::User)
-            .map_err(|_| Error::Unauthorized("The token's subject is not a user id.")),
+            .map_err(|_| Error::InvalidToken("The token's subject is not a user id.")),
         Err(VerifyError::WrongType) => {
             let trusted = config::optional(config::TRUSTED_SERVICE_KEYS);
             if trusted.is_empty() {
-                return Err(Error::Unauthorized("The token is not valid."));
+                return Err(Error::InvalidToken("The token is not valid."));
             }
             let keys = tokens::TrustedServiceKeys::parse(&trusted).map_err(|e| Error::Misconfigured {
                 variable: config::TRUSTED_SERVICE_KEYS,
@@ -434,13 +437,13 @@ pub fn authenticate(req: &Req, deps: &Deps) -> Result<Principal, Error> {
                 Ok(claims) => Ok(Principal::Service(claims.service)),
                 Err(err) => {
                     telemetry::info("service token refused", &[("reason", err.to_string().into())]);
-                    Err(Error::Unauthorized("The token is not valid."))
+                    Err(Error::InvalidToken("The token is not valid."))
                 }
             }
         }
         Err(err) => {
             telemetry::info("access token refused", &[("reason", err.to_string().into())]);
-            Err(Error::Unauthorized("The token is not valid."))
+            Err(Error::InvalidToken("The token is not valid."))
         }
     }
 }
@@ -963,8 +966,8 @@ mod tests {
         assert_eq!(code(parse(b"{\"x\":\"\xff\",\"area_ids\":[1]}")), "malformed_json");
         assert_eq!(code(parse(br#"{"area_ids":[1],"area_ids":[2]}"#)), "malformed_json");
         assert_eq!(code(parse(br#"{"x":"\ud800","area_ids":[1]}"#)), "malformed_json");
-        assert_eq!(code(parse(br#"[[1]]"#)), "422 body");
-        assert_eq!(code(parse(br#"  "x""#)), "422 body");
+        assert_eq!(code(parse(br#"[[1]]"#)), "invalid_body");
+        assert_eq!(code(parse(br#"  "x""#)), "invalid_body");
         assert_eq!(code(parse(br#"[[1"#)), "malformed_json");
         assert_eq!(code(parse(br#"{"area_ids":"#)), "malformed_json");
         assert_eq!(code(parse(br#"{"area_ids":{"a":1}}"#.as_slice()).and_then(|d| AreaIds::try_from(d).map(|_| AreaIdsDto { area_ids: None }))), "422 area_ids");

@@ -12,9 +12,12 @@ pub enum Error {
     /// 422: well-formed, but fields are invalid.
     #[error("invalid fields")]
     Validation(Vec<FieldError>),
-    /// 401: no or an invalid bearer token. The detail is generic on purpose.
-    #[error("unauthorized: {0}")]
-    Unauthorized(&'static str),
+    /// 401 `missing_token`: no bearer token (codes and titles as auth's).
+    #[error("missing token")]
+    MissingToken,
+    /// 401 `invalid_token`: a bearer token that does not verify. The detail is generic on purpose.
+    #[error("invalid token: {0}")]
+    InvalidToken(&'static str),
     /// 403: authenticated, but this caller may not do this.
     #[error("forbidden")]
     Forbidden,
@@ -108,6 +111,10 @@ impl Error {
 
     fn problem_unlogged(&self) -> Problem {
         match self {
+            // The titles of the codes auth answers too are auth's.
+            Self::BadRequest { code: code @ "malformed_json", detail } => Problem::new(400, code, "Malformed JSON").with_detail(detail.clone()),
+            Self::BadRequest { code: code @ "unreadable_body", detail } => Problem::new(400, code, "Unreadable body").with_detail(detail.clone()),
+            Self::BadRequest { code: code @ "invalid_body", detail } => Problem::new(400, code, "Invalid body").with_detail(detail.clone()),
             Self::BadRequest { code, detail } => Problem::new(400, code, "Bad request").with_detail(detail.clone()),
             Self::Validation(errors) => {
                 let mut p = Problem::new(422, "validation_failed", "Invalid fields")
@@ -115,7 +122,9 @@ impl Error {
                 p.errors = errors.clone();
                 p
             }
-            Self::Unauthorized(detail) => Problem::new(401, "unauthorized", "Unauthorized").with_detail(*detail),
+            Self::MissingToken => Problem::new(401, "missing_token", "Authentication required")
+                .with_detail("Send an access token as Authorization: Bearer <token>."),
+            Self::InvalidToken(detail) => Problem::new(401, "invalid_token", "Invalid token").with_detail(*detail),
             Self::Forbidden => Problem::new(403, "forbidden", "Forbidden")
                 .with_detail("This caller may not access this resource."),
             Self::NotFound { code, detail } => Problem::new(404, code, "Not found").with_detail(detail.clone()),

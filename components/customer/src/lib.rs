@@ -72,6 +72,9 @@ fn handle(request: Request) -> Response {
         // No handler ran: an unknown path (404), or a known one with another method (405 + Allow).
         response = api::unrouted(allowed_methods(&path));
     }
+    // Answers carry billing data and, with a profile or invoices, a name and an email: no cache
+    // may keep them (auth's answers say the same).
+    response.set_header("cache-control", "no-store");
     response.set_header(telemetry::REQUEST_ID_HEADER, request_id);
     telemetry::finish(&method, *response.status());
     response
