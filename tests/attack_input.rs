@@ -58,11 +58,12 @@ async fn sql_metacharacters_and_nul_in_every_auth_field_are_data_or_refused() {
     let app = app().await;
     let tables = table_lists(&app).await;
 
-    // name: stored and read back verbatim; NUL and control characters refused.
-    for (i, value) in with_nul().iter().enumerate() {
+    // name: stored and read back verbatim; NUL, control characters and bidi overrides refused.
+    let spoofs = ["Alice\u{202E}gnp.exe", "a\u{2066}b\u{2069}", "line\u{2028}break"].map(String::from);
+    for (i, value) in with_nul().iter().chain(&spoofs).enumerate() {
         let email = format!("name{i}@example.org");
         let answer = app.send("POST", "/api/v3/auth/register", None, Some(json!({"name": value, "email": email, "password": PASSWORD}))).await;
-        if value.chars().any(char::is_control) {
+        if value.chars().any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')) {
             assert_problem(&answer, 422, "validation_failed");
             assert_eq!(answer.body["errors"][0]["code"], "invalid_characters", "{value:?}");
             continue;
@@ -77,6 +78,14 @@ async fn sql_metacharacters_and_nul_in_every_auth_field_are_data_or_refused() {
     }
     let registered = db_rows(&app.app.auth_db, "SELECT COUNT(*) FROM client_auth").await[0][0].clone();
     assert_eq!(registered, SQLISH.len().to_string());
+    // Nor may a change of name bring one in.
+    let someone = app.send("POST", "/api/v3/auth/register", None, Some(json!({"name": "Plain", "email": "plain@example.org", "password": PASSWORD}))).await;
+    let token = someone.body["access_token"].as_str().expect("registered");
+    for spoof in &spoofs {
+        let patched = app.send("PATCH", "/api/v3/users/me", Some(token), Some(json!({"name": spoof}))).await;
+        assert_problem(&patched, 422, "validation_failed");
+        assert_eq!(patched.body["errors"][0]["code"], "invalid_characters", "{spoof:?}");
+    }
 
     // email: quotes, %, _ and = are legal in a local part and stored verbatim; the rest is 422.
     let legal = "o'brien+%_'or'1'='1@example.org";

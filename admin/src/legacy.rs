@@ -515,7 +515,7 @@ impl ConflictKind {
             Self::LegacyEmailInvalid => "customers.email_encrypted opens, but is not an address auth accepts",
             Self::LegacyIdentityEmpty => "customers.name and email_encrypted are empty and auth has no readable record",
             Self::LegacyNameInvalid => {
-                "customers.name is not a name auth accepts (empty, over 255 characters, control characters or surrounding spaces)"
+                "customers.name is not a name auth accepts (empty, over 255 characters, control characters, line separators, bidirectional overrides or surrounding spaces)"
             }
             Self::AuthEmailUnreadable => "auth holds this id, but its email_encrypted does not open with encryption_key",
             Self::EmailDiffers => "auth holds this id with a different email",
@@ -569,12 +569,13 @@ pub enum Check {
     Conflict(Conflict),
 }
 
-/// Whether auth would accept `name` exactly as it is (auth's `Name::parse`, without its trim).
+/// Whether auth would accept `name` exactly as it is (auth's `Name::parse`, without its trim):
+/// no control characters, line separators or bidirectional overrides (auth's
+/// `fields::breaks_display`; the two must change together).
 pub fn name_acceptable(name: &str) -> bool {
-    !name.is_empty()
-        && name.trim() == name
-        && name.chars().count() <= MAX_NAME_CHARS
-        && !name.chars().any(char::is_control)
+    let breaks_display =
+        |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    !name.is_empty() && name.trim() == name && name.chars().count() <= MAX_NAME_CHARS && !name.chars().any(breaks_display)
 }
 
 /// Opens a value sealed in auth's format (AAD = the row's id) and normalizes it.
@@ -1171,6 +1172,9 @@ mod tests {
         assert!(!name_acceptable(""));
         assert!(!name_acceptable(" x"));
         assert!(!name_acceptable("a\u{7}b"));
+        assert!(!name_acceptable("Alice\u{202E}gnp.exe"));
+        assert!(!name_acceptable("a\u{2028}b"));
+        assert!(name_acceptable("\u{5e9}\u{5dc}\u{5d5}\u{5dd} (Shalom)\u{200F}"));
         assert!(name_acceptable(&"é".repeat(255)));
         assert!(!name_acceptable(&"é".repeat(256)));
     }

@@ -7,7 +7,7 @@ use crate::error::FieldError;
 /// Longest name, in characters (`client_auth.name` is `VARCHAR(255)`).
 pub const MAX_NAME_CHARS: usize = 255;
 
-/// A display name: trimmed, 1..=255 characters, no control characters.
+/// A display name: trimmed, 1..=255 characters, none that [`breaks_display`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Name(String);
 
@@ -20,8 +20,12 @@ impl Name {
         if trimmed.chars().count() > MAX_NAME_CHARS {
             return Err(FieldError::new(field, "too_long", format!("must be at most {MAX_NAME_CHARS} characters")));
         }
-        if trimmed.chars().any(char::is_control) {
-            return Err(FieldError::new(field, "invalid_characters", "must not contain control characters"));
+        if trimmed.chars().any(breaks_display) {
+            return Err(FieldError::new(
+                field,
+                "invalid_characters",
+                "must not contain control characters, line separators or bidirectional overrides",
+            ));
         }
         Ok(Name(trimmed.to_owned()))
     }
@@ -29,6 +33,15 @@ impl Name {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether `c` would make a name show as something else where it is displayed (Stripe's
+/// dashboard, invoices, admin screens, logs): control characters, Unicode's line and paragraph
+/// separators, and the bidirectional embeddings, overrides and isolates that reorder the text
+/// around them (the "Trojan Source" spoof, CVE-2021-42574). The implicit marks (LRM, RLM, ALM)
+/// stay allowed: names that mix scripts need them and they reorder nothing.
+pub fn breaks_display(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// An email address in its normalized form (see `sealed_email::normalize_email`).
@@ -55,6 +68,10 @@ mod tests {
         assert_eq!(Name::parse("name", &"é".repeat(256)).unwrap_err().code, "too_long");
         assert!(Name::parse("name", &"é".repeat(255)).is_ok());
         assert_eq!(Name::parse("name", "a\u{0}b").unwrap_err().code, "invalid_characters");
+        for spoof in ["Alice\u{202E}gnp.exe", "a\u{2066}b\u{2069}", "a\u{202A}b", "a\u{2028}b", "a\u{2029}b"] {
+            assert_eq!(Name::parse("name", spoof).unwrap_err().code, "invalid_characters", "{spoof:?}");
+        }
+        assert!(Name::parse("name", "\u{5e9}\u{5dc}\u{5d5}\u{5dd} (Shalom)\u{200F}").is_ok(), "implicit marks stay allowed");
         assert_eq!(Name::parse("name", "Robert'); DROP TABLE client_auth;--").expect("kept as text").as_str().len(), 35);
     }
 
