@@ -180,12 +180,14 @@ async fn idempotency_keys_replay_and_refuse_other_bodies() {
     let app = spawn(|_| {}).await;
     app.auth.add_user("u-1", "Ada", "ada@example.org");
     let key = [("idempotency-key", "create-1")];
-    let (s1, first, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1, 2]})), &key).await;
+    let (s1, first, first_headers) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1, 2]})), &key).await;
     assert_eq!(s1, 201, "{first}");
+    assert_eq!(first_headers["location"], "/api/v3/customers/u-1");
     let (s2, second, headers) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1, 2]})), &key).await;
     assert_eq!(s2, 201, "{second}");
     assert_eq!(first, second);
     assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(headers["location"], "/api/v3/customers/u-1", "a replay says where the customer is too");
     // Same key, other body: 422.
     let (s3, third, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [3]})), &key).await;
     assert_eq!(s3, 422, "{third}");

@@ -543,12 +543,18 @@ fn ctx_run<T>(deps: &Deps, run: impl FnOnce(&Ctx<'_>) -> Result<T, Error>) -> Re
 /// `POST /api/v3/customers`
 pub fn create_customer(request: Request, _params: Params) -> Response {
     with_principal(&request, |req, deps, principal| {
-        idempotent(req, deps, &principal, || {
+        let mut reply = idempotent(req, deps, &principal, || {
             let user = user_only(principal.clone())?;
             let areas = AreaIds::try_from(json_body::<AreaIdsDto>(req)?)?;
             let customer = ctx_run(deps, |ctx| billing::create_customer(ctx, &user, &areas))?;
             Ok(Reply::json(201, &customer_json(&customer)))
-        })
+        })?;
+        // Where the new customer is, as auth's register says where the new user is; on a replay
+        // too (the idempotency table keeps no headers, and the caller is the same user).
+        if let (201, Principal::User(user)) = (reply.status, &principal) {
+            reply.headers.push(("location".into(), format!("/api/v3/customers/{user}")));
+        }
+        Ok(reply)
     })
 }
 
