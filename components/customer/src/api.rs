@@ -874,14 +874,19 @@ fn forwarded_for(incoming: Option<&str>, peer: Option<&str>) -> Option<String> {
     }
 }
 
-/// The answer to a body over the largest any route takes (the webhook's), refused unread.
+/// The answer to a body over the largest any route takes (the webhook's), refused unread
+/// (before `handle`, so it says `no-store` itself, as every answer does).
 pub fn body_too_large() -> Response {
-    respond(Err(Error::PayloadTooLarge))
+    let mut response = respond(Err(Error::PayloadTooLarge));
+    response.set_header("cache-control", "no-store");
+    response
 }
 
 /// The answer to a request whose body could not be read (the client went away mid-upload).
 pub fn unreadable_body() -> Response {
-    respond(Err(Error::bad_request("unreadable_body", "The request body could not be read to its end.")))
+    let mut response = respond(Err(Error::bad_request("unreadable_body", "The request body could not be read to its end.")));
+    response.set_header("cache-control", "no-store");
+    response
 }
 
 /// The answer when no route takes the request: 405 with `Allow` when the path is served with
