@@ -339,7 +339,8 @@ async fn a_streamed_body_over_the_limit_is_refused_before_it_is_read_whole() {
         let (status, text) = chunked_post(&app, path, 8 * limit).await;
         assert_eq!(status, 413, "{path}: {text}");
         assert!(text.contains("application/problem+json") && text.contains("payload_too_large"), "{path}: {text}");
-        assert!(text.to_ascii_lowercase().contains("cache-control: no-store"), "{path}: {text}");
+        let lowercase = text.to_ascii_lowercase();
+        assert!(lowercase.contains("cache-control: no-store") && lowercase.contains("x-content-type-options: nosniff"), "{path}: {text}");
         let refused = app.app.host.log().lines().any(|line| {
             serde_json::from_str::<Value>(line).is_ok_and(|l| l["component"] == component && l["message"] == "request body too large")
         });

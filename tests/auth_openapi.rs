@@ -9,7 +9,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use integration_tests::openapi_operations;
+use integration_tests::{assert_security_headers, openapi_operations};
 use support::*;
 
 #[tokio::test]
@@ -31,6 +31,9 @@ async fn every_documented_operation_is_served_and_nothing_else() {
                 assert_eq!(answer.allow.as_deref(), Some(allow(&documented, path).as_str()), "{method} {path}: Allow");
             }
         }
+        // Every answer (a read, a 401, a 405) carries the security headers.
+        let raw = app.client.get(app.url(&concrete)).send().await.expect("answered");
+        assert_security_headers(raw.headers(), &format!("GET {path}"));
         // HEAD is served wherever GET is: GET's status and headers, no body.
         if documented.contains(&("GET".to_string(), path.to_string())) {
             let head = send(&app, "HEAD", &concrete, None, None).await;

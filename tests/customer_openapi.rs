@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use integration_tests::{openapi_operations, repo_root, spawn_app};
+use integration_tests::{assert_security_headers, openapi_operations, repo_root, spawn_app};
 use serde_json::Value;
 
 /// The routes in customer's route table (`ROUTES` in lib.rs): `("GET", "/api/...", handler),`.
@@ -50,6 +50,7 @@ async fn every_documented_operation_is_answered_by_customer() {
         // Billing data, names and emails: no cache may keep any answer.
         let cache_control = response.headers().get("cache-control").and_then(|v| v.to_str().ok()).map(str::to_owned);
         assert_eq!(cache_control.as_deref(), Some("no-store"), "{method} {path}");
+        assert_security_headers(response.headers(), &format!("{method} {path}"));
         let body: Value = response.json().await.unwrap_or(Value::Null);
         assert_ne!(status, 405, "{method} {path}");
         assert!(
@@ -97,5 +98,6 @@ async fn other_methods_get_405_with_allow_and_head_is_served_wherever_get_is() {
     }
     let response = app.client.get(app.url("/api/v3/customers/me/nothing")).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 404);
+    assert_security_headers(response.headers(), "a 404");
     assert!(response.headers().get("allow").is_none());
 }

@@ -292,6 +292,15 @@ pub fn openapi_operations(file: &str) -> (serde_yaml::Value, BTreeSet<(String, S
     (doc, operations)
 }
 
+/// The headers every answer of auth and customer carries (`telemetry::spin::serve`): nothing in
+/// them is a page for a browser to sniff, frame or leak a referrer from.
+pub fn assert_security_headers(headers: &reqwest::header::HeaderMap, what: &str) {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    assert_eq!(header("x-content-type-options"), Some("nosniff"), "{what}");
+    assert_eq!(header("content-security-policy"), Some("default-src 'none'; frame-ancestors 'none'"), "{what}");
+    assert_eq!(header("referrer-policy"), Some("no-referrer"), "{what}");
+}
+
 /// Awaits all the futures concurrently, in one task, and returns their outputs in order
 /// (`futures::future::join_all` without the dependency).
 pub async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
