@@ -1,4 +1,5 @@
-//! Request ids, W3C trace context and one-line JSON logs for the auth and customer components.
+//! Request ids, W3C trace context and one-line JSON logs for the auth and customer components,
+//! and their HTTP entry point (`spin::serve`: body limits, security headers, [`cors`]).
 //! Plain Rust (no `spin_sdk`, except the entry point behind the `spin` feature, `spin::serve`):
 //! builds for `wasm32-wasip2` and natively.
 //!
@@ -22,6 +23,7 @@
 //! address, a JWT or an API key, and cut at [`MAX_VALUE_CHARS`]; callers still never pass a
 //! secret, token, password or email.
 
+pub mod cors;
 #[cfg(feature = "spin")]
 pub mod spin;
 

@@ -9,6 +9,8 @@
 use futures::TryStreamExt as _;
 use spin_sdk::http::{IncomingRequest, OutgoingResponse, Request, Response, ResponseOutparam};
 
+use crate::cors::{self, AllowedOrigins};
+
 /// How a component's entry point treats request bodies.
 pub struct Bodies {
     /// The largest body any of its routes takes (each route may take less, and says so itself).
@@ -40,14 +42,25 @@ pub async fn serve(component: &'static str, request: IncomingRequest, response_o
     builder.method(request.method()).uri(request.uri());
     // Read now, while the request is ours (the ids are needed only if the body is refused). The
     // headers handle is dropped before the request is consumed, as wasi:http requires.
-    let (x_request_id, traceparent, declared_length) = {
+    let (x_request_id, traceparent, declared_length, origin, preflight) = {
         let headers = request.headers();
         let first = |name: &str| headers.get(name).into_iter().next().and_then(|value| String::from_utf8(value).ok());
         let ids = (first(crate::REQUEST_ID_HEADER), first(crate::TRACEPARENT_HEADER));
         let declared = first("content-length").and_then(|value| value.trim().parse::<u64>().ok());
+        let cors = (first("origin"), first("access-control-request-method"));
         builder.headers(headers);
-        (ids.0, ids.1, declared)
+        (ids.0, ids.1, declared, cors.0, cors.1)
     };
+    // A browser's CORS preflight is answered here, for every route alike (the request it
+    // announces is still routed, and refused with a 405 if the method is not served).
+    if let (true, Some(origin), Some(_)) = (method.eq_ignore_ascii_case("OPTIONS"), origin.as_deref(), preflight.as_deref()) {
+        let request_id = crate::start(component, x_request_id.as_deref(), traceparent.as_deref());
+        let mut response = preflight_answer(origin);
+        response.set_header(crate::REQUEST_ID_HEADER, request_id);
+        crate::finish(&method, *response.status());
+        deliver(response_out, with_security_headers(response)).await;
+        return;
+    }
     let response = match read_body(request, declared_length, bodies.max).await {
         Ok(body) => handle(builder.body(body).build()),
         Err(err) => {
@@ -62,7 +75,76 @@ pub async fn serve(component: &'static str, request: IncomingRequest, response_o
             response
         }
     };
+    let response = match origin.as_deref() {
+        Some(origin) => with_cors(response, origin),
+        None => response,
+    };
     deliver(response_out, with_security_headers(response)).await;
+}
+
+/// The origins the component's `cors_allowed_origins` variable allows; none when it is unset or
+/// not declared. A value that is not a list of origins is an error naming the variable.
+fn allowed_origins() -> Result<AllowedOrigins, String> {
+    match spin_sdk::variables::get(cors::VARIABLE) {
+        Ok(raw) => AllowedOrigins::parse(&raw).map_err(|err| format!("The variable `{}` is not valid: {err}.", cors::VARIABLE)),
+        Err(spin_sdk::variables::Error::Undefined(_)) => Ok(AllowedOrigins::Listed(Vec::new())),
+        Err(err) => {
+            crate::error("variable could not be read", &[("variable", cors::VARIABLE.into()), ("cause", err.to_string().into())]);
+            Err(format!("The variable `{}` could not be read.", cors::VARIABLE))
+        }
+    }
+}
+
+/// A preflight from `origin`: 204 with what a page from it may send, or 403 when the origin is
+/// not allowed (500 naming the variable when its value is not valid).
+fn preflight_answer(origin: &str) -> Response {
+    match allowed_origins() {
+        Ok(allowed) => match allowed.allow_origin(origin) {
+            Some(allow_origin) => {
+                let mut response = Response::new(204, ());
+                response.set_header("access-control-allow-origin", allow_origin);
+                response.set_header("access-control-allow-methods", cors::ALLOWED_METHODS);
+                response.set_header("access-control-allow-headers", cors::ALLOWED_HEADERS);
+                response.set_header("access-control-max-age", cors::MAX_AGE_SECS.to_string());
+                response.set_header("cache-control", "no-store");
+                response
+            }
+            None => problem(403, "origin_not_allowed", "Origin not allowed", "Pages from this origin may not call this API (cors_allowed_origins)."),
+        },
+        Err(detail) => problem(500, "configuration_error", "Service misconfigured", &detail),
+    }
+}
+
+/// The answer to a request that came with an `Origin`, readable by a page from that origin if it
+/// is allowed. A request from another origin is answered as any other: the browser withholds it.
+fn with_cors(mut response: Response, origin: &str) -> Response {
+    match allowed_origins() {
+        Ok(allowed) => {
+            if let Some(allow_origin) = allowed.allow_origin(origin) {
+                response.set_header("access-control-allow-origin", allow_origin);
+                response.set_header("access-control-expose-headers", cors::EXPOSED_HEADERS);
+            }
+        }
+        // Logged (the preflight answers a 500 naming the variable); the answer itself stands.
+        Err(detail) => crate::error("cors_allowed_origins is not valid", &[("detail", detail.into())]),
+    }
+    response
+}
+
+/// A problem+json answer in the shape both components use.
+fn problem(status: u16, code: &str, title: &str, detail: &str) -> Response {
+    let body = serde_json::json!({
+        "type": format!("https://problems.auth-billing.dev/{code}"),
+        "title": title,
+        "status": status,
+        "code": code,
+        "detail": detail,
+        "request_id": crate::request_id(),
+    });
+    let mut response = Response::new(status, body.to_string());
+    response.set_header("content-type", "application/problem+json");
+    response.set_header("cache-control", "no-store");
+    response
 }
 
 /// Headers every answer of both components carries (OWASP REST Security Cheat Sheet; ASVS 5.0
@@ -73,6 +155,8 @@ fn with_security_headers(mut response: Response) -> Response {
     response.set_header("x-content-type-options", "nosniff");
     response.set_header("content-security-policy", "default-src 'none'; frame-ancestors 'none'");
     response.set_header("referrer-policy", "no-referrer");
+    // Whether a page may read an answer depends on its origin: caches must key on it.
+    response.set_header("vary", "origin");
     response
 }
 
