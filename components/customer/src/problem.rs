@@ -7,7 +7,7 @@ use serde::Serialize;
 /// One invalid field of a request, in the shape auth's problems use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {
-    /// JSON name of the field (`area_ids[3]` for an array element, `body` for the body as a whole).
+    /// JSON name of the field (`area_ids[3]` for an array element).
     pub field: String,
     /// Stable machine-readable reason: `required`, `invalid_type`, `too_few`, `too_many`,
     /// `out_of_range`, `duplicate`, `invalid_format`; for `payment_method`, Stripe's decline code;

@@ -4,7 +4,8 @@
 //! stderr when the response cannot be delivered (the caller went away: a client that
 //! disconnected, a chained call that timed out), which breaks the one-JSON-object-per-line log.
 //! [`serve`] does the same conversion and delivery, and logs that case as a JSON `WARN` line with
-//! the request's id. It also reads the request body with a limit, which the SDK does not.
+//! the request's id. It also reads the request body with a limit, which the SDK does not, answers
+//! CORS preflights and adds the headers every answer carries (security headers, CORS).
 
 use futures::TryStreamExt as _;
 use spin_sdk::http::{IncomingRequest, OutgoingResponse, Request, Response, ResponseOutparam};
