@@ -874,19 +874,14 @@ fn forwarded_for(incoming: Option<&str>, peer: Option<&str>) -> Option<String> {
     }
 }
 
-/// The answer to a body over the largest any route takes (the webhook's), refused unread
-/// (before `handle`, so it says `no-store` itself, as every answer does).
+/// The answer to a body over the largest any route takes (the webhook's), refused unread.
 pub fn body_too_large() -> Response {
-    let mut response = respond(Err(Error::PayloadTooLarge));
-    response.set_header("cache-control", "no-store");
-    response
+    respond(Err(Error::PayloadTooLarge))
 }
 
 /// The answer to a request whose body could not be read (the client went away mid-upload).
 pub fn unreadable_body() -> Response {
-    let mut response = respond(Err(Error::bad_request("unreadable_body", "The request body could not be read to its end.")));
-    response.set_header("cache-control", "no-store");
-    response
+    respond(Err(Error::bad_request("unreadable_body", "The request body could not be read to its end.")))
 }
 
 /// The answer when no route takes the request: 405 with `Allow` when the path is served with

@@ -72,20 +72,16 @@ fn handle(request: Request) -> Response {
         // No handler ran: an unknown path (404), or a known one with another method (405 + Allow).
         response = api::unrouted(allowed_methods(&path));
     }
-    // Answers carry billing data and, with a profile or invoices, a name and an email: no cache
-    // may keep them (auth's answers say the same).
-    response.set_header("cache-control", "no-store");
     response.set_header(telemetry::REQUEST_ID_HEADER, request_id);
     telemetry::finish(&method, *response.status());
     response
 }
 
 /// Adds a route to Spin's router, recording the route template (`{id}` for `:id`) that serves
-/// each request.
-fn add_route(router: &mut Router, method: &str, pattern: &str, handler: Handler) {
-    let template = template(pattern);
+/// each request (made only for the route that runs: the router is built for every request).
+fn add_route(router: &mut Router, method: &str, pattern: &'static str, handler: Handler) {
     let traced = move |request: Request, params: Params| {
-        telemetry::set_route(&template);
+        telemetry::set_route(&template(pattern));
         handler(request, params)
     };
     let method = match method {

@@ -107,7 +107,6 @@ fn preflight_answer(origin: &str) -> Response {
                 response.set_header("access-control-allow-methods", cors::ALLOWED_METHODS);
                 response.set_header("access-control-allow-headers", cors::ALLOWED_HEADERS);
                 response.set_header("access-control-max-age", cors::MAX_AGE_SECS.to_string());
-                response.set_header("cache-control", "no-store");
                 response
             }
             None => problem(403, "origin_not_allowed", "Origin not allowed", "Pages from this origin may not call this API (cors_allowed_origins)."),
@@ -144,15 +143,18 @@ fn problem(status: u16, code: &str, title: &str, detail: &str) -> Response {
     });
     let mut response = Response::new(status, body.to_string());
     response.set_header("content-type", "application/problem+json");
-    response.set_header("cache-control", "no-store");
     response
 }
 
 /// Headers every answer of both components carries (OWASP REST Security Cheat Sheet; ASVS 5.0
 /// V3.4): the body is JSON for programs, never a page a browser should sniff, run, frame or
-/// leak a referrer from. Strict-Transport-Security belongs to whoever terminates TLS in front
-/// of Spin (docs/operations.md).
+/// leak a referrer from; and, unless the component chose a policy (auth's JWKS is public), no
+/// cache may keep it (tokens, profiles, billing data). Strict-Transport-Security belongs to
+/// whoever terminates TLS in front of Spin (docs/operations.md).
 fn with_security_headers(mut response: Response) -> Response {
+    if response.header("cache-control").is_none() {
+        response.set_header("cache-control", "no-store");
+    }
     response.set_header("x-content-type-options", "nosniff");
     response.set_header("content-security-policy", "default-src 'none'; frame-ancestors 'none'");
     response.set_header("referrer-policy", "no-referrer");
