@@ -9,7 +9,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use integration_tests::{assert_security_headers, openapi_operations};
+use integration_tests::{assert_security_headers, expected_allow, openapi_operations};
 use support::*;
 
 #[tokio::test]
@@ -28,7 +28,7 @@ async fn every_documented_operation_is_served_and_nothing_else() {
             assert_eq!(routed, is_documented, "{method} {path}: {} {}", answer.status, answer.text);
             if !is_documented {
                 assert_problem(&answer, 405, "method_not_allowed");
-                assert_eq!(answer.allow.as_deref(), Some(allow(&documented, path).as_str()), "{method} {path}: Allow");
+                assert_eq!(answer.allow.as_deref(), Some(expected_allow(&documented, path).as_str()), "{method} {path}: Allow");
             }
         }
         // Every answer (a read, a 401, a 405) carries the security headers.
@@ -44,13 +44,3 @@ async fn every_documented_operation_is_served_and_nothing_else() {
     }
 }
 
-/// The `Allow` value a documented path must answer with: its documented methods in the usual
-/// order, HEAD beside GET.
-fn allow(documented: &BTreeSet<(String, String)>, path: &str) -> String {
-    let served = |method: &str| documented.contains(&(method.to_string(), path.to_string()));
-    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
-        .into_iter()
-        .filter(|method| served(method) || (*method == "HEAD" && served("GET")))
-        .collect::<Vec<_>>()
-        .join(", ")
-}

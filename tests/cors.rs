@@ -1,7 +1,7 @@
 //! Browsers on other origins (CORS): off by default; with `cors_allowed_origins` set, a listed
 //! origin's preflight and requests are answered for it, on both components, and nothing else is.
 
-use integration_tests::{assert_security_headers, spawn_app, spawn_app_with};
+use integration_tests::{TestApp, assert_security_headers, spawn_app, spawn_app_with};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
@@ -9,6 +9,18 @@ const PAGE: &str = "https://app.example.com";
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A browser's preflight of a `method` request to `path` from a page of `origin`.
+async fn preflight(app: &TestApp, path: &str, origin: &str, method: &str) -> reqwest::Response {
+    app.client
+        .request(reqwest::Method::OPTIONS, app.url(path))
+        .header("origin", origin)
+        .header("access-control-request-method", method)
+        .header("access-control-request-headers", "authorization, content-type")
+        .send()
+        .await
+        .expect("answered")
 }
 
 #[tokio::test]
@@ -20,17 +32,9 @@ async fn a_listed_origin_may_call_both_components_and_no_other_may() {
     .expect("app starts");
     for path in ["/api/v3/auth/login", "/api/v3/customers/me"] {
         // The preflight of a JSON request with a token, from the listed origin.
-        let preflight = app
-            .client
-            .request(reqwest::Method::OPTIONS, app.url(path))
-            .header("origin", PAGE)
-            .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "authorization, content-type")
-            .send()
-            .await
-            .unwrap();
-        let headers = preflight.headers().clone();
-        assert_eq!(preflight.status().as_u16(), 204, "{path}");
+        let allowed = preflight(&app, path, PAGE, "POST").await;
+        let headers = allowed.headers().clone();
+        assert_eq!(allowed.status().as_u16(), 204, "{path}");
         assert_eq!(header(&headers, "access-control-allow-origin"), Some(PAGE), "{path}");
         assert!(header(&headers, "access-control-allow-methods").is_some_and(|m| m.contains("POST")), "{path}");
         let allowed_headers = header(&headers, "access-control-allow-headers").unwrap_or("");
@@ -41,14 +45,7 @@ async fn a_listed_origin_may_call_both_components_and_no_other_may() {
         assert_security_headers(&headers, path);
 
         // Another origin's preflight: 403, nothing allowed.
-        let refused = app
-            .client
-            .request(reqwest::Method::OPTIONS, app.url(path))
-            .header("origin", "https://app.example.com.evil.org")
-            .header("access-control-request-method", "POST")
-            .send()
-            .await
-            .unwrap();
+        let refused = preflight(&app, path, "https://app.example.com.evil.org", "POST").await;
         assert_eq!(refused.status().as_u16(), 403, "{path}");
         assert!(refused.headers().get("access-control-allow-origin").is_none(), "{path}");
         let body: Value = refused.json().await.unwrap();
@@ -76,15 +73,7 @@ async fn a_listed_origin_may_call_both_components_and_no_other_may() {
 #[tokio::test]
 async fn without_the_variable_no_origin_is_allowed_and_a_bad_value_is_named() {
     let app = spawn_app().await.expect("app starts");
-    let preflight = app
-        .client
-        .request(reqwest::Method::OPTIONS, app.url("/api/v3/auth/login"))
-        .header("origin", PAGE)
-        .header("access-control-request-method", "POST")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(preflight.status().as_u16(), 403);
+    assert_eq!(preflight(&app, "/api/v3/auth/login", PAGE, "POST").await.status().as_u16(), 403);
     let answer = app.client.get(app.url("/api/v3/auth/health")).header("origin", PAGE).send().await.unwrap();
     assert_eq!(answer.status().as_u16(), 200);
     assert!(answer.headers().get("access-control-allow-origin").is_none());
@@ -94,16 +83,9 @@ async fn without_the_variable_no_origin_is_allowed_and_a_bad_value_is_named() {
     })
     .await
     .expect("app starts");
-    let preflight = app
-        .client
-        .request(reqwest::Method::OPTIONS, app.url("/api/v3/customers/me"))
-        .header("origin", PAGE)
-        .header("access-control-request-method", "GET")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(preflight.status().as_u16(), 500);
-    let body: Value = preflight.json().await.unwrap();
+    let misconfigured = preflight(&app, "/api/v3/customers/me", PAGE, "GET").await;
+    assert_eq!(misconfigured.status().as_u16(), 500);
+    let body: Value = misconfigured.json().await.unwrap();
     assert_eq!(body["code"], "configuration_error", "{body}");
     let detail = body["detail"].as_str().unwrap_or("");
     assert!(detail.contains("cors_allowed_origins") && !detail.contains("app.example.com"), "names the variable, not its value: {detail}");

@@ -292,6 +292,17 @@ pub fn openapi_operations(file: &str) -> (serde_yaml::Value, BTreeSet<(String, S
     (doc, operations)
 }
 
+/// The `Allow` value a documented path must answer other methods with: its documented methods
+/// (`documented` as [`openapi_operations`] gives them) in the usual order, HEAD beside GET.
+pub fn expected_allow(documented: &BTreeSet<(String, String)>, path: &str) -> String {
+    let served = |method: &str| documented.contains(&(method.to_string(), path.to_string()));
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+        .into_iter()
+        .filter(|method| served(method) || (*method == "HEAD" && served("GET")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The headers every answer of auth and customer carries (`telemetry::spin::serve`): nothing in
 /// them is a page for a browser to sniff, frame or leak a referrer from.
 pub fn assert_security_headers(headers: &reqwest::header::HeaderMap, what: &str) {
