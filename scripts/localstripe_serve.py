@@ -13,7 +13,9 @@ accepts what the live Stripe API accepts for our calls:
   product_data[name]), `GET /v1/prices/{id}` and `GET /v1/prices`. localstripe only knows the
   legacy Plan; a price is stored as a plan whose id starts with `price_`.
 * Subscriptions take `items[N][price]` (live) as well as `items[N][plan]` (legacy), and
-  `payment_behavior=default_incomplete`; subscription items are exported with `price`.
+  `payment_behavior=default_incomplete`; subscription items are exported with `price`. An
+  unknown price is a 400 `resource_missing` naming `items[N][price]`, as on Stripe (localstripe's
+  own answer is a 404 "Not Found" without a `param`).
 * Invoices are exported with `number` and `hosted_invoice_url` (null when localstripe has none).
 * `Idempotency-Key` on POST: the first answer (status and body, 500s included) is kept 24 h and
   replayed with `Idempotent-Replayed: true`; the same key with other parameters is a 400
@@ -43,6 +45,21 @@ from localstripe import resources, server
 from localstripe.errors import UserError
 
 IDEMPOTENCY_TTL = 24 * 3600
+
+
+def _refuse_unknown_prices(items):
+    """Live Stripe's answer to a subscription item whose price does not exist."""
+    if not isinstance(items, list):
+        return
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        for field in ("price", "plan"):
+            price = item.get(field)
+            if isinstance(price, str) and resources.store.get("plan:" + price) is None:
+                raise UserError(400, "No such price: '%s'" % price,
+                                {"code": "resource_missing",
+                                 "param": "items[%d][%s]" % (index, field)})
 
 
 def _price_to_plan(items):
@@ -87,6 +104,7 @@ def patch_live_api():
     def init(self, *args, items=None, payment_behavior="allow_incomplete", **kwargs):
         if payment_behavior == "default_incomplete":
             payment_behavior = "allow_incomplete"
+        _refuse_unknown_prices(items)
         original_init(self, *args, items=_price_to_plan(items),
                       payment_behavior=payment_behavior, **kwargs)
 

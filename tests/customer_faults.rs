@@ -88,6 +88,14 @@ async fn stripe_rejections_are_422_and_a_declined_card_leaves_nothing_active() {
     let (status, body, _) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": "price_doesnotexist"})), &[]).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["code"], "billing_rejected");
+    // Stripe's `items[0][price]` is reported as the field the client sent.
+    assert_eq!(
+        body["errors"],
+        json!([{"field": "price_id", "code": "not_found", "detail": "No such price: 'price_doesnotexist'"}]),
+        "{body}"
+    );
+    let (status, mine, _) = app.call("GET", "/api/v3/customers/me/subscriptions", "u-1", None, &[]).await;
+    assert_eq!((status, mine), (200, json!({"subscriptions": []})), "a refused subscription leaves no row");
     // A card that is declined when charged.
     let stripe_customer = customer["stripe_customer_id"].as_str().unwrap();
     let pm = app

@@ -40,9 +40,10 @@ pub enum Error {
     /// 402: Stripe declined the card.
     #[error("payment required")]
     PaymentRequired { detail: String, decline_code: Option<String> },
-    /// 422: Stripe refused the parameters (unknown price, no payment method, ...).
+    /// 422: Stripe refused the parameters (unknown price, no payment method, ...); `errors`
+    /// names the client's field when the refused parameter was one (`price_id`).
     #[error("stripe rejected the request")]
-    StripeRejected { detail: String, param: Option<String> },
+    StripeRejected { detail: String, errors: Vec<FieldError> },
     /// 503: auth did not answer (or answered nonsense); Retry-After in seconds.
     #[error("auth unavailable")]
     AuthUnavailable { retry_after: u32 },
@@ -145,12 +146,10 @@ impl Error {
                 }
                 p
             }
-            Self::StripeRejected { detail, param } => {
+            Self::StripeRejected { detail, errors } => {
                 let mut p = Problem::new(422, "billing_rejected", "Billing provider rejected the request")
                     .with_detail(detail.clone());
-                if let Some(param) = param {
-                    p.errors = vec![FieldError::new(param.clone(), "rejected", detail.clone())];
-                }
+                p.errors = errors.clone();
                 p
             }
             Self::AuthUnavailable { retry_after } => Problem::new(503, "auth_unavailable", "Auth service unavailable")
@@ -208,7 +207,7 @@ mod tests {
         assert_eq!(Error::IdempotencyInProgress.status(), 409);
         assert_eq!(Error::AuthUnavailable { retry_after: 5 }.problem().retry_after, Some(5));
         assert_eq!(Error::PaymentRequired { detail: "declined".into(), decline_code: None }.status(), 402);
-        assert_eq!(Error::StripeRejected { detail: "x".into(), param: None }.status(), 422);
+        assert_eq!(Error::StripeRejected { detail: "x".into(), errors: vec![] }.status(), 422);
         assert_eq!(Error::WebhookSignature("stale").status(), 400);
         assert_eq!(conflict_for_constraint("uq_subscriptions_live_price").problem().code, "already_subscribed");
         assert_eq!(conflict_for_constraint("PRIMARY").problem().code, "customer_exists");

@@ -212,7 +212,7 @@ pub fn map_error(response: &HttpResponse) -> StripeError {
         (401 | 403, _) => StripeError::Authentication(response.status),
         (429, _) => StripeError::Unavailable("rate limited".into()),
         (status, _) if status >= 500 => StripeError::Unavailable(format!("status {status}")),
-        (status, _) => StripeError::InvalidRequest { message, param: field("param"), status },
+        (status, _) => StripeError::InvalidRequest { message, param: field("param"), code: field("code"), status },
     }
 }
 

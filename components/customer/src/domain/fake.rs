@@ -311,14 +311,14 @@ impl Billing for FakeStripe {
     fn cancel_at_period_end(&self, id: &str, _key: &str) -> Result<StripeSubscription, StripeError> {
         self.check_up()?;
         let mut subs = self.subscriptions.borrow_mut();
-        let s = subs.iter_mut().find(|s| s.id == id).ok_or(StripeError::InvalidRequest { message: "no".into(), param: None, status: 404 })?;
+        let s = subs.iter_mut().find(|s| s.id == id).ok_or(StripeError::InvalidRequest { message: "no".into(), param: None, code: None, status: 404 })?;
         s.cancel_at_period_end = true;
         Ok(s.clone())
     }
     fn cancel_now(&self, id: &str) -> Result<StripeSubscription, StripeError> {
         self.check_up()?;
         let mut subs = self.subscriptions.borrow_mut();
-        let s = subs.iter_mut().find(|s| s.id == id).ok_or(StripeError::InvalidRequest { message: "no".into(), param: None, status: 404 })?;
+        let s = subs.iter_mut().find(|s| s.id == id).ok_or(StripeError::InvalidRequest { message: "no".into(), param: None, code: None, status: 404 })?;
         s.status = SubscriptionStatus::Canceled;
         Ok(s.clone())
     }

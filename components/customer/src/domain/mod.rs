@@ -10,6 +10,7 @@ pub mod webhook;
 pub(crate) mod fake;
 
 use crate::error::{Error, conflict_for_constraint};
+use crate::problem::FieldError;
 pub use model::*;
 
 /// A database failure as the rules see it.
@@ -110,9 +111,10 @@ pub enum StripeError {
     /// 402 card_error.
     #[error("card error: {message}")]
     Card { message: String, code: Option<String> },
-    /// 400/404 invalid_request_error.
+    /// 400/404 invalid_request_error; `param` and `code` as Stripe names them
+    /// (`items[0][price]`, `resource_missing`).
     #[error("invalid request: {message}")]
-    InvalidRequest { message: String, param: Option<String>, status: u16 },
+    InvalidRequest { message: String, param: Option<String>, code: Option<String>, status: u16 },
     /// 401/403: our key is wrong. Logged, answered as an opaque 500.
     #[error("stripe refused our credentials ({0})")]
     Authentication(u16),
@@ -142,7 +144,13 @@ impl From<StripeError> for Error {
     fn from(err: StripeError) -> Self {
         match err {
             StripeError::Card { message, code } => Error::PaymentRequired { detail: message, decline_code: code },
-            StripeError::InvalidRequest { message, param, .. } => Error::StripeRejected { detail: message, param },
+            StripeError::InvalidRequest { message, param, code, .. } => {
+                let field = param.as_deref().and_then(request_field).map(|field| {
+                    let code = if code.as_deref() == Some("resource_missing") { "not_found" } else { "rejected" };
+                    FieldError::new(field, code, message.clone())
+                });
+                Error::StripeRejected { detail: message, errors: field.into_iter().collect() }
+            }
             StripeError::Unavailable(cause) => {
                 telemetry::warn("stripe unavailable", &[("cause", cause.as_str().into())]);
                 Error::StripeUnavailable { retry_after: 5 }
@@ -150,6 +158,18 @@ impl From<StripeError> for Error {
             other => Error::Internal(format!("stripe: {other}")),
         }
     }
+}
+
+/// The field of our own request that a Stripe `param` came from. Only the price is a client's
+/// value that reaches Stripe; any other param (`customer`, `metadata[...]`) is ours, and naming
+/// it in `errors` would tell a client to fix a field it never sent.
+fn request_field(stripe_param: &str) -> Option<&'static str> {
+    let field = match stripe_param.strip_prefix("items[").and_then(|rest| rest.split_once("][")) {
+        Some((index, field)) if !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) => field.strip_suffix(']')?,
+        Some(_) => return None,
+        None => stripe_param,
+    };
+    matches!(field, "price" | "plan").then_some("price_id")
 }
 
 /// What Stripe needs to create a customer.
@@ -214,4 +234,37 @@ impl From<ProfileError> for Error {
 /// Profiles from auth.
 pub trait Profiles {
     fn profile(&self, id: &str) -> Result<ProfileLookup, ProfileError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(param: Option<&str>, code: Option<&str>) -> Vec<FieldError> {
+        let err = StripeError::InvalidRequest {
+            message: "No such price: 'price_x'".into(),
+            param: param.map(str::to_string),
+            code: code.map(str::to_string),
+            status: 400,
+        };
+        let problem = Error::from(err).problem();
+        assert_eq!((problem.status, problem.code), (422, "billing_rejected"));
+        problem.errors
+    }
+
+    #[test]
+    fn a_refused_price_names_the_clients_field() {
+        let errors = rejected(Some("items[0][price]"), Some("resource_missing"));
+        assert_eq!(errors, [FieldError::new("price_id", "not_found", "No such price: 'price_x'")]);
+        for param in ["items[12][plan]", "price", "plan"] {
+            assert_eq!(rejected(Some(param), Some("parameter_invalid")), [FieldError::new("price_id", "rejected", "No such price: 'price_x'")], "{param}");
+        }
+    }
+
+    #[test]
+    fn stripes_own_params_are_not_the_clients_fields() {
+        for param in [None, Some("customer"), Some("metadata[user_id]"), Some("items[0]"), Some("items[][price]"), Some("items[a][price]"), Some("items[0][price][x]")] {
+            assert_eq!(rejected(param, Some("resource_missing")), [], "{param:?}");
+        }
+    }
 }
