@@ -406,6 +406,59 @@ async fn huge_bodies_are_413_and_wrong_content_types_are_415_on_every_body_route
     assert_eq!(db_rows(&app.app.auth_db, "SELECT COUNT(*) FROM client_auth").await[0][0], "1", "no registration went through");
 }
 
+/// A header that has one value, sent twice: 400 `repeated_header` naming it, whichever line
+/// holds the good value. spin-sdk keeps only the last line of a name, so without the entry
+/// point's check a bogus token followed by a good one was let in.
+fn assert_repeated(answer: &support::Answer, field: &str, what: &str) {
+    assert_eq!((answer.status, answer.body["code"].as_str()), (400, Some("repeated_header")), "{what}: {}", answer.text);
+    assert_problem(answer, 400, "repeated_header");
+    assert!(answer.text.contains(&format!("`{field}`")), "{what}: the detail names {field}: {}", answer.text);
+    let challenge = (field == "authorization").then_some(r#"Bearer error="invalid_request""#);
+    assert_eq!(answer.www_authenticate.as_deref(), challenge, "{what}");
+}
+
+#[tokio::test]
+async fn headers_with_one_value_sent_twice_are_400_and_change_nothing() {
+    let app = app().await;
+    let user = app.user("Ada", "ada@example.org").await;
+    app.customer(&user).await;
+    let before = app.snapshot().await;
+    let good = format!("Bearer {}", user.token);
+    let bogus = "Bearer not-a-token";
+    let mut routes = body_routes();
+    routes.push(("GET", "/api/v3/users/me", true, Value::Null));
+    routes.push(("GET", "/api/v3/customers/me", true, Value::Null));
+    for (method, path, _, valid) in routes {
+        let body = if valid.is_null() { Vec::new() } else { valid.to_string().into_bytes() };
+        let json = Some("application/json");
+        for (first, second) in [(good.as_str(), bogus), (bogus, good.as_str())] {
+            let headers = [("authorization", first), ("authorization", second)];
+            let answer = app.raw(method, path, None, json, &headers, body.clone()).await;
+            assert_repeated(&answer, "authorization", &format!("{method} {path}, {first:.12}… then {second:.12}…"));
+        }
+        if valid.is_null() {
+            continue;
+        }
+        let answer = app.raw(method, path, Some(&user.token), json, &[("content-type", "application/json")], body.clone()).await;
+        assert_repeated(&answer, "content-type", &format!("{method} {path}"));
+        if is_customer(path) {
+            let answer = app.raw(method, path, Some(&user.token), json, &[("idempotency-key", "one"), ("idempotency-key", "two")], body.clone()).await;
+            assert_repeated(&answer, "idempotency-key", &format!("{method} {path}"));
+        }
+    }
+    // A webhook with two Stripe-Signature lines, each valid on its own.
+    let secret = app.app.variables["stripe_webhook_secret"].clone();
+    let event = br#"{"id":"evt_twice","object":"event","type":"bench.ping","created":1,"data":{"object":{}}}"#.to_vec();
+    let signature = attack::stripe_signature_bytes(&secret, cs::now(), &event);
+    let headers = [("stripe-signature", signature.as_str()), ("stripe-signature", signature.as_str())];
+    let answer = app.raw("POST", "/api/v3/billing/stripe/webhook", None, Some("application/json"), &headers, event).await;
+    assert_repeated(&answer, "stripe-signature", "webhook");
+    app.assert_unchanged(&before, "after repeated headers").await;
+    // One line each still works.
+    let answer = app.raw("GET", "/api/v3/users/me", Some(&user.token), None, &[], Vec::new()).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+}
+
 #[tokio::test]
 async fn invalid_utf8_deep_nesting_odd_numbers_and_duplicate_keys() {
     let app = app().await;

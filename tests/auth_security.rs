@@ -327,7 +327,8 @@ async fn failed_login_via(app: &TestApp, forwarded_for: &str, email: &str) -> An
 async fn x_forwarded_for_is_believed_only_from_trusted_proxies() {
     // Every request here comes from 127.0.0.1, which plays the ingress in front of auth.
     // Trusted: each client behind it is throttled on its own address.
-    let behind_ingress = app_with(&[("auth_trusted_proxies", "127.0.0.1"), ("auth_login_max_failures_per_address", "3")]).await;
+    // 10.0.0.2 plays a second proxy of the chain, nearer the client.
+    let behind_ingress = app_with(&[("auth_trusted_proxies", "127.0.0.1, 10.0.0.2"), ("auth_login_max_failures_per_address", "3")]).await;
     for i in 0..3 {
         let answer = failed_login_via(&behind_ingress, "203.0.113.7", &format!("nobody{i}@example.org")).await;
         assert_eq!(answer.status, 401, "{}", answer.text);
@@ -356,6 +357,24 @@ async fn x_forwarded_for_is_believed_only_from_trusted_proxies() {
     assert_eq!(counted, vec![vec!["2001:db8:1:2::/64".to_string(), "3".to_string()], vec!["2001:db8:1:3::/64".to_string(), "1".to_string()]]);
     let audited = rows(&behind_ingress, "SELECT DISTINCT client_addr FROM audit_log WHERE client_addr LIKE '2001:db8:1:2:%' ORDER BY client_addr").await;
     assert_eq!(audited.len(), 4, "{audited:?}");
+
+    // A chain whose proxies each wrote a line of their own: the lines are one list (RFC 9110
+    // §5.3), so the client is found behind both proxies, not taken to be the nearer proxy.
+    let chain_login = answer(
+        behind_ingress
+            .client
+            .post(behind_ingress.url("/api/v3/auth/login"))
+            .header("x-forwarded-for", "198.51.100.23")
+            .header("x-forwarded-for", "10.0.0.2")
+            .json(&json!({"email": "chain@example.org", "password": "not-the-password-1"}))
+            .send()
+            .await
+            .expect("request sent"),
+    )
+    .await;
+    assert_eq!(chain_login.status, 401, "{}", chain_login.text);
+    let chained = rows(&behind_ingress, "SELECT client_addr FROM audit_log WHERE client_addr IN ('198.51.100.23', '10.0.0.2')").await;
+    assert_eq!(chained, vec![vec!["198.51.100.23".to_string()]]);
 
     // Not trusted (the default): the header is the client's word, and every request counts
     // against the peer that sent it.

@@ -1,5 +1,6 @@
 //! Request ids, W3C trace context and one-line JSON logs for the auth and customer components,
-//! and their HTTP entry point (`spin::serve`: body limits, security headers, [`cors`]).
+//! and their HTTP entry point (`spin::serve`: body limits, repeated [`fields`], security headers,
+//! [`cors`]).
 //! Plain Rust (no `spin_sdk`, except the entry point behind the `spin` feature, `spin::serve`):
 //! builds for `wasm32-wasip2` and natively.
 //!
@@ -24,6 +25,7 @@
 //! secret, token, password or email.
 
 pub mod cors;
+pub mod fields;
 #[cfg(feature = "spin")]
 pub mod spin;
 

@@ -43,14 +43,20 @@ pub async fn serve(component: &'static str, request: IncomingRequest, response_o
     builder.method(request.method()).uri(request.uri());
     // Read now, while the request is ours (the ids are needed only if the body is refused). The
     // headers handle is dropped before the request is consumed, as wasi:http requires.
-    let (x_request_id, traceparent, declared_length, origin, preflight) = {
+    let (x_request_id, traceparent, declared_length, origin, preflight, repeated) = {
         let headers = request.headers();
         let first = |name: &str| headers.get(name).into_iter().next().and_then(|value| String::from_utf8(value).ok());
         let ids = (first(crate::REQUEST_ID_HEADER), first(crate::TRACEPARENT_HEADER));
         let declared = first("content-length").and_then(|value| value.trim().parse::<u64>().ok());
         let cors = (first("origin"), first("access-control-request-method"));
-        builder.headers(headers);
-        (ids.0, ids.1, declared, cors.0, cors.1)
+        let repeated = match crate::fields::merge_repeated(headers.entries()) {
+            Ok(fields) => {
+                builder.headers(fields);
+                None
+            }
+            Err(field) => Some(field),
+        };
+        (ids.0, ids.1, declared, cors.0, cors.1, repeated)
     };
     // A browser's CORS preflight is answered here, for every route alike (the request it
     // announces is still routed, and refused with a 405 if the method is not served).
@@ -62,9 +68,18 @@ pub async fn serve(component: &'static str, request: IncomingRequest, response_o
         deliver(response_out, with_security_headers(response)).await;
         return;
     }
-    let response = match read_body(request, declared_length, bodies.max).await {
-        Ok(body) => handle(builder.body(body).build()),
-        Err(err) => {
+    let response = match (read_body(request, declared_length, bodies.max).await, repeated) {
+        // Refused after its body is read, so that the client gets the answer, not a reset.
+        (Ok(_), Some(field)) => {
+            let request_id = crate::start(component, x_request_id.as_deref(), traceparent.as_deref());
+            crate::warn("request header repeated", &[("method", method.as_str().into()), ("path", crate::path_of(&path).into()), ("header", field.into())]);
+            let mut response = repeated_field_answer(field);
+            response.set_header(crate::REQUEST_ID_HEADER, request_id);
+            crate::finish(&method, *response.status());
+            response
+        }
+        (Ok(body), None) => handle(builder.body(body).build()),
+        (Err(err), _) => {
             let request_id = crate::start(component, x_request_id.as_deref(), traceparent.as_deref());
             let (message, cause, mut response) = match err {
                 BodyError::TooLarge(seen) => ("request body too large", format!("at least {seen} bytes, over {}", bodies.max), (bodies.too_large)()),
@@ -127,6 +142,17 @@ fn with_cors(mut response: Response, origin: &str) -> Response {
         }
         // Logged (the preflight answers a 500 naming the variable); the answer itself stands.
         Err(detail) => crate::error("cors_allowed_origins is not valid", &[("detail", detail.into())]),
+    }
+    response
+}
+
+/// The 400 for a header that has one value sent more than once ([`crate::fields`]). For
+/// `Authorization` it is the `invalid_request` of RFC 6750 §3.1 ("repeats the same parameter").
+fn repeated_field_answer(field: &str) -> Response {
+    let detail = format!("The header `{field}` was sent more than once; send it once.");
+    let mut response = problem(400, "repeated_header", "Bad request", &detail);
+    if field == "authorization" {
+        response.set_header("www-authenticate", r#"Bearer error="invalid_request""#);
     }
     response
 }
