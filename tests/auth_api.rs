@@ -347,6 +347,13 @@ async fn the_signed_in_user_reads_and_changes_its_profile() {
     let renamed = send(&app, "PATCH", "/api/v3/users/me", Some(&token), Some(json!({"name": "Countess"}))).await;
     assert_eq!(renamed.status, 200, "{}", renamed.text);
     assert_eq!(renamed.body["user"]["name"], "Countess");
+    // A decomposed name (`e` + U+0308, `a` + U+0301) is stored and answered composed (NFC).
+    let decomposed = send(&app, "PATCH", "/api/v3/users/me", Some(&token), Some(json!({"name": "Zoe\u{308} Ma\u{301}rquez"}))).await;
+    assert_eq!((decomposed.status, decomposed.body["user"]["name"].as_str()), (200, Some("Zo\u{eb} M\u{e1}rquez")), "{}", decomposed.text);
+    let stored = rows(&app, "SELECT HEX(name) FROM client_auth WHERE name LIKE 'Zo%'").await;
+    assert_eq!(stored, vec![vec!["Zo\u{eb} M\u{e1}rquez".bytes().map(|b| format!("{b:02X}")).collect::<String>()]]);
+    let renamed = send(&app, "PATCH", "/api/v3/users/me", Some(&token), Some(json!({"name": "Countess"}))).await;
+    assert_eq!(renamed.status, 200, "{}", renamed.text);
     assert_problem(&send(&app, "PATCH", "/api/v3/users/me", Some(&token), Some(json!({}))).await, 422, "validation_failed");
     let no_password = send(&app, "PATCH", "/api/v3/users/me", Some(&token), Some(json!({"email": "new@example.org"}))).await;
     assert_problem(&no_password, 422, "validation_failed");

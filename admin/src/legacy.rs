@@ -571,7 +571,9 @@ pub enum Check {
 
 /// Whether auth would accept `name` exactly as it is (auth's `Name::parse`, without its trim):
 /// no control characters, line separators or bidirectional overrides (auth's
-/// `fields::breaks_display`; the two must change together).
+/// `fields::breaks_display`; the two must change together). Auth also composes a new name to
+/// NFC; the backfill does not: it copies a legacy name byte for byte, as auth serves names
+/// stored before that rule.
 pub fn name_acceptable(name: &str) -> bool {
     let breaks_display =
         |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');

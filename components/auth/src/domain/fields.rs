@@ -1,19 +1,25 @@
 //! Parsed request values: a display name and an email address, each validated once.
 
 use sealed_email::{EmailError, NormalizedEmail, normalize_email};
+use unicode_normalization::UnicodeNormalization as _;
 
 use crate::error::FieldError;
 
 /// Longest name, in characters (`client_auth.name` is `VARCHAR(255)`).
 pub const MAX_NAME_CHARS: usize = 255;
 
-/// A display name: trimmed, 1..=255 characters, none that [`breaks_display`].
+/// A display name: trimmed, in Unicode's composed form (NFC), 1..=255 characters, none that
+/// [`breaks_display`]. NFC because "Zoë" typed as `e` + U+0308 (as macOS file names and some
+/// keyboards give it) is the same name as the precomposed "Zoë", and Stripe's dashboard search,
+/// invoices and any comparison should see one spelling. Not NFKC, which would rewrite what a
+/// person chose to write (full-width letters, ligatures, superscripts).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Name(String);
 
 impl Name {
     pub fn parse(field: &str, raw: &str) -> Result<Name, FieldError> {
-        let trimmed = raw.trim();
+        let composed: String = raw.trim().nfc().collect();
+        let trimmed = composed.as_str();
         if trimmed.is_empty() {
             return Err(FieldError::new(field, "required", "must not be empty"));
         }
@@ -71,6 +77,10 @@ mod tests {
         for spoof in ["Alice\u{202E}gnp.exe", "a\u{2066}b\u{2069}", "a\u{202A}b", "a\u{2028}b", "a\u{2029}b"] {
             assert_eq!(Name::parse("name", spoof).unwrap_err().code, "invalid_characters", "{spoof:?}");
         }
+        assert_eq!(Name::parse("name", "Zoe\u{308} Ma\u{301}rquez").expect("valid").as_str(), "Zo\u{eb} M\u{e1}rquez", "composed");
+        assert_eq!(Name::parse("name", "\u{ff21}\u{fb01}").expect("valid").as_str(), "\u{ff21}\u{fb01}", "not compatibility-folded");
+        // The limit counts composed characters: 255 decomposed "é"s (510 code points) fit.
+        assert_eq!(Name::parse("name", &"e\u{301}".repeat(255)).expect("fits").as_str(), "\u{e9}".repeat(255));
         assert!(Name::parse("name", "\u{5e9}\u{5dc}\u{5d5}\u{5dd} (Shalom)\u{200F}").is_ok(), "implicit marks stay allowed");
         assert_eq!(Name::parse("name", "Robert'); DROP TABLE client_auth;--").expect("kept as text").as_str().len(), 35);
     }
