@@ -2,12 +2,14 @@
 //! [`migrate`] (sqlx migrations per service), [`keys`] (development secrets), [`config`]
 //! (database URLs from flags, the environment or `.env`); the legacy upgrade (customer migration
 //! 6): [`legacy`] (shared checks and the migration guard), [`backfill`], [`verify`],
-//! [`reencrypt`].
+//! [`reencrypt`]; housekeeping: [`purge`] (expired tokens, idle throttle rows, old webhook
+//! events and, on request, old audit rows).
 
 pub mod backfill;
 pub mod config;
 pub mod keys;
 pub mod legacy;
 pub mod migrate;
+pub mod purge;
 pub mod reencrypt;
 pub mod verify;

@@ -44,6 +44,9 @@ enum Command {
     Verify(admin::verify::Args),
     /// Re-seal every stored email not sealed with the active encryption key (after a rotation)
     Reencrypt(admin::reencrypt::Args),
+    /// Delete expired refresh tokens, revoked families, idle throttle rows and old Stripe events
+    /// (audit rows only with --audit-older-than-days); run daily. docs/operations.md
+    Purge(admin::purge::Args),
 }
 
 #[derive(Subcommand)]
@@ -277,6 +280,7 @@ fn run(cli: Cli, secrets: &mut Vec<String>) -> Result<()> {
         Command::Backfill(args) => admin::backfill::command(args, cli.env_file.as_deref(), secrets),
         Command::Verify(args) => admin::verify::command(args, cli.env_file.as_deref(), secrets),
         Command::Reencrypt(args) => admin::reencrypt::command(args, cli.env_file.as_deref(), secrets),
+        Command::Purge(args) => admin::purge::command(args, cli.env_file.as_deref(), secrets),
         Command::Migrate { action } => {
             let cwd = std::env::current_dir().context("Failed to read the current directory")?;
             let env_file = EnvFile::discover(cli.env_file.as_deref(), &cwd)?;
