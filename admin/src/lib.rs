@@ -2,11 +2,12 @@
 //! [`migrate`] (sqlx migrations per service), [`keys`] (development secrets), [`config`]
 //! (database URLs from flags, the environment or `.env`); the legacy upgrade (customer migration
 //! 6): [`legacy`] (shared checks and the migration guard), [`backfill`], [`verify`],
-//! [`reencrypt`]; housekeeping: [`purge`] (expired tokens, idle throttle rows, old webhook
+//! [`reencrypt`]; least privilege: [`grants`] (the app user's, the audit log append-only); housekeeping: [`purge`] (expired tokens, idle throttle rows, old webhook
 //! events and, on request, old audit rows).
 
 pub mod backfill;
 pub mod config;
+pub mod grants;
 pub mod keys;
 pub mod legacy;
 pub mod migrate;
