@@ -149,7 +149,7 @@ const FAMILIES: Rule = Rule {
     // with its first token, in one transaction, so an empty one is old or orphaned).
     condition: "created_at < ? AND ((revoked_at IS NOT NULL AND revoked_at < ?) \
                 OR NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = refresh_token_families.id AND t.expires_at >= ?))",
-    what: "refresh-token families revoked or expired (with any tokens left)",
+    what: "refresh-token families revoked or expired, with any tokens left",
 };
 const TOKENS: Rule = Rule {
     table: "refresh_tokens",

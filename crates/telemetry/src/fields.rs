@@ -12,7 +12,8 @@
 pub const SINGLETON_FIELDS: [&str; 4] = ["authorization", "content-type", "idempotency-key", "stripe-signature"];
 
 /// The request's header fields, one entry per name in the order of first appearance, repeated
-/// lines joined with ", ". `Err` names (in lowercase) a [`SINGLETON_FIELDS`] field sent more than once.
+/// lines joined with ", " (`Cookie` lines, which HTTP/2 may split, with "; ", RFC 9113 §8.2.3).
+/// `Err` names (in lowercase) a [`SINGLETON_FIELDS`] field sent more than once.
 pub fn merge_repeated(fields: Vec<(String, Vec<u8>)>) -> Result<Vec<(String, Vec<u8>)>, &'static str> {
     let mut merged: Vec<(String, Vec<u8>)> = Vec::with_capacity(fields.len());
     for (name, value) in fields {
@@ -21,7 +22,7 @@ pub fn merge_repeated(fields: Vec<(String, Vec<u8>)>) -> Result<Vec<(String, Vec
                 if let Some(singleton) = SINGLETON_FIELDS.iter().find(|s| s.eq_ignore_ascii_case(&name)) {
                     return Err(singleton);
                 }
-                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(if name.eq_ignore_ascii_case("cookie") { b"; " } else { b", " });
                 joined.extend_from_slice(&value);
             }
             None => merged.push((name, value)),
@@ -47,6 +48,8 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(merged, fields(&[("x-forwarded-for", "203.0.113.7, 10.0.0.2, 10.0.0.3"), ("accept", "application/json")]));
+        let cookies = merge_repeated(fields(&[("cookie", "a=1"), ("cookie", "b=2")])).unwrap();
+        assert_eq!(cookies, fields(&[("cookie", "a=1; b=2")]));
     }
 
     #[test]
