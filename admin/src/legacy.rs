@@ -42,25 +42,33 @@ pub const MAX_IDS_PER_KIND: usize = 1000;
 // -------------------------------------------------------------------------------------------------
 // Settings
 
-/// Flags shared by the cross-database commands (`backfill`, `verify`, `reencrypt`).
+/// Flags shared by the commands that work on both databases in batches (`backfill`, `verify`,
+/// `reencrypt`, `purge`).
 #[derive(clap::Args, Debug, Clone)]
-pub struct CrossDbArgs {
+pub struct DbArgs {
     /// auth database URL [default: $SPIN_VARIABLE_AUTH_DB_URL, then .env]
     #[arg(long, value_name = "URL")]
     pub auth_db_url: Option<String>,
     /// customer database URL [default: $SPIN_VARIABLE_CUSTOMER_DB_URL, then .env]
     #[arg(long, value_name = "URL")]
     pub customer_db_url: Option<String>,
-    /// auth's encryption_key keyring. Other users can read it with `ps`: prefer
-    /// $SPIN_VARIABLE_ENCRYPTION_KEY or .env [default: $SPIN_VARIABLE_ENCRYPTION_KEY, then .env]
-    #[arg(long, value_name = "KEYRING")]
-    pub encryption_key: Option<String>,
-    /// Rows per batch (each batch is one read and at most one transaction per database)
+    /// Rows per batch (each batch is one read or delete, and at most one transaction per database)
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
     /// Milliseconds to sleep after each written batch, to spare a busy production database
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub pause_ms: u64,
+}
+
+/// [`DbArgs`] and the keyring: the commands that read emails (`backfill`, `verify`, `reencrypt`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct CrossDbArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// auth's encryption_key keyring. Other users can read it with `ps`: prefer
+    /// $SPIN_VARIABLE_ENCRYPTION_KEY or .env [default: $SPIN_VARIABLE_ENCRYPTION_KEY, then .env]
+    #[arg(long, value_name = "KEYRING")]
+    pub encryption_key: Option<String>,
 }
 
 /// Flags the customer migration 6 guard adds to `migrate up|down`.
@@ -129,20 +137,26 @@ impl CrossDb {
 
     /// From the shared flags; `secrets` collects what must never be printed.
     pub fn from_args(args: &CrossDbArgs, env_file: &EnvFile, secrets: &mut Vec<String>) -> Result<Self> {
-        ensure!(args.batch_size >= 1, "Failed to start: --batch-size must be at least 1");
         warn_key_flag(args.encryption_key.as_deref());
+        let mut cross = Self::from_db_args(&args.db, env_file, secrets)?;
+        cross.encryption_key = config::resolve(args.encryption_key.as_deref(), ENCRYPTION_KEY_VAR, env_file);
+        secrets.extend(cross.encryption_key.iter().cloned());
+        Ok(cross)
+    }
+
+    /// The databases only, no keyring (`purge`).
+    pub fn from_db_args(args: &DbArgs, env_file: &EnvFile, secrets: &mut Vec<String>) -> Result<Self> {
+        ensure!(args.batch_size >= 1, "Failed to start: --batch-size must be at least 1");
         let auth_url = config::resolve(args.auth_db_url.as_deref(), config::AUTH_DB_URL_VAR, env_file);
         let customer_url =
             config::resolve(args.customer_db_url.as_deref(), config::CUSTOMER_DB_URL_VAR, env_file);
-        let encryption_key = config::resolve(args.encryption_key.as_deref(), ENCRYPTION_KEY_VAR, env_file);
         for url in auth_url.iter().chain(customer_url.iter()) {
             secrets.extend(config::secrets_of(url));
         }
-        secrets.extend(encryption_key.iter().cloned());
         Ok(Self {
             auth_url,
             customer_url,
-            encryption_key,
+            encryption_key: None,
             batch_size: args.batch_size,
             pause: Duration::from_millis(args.pause_ms),
             allow_data_loss: false,

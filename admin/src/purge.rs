@@ -30,8 +30,7 @@ use anyhow::{Context as _, Result, ensure};
 use serde::Serialize;
 use sqlx::mysql::MySqlConnection;
 
-use crate::config;
-use crate::legacy::{self, CrossDb, DEFAULT_BATCH_SIZE};
+use crate::legacy::{self, CrossDb, DbArgs};
 
 const DAY_SECS: i64 = 86_400;
 /// The longest `login_throttle_window_secs` auth accepts, and so the least margin for throttle rows.
@@ -41,18 +40,8 @@ pub const MIN_EVENTS_OLDER_THAN_DAYS: u32 = 4;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// auth database URL [default: $SPIN_VARIABLE_AUTH_DB_URL, then .env]
-    #[arg(long, value_name = "URL")]
-    pub auth_db_url: Option<String>,
-    /// customer database URL [default: $SPIN_VARIABLE_CUSTOMER_DB_URL, then .env]
-    #[arg(long, value_name = "URL")]
-    pub customer_db_url: Option<String>,
-    /// Rows per DELETE (each its own statement and commit)
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_SIZE)]
-    pub batch_size: usize,
-    /// Milliseconds to sleep after each full batch, to spare a busy production database
-    #[arg(long, value_name = "MS", default_value_t = 0)]
-    pub pause_ms: u64,
+    #[command(flatten)]
+    pub db: DbArgs,
     /// Which service's database
     #[arg(long, value_enum, default_value_t = Service::All)]
     pub service: Service,
@@ -253,13 +242,7 @@ pub fn render(report: &Report) -> String {
 pub fn command(args: Args, env_file: Option<&Path>, secrets: &mut Vec<String>) -> Result<()> {
     let settings = Settings::new(args.service, args.older_than_days, args.events_older_than_days, args.audit_older_than_days, args.dry_run)?;
     legacy::block_on(env_file, async |env| {
-        let auth_url = config::resolve(args.auth_db_url.as_deref(), config::AUTH_DB_URL_VAR, &env);
-        let customer_url = config::resolve(args.customer_db_url.as_deref(), config::CUSTOMER_DB_URL_VAR, &env);
-        for url in auth_url.iter().chain(customer_url.iter()) {
-            secrets.extend(config::secrets_of(url));
-        }
-        let mut cross = CrossDb::new(auth_url.as_deref(), customer_url.as_deref(), None).with_batch_size(args.batch_size);
-        cross.pause = Duration::from_millis(args.pause_ms);
+        let cross = CrossDb::from_db_args(&args.db, &env, secrets)?;
         let report = run(&cross, &settings).await?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report).context("Failed to write JSON")?);
