@@ -332,6 +332,42 @@ async fn refresh_rotates_and_logout_revokes() {
 }
 
 #[tokio::test]
+async fn logout_scopes_end_this_session_the_others_or_all() {
+    let app = app().await;
+    let first = register(&app, "Ada", "ada@example.org").await;
+    let sign_in = || async { login(&app, "ada@example.org", PASSWORD).await.body };
+    let (laptop, phone, tablet) = (refresh_token(&first), refresh_token(&sign_in().await), refresh_token(&sign_in().await));
+    let alive = |token: String| {
+        let app = &app;
+        async move {
+            let answer = post(app, "/api/v3/auth/refresh", json!({"refresh_token": token})).await;
+            (answer.status == 200).then(|| refresh_token(&answer.body))
+        }
+    };
+    let invalid = post(&app, "/api/v3/auth/logout", json!({"refresh_token": phone, "scope": "everywhere"})).await;
+    assert_problem(&invalid, 422, "validation_failed");
+    assert_eq!((invalid.body["errors"][0]["field"].as_str(), invalid.body["errors"][0]["code"].as_str()), (Some("scope"), Some("invalid_value")));
+    assert_problem(&post(&app, "/api/v3/auth/logout", json!({"refresh_token": phone, "scope": 1})).await, 422, "validation_failed");
+
+    // Sign out everywhere else, from the phone: the laptop and the tablet are out, the phone stays.
+    assert_eq!(post(&app, "/api/v3/auth/logout", json!({"refresh_token": phone, "scope": "others"})).await.status, 204);
+    assert_eq!(alive(laptop.clone()).await, None);
+    assert_eq!(alive(tablet).await, None);
+    let phone = alive(phone).await.expect("the phone's session stays");
+    let reasons = rows(&app, "SELECT COALESCE(revoked_reason, 'live'), COUNT(*) FROM refresh_token_families GROUP BY 1 ORDER BY 1").await;
+    assert_eq!(reasons, vec![vec!["live".to_string(), "1".to_string()], vec!["logout_others".to_string(), "2".to_string()]]);
+
+    // A stale token (the laptop's, already revoked) ends nothing more; "all" from a current one ends every session.
+    let desktop = refresh_token(&sign_in().await);
+    assert_eq!(post(&app, "/api/v3/auth/logout", json!({"refresh_token": laptop, "scope": "all"})).await.status, 204);
+    assert!(alive(desktop).await.is_some(), "a revoked token signs nobody out");
+    assert_eq!(post(&app, "/api/v3/auth/logout", json!({"refresh_token": phone, "scope": "all"})).await.status, 204);
+    assert_eq!(rows(&app, "SELECT COUNT(*) FROM refresh_token_families WHERE revoked_at IS NULL").await[0][0], "0", "every session ended");
+    let scopes: Vec<Vec<String>> = rows(&app, "SELECT COALESCE(detail, '') FROM audit_log WHERE event = 'logout' ORDER BY id").await;
+    assert_eq!(scopes, vec![vec![r#"{"scope":"others"}"#.to_string()], vec![r#"{"scope":"all"}"#.to_string()]]);
+}
+
+#[tokio::test]
 async fn the_signed_in_user_reads_and_changes_its_profile() {
     let app = app().await;
     let session = register(&app, "Ada", "ada@example.org").await;

@@ -55,6 +55,7 @@ pub fn auth_request(data: &[u8]) {
             let _ = auth::api::parse_registration(map.clone());
             let _ = auth::api::parse_credentials(map.clone());
             let _ = auth::api::parse_refresh_token(map.clone());
+            let _ = auth::api::parse_logout(map.clone());
             let _ = auth::api::parse_profile_change(map.clone());
             let _ = auth::api::parse_password_change(map.clone());
             let _ = auth::api::parse_password_confirmation(map.clone());

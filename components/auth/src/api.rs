@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use tokens::RefreshToken;
 
 use crate::config::{self, Source};
-use crate::domain::accounts::{self, Caller, Credentials, ProfileChange, Registration, Session, User};
+use crate::domain::accounts::{self, Caller, Credentials, LogoutScope, ProfileChange, Registration, Session, User};
 use crate::domain::client_addr::{UNKNOWN_ADDRESS, parse_addr};
 use crate::domain::fields::{Name, parse_email};
 use crate::domain::password::Password;
@@ -250,6 +250,25 @@ pub fn parse_refresh_token(map: Map<String, Value>) -> Result<Option<RefreshToke
     Ok(token.and_then(|t| RefreshToken::parse(&t).ok()))
 }
 
+/// `{refresh_token, scope?}`: `scope` is `session` (the default), `others` or `all`.
+pub fn parse_logout(map: Map<String, Value>) -> Result<(Option<RefreshToken>, LogoutScope), Error> {
+    let mut f = Fields::new(map);
+    let token = f.required("refresh_token");
+    let scope = match f.optional("scope") {
+        None => Some(LogoutScope::Session),
+        Some(raw) => {
+            let scope = LogoutScope::parse(&raw);
+            if scope.is_none() {
+                f.errors.push(FieldError::new("scope", "invalid_value", "must be session, others or all"));
+            }
+            scope
+        }
+    };
+    f.finish()?;
+    // A string that cannot be one of ours never reaches the database.
+    Ok((token.and_then(|t| RefreshToken::parse(&t).ok()), scope.unwrap_or(LogoutScope::Session)))
+}
+
 pub fn parse_profile_change(map: Map<String, Value>) -> Result<ProfileChange, Error> {
     let mut f = Fields::new(map);
     let name = f.optional("name").and_then(|v| f.check(Name::parse("name", &v)));
@@ -396,11 +415,12 @@ pub fn refresh(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
 }
 
 pub fn logout(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
-    let Some(token) = parse_refresh_token(json_object(req.content_type, req.body)?)? else {
+    let (token, scope) = parse_logout(json_object(req.content_type, req.body)?)?;
+    let Some(token) = token else {
         return Ok(Reply::no_content());
     };
     let mut store = open_store(source)?;
-    accounts::logout(&mut store, &req.ctx, &token)?;
+    accounts::logout(&mut store, &req.ctx, &token, scope)?;
     Ok(Reply::no_content())
 }
 

@@ -467,16 +467,60 @@ pub fn refresh<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ct
     }
 }
 
-/// `POST /auth/logout`: revokes the token's family. Always succeeds for the caller (an unknown
-/// or already revoked token has nothing left to revoke).
-pub fn logout<S: Store>(store: &mut S, ctx: &Ctx, token: &RefreshToken) -> Result<(), Error> {
+/// Which sessions a logout ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogoutScope {
+    /// The token's own session (family): the default.
+    Session,
+    /// Every other session of the user; this one stays ("sign out everywhere else").
+    Others,
+    /// Every session of the user, this one included.
+    All,
+}
+
+impl LogoutScope {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "session" => Some(Self::Session),
+            "others" => Some(Self::Others),
+            "all" => Some(Self::All),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::Others => "others",
+            Self::All => "all",
+        }
+    }
+}
+
+/// `POST /auth/logout`: revokes the token's session, the user's other sessions, or all of them.
+/// Always succeeds for the caller (an unknown or already revoked token has nothing left to
+/// revoke, and names no user whose other sessions it could end).
+///
+/// Ending other sessions takes the session's current token, unexpired: an old rotated or expired
+/// token (what a thief may have kept) ends at most its own session, as it always could.
+pub fn logout<S: Store>(store: &mut S, ctx: &Ctx, token: &RefreshToken, scope: LogoutScope) -> Result<(), Error> {
     let hash = token.hash();
     in_transaction(store, |store| {
         if let Some(row) = store.lock_refresh(&hash)?
             && !row.family_revoked
         {
-            store.revoke_family(&row.family_id, ctx.now, "logout")?;
-            store.audit(&user_event("logout", true, None, ctx, &row.user_id))?;
+            let current = row.rotated_at.is_none() && row.expires_at > ctx.now;
+            let scope = if current { scope } else { LogoutScope::Session };
+            match scope {
+                LogoutScope::Session => store.revoke_family(&row.family_id, ctx.now, "logout")?,
+                LogoutScope::Others => store.revoke_user_families(&row.user_id, Some(&row.family_id), ctx.now, "logout_others")?,
+                LogoutScope::All => store.revoke_user_families(&row.user_id, None, ctx.now, "logout_all")?,
+            }
+            let mut audit = user_event("logout", true, None, ctx, &row.user_id);
+            if scope != LogoutScope::Session {
+                audit.detail = Some(serde_json::json!({ "scope": scope.as_str() }).to_string());
+            }
+            store.audit(&audit)?;
         }
         Ok(())
     })
@@ -611,7 +655,7 @@ pub fn change_password<S: Store>(
         write.password_hash = Some(new_hash);
         write.must_reset_password = false;
         store.update_user(&row.id, &write)?;
-        store.revoke_user_families(&row.id, ctx.now, "password_change")?;
+        store.revoke_user_families(&row.id, None, ctx.now, "password_change")?;
         store.audit(&user_event("password_change", true, None, ctx, &row.id))?;
         Ok(())
     })
@@ -629,7 +673,7 @@ pub fn delete_account<S: Store>(
     reauthenticate(store, settings, ctx, &row, password, "account_delete")?;
     in_transaction(store, |store| {
         lock_confirmed(store, &row)?;
-        store.revoke_user_families(&row.id, ctx.now, "account_deleted")?;
+        store.revoke_user_families(&row.id, None, ctx.now, "account_deleted")?;
         store.delete_user(&row.id)?;
         store.audit(&user_event("account_delete", true, None, ctx, &row.id))?;
         Ok(())

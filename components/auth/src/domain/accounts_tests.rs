@@ -233,9 +233,37 @@ fn expired_unknown_and_logged_out_refresh_tokens_are_refused() {
     assert_eq!(refresh(&mut store, &crypto, &settings, &expired, &session.refresh).unwrap_err(), Error::InvalidRefreshToken);
     let unknown = RefreshToken::generate();
     assert_eq!(refresh(&mut store, &crypto, &settings, &ctx(NOW), &unknown).unwrap_err(), Error::InvalidRefreshToken);
-    logout(&mut store, &ctx(NOW), &session.refresh).expect("logout");
-    logout(&mut store, &ctx(NOW), &unknown).expect("logout of an unknown token is quiet");
+    logout(&mut store, &ctx(NOW), &session.refresh, LogoutScope::Session).expect("logout");
+    logout(&mut store, &ctx(NOW), &unknown, LogoutScope::All).expect("logout of an unknown token is quiet");
     assert_eq!(refresh(&mut store, &crypto, &settings, &ctx(NOW + 1), &session.refresh).unwrap_err(), Error::InvalidRefreshToken);
+}
+
+#[test]
+fn logout_ends_this_session_the_others_or_all_and_an_old_token_only_its_own() {
+    let (mut store, crypto, settings, first) = setup();
+    let sign_in = |store: &mut MemoryStore| login(store, &crypto, &settings, &ctx(NOW), credentials("ada@example.org", "analytical-engine-1843")).expect("login");
+    let (second, third) = (sign_in(&mut store), sign_in(&mut store));
+    let live = |store: &mut MemoryStore, s: &Session| refresh(store, &crypto, &settings, &ctx(NOW + 20), &s.refresh).is_ok();
+
+    // "others" keeps the caller's session and ends the rest.
+    logout(&mut store, &ctx(NOW), &second.refresh, LogoutScope::Others).expect("logout others");
+    assert_eq!((live(&mut store, &first), live(&mut store, &third)), (false, false));
+    assert!(live(&mut store, &second), "the caller's own session stays");
+    assert!(store.events().iter().filter(|e| e.0 == "logout").count() == 1);
+
+    // A rotated token (what a thief may have kept) ends its own session only, whatever it asks.
+    let (mut store, crypto, settings, first) = setup();
+    let second = login(&mut store, &crypto, &settings, &ctx(NOW), credentials("ada@example.org", "analytical-engine-1843")).expect("login");
+    let rotated = refresh(&mut store, &crypto, &settings, &ctx(NOW), &first.refresh).expect("rotate");
+    logout(&mut store, &ctx(NOW + 30), &first.refresh, LogoutScope::All).expect("logout");
+    assert!(refresh(&mut store, &crypto, &settings, &ctx(NOW + 40), &rotated.refresh).is_err(), "its session ended");
+    assert!(refresh(&mut store, &crypto, &settings, &ctx(NOW + 40), &second.refresh).is_ok(), "the other session stays");
+
+    // "all" from a current token ends every session.
+    let third = login(&mut store, &crypto, &settings, &ctx(NOW), credentials("ada@example.org", "analytical-engine-1843")).expect("login");
+    logout(&mut store, &ctx(NOW + 50), &third.refresh, LogoutScope::All).expect("logout all");
+    assert!(refresh(&mut store, &crypto, &settings, &ctx(NOW + 60), &third.refresh).is_err());
+    assert_eq!(LogoutScope::parse("everywhere"), None);
 }
 
 #[test]

@@ -178,9 +178,9 @@ impl Store for MemoryStore {
         }
         Ok(())
     }
-    fn revoke_user_families(&mut self, user_id: &str, _now: u64, reason: &'static str) -> Result<(), StoreError> {
-        for (user, revoked) in self.state.families.values_mut() {
-            if user == user_id {
+    fn revoke_user_families(&mut self, user_id: &str, keep: Option<&str>, _now: u64, reason: &'static str) -> Result<(), StoreError> {
+        for (family, (user, revoked)) in self.state.families.iter_mut() {
+            if user == user_id && keep != Some(family.as_str()) {
                 revoked.get_or_insert(reason);
             }
         }

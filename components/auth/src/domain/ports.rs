@@ -181,7 +181,8 @@ pub trait Store {
     fn lock_refresh(&mut self, token_hash: &str) -> Result<Option<RefreshRow>, StoreError>;
     fn mark_rotated(&mut self, token_hash: &str, now: u64) -> Result<(), StoreError>;
     fn revoke_family(&mut self, family_id: &str, now: u64, reason: &'static str) -> Result<(), StoreError>;
-    fn revoke_user_families(&mut self, user_id: &str, now: u64, reason: &'static str) -> Result<(), StoreError>;
+    /// Revokes every live family of the user but `keep` (a session that signs the others out).
+    fn revoke_user_families(&mut self, user_id: &str, keep: Option<&str>, now: u64, reason: &'static str) -> Result<(), StoreError>;
 
     // Login throttling.
     /// Counts a password check on `account` from `address` as in flight before it runs, and

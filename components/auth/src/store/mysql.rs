@@ -335,12 +335,19 @@ impl Store for MysqlStore {
         )
     }
 
-    fn revoke_user_families(&mut self, user_id: &str, now: u64, reason: &'static str) -> Result<(), StoreError> {
-        self.exec(
-            "revoke refresh families of a user",
-            "UPDATE refresh_token_families SET revoked_at = ?, revoked_reason = ? WHERE user_id = ? AND revoked_at IS NULL",
-            &[n(now), s(reason), s(user_id)],
-        )
+    fn revoke_user_families(&mut self, user_id: &str, keep: Option<&str>, now: u64, reason: &'static str) -> Result<(), StoreError> {
+        match keep {
+            None => self.exec(
+                "revoke refresh families of a user",
+                "UPDATE refresh_token_families SET revoked_at = ?, revoked_reason = ? WHERE user_id = ? AND revoked_at IS NULL",
+                &[n(now), s(reason), s(user_id)],
+            ),
+            Some(family_id) => self.exec(
+                "revoke the other refresh families of a user",
+                "UPDATE refresh_token_families SET revoked_at = ?, revoked_reason = ? WHERE user_id = ? AND revoked_at IS NULL AND id <> ?",
+                &[n(now), s(reason), s(user_id), s(family_id)],
+            ),
+        }
     }
 
     fn begin_check(&mut self, account: &str, address: &str, now: u64) -> Result<CheckStart, StoreError> {
