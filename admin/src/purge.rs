@@ -171,32 +171,32 @@ pub async fn run(cross: &CrossDb, settings: &Settings) -> Result<Report> {
     let before = |age: Duration| now - age.as_secs() as i64;
     let mut report = Report { dry_run: settings.dry_run, purged: Vec::new() };
     if matches!(settings.service, Service::Auth | Service::All) {
-        let mut auth = legacy::connect(cross.auth_url("purge deletes auth's expired rows")?).await?;
         let cutoff = before(settings.older_than);
         // Tokens before families, so that a dry run counts what a real run deletes: a family's
         // expired tokens are counted as tokens, and only a revoked family's live ones go uncounted
         // with it (by the foreign key).
         let mut rules = vec![(TOKENS, cutoff), (FAMILIES, cutoff), (THROTTLE, cutoff)];
-        if let Some(age) = settings.audit_older_than {
-            rules.push((AUTH_AUDIT, before(age)));
-        }
-        for (rule, cutoff) in rules {
-            let rows = purge(&mut auth, &rule, cutoff, cross, settings.dry_run).await?;
-            report.purged.push(Purged { database: "auth", table: rule.table, rows, what: rule.what });
-        }
+        rules.extend(settings.audit_older_than.map(|age| (AUTH_AUDIT, before(age))));
+        let url = cross.auth_url("purge deletes auth's expired rows")?;
+        purge_database(url, "auth", rules, cross, &mut report).await?;
     }
     if matches!(settings.service, Service::Customer | Service::All) {
-        let mut customer = legacy::connect(cross.customer_url("purge deletes customer's old rows")?).await?;
         let mut rules = vec![(EVENTS, before(settings.events_older_than))];
-        if let Some(age) = settings.audit_older_than {
-            rules.push((CUSTOMER_AUDIT, before(age)));
-        }
-        for (rule, cutoff) in rules {
-            let rows = purge(&mut customer, &rule, cutoff, cross, settings.dry_run).await?;
-            report.purged.push(Purged { database: "customer", table: rule.table, rows, what: rule.what });
-        }
+        rules.extend(settings.audit_older_than.map(|age| (CUSTOMER_AUDIT, before(age))));
+        let url = cross.customer_url("purge deletes customer's old rows")?;
+        purge_database(url, "customer", rules, cross, &mut report).await?;
     }
     Ok(report)
+}
+
+/// Runs `rules` (each with its cutoff) in order on one database, adding a line each to `report`.
+async fn purge_database(url: &str, database: &'static str, rules: Vec<(Rule, i64)>, cross: &CrossDb, report: &mut Report) -> Result<()> {
+    let mut conn = legacy::connect(url).await?;
+    for (rule, cutoff) in rules {
+        let rows = purge(&mut conn, &rule, cutoff, cross, report.dry_run).await?;
+        report.purged.push(Purged { database, table: rule.table, rows, what: rule.what });
+    }
+    Ok(())
 }
 
 /// Deletes (or counts) the rule's rows in batches; returns how many.

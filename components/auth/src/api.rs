@@ -254,19 +254,16 @@ pub fn parse_refresh_token(map: Map<String, Value>) -> Result<Option<RefreshToke
 pub fn parse_logout(map: Map<String, Value>) -> Result<(Option<RefreshToken>, LogoutScope), Error> {
     let mut f = Fields::new(map);
     let token = f.required("refresh_token");
-    let scope = match f.optional("scope") {
-        None => Some(LogoutScope::Session),
-        Some(raw) => {
-            let scope = LogoutScope::parse(&raw);
-            if scope.is_none() {
-                f.errors.push(FieldError::new("scope", "invalid_value", "must be session, others or all"));
-            }
-            scope
-        }
+    let scope = match f.optional("scope").as_deref() {
+        None => LogoutScope::Session,
+        Some(raw) => LogoutScope::parse(raw).unwrap_or_else(|| {
+            f.errors.push(FieldError::new("scope", "invalid_value", "must be session, others or all"));
+            LogoutScope::Session
+        }),
     };
     f.finish()?;
     // A string that cannot be one of ours never reaches the database.
-    Ok((token.and_then(|t| RefreshToken::parse(&t).ok()), scope.unwrap_or(LogoutScope::Session)))
+    Ok((token.and_then(|t| RefreshToken::parse(&t).ok()), scope))
 }
 
 pub fn parse_profile_change(map: Map<String, Value>) -> Result<ProfileChange, Error> {

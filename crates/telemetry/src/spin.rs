@@ -44,12 +44,16 @@ pub async fn serve(component: &'static str, request: IncomingRequest, response_o
     // Read now, while the request is ours (the ids are needed only if the body is refused). The
     // headers handle is dropped before the request is consumed, as wasi:http requires.
     let (x_request_id, traceparent, declared_length, origin, preflight, repeated) = {
-        let headers = request.headers();
-        let first = |name: &str| headers.get(name).into_iter().next().and_then(|value| String::from_utf8(value).ok());
+        // One read of the fields from the host; the values the entry point needs are each one's
+        // first line, taken before the lines are merged.
+        let entries = request.headers().entries();
+        let first = |name: &str| {
+            entries.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, value)| String::from_utf8(value.clone()).ok())
+        };
         let ids = (first(crate::REQUEST_ID_HEADER), first(crate::TRACEPARENT_HEADER));
         let declared = first("content-length").and_then(|value| value.trim().parse::<u64>().ok());
         let cors = (first("origin"), first("access-control-request-method"));
-        let repeated = match crate::fields::merge_repeated(headers.entries()) {
+        let repeated = match crate::fields::merge_repeated(entries) {
             Ok(fields) => {
                 builder.headers(fields);
                 None
@@ -68,24 +72,22 @@ pub async fn serve(component: &'static str, request: IncomingRequest, response_o
         deliver(response_out, with_security_headers(response)).await;
         return;
     }
-    let response = match (read_body(request, declared_length, bodies.max).await, repeated) {
+    // The request goes to `handle`, or the entry point answers it itself (logged: message, one
+    // field naming why, the answer).
+    let refused = match (read_body(request, declared_length, bodies.max).await, repeated) {
+        (Ok(body), None) => Ok(handle(builder.body(body).build())),
         // Refused after its body is read, so that the client gets the answer, not a reset.
-        (Ok(_), Some(field)) => {
-            let request_id = crate::start(component, x_request_id.as_deref(), traceparent.as_deref());
-            crate::warn("request header repeated", &[("method", method.as_str().into()), ("path", crate::path_of(&path).into()), ("header", field.into())]);
-            let mut response = repeated_field_answer(field);
-            response.set_header(crate::REQUEST_ID_HEADER, request_id);
-            crate::finish(&method, *response.status());
-            response
+        (Ok(_), Some(field)) => Err(("request header repeated", ("header", field.to_string()), repeated_field_answer(field))),
+        (Err(BodyError::TooLarge(seen)), _) => {
+            Err(("request body too large", ("cause", format!("at least {seen} bytes, over {}", bodies.max)), (bodies.too_large)()))
         }
-        (Ok(body), None) => handle(builder.body(body).build()),
-        (Err(err), _) => {
+        (Err(BodyError::Unreadable(cause)), _) => Err(("request body not read", ("cause", cause), (bodies.unreadable)())),
+    };
+    let response = match refused {
+        Ok(response) => response,
+        Err((message, (why, value), mut response)) => {
             let request_id = crate::start(component, x_request_id.as_deref(), traceparent.as_deref());
-            let (message, cause, mut response) = match err {
-                BodyError::TooLarge(seen) => ("request body too large", format!("at least {seen} bytes, over {}", bodies.max), (bodies.too_large)()),
-                BodyError::Unreadable(cause) => ("request body not read", cause, (bodies.unreadable)()),
-            };
-            crate::warn(message, &[("method", method.as_str().into()), ("path", crate::path_of(&path).into()), ("cause", cause.into())]);
+            crate::warn(message, &[("method", method.as_str().into()), ("path", crate::path_of(&path).into()), (why, value.into())]);
             response.set_header(crate::REQUEST_ID_HEADER, request_id);
             crate::finish(&method, *response.status());
             response
