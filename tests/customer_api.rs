@@ -164,6 +164,23 @@ async fn the_whole_journey_with_the_real_auth() {
     assert_eq!(invoices["invoices"][0]["status"], "paid", "{invoices}");
     assert_eq!(invoices["invoices"][0]["amount_paid"], 900);
 
+    // A new name at auth reaches the Stripe customer (whose copy Stripe prints on invoices): the
+    // next subscription's invoice.created event has customer read auth's current profile (not
+    // the copy cached by the invoice list above) with its service token, and send it.
+    let (status, renamed) = call("PATCH", "/api/v3/users/me", Some(json!({"name": "Grace Brewster Hopper"}))).await;
+    assert_eq!(status, 200, "{renamed}");
+    let second_price = stripe.price("300").await;
+    let (status, second) = call("POST", "/api/v3/customers/me/subscriptions", Some(json!({"price_id": second_price}))).await;
+    assert_eq!(status, 201, "{second}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let synced = "SELECT outcome FROM stripe_events WHERE type = 'invoice.created' AND outcome = 'applied'";
+    while integration_tests::db_rows(&app.customer_db, synced).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no invoice.created synced the profile:\n{}", app.host.log());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (_, at_stripe) = stripe.get(&format!("/v1/customers/{stripe_customer}")).await;
+    assert_eq!((&at_stripe["name"], &at_stripe["email"]), (&json!("Grace Brewster Hopper"), &json!(email)), "{at_stripe}");
+
     let (status, canceled) = call("DELETE", &format!("/api/v3/customers/me/subscriptions/{}", sub["id"].as_str().unwrap()), None).await;
     assert_eq!(status, 200, "{canceled}");
     assert_eq!(canceled["cancel_at_period_end"], true);

@@ -245,3 +245,59 @@ async fn invoice_events_move_the_subscription_to_stripes_state() {
     let ours = mine(&app).await;
     assert_eq!((&ours["status"], &ours["price_id"], &ours["cancel_at_period_end"]), (&json!("active"), &json!(yearly), &at_stripe["cancel_at_period_end"]), "{ours}");
 }
+
+/// Auth owns the name and the email; Stripe keeps its own copy on the customer, which it prints on
+/// invoices and mails receipts to. A change at auth reaches Stripe at the next read of the
+/// profile, and, for a user who does not use billing again, when Stripe announces an invoice.
+#[tokio::test]
+async fn a_name_and_email_changed_at_auth_reach_stripe() {
+    let app = spawn(|vars| {
+        // Every read asks auth, as one does once the cache's minute is over.
+        vars.insert("profile_cache_ttl_secs".into(), "0".into());
+    })
+    .await;
+    let secret = app.app.variables["stripe_webhook_secret"].clone();
+    let customer = app.customer("u-1").await;
+    let cus = customer["stripe_customer_id"].as_str().unwrap().to_string();
+    let at_stripe = || async {
+        let (_, c) = app.stripe.get(&format!("/v1/customers/{cus}")).await;
+        (c["name"].clone(), c["email"].clone())
+    };
+    let updates = || async {
+        let path = format!("/v1/customers/{cus}");
+        app.stripe.requests().await.into_iter().filter(|(method, p, key, _)| method == "POST" && *p == path && key.as_deref().is_some_and(|k| k.starts_with("customer-profile:"))).count()
+    };
+    assert_eq!(at_stripe().await, (json!("Ada u-1"), json!("u-1@example.org")));
+    // Nothing changed: a read sends nothing.
+    let (status, body, _) = app.call("GET", "/api/v3/customers/me/invoices", "u-1", None, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(updates().await, 0);
+
+    // The user changes name and email at auth; the next read of the profile sends both, once.
+    app.auth.add_user("u-1", "Ada King", "ada.king@example.net");
+    let (status, body, _) = app.call("GET", "/api/v3/customers/me/invoices", "u-1", None, &[]).await;
+    assert_eq!((status, &body["bill_to"]["email"]), (200, &json!("ada.king@example.net")), "{body}");
+    assert_eq!(at_stripe().await, (json!("Ada King"), json!("ada.king@example.net")));
+    app.call("GET", "/api/v3/customers/me/invoices", "u-1", None, &[]).await;
+    assert_eq!(updates().await, 1);
+
+    // Another change, and no read: the next invoice event sends it before the invoice is final.
+    app.auth.add_user("u-1", "Ada King", "ada@lovelace.example");
+    let created = event("evt_inv_created", "invoice.created", now(), json!({"id": "in_1", "customer": cus, "status": "draft"}));
+    let (status, body) = deliver(&app, &created, Some(stripe_signature(&secret, now(), &created))).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("applied")), "{body}");
+    assert_eq!(at_stripe().await.1, json!("ada@lovelace.example"));
+    let again = event("evt_inv_upcoming", "invoice.upcoming", now(), json!({"customer": cus}));
+    let (status, body) = deliver(&app, &again, Some(stripe_signature(&secret, now(), &again))).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("profile_current")), "{body}");
+    assert_eq!(updates().await, 2);
+
+    // Each sync is audited, and neither the audit nor our database holds the name or the email.
+    let audited = app.db_rows("SELECT actor, detail FROM audit_log WHERE action = 'customer.stripe_profile_synced' ORDER BY id").await;
+    let audited: Vec<(String, String)> = audited.into_iter().map(|row| mysql_async::from_row(row)).collect();
+    assert_eq!(audited, [("u-1".to_string(), format!("stripe_customer={cus}")), ("stripe".to_string(), format!("stripe_customer={cus}"))]);
+    let stored = app.db_rows("SELECT profile_digest FROM stripe_profile_sync WHERE customer_id = 'u-1'").await;
+    let stored: Vec<String> = stored.into_iter().map(|row| mysql_async::from_row(row)).collect();
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].len() == 64 && stored[0].bytes().all(|b| b.is_ascii_hexdigit()), "{stored:?}");
+}

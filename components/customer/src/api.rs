@@ -805,9 +805,7 @@ pub fn stripe_webhook(request: Request, _params: Params) -> Response {
                 Error::from(err)
             })?;
         let event = Event::parse(&req.body)?;
-        let store = deps.store()?;
-        let stripe = deps.stripe()?;
-        let outcome = webhook::handle(store, &stripe, &event, deps.now)?;
+        let outcome = ctx_run(&deps, |ctx| webhook::handle(ctx, &event))?;
         telemetry::info(
             "webhook",
             &[

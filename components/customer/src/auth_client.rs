@@ -441,8 +441,13 @@ impl<'a> AuthClient<'a> {
     /// The caller's own profile is asked for with the caller's token, any other with the
     /// service token.
     pub fn start_profile(&self, id: &str) -> ProfileFetch<'a> {
+        self.start_lookup(id, true)
+    }
+
+    /// [`Self::start_profile`]; `cache_first` false asks auth even when the cache has a fresh copy.
+    fn start_lookup(&self, id: &str, cache_first: bool) -> ProfileFetch<'a> {
         // With no cache lifetime no copy can be fresh: the stale one is read only if auth fails.
-        let cached = (self.settings.cache_ttl > 0).then(|| self.cached(id));
+        let cached = (cache_first && self.settings.cache_ttl > 0).then(|| self.cached(id));
         let fresh = cached.as_ref().and_then(|c| c.as_ref()).filter(|entry| self.age(entry.fetched_at) < self.settings.cache_ttl);
         let state = if let Some(entry) = fresh {
             telemetry::info("profile from cache", &[("user", id.into())]);
@@ -701,6 +706,10 @@ impl Profiles for AuthClient<'_> {
     fn profile(&self, id: &str) -> Result<ProfileLookup, ProfileError> {
         self.finish_profile(self.start_profile(id))
     }
+
+    fn current_profile(&self, id: &str) -> Result<ProfileLookup, ProfileError> {
+        self.finish_profile(self.start_lookup(id, false))
+    }
 }
 
 #[cfg(test)]
@@ -803,6 +812,27 @@ mod tests {
         assert_eq!(fake.calls.get(), 3);
         // A user never fetched: 503.
         assert!(matches!(later.profile("u9"), Err(ProfileError::Unavailable { .. })));
+    }
+
+    #[test]
+    fn the_current_profile_is_asked_of_auth_even_when_the_cache_is_fresh() {
+        let kv = MemoryKv::default();
+        let fake = Fake::new(|_| ok(serde_json::json!({"user": user("u1")})));
+        let keys = keys();
+        let client = AuthClient::new(settings(), &fake, &kv, Some(&keys), 1000);
+        client.profile("u1").unwrap();
+        // The user renames themselves at auth within the cache's lifetime.
+        fake.set(|_| ok(serde_json::json!({"user": {"id": "u1", "name": "Ada King", "email": "ada@example.org",
+            "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-01-02T00:00:00Z"}})));
+        assert_eq!(client.profile("u1").unwrap().profile.name, "Ada");
+        let current = client.current_profile("u1").unwrap();
+        assert_eq!((current.source, current.profile.name.as_str()), (ProfileSource::Auth, "Ada King"));
+        assert_eq!(fake.calls.get(), 2);
+        // The answer replaced the cached copy; with auth down, that copy stands in.
+        assert_eq!(client.profile("u1").unwrap().profile.name, "Ada King");
+        fake.set(|_| Err(TransportError::Connect("refused".into())));
+        let stale = AuthClient::new(settings(), &fake, &kv, Some(&keys), 1100).current_profile("u1").unwrap();
+        assert_eq!((stale.source, stale.profile.name.as_str()), (ProfileSource::StaleCache { age: 100 }, "Ada King"));
     }
 
     #[test]

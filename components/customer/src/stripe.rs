@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::domain::{
-    Billing, Invoice, InvoicePage, NewStripeCustomer, PriceId, StripeCustomerRef, StripeError, StripeSubscription,
-    is_stripe_id,
+    Billing, Invoice, InvoicePage, NewStripeCustomer, PriceId, Profile, StripeCustomerRef, StripeError,
+    StripeSubscription, billing, is_stripe_id,
 };
 use crate::transport::{HttpRequest, HttpResponse, Timeouts, Transport, TransportError, send_logged};
 
@@ -276,6 +276,15 @@ impl Billing for StripeClient<'_> {
             Err(err) if err.is_not_found() => Ok(()),
             Err(err) => Err(err),
         }
+    }
+
+    fn update_customer_profile(&self, id: &str, profile: &Profile, idempotency_key: &str) -> Result<(), StripeError> {
+        let form = Form::new().field(&["name"], profile.name.as_str()).field(&["email"], profile.email.as_str());
+        self.call("POST", &format!("/v1/customers/{}", path_segment(id)?), Some(&form), Some(idempotency_key)).map(drop)
+    }
+
+    fn profile_digest(&self, profile: &Profile) -> String {
+        billing::profile_digest(self.secret.0.as_bytes(), profile)
     }
 
     fn create_subscription(

@@ -5,11 +5,12 @@
 //! subscription per price; every change to a customer's subscriptions happens while its row is
 //! locked, so changes and webhook applications are applied in the order they reached Stripe.
 
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 use super::{
-    AreaIds, Billing, Claim, Customer, InvoicePage, NewStripeCustomer, PriceId, ProfileLookup, Profiles, Store,
-    StoreError, StripeCustomerRef, Subscription, SubscriptionStatus, UserId,
+    AreaIds, Billing, Claim, Customer, InvoicePage, NewStripeCustomer, PriceId, Profile, ProfileLookup, ProfileSource,
+    Profiles, Store, StoreError, StripeCustomerRef, Subscription, SubscriptionStatus, UserId,
 };
 use crate::error::Error;
 
@@ -52,6 +53,26 @@ pub fn subscription_create_key(local_id: &str) -> String {
 
 pub fn subscription_cancel_key(local_id: &str) -> String {
     format!("subscription-cancel:{local_id}:at-period-end")
+}
+
+/// Stripe Idempotency-Key of a profile update: the customer, the time and the digest. The client's
+/// retries of one update repeat it; a later update, even back to an earlier profile, gets its own
+/// (Stripe would replay the first answer to a key for 24 h and change nothing).
+pub fn profile_update_key(user: &UserId, now: i64, digest: &str) -> String {
+    format!("customer-profile:{}:{now}:{}", key_part(user.as_str()), digest.get(..16).unwrap_or(digest))
+}
+
+/// HMAC-SHA-256 of a name and an email (the name's length first, so no two pairs share their
+/// bytes), hex. Keyed, so that the digests we keep tell nothing without the key.
+pub fn profile_digest(key: &[u8], profile: &Profile) -> String {
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        // HMAC takes keys of any length; an empty digest would only make the next read sync again.
+        return String::new();
+    };
+    mac.update(&(profile.name.len() as u64).to_be_bytes());
+    mac.update(profile.name.as_bytes());
+    mac.update(profile.email.as_bytes());
+    hex(&mac.finalize().into_bytes())
 }
 
 pub fn new_local_id() -> String {
@@ -131,7 +152,7 @@ pub fn create_customer(ctx: &Ctx<'_>, user: &UserId, areas: &AreaIds) -> Result<
         }
     };
 
-    let stripe_customer = match provision_stripe_customer(ctx, user, &profile, started, attempt, resumed) {
+    let (stripe_customer, adopted) = match provision_stripe_customer(ctx, user, &profile, started, attempt, resumed) {
         Ok(found) => found,
         Err(err) => {
             if err.is_ambiguous() {
@@ -148,6 +169,11 @@ pub fn create_customer(ctx: &Ctx<'_>, user: &UserId, areas: &AreaIds) -> Result<
 
     in_transaction(store, || {
         store.insert_customer(user.as_str(), &stripe_customer.id, areas)?;
+        if !adopted {
+            // Stripe holds this profile now. (An adopted customer holds an earlier attempt's:
+            // without a digest, the next read of the profile sends it the current one.)
+            store.set_stripe_profile_digest(user.as_str(), &ctx.stripe.profile_digest(&profile), ctx.now)?;
+        }
         store.delete_provisioning(user.as_str())?;
         store.audit(
             ctx.now,
@@ -162,15 +188,15 @@ pub fn create_customer(ctx: &Ctx<'_>, user: &UserId, areas: &AreaIds) -> Result<
     })
 }
 
-/// Finds the Stripe customer an earlier attempt created, or creates one.
+/// Finds the Stripe customer an earlier attempt created (true: adopted), or creates one.
 fn provision_stripe_customer(
     ctx: &Ctx<'_>,
     user: &UserId,
-    profile: &super::Profile,
+    profile: &Profile,
     started: i64,
     attempt: u32,
     resumed: bool,
-) -> Result<StripeCustomerRef, super::StripeError> {
+) -> Result<(StripeCustomerRef, bool), super::StripeError> {
     if resumed {
         let mut mine: Vec<StripeCustomerRef> = ctx
             .stripe
@@ -190,11 +216,11 @@ fn provision_stripe_customer(
                 "adopting the Stripe customer of an earlier attempt",
                 &[("customer", user.as_str().into()), ("stripe_customer", found.id.as_str().into())],
             );
-            return Ok(found);
+            return Ok((found, true));
         }
     }
     let request = NewStripeCustomer { user_id: user.as_str(), name: &profile.name, email: &profile.email };
-    ctx.stripe.create_customer(&request, &customer_create_key(user, started, attempt))
+    Ok((ctx.stripe.create_customer(&request, &customer_create_key(user, started, attempt))?, false))
 }
 
 /// `PATCH /customers/me`.
@@ -269,8 +295,12 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId) -> Result<Subscr
     // A deleted account must not start paying: its access token outlives it (up to 15 min), its
     // profile does not (gone at auth, and from our cache after `profile_cache_ttl_secs`). Auth
     // down: a cached profile (even stale) lets the subscription through, none is a 503.
-    ctx.profiles.profile(user.as_str())?;
+    let profile = ctx.profiles.profile(user.as_str())?;
     let store = ctx.store;
+    // The first invoice is made with the subscription: it carries the current name and email.
+    if let Some(stripe_customer) = store.customer(user.as_str())?.and_then(|c| c.stripe_customer_id) {
+        sync_stripe_profile_or_log(ctx, user, &stripe_customer, &profile);
+    }
     // Outcome: Ok(sub) = created; Err(Conflict) after adopting a subscription found at Stripe.
     let adopted = std::cell::Cell::new(false);
     let result = with_customer_locked(store, user, || {
@@ -408,8 +438,55 @@ pub fn invoices(
 ) -> Result<(ProfileLookup, InvoicePage), Error> {
     let stripe_customer = stripe_customer_of(ctx.store, user)?;
     let profile = ctx.profiles.profile(user.as_str())?;
+    sync_stripe_profile_or_log(ctx, user, &stripe_customer, &profile);
     let page = ctx.stripe.invoices(&stripe_customer, limit, starting_after)?;
     Ok((profile, page))
+}
+
+/// What [`sync_stripe_profile`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileSync {
+    /// Stripe already had this name and email.
+    Current,
+    /// Stripe was sent them.
+    Synced,
+    /// Nothing was done: the profile is a stale copy served while auth is unavailable, and may be
+    /// older than what Stripe holds.
+    NotFresh,
+}
+
+/// Keeps Stripe's copy of a customer's name and email (printed on its invoices; receipts go to the
+/// email) equal to auth's, which the user may change at any time: sends the profile to Stripe when
+/// its digest differs from the last one sent, then records it. `actor` is who caused the read.
+pub fn sync_stripe_profile(
+    ctx: &Ctx<'_>,
+    actor: &str,
+    user: &UserId,
+    stripe_customer: &str,
+    lookup: &ProfileLookup,
+) -> Result<ProfileSync, Error> {
+    if matches!(lookup.source, ProfileSource::StaleCache { .. }) {
+        return Ok(ProfileSync::NotFresh);
+    }
+    let digest = ctx.stripe.profile_digest(&lookup.profile);
+    if ctx.store.stripe_profile_digest(user.as_str())?.as_deref() == Some(digest.as_str()) {
+        return Ok(ProfileSync::Current);
+    }
+    ctx.stripe.update_customer_profile(stripe_customer, &lookup.profile, &profile_update_key(user, ctx.now, &digest))?;
+    ctx.store.set_stripe_profile_digest(user.as_str(), &digest, ctx.now)?;
+    ctx.store.audit(ctx.now, actor, "customer.stripe_profile_synced", Some(user.as_str()), &format!("stripe_customer={stripe_customer}"))?;
+    Ok(ProfileSync::Synced)
+}
+
+/// [`sync_stripe_profile`] on the way to something else: a failure is logged (its code only: a
+/// Stripe message may quote the email) and left to the next read; the request goes on.
+fn sync_stripe_profile_or_log(ctx: &Ctx<'_>, user: &UserId, stripe_customer: &str, lookup: &ProfileLookup) {
+    if let Err(err) = sync_stripe_profile(ctx, user.as_str(), user, stripe_customer, lookup) {
+        telemetry::warn(
+            "Stripe's copy of the name and email is not updated; the next read retries",
+            &[("customer", user.as_str().into()), ("code", err.problem().code.into())],
+        );
+    }
 }
 
 #[cfg(test)]
@@ -586,6 +663,78 @@ pub(crate) mod tests {
         assert_eq!(subscribe(&ctx, &user("u1"), &price).unwrap_err().status(), 409);
         assert_eq!(fakes.stripe.subscriptions.borrow().len(), 1);
         assert_eq!(fakes.store.subscriptions("u1").unwrap().len(), 1);
+    }
+
+    /// The name and email Stripe has for u1's customer, as the fake records them.
+    fn stripe_updates(fakes: &Fakes) -> Vec<String> {
+        fakes.stripe.profile_updates.borrow().iter().map(|(_, _, email)| email.clone()).collect()
+    }
+
+    #[test]
+    fn a_profile_changed_at_auth_reaches_stripe_once_on_the_next_read() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        // Created with the current profile: nothing to send.
+        invoices(&ctx, &user("u1"), 10, None).unwrap();
+        assert!(stripe_updates(&fakes).is_empty());
+        // The user changes their email at auth; the next invoice read sends it, once.
+        *fakes.profiles.email_domain.borrow_mut() = "new.example".into();
+        let (bill_to, _) = invoices(&ctx, &user("u1"), 10, None).unwrap();
+        assert_eq!(bill_to.profile.email, "u1@new.example");
+        invoices(&fakes.ctx(1001), &user("u1"), 10, None).unwrap();
+        assert_eq!(stripe_updates(&fakes), ["u1@new.example"]);
+        assert!(fakes.store.stripe_profile_digest("u1").unwrap().is_some());
+        // Back to the first email: sent again (a new key, or Stripe would replay the first update).
+        *fakes.profiles.email_domain.borrow_mut() = "example.org".into();
+        invoices(&fakes.ctx(1002), &user("u1"), 10, None).unwrap();
+        assert_eq!(stripe_updates(&fakes), ["u1@new.example", "u1@example.org"]);
+    }
+
+    #[test]
+    fn a_stale_profile_is_not_sent_and_a_failed_sync_does_not_fail_the_read() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        let customer = create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        *fakes.profiles.email_domain.borrow_mut() = "new.example".into();
+        // A copy served while auth is down may be older than what Stripe has.
+        fakes.profiles.source.set(ProfileSource::StaleCache { age: 120 });
+        invoices(&ctx, &user("u1"), 10, None).unwrap();
+        assert!(stripe_updates(&fakes).is_empty());
+        // Stripe refuses the update (here: it lost the customer): the read still answers, and
+        // nothing is recorded, so the next read tries again.
+        fakes.profiles.source.set(ProfileSource::Auth);
+        let stripe_id = customer.stripe_customer_id.unwrap();
+        let kept = fakes.stripe.customers.borrow().clone();
+        fakes.stripe.customers.borrow_mut().clear();
+        let before = fakes.store.stripe_profile_digest("u1").unwrap();
+        assert!(invoices(&ctx, &user("u1"), 10, None).is_ok());
+        assert_eq!(fakes.store.stripe_profile_digest("u1").unwrap(), before);
+        *fakes.stripe.customers.borrow_mut() = kept;
+        invoices(&ctx, &user("u1"), 10, None).unwrap();
+        assert_eq!(*fakes.stripe.profile_updates.borrow(), [(stripe_id, "Name u1".to_string(), "u1@new.example".to_string())]);
+    }
+
+    #[test]
+    fn a_new_subscription_first_sends_the_current_profile() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        *fakes.profiles.email_domain.borrow_mut() = "new.example".into();
+        subscribe(&ctx, &user("u1"), &PriceId::parse("price_basic").unwrap()).unwrap();
+        assert_eq!(stripe_updates(&fakes), ["u1@new.example"]);
+    }
+
+    #[test]
+    fn profile_digests_are_keyed_and_tell_pairs_apart() {
+        let profile = |name: &str, email: &str| Profile { id: "u1".into(), name: name.into(), email: email.into() };
+        let digest = profile_digest(b"sk_a", &profile("Ada", "ada@example.org"));
+        assert_eq!(digest.len(), 64);
+        assert_ne!(digest, profile_digest(b"sk_b", &profile("Ada", "ada@example.org")));
+        // The same bytes split differently between name and email are another profile.
+        assert_ne!(profile_digest(b"sk_a", &profile("Ada", "x@y.z")), profile_digest(b"sk_a", &profile("Adax", "@y.z")));
+        let key = profile_update_key(&user("u1"), 1000, &digest);
+        assert_eq!(key, format!("customer-profile:u1:1000:{}", &digest[..16]));
     }
 
     #[test]

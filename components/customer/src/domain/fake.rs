@@ -13,6 +13,7 @@ struct State {
     provisioning_started: u64,
     subscriptions: Vec<Subscription>,
     events: BTreeMap<String, String>,
+    profile_digests: BTreeMap<String, String>,
     idem: BTreeMap<(String, String), IdemRecord>,
     audit: Vec<String>,
 }
@@ -104,6 +105,7 @@ impl Store for MemoryStore {
         let mut state = self.state.borrow_mut();
         state.customers.remove(id);
         state.subscriptions.retain(|s| s.customer_id != id);
+        state.profile_digests.remove(id);
         Ok(())
     }
     fn claim_provisioning(&self, id: &str, now: i64, lease_secs: i64) -> Result<Claim, StoreError> {
@@ -184,6 +186,15 @@ impl Store for MemoryStore {
     fn set_event_outcome(&self, _id: &str, _outcome: &str) -> Result<(), StoreError> {
         Ok(())
     }
+    fn stripe_profile_digest(&self, customer_id: &str) -> Result<Option<String>, StoreError> {
+        self.reachable()?;
+        Ok(self.state.borrow().profile_digests.get(customer_id).cloned())
+    }
+    fn set_stripe_profile_digest(&self, customer_id: &str, digest: &str, _now: i64) -> Result<(), StoreError> {
+        self.reachable()?;
+        self.state.borrow_mut().profile_digests.insert(customer_id.into(), digest.into());
+        Ok(())
+    }
     fn audit(&self, _now: i64, actor: &str, action: &str, _subject: Option<&str>, _detail: &str) -> Result<(), StoreError> {
         self.state.borrow_mut().audit.push(format!("{actor} {action}"));
         Ok(())
@@ -230,6 +241,8 @@ impl Store for MemoryStore {
 pub struct FakeStripe {
     pub customers: RefCell<Vec<StripeCustomerRef>>,
     pub emails: RefCell<BTreeMap<String, String>>,
+    /// Every profile update: (Stripe customer, name, email).
+    pub profile_updates: RefCell<Vec<(String, String, String)>>,
     pub subscriptions: RefCell<Vec<StripeSubscription>>,
     keys: RefCell<BTreeMap<String, String>>,
     /// Create the customer, then lose the answer, this many times.
@@ -285,6 +298,18 @@ impl Billing for FakeStripe {
         self.customers.borrow_mut().retain(|c| c.id != id);
         Ok(())
     }
+    fn update_customer_profile(&self, id: &str, profile: &Profile, _key: &str) -> Result<(), StripeError> {
+        self.check_up()?;
+        if !self.customers.borrow().iter().any(|c| c.id == id) {
+            return Err(StripeError::InvalidRequest { message: "No such customer".into(), param: None, code: Some("resource_missing".into()), status: 404 });
+        }
+        self.emails.borrow_mut().insert(id.into(), profile.email.clone());
+        self.profile_updates.borrow_mut().push((id.into(), profile.name.clone(), profile.email.clone()));
+        Ok(())
+    }
+    fn profile_digest(&self, profile: &Profile) -> String {
+        billing::profile_digest(b"sk_test_fake", profile)
+    }
     fn create_subscription(&self, customer: &str, price: &PriceId, _user: &str, local_id: &str, _key: &str) -> Result<StripeSubscription, StripeError> {
         self.check_up()?;
         let sub = StripeSubscription {
@@ -330,6 +355,10 @@ impl Billing for FakeStripe {
 
 pub struct FakeProfiles {
     state: AuthState,
+    /// The domain of every user's email: changing it is every user changing their email at auth.
+    pub email_domain: RefCell<String>,
+    /// Where the answers say they came from.
+    pub source: Cell<ProfileSource>,
 }
 
 enum AuthState {
@@ -340,18 +369,24 @@ enum AuthState {
 }
 
 impl FakeProfiles {
+    fn with(state: AuthState) -> Self {
+        Self { state, email_domain: RefCell::new("example.org".into()), source: Cell::new(ProfileSource::Auth) }
+    }
     pub fn up() -> Self {
-        Self { state: AuthState::Up }
+        Self::with(AuthState::Up)
     }
     pub fn down() -> Self {
-        Self { state: AuthState::Down }
+        Self::with(AuthState::Down)
     }
     pub fn users_gone() -> Self {
-        Self { state: AuthState::UsersGone }
+        Self::with(AuthState::UsersGone)
     }
 }
 
 impl Profiles for FakeProfiles {
+    fn current_profile(&self, id: &str) -> Result<ProfileLookup, ProfileError> {
+        self.profile(id)
+    }
     fn profile(&self, id: &str) -> Result<ProfileLookup, ProfileError> {
         match self.state {
             AuthState::Up => {}
@@ -359,8 +394,8 @@ impl Profiles for FakeProfiles {
             AuthState::UsersGone => return Err(ProfileError::NotFound),
         }
         Ok(ProfileLookup {
-            profile: Profile { id: id.into(), name: format!("Name {id}"), email: format!("{id}@example.org") },
-            source: ProfileSource::Auth,
+            profile: Profile { id: id.into(), name: format!("Name {id}"), email: format!("{id}@{}", self.email_domain.borrow()) },
+            source: self.source.get(),
         })
     }
 }

@@ -96,6 +96,10 @@ pub trait Store {
     fn insert_event(&self, id: &str, kind: &str, created: i64, object_id: Option<&str>) -> Result<(), StoreError>;
     fn set_event_outcome(&self, id: &str, outcome: &str) -> Result<(), StoreError>;
 
+    /// The digest of the name and email Stripe was last sent for this customer (`Billing::profile_digest`).
+    fn stripe_profile_digest(&self, customer_id: &str) -> Result<Option<String>, StoreError>;
+    fn set_stripe_profile_digest(&self, customer_id: &str, digest: &str, now: i64) -> Result<(), StoreError>;
+
     fn audit(&self, now: i64, actor: &str, action: &str, subject: Option<&str>, detail: &str) -> Result<(), StoreError>;
 
     fn idem_insert(&self, principal: &str, key: &str, request_hash: &str, now: i64) -> Result<(), StoreError>;
@@ -189,6 +193,11 @@ pub trait Billing {
     fn customer_exists(&self, id: &str) -> Result<bool, StripeError>;
     /// Deleting a customer that is already gone is success.
     fn delete_customer(&self, id: &str) -> Result<(), StripeError>;
+    /// Sets the customer's name and email: what Stripe prints on invoices and mails receipts to.
+    fn update_customer_profile(&self, id: &str, profile: &Profile, idempotency_key: &str) -> Result<(), StripeError>;
+    /// A digest of the name and email, keyed with this account's secret key (HMAC-SHA-256, hex):
+    /// it tells whether Stripe already holds a profile, and nothing to whoever reads our database.
+    fn profile_digest(&self, profile: &Profile) -> String;
     fn create_subscription(
         &self,
         customer: &str,
@@ -233,7 +242,11 @@ impl From<ProfileError> for Error {
 
 /// Profiles from auth.
 pub trait Profiles {
+    /// From the cache while its copy is fresh (`profile_cache_ttl_secs`), else from auth.
     fn profile(&self, id: &str) -> Result<ProfileLookup, ProfileError>;
+    /// From auth even when the cache has a fresh copy (which is then replaced); a stale copy
+    /// still stands in while auth is unavailable.
+    fn current_profile(&self, id: &str) -> Result<ProfileLookup, ProfileError>;
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
-use super::{Billing, Store, StoreError, StripeSubscription};
+use super::billing::{Ctx, ProfileSync, sync_stripe_profile};
+use super::{Billing, ProfileError, Store, StoreError, StripeSubscription, UserId};
 use crate::error::Error;
 
 /// Stripe's default tolerance.
@@ -173,7 +174,8 @@ impl Outcome {
 
 /// Records the event in the inbox and applies it, in one transaction: a failure leaves no trace,
 /// so Stripe's retry applies it; a redelivery hits the inbox's primary key.
-pub fn handle(store: &dyn Store, stripe: &dyn Billing, event: &Event, now: i64) -> Result<Outcome, Error> {
+pub fn handle(ctx: &Ctx<'_>, event: &Event) -> Result<Outcome, Error> {
+    let store = ctx.store;
     store.begin()?;
     let object_id = event.object_str("id");
     match store.insert_event(&event.id, &event.kind, event.created, object_id) {
@@ -187,7 +189,7 @@ pub fn handle(store: &dyn Store, stripe: &dyn Billing, event: &Event, now: i64) 
             return Err(err.into());
         }
     }
-    let outcome = match apply(store, stripe, event, now) {
+    let outcome = match apply(ctx, event) {
         Ok(outcome) => outcome,
         Err(err) => {
             store.rollback();
@@ -202,7 +204,8 @@ pub fn handle(store: &dyn Store, stripe: &dyn Billing, event: &Event, now: i64) 
     Ok(outcome)
 }
 
-fn apply(store: &dyn Store, stripe: &dyn Billing, event: &Event, now: i64) -> Result<Outcome, Error> {
+fn apply(ctx: &Ctx<'_>, event: &Event) -> Result<Outcome, Error> {
+    let (store, stripe, now) = (ctx.store, ctx.stripe, ctx.now);
     match event.kind.as_str() {
         "customer.subscription.created"
         | "customer.subscription.updated"
@@ -229,7 +232,37 @@ fn apply(store: &dyn Store, stripe: &dyn Billing, event: &Event, now: i64) -> Re
             };
             customer_deleted(store, stripe, event, customer, now)
         }
+        "invoice.created" | "invoice.upcoming" => {
+            let Some(customer) = event.object_str("customer") else {
+                return Ok(Outcome::Ignored("malformed_object"));
+            };
+            profile_before_invoice(ctx, customer)
+        }
         _ => Ok(Outcome::Ignored("ignored_type")),
+    }
+}
+
+/// An invoice is coming (`invoice.upcoming`, days before a renewal) or made (`invoice.created`;
+/// a renewal's stays a draft for about an hour): the customer's name and email at Stripe are
+/// brought up to date from auth before Stripe finalizes it and mails it, also for a user who
+/// changed them and has not used billing since. Auth unavailable is a 503, so Stripe retries.
+fn profile_before_invoice(ctx: &Ctx<'_>, stripe_customer: &str) -> Result<Outcome, Error> {
+    let Some(customer_id) = ctx.store.lock_customer_by_stripe_id(stripe_customer)? else {
+        return Ok(Outcome::Ignored("unknown_customer"));
+    };
+    let Ok(user) = UserId::parse(&customer_id) else {
+        return Ok(Outcome::Ignored("unknown_customer"));
+    };
+    // Auth's answer now, not a cached copy up to a minute old: the change may be that recent.
+    let lookup = match ctx.profiles.current_profile(user.as_str()) {
+        Ok(lookup) => lookup,
+        Err(ProfileError::NotFound) => return Ok(Outcome::Ignored("profile_not_found")),
+        Err(err) => return Err(err.into()),
+    };
+    match sync_stripe_profile(ctx, "stripe", &user, stripe_customer, &lookup)? {
+        ProfileSync::Synced => Ok(Outcome::Applied),
+        ProfileSync::Current => Ok(Outcome::Ignored("profile_current")),
+        ProfileSync::NotFresh => Err(Error::AuthUnavailable { retry_after: 5 }),
     }
 }
 
@@ -336,6 +369,7 @@ fn customer_deleted(
 mod tests {
     use super::*;
     use crate::domain::billing::tests::Fakes;
+    use crate::domain::fake::FakeProfiles;
     use crate::domain::billing::{create_customer, subscribe};
     use crate::domain::{AreaIds, PriceId, SubscriptionStatus, UserId};
 
@@ -398,30 +432,61 @@ mod tests {
         let fakes = Fakes::up();
         let (store, stripe) = (&fakes.store, &fakes.stripe);
         let (sid, cus) = subscribed_customer(&fakes);
+        let handle = |event: &Event, now: i64| handle(&fakes.ctx(now), event);
         // Stripe moves on: past_due at 2000, then active again at 3000.
         stripe.set_status(&sid, SubscriptionStatus::Active);
         let newer = event("evt_2", "customer.subscription.updated", 3000, serde_json::json!({"id": sid, "customer": cus}));
         let older = event("evt_1", "customer.subscription.updated", 2000, serde_json::json!({"id": sid, "customer": cus}));
-        assert_eq!(handle(store, stripe, &newer, 3001).unwrap(), Outcome::Applied);
-        assert_eq!(handle(store, stripe, &newer, 3002).unwrap(), Outcome::Duplicate);
-        assert_eq!(handle(store, stripe, &older, 3003).unwrap(), Outcome::Stale);
+        assert_eq!(handle(&newer, 3001).unwrap(), Outcome::Applied);
+        assert_eq!(handle(&newer, 3002).unwrap(), Outcome::Duplicate);
+        assert_eq!(handle(&older, 3003).unwrap(), Outcome::Stale);
         let stored = store.subscription_by_stripe_id(&sid).unwrap().unwrap();
         assert_eq!(stored.status, SubscriptionStatus::Active);
         assert_eq!(stored.last_event_at, 3000);
         // Unknown types are acknowledged and ignored.
         let other = event("evt_3", "charge.refunded", 3000, serde_json::json!({"id": "ch_1"}));
-        assert_eq!(handle(store, stripe, &other, 3004).unwrap(), Outcome::Ignored("ignored_type"));
+        assert_eq!(handle(&other, 3004).unwrap(), Outcome::Ignored("ignored_type"));
+    }
+
+    #[test]
+    fn an_invoice_event_brings_stripes_profile_up_to_date_from_auth() {
+        let fakes = Fakes::up();
+        let (_, cus) = subscribed_customer(&fakes);
+        let invoice = |id: &str| event(id, "invoice.created", 2000, serde_json::json!({"id": "in_1", "customer": cus, "status": "draft"}));
+        // Nothing changed at auth.
+        assert_eq!(handle(&fakes.ctx(2001), &invoice("evt_i1")).unwrap(), Outcome::Ignored("profile_current"));
+        assert!(fakes.stripe.profile_updates.borrow().is_empty());
+        // The user changed their email at auth and has not used billing since.
+        *fakes.profiles.email_domain.borrow_mut() = "new.example".into();
+        let upcoming = event("evt_i2", "invoice.upcoming", 2000, serde_json::json!({"customer": cus}));
+        assert_eq!(handle(&fakes.ctx(2002), &upcoming).unwrap(), Outcome::Applied);
+        assert_eq!(fakes.stripe.profile_updates.borrow().len(), 1);
+        assert_eq!(fakes.stripe.profile_updates.borrow()[0].2, "u1@new.example");
+        assert_eq!(handle(&fakes.ctx(2003), &invoice("evt_i3")).unwrap(), Outcome::Ignored("profile_current"));
+        // Another change while auth is down: 503 and no inbox row, so Stripe's retry sends it.
+        *fakes.profiles.email_domain.borrow_mut() = "newer.example".into();
+        let down = FakeProfiles::down();
+        let ctx = Ctx { profiles: &down, ..fakes.ctx(2004) };
+        assert_eq!(handle(&ctx, &invoice("evt_i4")).unwrap_err().status(), 503);
+        assert_eq!(handle(&fakes.ctx(2005), &invoice("evt_i4")).unwrap(), Outcome::Applied);
+        assert_eq!(fakes.stripe.profile_updates.borrow()[1].2, "u1@newer.example");
+        // A user deleted at auth, or a customer we do not know: acknowledged, nothing sent.
+        let gone = FakeProfiles::users_gone();
+        assert_eq!(handle(&Ctx { profiles: &gone, ..fakes.ctx(2006) }, &invoice("evt_i5")).unwrap(), Outcome::Ignored("profile_not_found"));
+        let stranger = event("evt_i6", "invoice.created", 2000, serde_json::json!({"id": "in_2", "customer": "cus_other"}));
+        assert_eq!(handle(&fakes.ctx(2007), &stranger).unwrap(), Outcome::Ignored("unknown_customer"));
+        assert_eq!(fakes.stripe.profile_updates.borrow().len(), 2);
     }
 
     #[test]
     fn a_failed_application_leaves_no_inbox_row() {
         let fakes = Fakes::up();
-        let (store, stripe) = (&fakes.store, &fakes.stripe);
+        let stripe = &fakes.stripe;
         let (sid, cus) = subscribed_customer(&fakes);
         let e = event("evt_9", "customer.subscription.updated", 2000, serde_json::json!({"id": sid, "customer": cus}));
         stripe.down.set(true);
-        assert_eq!(handle(store, stripe, &e, 2001).unwrap_err().status(), 503);
+        assert_eq!(handle(&fakes.ctx(2001), &e).unwrap_err().status(), 503);
         stripe.down.set(false);
-        assert_eq!(handle(store, stripe, &e, 2002).unwrap(), Outcome::Applied);
+        assert_eq!(handle(&fakes.ctx(2002), &e).unwrap(), Outcome::Applied);
     }
 }

@@ -381,6 +381,20 @@ impl Store for MysqlStore {
         self.exec("UPDATE stripe_events SET outcome = ? WHERE id = ?", &[s(outcome), s(id)])
     }
 
+    fn stripe_profile_digest(&self, customer_id: &str) -> Result<Option<String>, StoreError> {
+        let rows = self.rows("SELECT profile_digest FROM stripe_profile_sync WHERE customer_id = ?", &[s(customer_id)])?;
+        Ok(rows.first().and_then(|row| row.first()).and_then(text))
+    }
+
+    fn set_stripe_profile_digest(&self, customer_id: &str, digest: &str, now: i64) -> Result<(), StoreError> {
+        // Parameters twice rather than VALUES(), which MySQL 8.0.20 deprecates here.
+        self.exec(
+            "INSERT INTO stripe_profile_sync (customer_id, profile_digest, synced_at) VALUES (?, ?, ?) \
+             ON DUPLICATE KEY UPDATE profile_digest = ?, synced_at = ?",
+            &[s(customer_id), s(digest), i(now), s(digest), i(now)],
+        )
+    }
+
     fn audit(&self, now: i64, actor: &str, action: &str, subject: Option<&str>, detail: &str) -> Result<(), StoreError> {
         let detail: String = detail.chars().take(1024).collect();
         self.exec(
