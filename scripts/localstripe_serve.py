@@ -136,6 +136,17 @@ def patch_live_api():
 
     Invoice._export = invoice_export
 
+    original_invoice_list = Invoice._api_list_all
+
+    def invoice_list(cls, url, starting_after=None, **kwargs):
+        # Live Stripe refuses a cursor that names no invoice; localstripe ignored it.
+        if starting_after is not None and resources.store.get("invoice:" + str(starting_after)) is None:
+            raise UserError(400, "No such invoice: '%s'" % starting_after,
+                            {"code": "resource_missing", "param": "starting_after"})
+        return original_invoice_list(url, starting_after=starting_after, **kwargs)
+
+    Invoice._api_list_all = classmethod(invoice_list)
+
 
 async def create_price(request):
     data = await server.get_post_data(request) or {}

@@ -584,6 +584,11 @@ async fn invoices_are_paged_with_stripes_cursor() {
     seen.sort();
     stripes.sort();
     assert_eq!(seen, stripes);
+
+    // A cursor that names no invoice is the client's field in error, as live Stripe says.
+    let (status, problem, _) = app.call("GET", "/api/v3/customers/me/invoices?starting_after=in_NoSuchInvoice", "u-1", None, &[]).await;
+    assert_eq!((status, &problem["code"]), (422, &json!("billing_rejected")), "{problem}");
+    assert_eq!((&problem["errors"][0]["field"], &problem["errors"][0]["code"]), (&json!("starting_after"), &json!("not_found")), "{problem}");
 }
 
 /// Idempotency-Key on PATCH /customers/me and POST /customers/me/subscriptions: the same request

@@ -164,10 +164,14 @@ impl From<StripeError> for Error {
     }
 }
 
-/// The field of our own request that a Stripe `param` came from. Only the price is a client's
-/// value that reaches Stripe; any other param (`customer`, `metadata[...]`) is ours, and naming
-/// it in `errors` would tell a client to fix a field it never sent.
+/// The field of our own request that a Stripe `param` came from. Only the price and the invoice
+/// list's cursor are a client's values that reach Stripe; any other param (`customer`,
+/// `metadata[...]`) is ours, and naming it in `errors` would tell a client to fix a field it
+/// never sent.
 fn request_field(stripe_param: &str) -> Option<&'static str> {
+    if stripe_param == "starting_after" {
+        return Some("starting_after");
+    }
     let field = match stripe_param.strip_prefix("items[").and_then(|rest| rest.split_once("][")) {
         Some((index, field)) if !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) => field.strip_suffix(']')?,
         Some(_) => return None,
@@ -269,6 +273,8 @@ mod tests {
     fn a_refused_price_names_the_clients_field() {
         let errors = rejected(Some("items[0][price]"), Some("resource_missing"));
         assert_eq!(errors, [FieldError::new("price_id", "not_found", "No such price: 'price_x'")]);
+        // An invoice list's cursor that names no invoice.
+        assert_eq!(rejected(Some("starting_after"), Some("resource_missing")), [FieldError::new("starting_after", "not_found", "No such price: 'price_x'")]);
         for param in ["items[12][plan]", "price", "plan"] {
             assert_eq!(rejected(Some(param), Some("parameter_invalid")), [FieldError::new("price_id", "rejected", "No such price: 'price_x'")], "{param}");
         }
