@@ -666,3 +666,104 @@ async fn a_user_id_of_255_characters_keeps_its_idempotency_keys() {
     assert_eq!((status, &again), (201, &first));
     assert_eq!(headers["idempotent-replayed"], "true");
 }
+
+/// Calls the app as the holder of `token`; the status, the JSON body and the headers.
+async fn as_user(app: &integration_tests::TestApp, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut request = app.client.request(method.parse().unwrap(), app.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("the app answers");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, response.json().await.unwrap_or(Value::Null), headers)
+}
+
+/// A user registered at the real auth who became a customer with a card and one subscription:
+/// (access token, user id, Stripe customer id, Stripe subscription id).
+async fn paying_user(app: &integration_tests::TestApp, stripe: &support::LocalStripe, email: &str, password: &str) -> (String, String, String, String) {
+    let registered = integration_tests::register_account(&app.client, &app.host, "Ada Lovelace", email, password).await;
+    let token = registered["access_token"].as_str().expect("registered").to_string();
+    let user = registered["user"]["id"].as_str().unwrap().to_string();
+    let (status, customer, _) = as_user(app, &token, "POST", "/api/v3/customers", Some(json!({"area_ids": [1]}))).await;
+    assert_eq!(status, 201, "{customer}");
+    let cus = customer["stripe_customer_id"].as_str().unwrap().to_string();
+    stripe.add_card(&cus).await;
+    let price = stripe.price("500").await;
+    let (status, sub, _) = as_user(app, &token, "POST", "/api/v3/customers/me/subscriptions", Some(json!({"price_id": price}))).await;
+    assert_eq!(status, 201, "{sub}");
+    (token, user, cus, sub["stripe_subscription_id"].as_str().unwrap().to_string())
+}
+
+/// One call erases an account at auth, at Stripe and in billing, and answers with a receipt; a
+/// wrong password erases nothing; a repeat says the account was already deleted.
+#[tokio::test]
+async fn an_account_is_erased_at_auth_stripe_and_billing_in_one_call() {
+    let stripe = support::LocalStripe::start().await;
+    let app = support::spawn_app_on(&stripe, |_| {}).await;
+    let password = "correct horse battery staple";
+    let (token, user, cus, sub) = paying_user(&app, &stripe, "ada@example.org", password).await;
+
+    // A wrong password is auth's 403, and nothing anywhere is erased.
+    let (status, problem, _) = as_user(&app, &token, "POST", "/api/v3/customers/me/erasure", Some(json!({"password": "not the password"}))).await;
+    assert_eq!((status, &problem["code"]), (403, &json!("wrong_password")), "{problem}");
+    let (status, _, _) = as_user(&app, &token, "GET", "/api/v3/users/me", None).await;
+    assert_eq!(status, 200, "the account is still at auth");
+    let (status, _, _) = as_user(&app, &token, "GET", "/api/v3/customers/me", None).await;
+    assert_eq!(status, 200, "the customer is still here");
+    let (status, at_stripe) = stripe.get(&format!("/v1/customers/{cus}")).await;
+    assert_eq!((status, &at_stripe["deleted"]), (200, &Value::Null), "{at_stripe}");
+
+    let (status, receipt, _) = as_user(&app, &token, "POST", "/api/v3/customers/me/erasure", Some(json!({"password": password}))).await;
+    assert_eq!(status, 200, "{receipt}\n{}", app.host.log());
+    assert_eq!((&receipt["user_id"], &receipt["auth"]), (&json!(user), &json!("deleted")), "{receipt}");
+    assert_eq!(receipt["billing"], json!({"stripe_customer_id": cus, "subscriptions_canceled": 1}));
+    let receipt_id = receipt["receipt_id"].as_str().unwrap();
+    // Gone at auth (the password no longer logs in), at Stripe, and here.
+    let login = app.client.post(app.url("/api/v3/auth/login")).json(&json!({"email": "ada@example.org", "password": password})).send().await.unwrap();
+    assert_eq!(login.status(), 401);
+    let (status, _) = stripe.get(&format!("/v1/customers/{cus}")).await;
+    assert_eq!(status, 404);
+    assert_eq!(stripe.subscriptions_of(&cus).await.iter().find(|s| s["id"] == sub.as_str()).map(|s| s["status"].clone()), Some(json!("canceled")));
+    let (status, problem, _) = as_user(&app, &token, "GET", "/api/v3/customers/me", None).await;
+    assert_eq!((status, &problem["code"]), (404, &json!("not_a_customer")));
+    let audited = integration_tests::db_rows(&app.customer_db, "SELECT actor, detail FROM audit_log WHERE action = 'account.erased'").await;
+    assert_eq!(audited, [vec![user.clone(), format!("receipt={receipt_id} auth=deleted stripe_customer={cus} subscriptions_canceled=1")]]);
+
+    // Sent again (the access token lives on for minutes): nothing left to erase, and said so.
+    let (status, again, _) = as_user(&app, &token, "POST", "/api/v3/customers/me/erasure", Some(json!({"password": password}))).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!((&again["auth"], &again["billing"]), (&json!("already_deleted"), &Value::Null), "{again}");
+}
+
+/// Stripe failing while billing is closed, after auth deleted the account: 503
+/// `erasure_incomplete`, and the same request sent again finishes the erasure.
+#[tokio::test]
+async fn an_erasure_interrupted_at_stripe_is_finished_by_sending_it_again() {
+    let stripe = support::LocalStripe::start().await;
+    let app = support::spawn_app_on(&stripe, |_| {}).await;
+    let password = "correct horse battery staple";
+    let (token, _, cus, _) = paying_user(&app, &stripe, "grace@example.org", password).await;
+    stripe.fault(json!({"method": "DELETE", "path": format!("/v1/customers/{cus}"), "status": 500, "times": 3})).await;
+
+    let erase = || as_user(&app, &token, "POST", "/api/v3/customers/me/erasure", Some(json!({"password": password})));
+    let (status, problem, headers) = erase().await;
+    assert_eq!((status, &problem["code"]), (503, &json!("erasure_incomplete")), "{problem}");
+    assert!(headers.contains_key("retry-after"));
+    let (status, _, _) = as_user(&app, &token, "GET", "/api/v3/users/me", None).await;
+    assert_eq!(status, 401, "deleted at auth");
+    assert_eq!(integration_tests::db_rows(&app.customer_db, "SELECT COUNT(*) FROM customers").await, [vec!["1".to_string()]]);
+
+    let (status, receipt, _) = erase().await;
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!((&receipt["auth"], &receipt["billing"]["stripe_customer_id"]), (&json!("already_deleted"), &json!(cus)), "{receipt}");
+    let (status, _) = stripe.get(&format!("/v1/customers/{cus}")).await;
+    assert_eq!(status, 404);
+    assert_eq!(integration_tests::db_rows(&app.customer_db, "SELECT COUNT(*) FROM customers").await, [vec!["0".to_string()]]);
+
+    // A user who never became a customer is erased at auth alone.
+    let other = integration_tests::register_account(&app.client, &app.host, "Alan Turing", "alan@example.org", password).await;
+    let other_token = other["access_token"].as_str().unwrap();
+    let (status, receipt, _) = as_user(&app, other_token, "POST", "/api/v3/customers/me/erasure", Some(json!({"password": password}))).await;
+    assert_eq!((status, &receipt["auth"], &receipt["billing"]), (200, &json!("deleted"), &Value::Null), "{receipt}");
+}

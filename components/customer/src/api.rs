@@ -1,5 +1,6 @@
 //! HTTP handlers: wire in (DTO → domain values), the rules, wire out (domain → JSON). Every
-//! error goes through `error.rs`; every write honours `Idempotency-Key`.
+//! error goes through `error.rs`; every write honours `Idempotency-Key` (the erasure only checks it:
+//! see [`erase_account`]).
 
 use std::cell::OnceCell;
 use std::time::Duration;
@@ -14,8 +15,8 @@ use crate::domain::billing::{self, Ctx};
 use crate::domain::idempotency::{self, Begin};
 use crate::domain::webhook::{self, Event, Outcome};
 use crate::domain::{
-    AreaIds, AreaIdsError, Customer, IdempotencyKey, PriceId, ProfileLookup, ProfileSource, Store,
-    Subscription, UserId, is_stripe_id,
+    AreaIds, AreaIdsError, Customer, IdempotencyKey, PriceId, ProfileError, ProfileLookup, ProfileSource, Profiles,
+    Store, Subscription, UserId, is_stripe_id,
 };
 use crate::error::Error;
 use crate::kv::SpinKv;
@@ -635,6 +636,102 @@ pub fn delete_me(request: Request, _params: Params) -> Response {
             Ok(Reply::no_content())
         })
     })
+}
+
+/// `POST /api/v3/customers/me/erasure` {password}: the account erased in one call, at auth,
+/// at Stripe and here, with a receipt. Auth first, with the caller's own token and body, because
+/// only auth can check the password: a wrong one (or a throttled caller) erases nothing. Billing
+/// after: if closing it fails, the same request sent again finds the account gone at auth and
+/// finishes (the access token stays valid here for its last minutes).
+///
+/// `Idempotency-Key` is checked but not stored: the body holds a password, and the table keeps a
+/// plain SHA-256 of every body; a repeat answers with `auth: already_deleted` instead of a replay.
+pub fn erase_account(request: Request, _params: Params) -> Response {
+    with_principal(&request, |req, deps, principal| {
+        let user = user_only(principal)?;
+        if let Some(raw) = req.header("idempotency-key") {
+            IdempotencyKey::parse(raw)
+                .map_err(|m| Error::bad_request("invalid_idempotency_key", format!("Idempotency-Key {m}.")))?;
+        }
+        // The body goes to auth as sent; here only its form is checked, so a malformed request
+        // reaches neither service.
+        json_body::<Value>(req)?;
+        let token = deps.bearer.as_deref().ok_or(Error::MissingToken)?;
+        let auth = deps.auth()?;
+        let forwarded = forwarded_for(req.header("x-forwarded-for"), req.header("spin-client-addr"));
+        let unavailable = |cause: String| {
+            telemetry::warn("erasure: auth did not delete the account", &[("customer", user.as_str().into()), ("cause", cause.into())]);
+            Error::AuthUnavailable { retry_after: 5 }
+        };
+        let at_auth = match auth.delete_account(token, req.body.clone(), forwarded.as_deref()) {
+            Ok(answer) if answer.status == 204 => "deleted",
+            // Our check of the token passed and auth's did not: the account is gone already (an
+            // earlier erasure whose billing step failed), or auth retired a key. Auth's service
+            // read tells which.
+            Ok(answer) if answer.status == 401 => match auth.current_profile(user.as_str()) {
+                Err(ProfileError::NotFound) => "already_deleted",
+                Ok(_) => return Ok(passed_through(&answer)),
+                Err(err) => return Err(err.into()),
+            },
+            // Wrong password, throttled, refused body: auth's answer, and nothing erased.
+            Ok(answer) if (400..500).contains(&answer.status) => return Ok(passed_through(&answer)),
+            Ok(answer) => return Err(unavailable(format!("auth answered {}", answer.status))),
+            Err(err) => return Err(unavailable(err.to_string())),
+        };
+        auth.forget_profile(user.as_str());
+        let billing = match ctx_run(deps, |ctx| billing::delete_customer(ctx, &user)) {
+            Ok(closed) => Some(closed),
+            Err(Error::NotFound { code: "not_a_customer", .. }) => None,
+            Err(err) => {
+                let problem = err.problem();
+                telemetry::warn(
+                    "erasure: billing not closed; the account is deleted at auth",
+                    &[("customer", user.as_str().into()), ("code", problem.code.into())],
+                );
+                return Err(Error::ErasureIncomplete { retry_after: problem.retry_after.unwrap_or(5) });
+            }
+        };
+        let receipt_id = billing::new_local_id();
+        deps.store()?.audit(
+            deps.now,
+            user.as_str(),
+            "account.erased",
+            Some(user.as_str()),
+            &format!(
+                "receipt={receipt_id} auth={at_auth} stripe_customer={} subscriptions_canceled={}",
+                billing.as_ref().and_then(|b| b.stripe_customer_id.as_deref()).unwrap_or("-"),
+                billing.as_ref().map_or(0, |b| b.subscriptions_canceled),
+            ),
+        )?;
+        Ok(Reply::json(
+            200,
+            &json!({
+                "receipt_id": receipt_id,
+                "user_id": user.as_str(),
+                "erased_at": rfc3339::format(deps.now),
+                "auth": at_auth,
+                "billing": billing.map(|b| json!({
+                    "stripe_customer_id": b.stripe_customer_id,
+                    "subscriptions_canceled": b.subscriptions_canceled,
+                })),
+            }),
+        ))
+    })
+}
+
+/// Auth's answer to a client, as the login proxy passes it on (status, body, and the headers a
+/// client acts on).
+fn passed_through(answer: &crate::transport::HttpResponse) -> Reply {
+    let headers = ["retry-after", "www-authenticate"]
+        .iter()
+        .filter_map(|name| answer.header(name).map(|value| ((*name).to_string(), value.to_string())))
+        .collect();
+    Reply {
+        status: answer.status,
+        content_type: answer.header("content-type").unwrap_or("application/problem+json").to_string(),
+        body: String::from_utf8_lossy(&answer.body).into_owned(),
+        headers,
+    }
 }
 
 /// `GET /api/v3/customers/{id}`: services, or the user itself (anyone else: 404, as if absent).

@@ -432,6 +432,11 @@ impl<'a> AuthClient<'a> {
         }
     }
 
+    /// Drops the cached copy of a profile (a user gone at auth, or erased).
+    pub fn forget_profile(&self, id: &str) {
+        self.kv.delete(&format!("profile:{id}"));
+    }
+
     fn profile_path(id: &str) -> String {
         format!("/api/v3/users/{}", percent_encode_segment(id))
     }
@@ -510,7 +515,7 @@ impl<'a> AuthClient<'a> {
                 Ok(ProfileLookup { profile, source: ProfileSource::Auth })
             }
             Ok(None) => {
-                self.kv.delete(&format!("profile:{id}"));
+                self.forget_profile(&id);
                 Err(ProfileError::NotFound)
             }
             Err(reason) => {
@@ -668,6 +673,32 @@ impl<'a> AuthClient<'a> {
             max_body: 64 * 1024,
         };
         self.send_once(&request, 1, &[("proxied", true.into())])
+    }
+}
+
+impl AuthClient<'_> {
+    /// `DELETE /api/v3/users/me` with the user's own token and body (`{password}`, checked by
+    /// auth), for an account's erasure. Sent again only if no connection could be made: a first
+    /// attempt that reached auth may have deleted the account.
+    pub fn delete_account(&self, user_token: &str, body: Vec<u8>, forwarded_for: Option<&str>) -> Result<HttpResponse, TransportError> {
+        let mut headers = vec![
+            ("authorization".to_string(), format!("Bearer {user_token}")),
+            ("content-type".to_string(), "application/json".to_string()),
+            ("accept".to_string(), "application/json".to_string()),
+            ("x-forwarded-by".to_string(), "customer".to_string()),
+        ];
+        if let Some(chain) = forwarded_for {
+            headers.push(("x-forwarded-for".to_string(), chain.to_string()));
+        }
+        let request = HttpRequest {
+            method: "DELETE",
+            url: self.url("/api/v3/users/me"),
+            headers,
+            body: Some(body),
+            timeouts: self.settings.timeouts,
+            max_body: 64 * 1024,
+        };
+        self.send(&request, &[("erasure", true.into())])
     }
 }
 

@@ -50,6 +50,10 @@ pub enum Error {
     /// 503: Stripe did not answer after the retries.
     #[error("stripe unavailable")]
     StripeUnavailable { retry_after: u32 },
+    /// 503: an erasure deleted the account at auth, but closing its billing failed; sending the
+    /// request again (same token) finishes it.
+    #[error("erasure incomplete")]
+    ErasureIncomplete { retry_after: u32 },
     #[error("database unavailable")]
     DatabaseUnavailable,
     /// 500: a variable is missing or malformed; names the variable, never its value.
@@ -159,6 +163,12 @@ impl Error {
                 Problem::new(503, "billing_unavailable", "Billing provider unavailable")
                     .with_detail("The billing provider did not answer; retry shortly.")
                     .with_retry_after(*retry_after)
+            }
+            Self::ErasureIncomplete { retry_after } => {
+                Problem::new(503, "erasure_incomplete", "Erasure incomplete").with_detail(
+                    "The account is deleted at auth, but its billing could not be closed yet: send this request again with the same token to finish.",
+                )
+                .with_retry_after(*retry_after)
             }
             Self::ProxyLoop => Problem::new(508, "proxy_loop", "Loop detected").with_detail(
                 "This login was already forwarded by customer's proxy (X-Forwarded-By: customer): auth_service_url must point at auth.",

@@ -45,6 +45,7 @@ const ROUTES: &[(&str, &str, Handler)] = &[
     ("GET", "/api/v3/customers/me/subscriptions", api::list_subscriptions),
     ("DELETE", "/api/v3/customers/me/subscriptions/:id", api::cancel_subscription),
     ("GET", "/api/v3/customers/me/invoices", api::invoices),
+    ("POST", "/api/v3/customers/me/erasure", api::erase_account),
     ("GET", "/api/v3/customers/:id", api::get_by_id),
     ("POST", "/api/v3/billing/stripe/webhook", api::stripe_webhook),
     ("POST", "/api/v3/auth/login", api::login_proxy),

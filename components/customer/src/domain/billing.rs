@@ -233,8 +233,15 @@ pub fn update_areas(store: &dyn Store, user: &UserId, areas: &AreaIds, now: i64)
     })
 }
 
+/// What closing a customer did at Stripe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedBilling {
+    pub stripe_customer_id: Option<String>,
+    pub subscriptions_canceled: u32,
+}
+
 /// `DELETE /customers/me`: Stripe first (subscriptions, then the customer), then our rows.
-pub fn delete_customer(ctx: &Ctx<'_>, user: &UserId) -> Result<(), Error> {
+pub fn delete_customer(ctx: &Ctx<'_>, user: &UserId) -> Result<ClosedBilling, Error> {
     let customer = get_customer(ctx.store, user)?;
     let mut canceled = 0;
     if let Some(stripe_id) = &customer.stripe_customer_id {
@@ -268,7 +275,7 @@ pub fn delete_customer(ctx: &Ctx<'_>, user: &UserId) -> Result<(), Error> {
             ),
         )
     })?;
-    Ok(())
+    Ok(ClosedBilling { stripe_customer_id: customer.stripe_customer_id, subscriptions_canceled: canceled })
 }
 
 pub fn list_subscriptions(store: &dyn Store, user: &UserId) -> Result<Vec<Subscription>, Error> {
