@@ -292,10 +292,25 @@ async fn a_name_and_email_changed_at_auth_reach_stripe() {
     assert_eq!((status, body["outcome"].as_str()), (200, Some("profile_current")), "{body}");
     assert_eq!(updates().await, 2);
 
+    // Someone edits the email in Stripe's dashboard; Stripe's customer.updated has customer send
+    // auth's back (what we sent, echoed, is left alone: checked in the unit tests).
+    let edited = app.stripe.post(&format!("/v1/customers/{cus}"), &[("email", "billing@elsewhere.example")]).await;
+    let changed = event("evt_cus_updated", "customer.updated", now(), edited);
+    // Our last update is seconds old: nothing is sent back at once...
+    let (status, body) = deliver(&app, &changed, Some(stripe_signature(&secret, now(), &changed))).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("recently_sent")), "{body}");
+    // ...and the next invoice event sends auth's email again.
+    let next = event("evt_inv_created_2", "invoice.created", now(), json!({"id": "in_2", "customer": cus, "status": "draft"}));
+    let (status, body) = deliver(&app, &next, Some(stripe_signature(&secret, now(), &next))).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("applied")), "{body}");
+    assert_eq!(at_stripe().await.1, json!("ada@lovelace.example"));
+    assert_eq!(updates().await, 3);
+
     // Each sync is audited, and neither the audit nor our database holds the name or the email.
     let audited = app.db_rows("SELECT actor, detail FROM audit_log WHERE action = 'customer.stripe_profile_synced' ORDER BY id").await;
     let audited: Vec<(String, String)> = audited.into_iter().map(|row| mysql_async::from_row(row)).collect();
-    assert_eq!(audited, [("u-1".to_string(), format!("stripe_customer={cus}")), ("stripe".to_string(), format!("stripe_customer={cus}"))]);
+    let synced = |actor: &str| (actor.to_string(), format!("stripe_customer={cus}"));
+    assert_eq!(audited, [synced("u-1"), synced("stripe"), synced("stripe")]);
     let stored = app.db_rows("SELECT profile_digest FROM stripe_profile_sync WHERE customer_id = 'u-1'").await;
     let stored: Vec<String> = stored.into_iter().map(|row| mysql_async::from_row(row)).collect();
     assert_eq!(stored.len(), 1);

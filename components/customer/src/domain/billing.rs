@@ -55,11 +55,12 @@ pub fn subscription_cancel_key(local_id: &str) -> String {
     format!("subscription-cancel:{local_id}:at-period-end")
 }
 
-/// Stripe Idempotency-Key of a profile update: the customer, the time and the digest. The client's
-/// retries of one update repeat it; a later update, even back to an earlier profile, gets its own
-/// (Stripe would replay the first answer to a key for 24 h and change nothing).
-pub fn profile_update_key(user: &UserId, now: i64, digest: &str) -> String {
-    format!("customer-profile:{}:{now}:{}", key_part(user.as_str()), digest.get(..16).unwrap_or(digest))
+/// Stripe Idempotency-Key of a profile update: the customer and a fresh id. The client's retries
+/// of one update repeat it; every other update gets its own, even one sending a profile again
+/// within the same second (Stripe would replay the first answer to a key for 24 h and change
+/// nothing). Updates need no key shared between requests: sending a profile twice is harmless.
+pub fn profile_update_key(user: &UserId) -> String {
+    format!("customer-profile:{}:{}", key_part(user.as_str()), new_local_id())
 }
 
 /// HMAC-SHA-256 of a name and an email (the name's length first, so no two pairs share their
@@ -476,10 +477,10 @@ pub fn sync_stripe_profile(
         return Ok(ProfileSync::NotFresh);
     }
     let digest = ctx.stripe.profile_digest(&lookup.profile);
-    if ctx.store.stripe_profile_digest(user.as_str())?.as_deref() == Some(digest.as_str()) {
+    if ctx.store.stripe_profile(user.as_str())?.is_some_and(|sent| sent.digest == digest) {
         return Ok(ProfileSync::Current);
     }
-    ctx.stripe.update_customer_profile(stripe_customer, &lookup.profile, &profile_update_key(user, ctx.now, &digest))?;
+    ctx.stripe.update_customer_profile(stripe_customer, &lookup.profile, &profile_update_key(user))?;
     ctx.store.set_stripe_profile_digest(user.as_str(), &digest, ctx.now)?;
     ctx.store.audit(ctx.now, actor, "customer.stripe_profile_synced", Some(user.as_str()), &format!("stripe_customer={stripe_customer}"))?;
     Ok(ProfileSync::Synced)
@@ -691,7 +692,7 @@ pub(crate) mod tests {
         assert_eq!(bill_to.profile.email, "u1@new.example");
         invoices(&fakes.ctx(1001), &user("u1"), 10, None).unwrap();
         assert_eq!(stripe_updates(&fakes), ["u1@new.example"]);
-        assert!(fakes.store.stripe_profile_digest("u1").unwrap().is_some());
+        assert!(fakes.store.stripe_profile("u1").unwrap().is_some());
         // Back to the first email: sent again (a new key, or Stripe would replay the first update).
         *fakes.profiles.email_domain.borrow_mut() = "example.org".into();
         invoices(&fakes.ctx(1002), &user("u1"), 10, None).unwrap();
@@ -714,9 +715,9 @@ pub(crate) mod tests {
         let stripe_id = customer.stripe_customer_id.unwrap();
         let kept = fakes.stripe.customers.borrow().clone();
         fakes.stripe.customers.borrow_mut().clear();
-        let before = fakes.store.stripe_profile_digest("u1").unwrap();
+        let before = fakes.store.stripe_profile("u1").unwrap();
         assert!(invoices(&ctx, &user("u1"), 10, None).is_ok());
-        assert_eq!(fakes.store.stripe_profile_digest("u1").unwrap(), before);
+        assert_eq!(fakes.store.stripe_profile("u1").unwrap(), before);
         *fakes.stripe.customers.borrow_mut() = kept;
         invoices(&ctx, &user("u1"), 10, None).unwrap();
         assert_eq!(*fakes.stripe.profile_updates.borrow(), [(stripe_id, "Name u1".to_string(), "u1@new.example".to_string())]);
@@ -740,8 +741,9 @@ pub(crate) mod tests {
         assert_ne!(digest, profile_digest(b"sk_b", &profile("Ada", "ada@example.org")));
         // The same bytes split differently between name and email are another profile.
         assert_ne!(profile_digest(b"sk_a", &profile("Ada", "x@y.z")), profile_digest(b"sk_a", &profile("Adax", "@y.z")));
-        let key = profile_update_key(&user("u1"), 1000, &digest);
-        assert_eq!(key, format!("customer-profile:u1:1000:{}", &digest[..16]));
+        let key = profile_update_key(&user("u1"));
+        assert!(key.starts_with("customer-profile:u1:") && key.len() <= 255, "{key}");
+        assert_ne!(key, profile_update_key(&user("u1")), "every update has its own key");
     }
 
     #[test]

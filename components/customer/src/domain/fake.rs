@@ -13,7 +13,7 @@ struct State {
     provisioning_started: u64,
     subscriptions: Vec<Subscription>,
     events: BTreeMap<String, String>,
-    profile_digests: BTreeMap<String, String>,
+    profile_digests: BTreeMap<String, SentProfile>,
     idem: BTreeMap<(String, String), IdemRecord>,
     audit: Vec<String>,
 }
@@ -186,13 +186,13 @@ impl Store for MemoryStore {
     fn set_event_outcome(&self, _id: &str, _outcome: &str) -> Result<(), StoreError> {
         Ok(())
     }
-    fn stripe_profile_digest(&self, customer_id: &str) -> Result<Option<String>, StoreError> {
+    fn stripe_profile(&self, customer_id: &str) -> Result<Option<SentProfile>, StoreError> {
         self.reachable()?;
         Ok(self.state.borrow().profile_digests.get(customer_id).cloned())
     }
-    fn set_stripe_profile_digest(&self, customer_id: &str, digest: &str, _now: i64) -> Result<(), StoreError> {
+    fn set_stripe_profile_digest(&self, customer_id: &str, digest: &str, now: i64) -> Result<(), StoreError> {
         self.reachable()?;
-        self.state.borrow_mut().profile_digests.insert(customer_id.into(), digest.into());
+        self.state.borrow_mut().profile_digests.insert(customer_id.into(), SentProfile { digest: digest.into(), sent_at: now });
         Ok(())
     }
     fn audit(&self, _now: i64, actor: &str, action: &str, _subject: Option<&str>, _detail: &str) -> Result<(), StoreError> {

@@ -50,6 +50,14 @@ pub enum Claim {
     Busy,
 }
 
+/// The name and email Stripe was last sent for a customer: their digest
+/// (`Billing::profile_digest`) and when (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentProfile {
+    pub digest: String,
+    pub sent_at: i64,
+}
+
 /// A stored first response of an idempotent request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdemRecord {
@@ -96,8 +104,8 @@ pub trait Store {
     fn insert_event(&self, id: &str, kind: &str, created: i64, object_id: Option<&str>) -> Result<(), StoreError>;
     fn set_event_outcome(&self, id: &str, outcome: &str) -> Result<(), StoreError>;
 
-    /// The digest of the name and email Stripe was last sent for this customer (`Billing::profile_digest`).
-    fn stripe_profile_digest(&self, customer_id: &str) -> Result<Option<String>, StoreError>;
+    /// What Stripe was last sent of this customer's name and email, and when.
+    fn stripe_profile(&self, customer_id: &str) -> Result<Option<SentProfile>, StoreError>;
     fn set_stripe_profile_digest(&self, customer_id: &str, digest: &str, now: i64) -> Result<(), StoreError>;
 
     fn audit(&self, now: i64, actor: &str, action: &str, subject: Option<&str>, detail: &str) -> Result<(), StoreError>;

@@ -12,8 +12,12 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use super::billing::{Ctx, ProfileSync, sync_stripe_profile};
-use super::{Billing, ProfileError, Store, StoreError, StripeSubscription, UserId};
+use super::{Billing, Profile, ProfileError, Store, StoreError, StripeSubscription, UserId};
 use crate::error::Error;
+
+/// A `customer.updated` whose name or email differs from what we sent this long ago or longer
+/// sends auth's back at once (see `profile_from_auth`).
+pub const RESEND_AFTER_SECS: i64 = 60;
 
 /// Stripe's default tolerance.
 pub const TOLERANCE_SECS: i64 = 300;
@@ -236,23 +240,53 @@ fn apply(ctx: &Ctx<'_>, event: &Event) -> Result<Outcome, Error> {
             let Some(customer) = event.object_str("customer") else {
                 return Ok(Outcome::Ignored("malformed_object"));
             };
-            profile_before_invoice(ctx, customer)
+            profile_from_auth(ctx, customer, None)
+        }
+        // Someone changed the customer at Stripe (the dashboard, another integration): when the
+        // name or email is no longer what we sent, auth's are sent back. Our own updates come
+        // back as this event too, with what we sent: nothing to do then.
+        "customer.updated" => {
+            let Some(customer) = event.object_str("id") else {
+                return Ok(Outcome::Ignored("malformed_object"));
+            };
+            let text = |field: &str| event.object.get(field).and_then(Value::as_str).unwrap_or_default().to_string();
+            let at_stripe = Profile { id: String::new(), name: text("name"), email: text("email") };
+            profile_from_auth(ctx, customer, Some(&at_stripe))
         }
         _ => Ok(Outcome::Ignored("ignored_type")),
     }
 }
 
-/// An invoice is coming (`invoice.upcoming`, days before a renewal) or made (`invoice.created`;
-/// a renewal's stays a draft for about an hour): the customer's name and email at Stripe are
-/// brought up to date from auth before Stripe finalizes it and mails it, also for a user who
-/// changed them and has not used billing since. Auth unavailable is a 503, so Stripe retries.
-fn profile_before_invoice(ctx: &Ctx<'_>, stripe_customer: &str) -> Result<Outcome, Error> {
+/// Brings the customer's name and email at Stripe up to date from auth. For an invoice that is
+/// coming (`invoice.upcoming`, days before a renewal) or made (`invoice.created`; a renewal's
+/// stays a draft for about an hour), so that Stripe finalizes and mails it with the current ones,
+/// also for a user who changed them and has not used billing since. `at_stripe`: what a
+/// `customer.updated` says Stripe now holds; when it is not what we last sent, it is recorded as
+/// what Stripe holds, so that auth's profile is sent back. Auth unavailable is a 503, so Stripe
+/// retries.
+fn profile_from_auth(ctx: &Ctx<'_>, stripe_customer: &str, at_stripe: Option<&Profile>) -> Result<Outcome, Error> {
     let Some(customer_id) = ctx.store.lock_customer_by_stripe_id(stripe_customer)? else {
         return Ok(Outcome::Ignored("unknown_customer"));
     };
     let Ok(user) = UserId::parse(&customer_id) else {
         return Ok(Outcome::Ignored("unknown_customer"));
     };
+    if let Some(at_stripe) = at_stripe {
+        let holds = ctx.stripe.profile_digest(at_stripe);
+        let sent = ctx.store.stripe_profile(user.as_str())?;
+        if sent.as_ref().is_some_and(|sent| sent.digest == holds) {
+            return Ok(Outcome::Ignored("profile_current"));
+        }
+        // Recorded as what Stripe holds, so that the sync below (or, right after one of ours,
+        // the next read or invoice event) sends auth's profile back.
+        ctx.store.set_stripe_profile_digest(user.as_str(), &holds, ctx.now)?;
+        // Within a minute of our own update, Stripe holding something else is most likely its
+        // own spelling of what we sent (the echo of our update): sending it again at once could
+        // go back and forth for ever.
+        if sent.is_some_and(|sent| ctx.now.saturating_sub(sent.sent_at) < RESEND_AFTER_SECS) {
+            return Ok(Outcome::Ignored("recently_sent"));
+        }
+    }
     // Auth's answer now, not a cached copy up to a minute old: the change may be that recent.
     let lookup = match ctx.profiles.current_profile(user.as_str()) {
         Ok(lookup) => lookup,
@@ -476,6 +510,30 @@ mod tests {
         let stranger = event("evt_i6", "invoice.created", 2000, serde_json::json!({"id": "in_2", "customer": "cus_other"}));
         assert_eq!(handle(&fakes.ctx(2007), &stranger).unwrap(), Outcome::Ignored("unknown_customer"));
         assert_eq!(fakes.stripe.profile_updates.borrow().len(), 2);
+    }
+
+    #[test]
+    fn a_change_made_at_stripe_is_put_back_from_auth_and_the_echo_of_ours_is_not() {
+        let fakes = Fakes::up();
+        let (_, cus) = subscribed_customer(&fakes);
+        let updated = |id: &str, name: &str, email: &str| {
+            event(id, "customer.updated", 2000, serde_json::json!({"id": cus, "name": name, "email": email}))
+        };
+        let sent = || fakes.stripe.profile_updates.borrow().iter().map(|(_, name, email)| format!("{name} <{email}>")).collect::<Vec<_>>();
+        // What we sent, coming back: nothing to do.
+        assert_eq!(handle(&fakes.ctx(2001), &updated("evt_c1", "Name u1", "u1@example.org")).unwrap(), Outcome::Ignored("profile_current"));
+        assert!(sent().is_empty());
+        // Changed in Stripe's dashboard: auth's name and email are sent back.
+        assert_eq!(handle(&fakes.ctx(2002), &updated("evt_c2", "Name u1", "billing@elsewhere.example")).unwrap(), Outcome::Applied);
+        assert_eq!(sent(), ["Name u1 <u1@example.org>"]);
+        // Seconds after our update, Stripe showing its own spelling of it is recorded and not
+        // answered with another update (which could go back and forth).
+        assert_eq!(handle(&fakes.ctx(2010), &updated("evt_c3", "NAME U1", "u1@example.org")).unwrap(), Outcome::Ignored("recently_sent"));
+        assert_eq!(sent().len(), 1);
+        // The next invoice event sends auth's again.
+        let invoice = event("evt_c4", "invoice.created", 2100, serde_json::json!({"id": "in_1", "customer": cus}));
+        assert_eq!(handle(&fakes.ctx(2100), &invoice).unwrap(), Outcome::Applied);
+        assert_eq!(sent().len(), 2);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 
 use spin_sdk::mysql::{Connection, DbValue, MysqlError, ParameterValue};
 
-use crate::domain::{AreaIds, Claim, Customer, IdemRecord, Store, StoreError, Subscription, SubscriptionStatus};
+use crate::domain::{
+    AreaIds, Claim, Customer, IdemRecord, SentProfile, Store, StoreError, Subscription, SubscriptionStatus,
+};
 
 pub struct MysqlStore {
     conn: Connection,
@@ -381,9 +383,9 @@ impl Store for MysqlStore {
         self.exec("UPDATE stripe_events SET outcome = ? WHERE id = ?", &[s(outcome), s(id)])
     }
 
-    fn stripe_profile_digest(&self, customer_id: &str) -> Result<Option<String>, StoreError> {
-        let rows = self.rows("SELECT profile_digest FROM stripe_profile_sync WHERE customer_id = ?", &[s(customer_id)])?;
-        Ok(rows.first().and_then(|row| row.first()).and_then(text))
+    fn stripe_profile(&self, customer_id: &str) -> Result<Option<SentProfile>, StoreError> {
+        let rows = self.rows("SELECT profile_digest, synced_at FROM stripe_profile_sync WHERE customer_id = ?", &[s(customer_id)])?;
+        rows.first().map(|row| Ok(SentProfile { digest: req_text(row, 0)?, sent_at: req_int(row, 1)? })).transpose()
     }
 
     fn set_stripe_profile_digest(&self, customer_id: &str, digest: &str, now: i64) -> Result<(), StoreError> {
