@@ -367,6 +367,56 @@ async fn logout_scopes_end_this_session_the_others_or_all() {
     assert_eq!(scopes, vec![vec![r#"{"scope":"others"}"#.to_string()], vec![r#"{"scope":"all"}"#.to_string()]]);
 }
 
+/// A user sees where they are signed in (when, from which address, with which client) and ends
+/// one session by its id, e.g. a lost phone's.
+#[tokio::test]
+async fn a_user_lists_their_sessions_and_ends_one() {
+    let app = app().await;
+    let laptop = register(&app, "Ada", "ada@example.org").await;
+    let phone = app
+        .client
+        .post(app.url("/api/v3/auth/login"))
+        .header("user-agent", "Ada\tPhone/2.1 (iOS 19)")
+        .json(&json!({"email": "ada@example.org", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let phone = answer(phone).await;
+    assert_eq!(phone.status, 200, "{}", phone.body);
+    let phone = phone.body;
+
+    let listed = send(&app, "GET", "/api/v3/users/me/sessions", Some(&token(&laptop)), None).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let sessions = listed.body["sessions"].as_array().expect("a list").clone();
+    assert_eq!(sessions.len(), 2, "{}", listed.body);
+    // The phone signed in last: first; the laptop asks: current. Control characters are dropped.
+    assert_eq!((&sessions[0]["user_agent"], &sessions[0]["current"]), (&json!("AdaPhone/2.1 (iOS 19)"), &json!(false)));
+    assert_eq!(sessions[1]["current"], true);
+    assert_eq!(sessions[0]["client_address"], "127.0.0.1");
+    for field in ["created_at", "last_used_at", "expires_at"] {
+        assert!(is_rfc3339_utc(&sessions[0][field]), "{field}: {}", sessions[0]);
+    }
+
+    // The laptop ends the phone's session: the phone's refresh token is refused, the list shrinks.
+    let phone_session = sessions[0]["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v3/users/me/sessions/{phone_session}");
+    assert_eq!(send(&app, "DELETE", &path, Some(&token(&laptop)), None).await.status, 204);
+    assert_problem(&post(&app, "/api/v3/auth/refresh", json!({"refresh_token": refresh_token(&phone)})).await, 401, "invalid_refresh_token");
+    let listed = send(&app, "GET", "/api/v3/users/me/sessions", Some(&token(&laptop)), None).await;
+    assert_eq!(listed.body["sessions"].as_array().map(Vec::len), Some(1), "{}", listed.body);
+    // Ended already, another user's, or no session at all: 404 alike; no token: 401.
+    assert_problem(&send(&app, "DELETE", &path, Some(&token(&laptop)), None).await, 404, "session_not_found");
+    let grace = register(&app, "Grace", "grace@example.org").await;
+    let laptop_session = listed.body["sessions"][0]["id"].as_str().unwrap().to_string();
+    assert_problem(&send(&app, "DELETE", &format!("/api/v3/users/me/sessions/{laptop_session}"), Some(&token(&grace)), None).await, 404, "session_not_found");
+    assert_problem(&send(&app, "DELETE", "/api/v3/users/me/sessions/nothing", Some(&token(&laptop)), None).await, 404, "session_not_found");
+    assert_problem(&send(&app, "GET", "/api/v3/users/me/sessions", None, None).await, 401, "missing_token");
+    let revoked = rows(&app, "SELECT revoked_reason FROM refresh_token_families WHERE revoked_at IS NOT NULL").await;
+    assert_eq!(revoked, vec![vec!["session_revoked".to_string()]]);
+    let audited = rows(&app, "SELECT detail FROM audit_log WHERE event = 'session_revoke'").await;
+    assert_eq!(audited, vec![vec![format!(r#"{{"session":"{phone_session}"}}"#)]]);
+}
+
 #[tokio::test]
 async fn the_signed_in_user_reads_and_changes_its_profile() {
     let app = app().await;

@@ -10,6 +10,7 @@ use crate::domain::accounts::{self, Caller, Credentials, LogoutScope, ProfileCha
 use crate::domain::client_addr::{UNKNOWN_ADDRESS, parse_addr};
 use crate::domain::fields::{Name, parse_email};
 use crate::domain::password::Password;
+use crate::domain::ports::SessionRow;
 use crate::domain::{Ctx, time};
 use crate::error::{Error, FieldError};
 use crate::store::mysql::MysqlStore;
@@ -460,6 +461,35 @@ pub fn delete_me(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
     let settings = config::settings(source)?;
     accounts::delete_account(&mut store, &settings, &req.ctx, &user_id, &password)?;
     Ok(Reply::no_content())
+}
+
+pub fn sessions(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
+    let crypto = config::crypto(source)?;
+    let token = accounts::check_access_token(&crypto, &req.ctx, bearer(req.authorization))?;
+    let mut store = open_store(source)?;
+    let sessions = accounts::sessions(&mut store, &req.ctx, token)?;
+    let sessions: Vec<Value> = sessions.iter().map(live_session_json).collect();
+    Ok(Reply::json(200, &json!({ "sessions": sessions })))
+}
+
+pub fn revoke_session(source: &impl Source, req: &Incoming, id: &str) -> Result<Reply, Error> {
+    let (_, user_id, mut store) = signed_in(source, req)?;
+    accounts::revoke_session(&mut store, &req.ctx, &user_id, id)?;
+    Ok(Reply::no_content())
+}
+
+/// One entry of the list of sessions (`SessionRow`); `session_json` is a new session's tokens.
+fn live_session_json(session: &SessionRow) -> Value {
+    let at = |secs: u64| time::rfc3339(i64::try_from(secs).unwrap_or(i64::MAX));
+    json!({
+        "id": session.id,
+        "created_at": at(session.created_at),
+        "last_used_at": at(session.last_used_at),
+        "expires_at": at(session.expires_at),
+        "client_address": session.origin.client_address,
+        "user_agent": session.origin.user_agent,
+        "current": session.current,
+    })
 }
 
 fn caller(source: &impl Source, crypto: &crate::domain::Crypto, req: &Incoming) -> Result<Caller, Error> {

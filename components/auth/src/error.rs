@@ -58,6 +58,9 @@ pub enum Error {
     WrongPassword,
     /// 404 `user_not_found`: no such user, or not one this caller may read.
     UserNotFound,
+    /// 404 `session_not_found`: the caller has no live session by this id (another user's is
+    /// answered alike).
+    SessionNotFound,
     /// 404 `not_found`: no route for this path.
     RouteNotFound,
     /// 405 `method_not_allowed`, with `Allow`.
@@ -143,6 +146,7 @@ impl Error {
             Error::InvalidRefreshToken => (401, "invalid_refresh_token", "Invalid refresh token"),
             Error::WrongPassword => (403, "wrong_password", "Wrong password"),
             Error::UserNotFound => (404, "user_not_found", "User not found"),
+            Error::SessionNotFound => (404, "session_not_found", "Session not found"),
             Error::RouteNotFound => (404, "not_found", "Not found"),
             Error::MethodNotAllowed { .. } => (405, "method_not_allowed", "Method not allowed"),
             Error::EmailTaken => (409, "email_taken", "Email already registered"),
@@ -168,6 +172,7 @@ impl Error {
             Error::InvalidRefreshToken => "The refresh token is invalid, expired or revoked; sign in again.".into(),
             Error::WrongPassword => "The current password is incorrect.".into(),
             Error::UserNotFound => "No such user.".into(),
+            Error::SessionNotFound => "You have no session with this id.".into(),
             Error::RouteNotFound => "No resource at this path.".into(),
             Error::MethodNotAllowed { allow } => format!("Allowed methods: {allow}."),
             Error::EmailTaken => "An account with this email already exists.".into(),

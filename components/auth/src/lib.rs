@@ -78,7 +78,12 @@ fn dispatch(request: &Request, endpoint: Endpoint, id: Option<&str>) -> Result<R
         content_type: header("content-type"),
         authorization: header("authorization"),
         body: request.body(),
-        ctx: domain::Ctx { now, now_ms, client_addr: api::client_addr(&source, header("spin-client-addr"), header("x-forwarded-for"))? },
+        ctx: domain::Ctx {
+            now,
+            now_ms,
+            client_addr: api::client_addr(&source, header("spin-client-addr"), header("x-forwarded-for"))?,
+            user_agent: domain::Ctx::user_agent_from(header("user-agent")),
+        },
     };
     match endpoint {
         Endpoint::Health => api::health(&source),
@@ -93,6 +98,8 @@ fn dispatch(request: &Request, endpoint: Endpoint, id: Option<&str>) -> Result<R
         Endpoint::ChangePassword => api::change_password(&source, &incoming),
         Endpoint::Batch => api::batch_users(&source, &incoming),
         Endpoint::User => api::get_user(&source, &incoming, id.unwrap_or_default()),
+        Endpoint::Sessions => api::sessions(&source, &incoming),
+        Endpoint::RevokeSession => api::revoke_session(&source, &incoming, id.unwrap_or_default()),
     }
 }
 

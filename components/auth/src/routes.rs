@@ -17,6 +17,8 @@ pub enum Endpoint {
     ChangePassword,
     Batch,
     User,
+    Sessions,
+    RevokeSession,
 }
 
 /// (method, path template, endpoint). `{id}` matches one path segment.
@@ -31,6 +33,8 @@ pub const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("PATCH", "/api/v3/users/me", Endpoint::UpdateMe),
     ("DELETE", "/api/v3/users/me", Endpoint::DeleteMe),
     ("PUT", "/api/v3/users/me/password", Endpoint::ChangePassword),
+    ("GET", "/api/v3/users/me/sessions", Endpoint::Sessions),
+    ("DELETE", "/api/v3/users/me/sessions/{id}", Endpoint::RevokeSession),
     ("POST", "/api/v3/users/batch", Endpoint::Batch),
     ("GET", "/api/v3/users/{id}", Endpoint::User),
 ];
@@ -71,7 +75,8 @@ fn allow(template: &str) -> &'static str {
     match template {
         "/api/v3/users/me" => "GET, HEAD, PATCH, DELETE",
         "/api/v3/users/me/password" => "PUT",
-        "/api/v3/users/{id}" | "/api/v3/auth/health" | "/.well-known/jwks.json" => "GET, HEAD",
+        "/api/v3/users/me/sessions/{id}" => "DELETE",
+        "/api/v3/users/{id}" | "/api/v3/users/me/sessions" | "/api/v3/auth/health" | "/.well-known/jwks.json" => "GET, HEAD",
         _ => "POST",
     }
 }

@@ -8,7 +8,8 @@ use super::fields::Name;
 use super::ids::{is_plausible_user_id, new_user_id};
 use super::password::{self, Password, Verified};
 use super::ports::{
-    Attempt, AuditEvent, CheckStart, Counter, EMAIL_UNIQUE, NewRefresh, NewUser, RefreshRow, Store, StoreError, UserRow, UserWrite,
+    Attempt, AuditEvent, CheckStart, Counter, EMAIL_UNIQUE, NewRefresh, NewUser, RefreshRow, SessionRow, Store, StoreError, UserRow,
+    UserWrite,
 };
 use super::{Crypto, Ctx, Settings};
 use crate::error::{Error, FieldError};
@@ -152,7 +153,7 @@ fn start_session<S: Store>(
     let (refresh, row) = new_refresh(settings, ctx, &family_id, user_id, None, &access);
     let user_row = in_transaction(store, |store| {
         let user_row = prepare(store)?;
-        store.insert_family(&family_id, user_id, ctx.now, &row)?;
+        store.insert_family(&family_id, user_id, ctx.now, &ctx.session_origin(), &row)?;
         store.audit(&audit)?;
         Ok(user_row)
     })?;
@@ -333,7 +334,7 @@ pub fn register<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, c
             StoreError::Duplicate(constraint) if constraint == EMAIL_UNIQUE => Error::EmailTaken,
             other => Error::from(other),
         })?;
-        store.insert_family(&family_id, &user.id, ctx.now, &first)?;
+        store.insert_family(&family_id, &user.id, ctx.now, &ctx.session_origin(), &first)?;
         store.audit(&user_event("register", true, None, ctx, &user.id))?;
         store
             .user_by_id(&user.id)?
@@ -564,6 +565,38 @@ pub fn me<S: Store>(store: &mut S, crypto: &Crypto, token: AccessTokenToCheck<'_
     // A valid token whose user has been deleted is no longer a credential.
     let (row, _) = found.ok_or(Error::InvalidToken)?;
     to_user(crypto, &row)
+}
+
+/// Most sessions one list shows (the most recently used).
+pub const MAX_LISTED_SESSIONS: u32 = 100;
+
+/// `GET /users/me/sessions`: the caller's live sessions, the one asking marked `current`. Its
+/// token is verified by signature (a list of where one is signed in is worth the 0.15 ms), and a
+/// token whose user is gone is refused, as on `/users/me`.
+pub fn sessions<S: Store>(store: &mut S, ctx: &Ctx, token: AccessTokenToCheck<'_>) -> Result<Vec<SessionRow>, Error> {
+    let digest = token.digest();
+    let user_id = token.verify_signature().map_err(refused)?.subject;
+    current_user(store, &user_id)?;
+    Ok(store.live_sessions(&user_id, &digest, ctx.now, MAX_LISTED_SESSIONS)?)
+}
+
+/// `DELETE /users/me/sessions/{id}`: ends one of the caller's sessions (any, the asking one
+/// included), as logout ends the session of a refresh token. Another user's session, a revoked
+/// one or an id that names none: 404 alike.
+pub fn revoke_session<S: Store>(store: &mut S, ctx: &Ctx, user_id: &str, session_id: &str) -> Result<(), Error> {
+    if session_id.len() != 36 || !session_id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        return Err(Error::SessionNotFound);
+    }
+    in_transaction(store, |store| {
+        current_user(store, user_id)?;
+        if !store.revoke_session(user_id, session_id, ctx.now, "session_revoked")? {
+            return Err(Error::SessionNotFound);
+        }
+        let mut audit = user_event("session_revoke", true, None, ctx, user_id);
+        audit.detail = Some(serde_json::json!({ "session": session_id }).to_string());
+        store.audit(&audit)?;
+        Ok(())
+    })
 }
 
 /// `PATCH /users/me`: name and/or email; changing the email needs the current password.

@@ -4,6 +4,7 @@ use tokens::{AccessTokenConfig, SigningKeys};
 use super::*;
 use crate::domain::fields::{Name, parse_email};
 use crate::domain::memory::MemoryStore;
+use crate::domain::ports::SessionOrigin;
 
 const NOW: u64 = 1_800_000_000;
 
@@ -16,7 +17,7 @@ fn crypto() -> Crypto {
 }
 
 fn ctx(now: u64) -> Ctx {
-    Ctx { now, now_ms: now * 1000, client_addr: "192.0.2.1".into() }
+    Ctx { now, now_ms: now * 1000, client_addr: "192.0.2.1".into(), user_agent: Some("test-agent/1.0".into()) }
 }
 
 fn registration(email: &str, password: &str) -> Registration {
@@ -264,6 +265,53 @@ fn logout_ends_this_session_the_others_or_all_and_an_old_token_only_its_own() {
     logout(&mut store, &ctx(NOW + 50), &third.refresh, LogoutScope::All).expect("logout all");
     assert!(refresh(&mut store, &crypto, &settings, &ctx(NOW + 60), &third.refresh).is_err());
     assert_eq!(LogoutScope::parse("everywhere"), None);
+}
+
+#[test]
+fn a_user_lists_their_sessions_and_ends_one_by_id() {
+    let (mut store, crypto, settings, first) = setup();
+    let elsewhere = Ctx { client_addr: "2001:db8::7".into(), user_agent: None, ..ctx(NOW + 100) };
+    let second = login(&mut store, &crypto, &settings, &elsewhere, credentials("ada@example.org", "analytical-engine-1843")).expect("login");
+    let list = |store: &mut MemoryStore, s: &Session, now: u64| {
+        let token = check_access_token(&crypto, &ctx(now), Some(&s.access.token)).expect("token");
+        sessions(store, &ctx(now), token).expect("sessions")
+    };
+    let listed = list(&mut store, &first, NOW + 200);
+    assert_eq!(listed.len(), 2);
+    // Most recently used first; the asking one is current; where each began.
+    assert_eq!((listed[0].current, listed[1].current), (false, true));
+    assert_eq!(listed[0].origin, SessionOrigin { client_address: Some("2001:db8::7".into()), user_agent: None });
+    assert_eq!(listed[1].origin, SessionOrigin { client_address: Some("192.0.2.1".into()), user_agent: Some("test-agent/1.0".into()) });
+    assert_eq!((listed[1].created_at, listed[1].last_used_at, listed[0].last_used_at), (NOW, NOW, NOW + 100));
+    // A refresh is a use.
+    let refreshed = refresh(&mut store, &crypto, &settings, &ctx(NOW + 300), &first.refresh).expect("refresh");
+    let listed = list(&mut store, &refreshed, NOW + 300);
+    assert_eq!((listed[0].last_used_at, listed[0].current), (NOW + 300, true));
+
+    // Ending the other session: its refresh token is refused, and it leaves the list.
+    let other = listed[1].id.clone();
+    revoke_session(&mut store, &ctx(NOW + 310), &first.user.id, &other).expect("revoked");
+    assert!(refresh(&mut store, &crypto, &settings, &ctx(NOW + 320), &second.refresh).is_err());
+    assert_eq!(list(&mut store, &refreshed, NOW + 320).len(), 1);
+    let revoked: Vec<_> = store.state.audit.iter().filter(|e| e.event == "session_revoke").map(|e| e.detail.clone()).collect();
+    assert_eq!(revoked, [Some(format!("{{\"session\":\"{other}\"}}"))]);
+    // Again, another user's, or an id that names none: 404 alike.
+    assert_eq!(revoke_session(&mut store, &ctx(NOW + 330), &first.user.id, &other), Err(Error::SessionNotFound));
+    let stranger = register(&mut store, &crypto, &settings, &ctx(NOW), registration("grace@example.org", "cobol-compiler-1959")).expect("registered");
+    assert_eq!(revoke_session(&mut store, &ctx(NOW + 330), &stranger.user.id, &listed[0].id), Err(Error::SessionNotFound));
+    assert_eq!(list(&mut store, &refreshed, NOW + 330).len(), 1, "the owner's session is untouched");
+    assert_eq!(revoke_session(&mut store, &ctx(NOW + 330), &first.user.id, "not-a-session"), Err(Error::SessionNotFound));
+    // Expired sessions are not listed.
+    assert!(store.live_sessions(&first.user.id, "", NOW + 300 + settings.refresh_ttl_secs, 100).expect("sessions").is_empty());
+}
+
+#[test]
+fn user_agents_are_recorded_without_control_characters_and_cut() {
+    assert_eq!(Ctx::user_agent_from(Some("curl/8.5.0")), Some("curl/8.5.0".into()));
+    assert_eq!(Ctx::user_agent_from(Some("evil\r\nX-Injected: 1\u{0}")), Some("evilX-Injected: 1".into()));
+    assert_eq!(Ctx::user_agent_from(Some(&"é".repeat(300))).map(|ua| ua.chars().count()), Some(255));
+    assert_eq!(Ctx::user_agent_from(Some(" \t ")), None);
+    assert_eq!(Ctx::user_agent_from(None), None);
 }
 
 #[test]

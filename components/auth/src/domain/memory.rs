@@ -10,6 +10,8 @@ pub struct State {
     pub users: BTreeMap<String, UserRow>,
     /// family id -> (user id, revoked reason)
     pub families: BTreeMap<String, (String, Option<&'static str>)>,
+    /// family id -> (created at, origin)
+    pub origins: BTreeMap<String, (u64, SessionOrigin)>,
     /// token hash -> (row, parent)
     pub tokens: BTreeMap<String, (NewRefresh, Option<u64>)>,
     pub counters: BTreeMap<(&'static str, String), Counter>,
@@ -148,8 +150,9 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn insert_family(&mut self, family_id: &str, user_id: &str, _now: u64, first: &NewRefresh) -> Result<(), StoreError> {
+    fn insert_family(&mut self, family_id: &str, user_id: &str, now: u64, origin: &SessionOrigin, first: &NewRefresh) -> Result<(), StoreError> {
         self.state.families.insert(family_id.to_owned(), (user_id.to_owned(), None));
+        self.state.origins.insert(family_id.to_owned(), (now, origin.clone()));
         self.insert_refresh(first)
     }
     fn insert_refresh(&mut self, token: &NewRefresh) -> Result<(), StoreError> {
@@ -185,6 +188,36 @@ impl Store for MemoryStore {
             }
         }
         Ok(())
+    }
+
+    fn live_sessions(&mut self, user_id: &str, access_token_hash: &str, now: u64, limit: u32) -> Result<Vec<SessionRow>, StoreError> {
+        let mut sessions: Vec<SessionRow> = Vec::new();
+        for (id, (user, revoked)) in &self.state.families {
+            let tokens: Vec<&NewRefresh> = self.state.tokens.values().map(|(row, _)| row).filter(|row| &row.family_id == id).collect();
+            let (Some(last_used_at), Some(expires_at)) =
+                (tokens.iter().map(|t| t.created_at).max(), tokens.iter().map(|t| t.expires_at).max())
+            else {
+                continue;
+            };
+            if user != user_id || revoked.is_some() || expires_at <= now {
+                continue;
+            }
+            let (created_at, origin) = self.state.origins.get(id).cloned().unwrap_or_default();
+            let current = tokens.iter().any(|t| t.access_token_hash == access_token_hash);
+            sessions.push(SessionRow { id: id.clone(), created_at, last_used_at, expires_at, origin, current });
+        }
+        sessions.sort_by(|a, b| b.last_used_at.cmp(&a.last_used_at).then(b.id.cmp(&a.id)));
+        sessions.truncate(limit as usize);
+        Ok(sessions)
+    }
+    fn revoke_session(&mut self, user_id: &str, family_id: &str, _now: u64, reason: &'static str) -> Result<bool, StoreError> {
+        match self.state.families.get_mut(family_id) {
+            Some((user, revoked @ None)) if user == user_id => {
+                *revoked = Some(reason);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     fn begin_check(&mut self, account: &str, address: &str, now: u64) -> Result<CheckStart, StoreError> {

@@ -68,9 +68,27 @@ pub struct Ctx {
     pub now_ms: u64,
     /// The client's IP address (`spin-client-addr` without the port), or `unknown`.
     pub client_addr: String,
+    /// The client's `User-Agent` as a session records it ([`ports::SessionOrigin`]).
+    pub user_agent: Option<String>,
 }
 
 impl Ctx {
+    /// Where a session begun by this request began.
+    pub fn session_origin(&self) -> ports::SessionOrigin {
+        ports::SessionOrigin {
+            client_address: self.client_addr.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string()),
+            user_agent: self.user_agent.clone(),
+        }
+    }
+
+    /// A `User-Agent` as sessions record it: control characters dropped (it is shown to the user
+    /// and may reach logs), at most 255 characters; `None` when nothing is left.
+    pub fn user_agent_from(header: Option<&str>) -> Option<String> {
+        let cleaned: String = header?.chars().filter(|c| !c.is_control()).take(255).collect();
+        let cleaned = cleaned.trim();
+        (!cleaned.is_empty()).then(|| cleaned.to_owned())
+    }
+
     /// Where this client's failed logins are counted (its /64 for IPv6).
     pub fn throttle_address(&self) -> String {
         client_addr::throttle_scope(&self.client_addr)

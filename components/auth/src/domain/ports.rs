@@ -61,6 +61,29 @@ pub struct NewRefresh {
     pub expires_at: u64,
 }
 
+/// Where a session began: shown to its owner in the list of sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionOrigin {
+    /// The client's IP address as auth saw it (after trusted proxies); `None` when unknown.
+    pub client_address: Option<String>,
+    /// The client's `User-Agent`, without control characters, at most 255 characters.
+    pub user_agent: Option<String>,
+}
+
+/// A live session (refresh-token family) of a user, as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub id: String,
+    pub created_at: u64,
+    /// When its newest refresh token was issued (the sign-in, or the last refresh).
+    pub last_used_at: u64,
+    /// When its newest refresh token expires.
+    pub expires_at: u64,
+    pub origin: SessionOrigin,
+    /// One of its refresh tokens was issued with the access token that asks.
+    pub current: bool,
+}
+
 /// Failure counters of one throttle key (all zero when it has none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counter {
@@ -175,7 +198,7 @@ pub trait Store {
 
     // Refresh tokens.
     /// A new family with its first token.
-    fn insert_family(&mut self, family_id: &str, user_id: &str, now: u64, first: &NewRefresh) -> Result<(), StoreError>;
+    fn insert_family(&mut self, family_id: &str, user_id: &str, now: u64, origin: &SessionOrigin, first: &NewRefresh) -> Result<(), StoreError>;
     fn insert_refresh(&mut self, token: &NewRefresh) -> Result<(), StoreError>;
     /// The token and its family's state, locked until commit (`FOR UPDATE`).
     fn lock_refresh(&mut self, token_hash: &str) -> Result<Option<RefreshRow>, StoreError>;
@@ -183,6 +206,13 @@ pub trait Store {
     fn revoke_family(&mut self, family_id: &str, now: u64, reason: &'static str) -> Result<(), StoreError>;
     /// Revokes every live family of the user but `keep` (a session that signs the others out).
     fn revoke_user_families(&mut self, user_id: &str, keep: Option<&str>, now: u64, reason: &'static str) -> Result<(), StoreError>;
+    /// The user's live sessions: families not revoked whose newest token has not expired at
+    /// `now`, the most recently used first, at most `limit`. `current`: the family that
+    /// recorded the access token whose SHA-256 is `access_token_hash`.
+    fn live_sessions(&mut self, user_id: &str, access_token_hash: &str, now: u64, limit: u32) -> Result<Vec<SessionRow>, StoreError>;
+    /// Revokes the user's family `family_id` (locking it first); false when the user has no
+    /// unrevoked family by that id.
+    fn revoke_session(&mut self, user_id: &str, family_id: &str, now: u64, reason: &'static str) -> Result<bool, StoreError>;
 
     // Login throttling.
     /// Counts a password check on `account` from `address` as in flight before it runs, and

@@ -5,7 +5,8 @@
 use spin_sdk::mysql::{Connection, DbValue, MysqlError as SpinError, ParameterValue};
 
 use crate::domain::ports::{
-    Attempt, AuditEvent, CHECK_EXPIRY_SECS, CheckStart, Counter, EMAIL_UNIQUE, NewRefresh, NewUser, RefreshRow, Store, StoreError, UserRow, UserWrite,
+    Attempt, AuditEvent, CHECK_EXPIRY_SECS, CheckStart, Counter, EMAIL_UNIQUE, NewRefresh, NewUser, RefreshRow, SessionOrigin, SessionRow, Store,
+    StoreError, UserRow, UserWrite,
 };
 
 /// Unique keys whose violation the domain may turn into a client error.
@@ -273,11 +274,11 @@ impl Store for MysqlStore {
         self.exec("delete user", "DELETE FROM client_auth WHERE id = ?", &[s(id)])
     }
 
-    fn insert_family(&mut self, family_id: &str, user_id: &str, now: u64, first: &NewRefresh) -> Result<(), StoreError> {
+    fn insert_family(&mut self, family_id: &str, user_id: &str, now: u64, origin: &SessionOrigin, first: &NewRefresh) -> Result<(), StoreError> {
         self.exec(
             "insert refresh family",
-            "INSERT INTO refresh_token_families (id, user_id, created_at) VALUES (?, ?, ?)",
-            &[s(family_id), s(user_id), n(now)],
+            "INSERT INTO refresh_token_families (id, user_id, created_at, client_address, user_agent) VALUES (?, ?, ?, ?, ?)",
+            &[s(family_id), s(user_id), n(now), opt_s(origin.client_address.as_deref()), opt_s(origin.user_agent.as_deref())],
         )?;
         self.insert_refresh(first)
     }
@@ -348,6 +349,55 @@ impl Store for MysqlStore {
                 &[n(now), s(reason), s(user_id), s(family_id)],
             ),
         }
+    }
+
+    fn live_sessions(&mut self, user_id: &str, access_token_hash: &str, now: u64, limit: u32) -> Result<Vec<SessionRow>, StoreError> {
+        // One statement: each family with its newest token's times, and whether one of its
+        // tokens recorded the asking access token (idx_refresh_tokens_family). Ties within a
+        // second go to the newer family (ids are UUIDv7: they sort by time to the millisecond).
+        let rows = self.rows(
+            "live sessions of a user",
+            "SELECT f.id, f.created_at, MAX(t.created_at), MAX(t.expires_at), f.client_address, f.user_agent, \
+             MAX(CASE WHEN t.access_token_hash = ? THEN 1 ELSE 0 END) \
+             FROM refresh_token_families f JOIN refresh_tokens t ON t.family_id = f.id \
+             WHERE f.user_id = ? AND f.revoked_at IS NULL \
+             GROUP BY f.id, f.created_at, f.client_address, f.user_agent \
+             HAVING MAX(t.expires_at) > ? \
+             ORDER BY MAX(t.created_at) DESC, f.id DESC LIMIT ?",
+            &[s(access_token_hash), s(user_id), n(now), n(u64::from(limit))],
+        )?;
+        rows.iter()
+            .map(|row| {
+                Ok(SessionRow {
+                    id: col(row, 0, "id", text)?,
+                    created_at: col(row, 1, "created_at", unsigned)?,
+                    last_used_at: col(row, 2, "last_used_at", unsigned)?,
+                    expires_at: col(row, 3, "expires_at", unsigned)?,
+                    origin: SessionOrigin {
+                        client_address: opt_col(row, 4, "client_address", text)?,
+                        user_agent: opt_col(row, 5, "user_agent", text)?,
+                    },
+                    current: col(row, 6, "current", int)? != 0,
+                })
+            })
+            .collect()
+    }
+
+    fn revoke_session(&mut self, user_id: &str, family_id: &str, now: u64, reason: &'static str) -> Result<bool, StoreError> {
+        let found = self.rows(
+            "lock a session",
+            "SELECT id FROM refresh_token_families WHERE id = ? AND user_id = ? AND revoked_at IS NULL FOR UPDATE",
+            &[s(family_id), s(user_id)],
+        )?;
+        if found.is_empty() {
+            return Ok(false);
+        }
+        self.exec(
+            "revoke a session",
+            "UPDATE refresh_token_families SET revoked_at = ?, revoked_reason = ? WHERE id = ?",
+            &[n(now), s(reason), s(family_id)],
+        )?;
+        Ok(true)
     }
 
     fn begin_check(&mut self, account: &str, address: &str, now: u64) -> Result<CheckStart, StoreError> {
