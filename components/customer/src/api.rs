@@ -902,7 +902,9 @@ pub fn stripe_webhook(request: Request, _params: Params) -> Response {
                 Error::from(err)
             })?;
         let event = Event::parse(&req.body)?;
-        let outcome = ctx_run(&deps, |ctx| webhook::handle(ctx, &event))?;
+        let (store, stripe) = (deps.store()?, deps.stripe()?);
+        let profiles = ProfilesOnDemand { deps: &deps, auth: OnceCell::new() };
+        let outcome = webhook::handle(&Ctx { store, stripe: &stripe, profiles: &profiles, now: deps.now }, &event)?;
         telemetry::info(
             "webhook",
             &[
@@ -917,6 +919,39 @@ pub fn stripe_webhook(request: Request, _params: Params) -> Response {
             &json!({"received": true, "duplicate": outcome == Outcome::Duplicate, "outcome": outcome.as_str()}),
         ))
     })())
+}
+
+/// Profiles for the webhook, whose auth client is made when the first profile is asked for: most
+/// events need none, and making it reads variables and parses the service key.
+struct ProfilesOnDemand<'a> {
+    deps: &'a Deps,
+    auth: OnceCell<Option<AuthClient<'a>>>,
+}
+
+impl<'a> ProfilesOnDemand<'a> {
+    fn auth(&self) -> Result<&AuthClient<'a>, ProfileError> {
+        self.auth
+            .get_or_init(|| {
+                self.deps
+                    .auth()
+                    // Logged (a misconfiguration names its variable) and answered as auth being
+                    // unavailable: 503, so Stripe delivers the event again.
+                    .map_err(|err| err.problem())
+                    .ok()
+            })
+            .as_ref()
+            .ok_or_else(|| ProfileError::Unavailable { reason: "no auth client (see the error before)".into(), retry_after: 5 })
+    }
+}
+
+impl Profiles for ProfilesOnDemand<'_> {
+    fn profile(&self, id: &str) -> Result<ProfileLookup, ProfileError> {
+        self.auth()?.profile(id)
+    }
+
+    fn current_profile(&self, id: &str) -> Result<ProfileLookup, ProfileError> {
+        self.auth()?.current_profile(id)
+    }
 }
 
 /// `POST /api/v3/auth/login`: the seed's login proxy. Reaches this component only in a split
