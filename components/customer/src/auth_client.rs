@@ -656,49 +656,33 @@ impl<'a> AuthClient<'a> {
     /// `forwarded_for` is the `X-Forwarded-For` to send (the client's chain, ending with the
     /// address this request came from).
     pub fn login(&self, body: Vec<u8>, forwarded_for: Option<&str>) -> Result<HttpResponse, TransportError> {
-        let mut headers = vec![
-            ("content-type".to_string(), "application/json".to_string()),
-            ("accept".to_string(), "application/json".to_string()),
-            ("x-forwarded-by".to_string(), "customer".to_string()),
-        ];
-        if let Some(chain) = forwarded_for {
-            headers.push(("x-forwarded-for".to_string(), chain.to_string()));
-        }
-        let request = HttpRequest {
-            method: "POST",
-            url: self.url("/api/v3/auth/login"),
-            headers,
-            body: Some(body),
-            timeouts: self.settings.timeouts,
-            max_body: 64 * 1024,
-        };
+        let request = self.forwarded("POST", "/api/v3/auth/login", None, body, forwarded_for);
         self.send_once(&request, 1, &[("proxied", true.into())])
     }
-}
 
-impl AuthClient<'_> {
     /// `DELETE /api/v3/users/me` with the user's own token and body (`{password}`, checked by
     /// auth), for an account's erasure. Sent again only if no connection could be made: a first
     /// attempt that reached auth may have deleted the account.
     pub fn delete_account(&self, user_token: &str, body: Vec<u8>, forwarded_for: Option<&str>) -> Result<HttpResponse, TransportError> {
+        let request = self.forwarded("DELETE", "/api/v3/users/me", Some(user_token), body, forwarded_for);
+        self.send(&request, &[("erasure", true.into())])
+    }
+
+    /// A client's JSON request passed on to auth: marked as forwarded by customer (a loop back
+    /// here is refused), with the client's address chain and, for a user's own request, its token.
+    fn forwarded(&self, method: &'static str, path: &str, user_token: Option<&str>, body: Vec<u8>, forwarded_for: Option<&str>) -> HttpRequest {
         let mut headers = vec![
-            ("authorization".to_string(), format!("Bearer {user_token}")),
             ("content-type".to_string(), "application/json".to_string()),
             ("accept".to_string(), "application/json".to_string()),
             ("x-forwarded-by".to_string(), "customer".to_string()),
         ];
+        if let Some(token) = user_token {
+            headers.push(("authorization".to_string(), format!("Bearer {token}")));
+        }
         if let Some(chain) = forwarded_for {
             headers.push(("x-forwarded-for".to_string(), chain.to_string()));
         }
-        let request = HttpRequest {
-            method: "DELETE",
-            url: self.url("/api/v3/users/me"),
-            headers,
-            body: Some(body),
-            timeouts: self.settings.timeouts,
-            max_body: 64 * 1024,
-        };
-        self.send(&request, &[("erasure", true.into())])
+        HttpRequest { method, url: self.url(path), headers, body: Some(body), timeouts: self.settings.timeouts, max_body: 64 * 1024 }
     }
 }
 
