@@ -230,6 +230,33 @@ impl Error {
 mod tests {
     use super::*;
 
+    /// Every code `parts` can answer is in the `code` enum of openapi/auth.yaml's Problem, and
+    /// the enum lists no other: a client generated from the document knows every code. (Read
+    /// from the sources, so that a new variant cannot be left out of this test.)
+    #[test]
+    fn the_openapi_problem_codes_are_exactly_these() {
+        let source = include_str!("error.rs");
+        let parts = &source[source.find("fn parts(").expect("parts")..];
+        let parts = &parts[..parts.find("\n    }\n").expect("end of parts")];
+        let mut answered: Vec<&str> = parts
+            .split("=> (")
+            .skip(1)
+            .filter_map(|arm| arm.split('"').nth(1))
+            .collect();
+        // Answered by the shared entry point (`telemetry::spin::serve`) before auth sees the request.
+        answered.push("repeated_header");
+        answered.sort_unstable();
+        answered.dedup();
+        let yaml = include_str!("../../../openapi/auth.yaml");
+        let schema = &yaml[yaml.find("\n    Problem:\n").expect("Problem schema")..];
+        let list = &schema[schema.find("enum:\n").expect("code enum") + "enum:\n".len()..];
+        let mut documented: Vec<&str> =
+            list.lines().map_while(|line| line.trim().strip_prefix("- ")).collect();
+        documented.sort_unstable();
+        assert!(answered.len() >= 20, "{answered:?}");
+        assert_eq!(answered, documented);
+    }
+
     #[test]
     fn problems_carry_type_code_status_and_headers() {
         let rendered = Error::Throttled { retry_after: 42 }.render();
