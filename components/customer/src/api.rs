@@ -719,8 +719,8 @@ pub fn erase_account(request: Request, _params: Params) -> Response {
     })
 }
 
-/// Auth's answer to a client, as the login proxy passes it on (status, body, and the headers a
-/// client acts on).
+/// Auth's answer passed on to the client (the login proxy's, the erasure's refusals): status,
+/// body, and the headers a client acts on.
 fn passed_through(answer: &crate::transport::HttpResponse) -> Reply {
     let headers = ["retry-after", "www-authenticate"]
         .iter()
@@ -728,7 +728,7 @@ fn passed_through(answer: &crate::transport::HttpResponse) -> Reply {
         .collect();
     Reply {
         status: answer.status,
-        content_type: answer.header("content-type").unwrap_or("application/problem+json").to_string(),
+        content_type: answer.header("content-type").unwrap_or("application/json").to_string(),
         body: String::from_utf8_lossy(&answer.body).into_owned(),
         headers,
     }
@@ -973,16 +973,7 @@ pub fn login_proxy(request: Request, _params: Params) -> Response {
             telemetry::warn("login proxy failed", &[("cause", err.to_string().into())]);
             Error::AuthUnavailable { retry_after: 5 }
         })?;
-        let mut headers = Vec::new();
-        if let Some(retry) = response.header("retry-after") {
-            headers.push(("retry-after".to_string(), retry.to_string()));
-        }
-        Ok(Reply {
-            status: response.status,
-            content_type: response.header("content-type").unwrap_or("application/json").to_string(),
-            body: String::from_utf8_lossy(&response.body).into_owned(),
-            headers,
-        })
+        Ok(passed_through(&response))
     })())
 }
 

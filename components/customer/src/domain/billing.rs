@@ -305,10 +305,6 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId) -> Result<Subscr
     // down: a cached profile (even stale) lets the subscription through, none is a 503.
     let profile = ctx.profiles.profile(user.as_str())?;
     let store = ctx.store;
-    // The first invoice is made with the subscription: it carries the current name and email.
-    if let Some(stripe_customer) = store.customer(user.as_str())?.and_then(|c| c.stripe_customer_id) {
-        sync_stripe_profile_or_log(ctx, user, &stripe_customer, &profile);
-    }
     // Outcome: Ok(sub) = created; Err(Conflict) after adopting a subscription found at Stripe.
     let adopted = std::cell::Cell::new(false);
     let result = with_customer_locked(store, user, || {
@@ -332,6 +328,10 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId) -> Result<Subscr
             adopted.set(true);
             return Ok(sub);
         }
+        // The first invoice is made with the subscription: it carries the current name and
+        // email. (Should the subscription fail, the digest rolls back with it and the next read
+        // sends the profile once more.)
+        sync_stripe_profile_or_log(ctx, user, &stripe_customer, &profile);
         let local_id = new_local_id();
         let mut sub = pending_subscription(local_id.clone(), user.as_str(), price.as_str().to_string());
         store.insert_subscription(&sub)?;
