@@ -72,6 +72,8 @@ async fn user_a_reaches_none_of_user_bs_data_through_any_id() {
     ] {
         let answer = app.send("DELETE", &path, Some(&a.token), None).await;
         assert_eq!((answer.status, answer.body["code"].as_str()), (404, Some("not_found")), "{path}: {}", answer.text);
+        let answer = app.send("PATCH", &path, Some(&a.token), Some(json!({"cancel_at_period_end": true}))).await;
+        assert_eq!((answer.status, answer.body["code"].as_str()), (404, Some("not_found")), "PATCH {path}: {}", answer.text);
     }
     // A's own lists show nothing of B's.
     let subs = app.send("GET", "/api/v3/customers/me/subscriptions", Some(&a.token), None).await;

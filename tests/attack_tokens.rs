@@ -37,6 +37,7 @@ fn endpoints(victim: &User, victim_sub: &str, price: &str) -> Vec<(&'static str,
         ("GET", format!("/api/v3/customers/{}", victim.id), None),
         ("POST", "/api/v3/customers/me/subscriptions".into(), Some(json!({"price_id": price}))),
         ("GET", "/api/v3/customers/me/subscriptions".into(), None),
+        ("PATCH", format!("/api/v3/customers/me/subscriptions/{victim_sub}"), Some(json!({"cancel_at_period_end": true}))),
         ("DELETE", format!("/api/v3/customers/me/subscriptions/{victim_sub}?at_period_end=false"), None),
         ("GET", "/api/v3/customers/me/invoices".into(), None),
     ]

@@ -82,12 +82,36 @@ async fn the_whole_journey_with_the_auth_stand_in() {
     assert_eq!(status, 200, "{canceled}");
     assert_eq!(canceled["cancel_at_period_end"], true);
     assert_eq!(canceled["status"], "active");
+
+    // Changing one's mind: the scheduled cancellation is withdrawn at Stripe, then scheduled
+    // again (a change of its own there, not the first cancel's replay).
+    let subscription = format!("/api/v3/customers/me/subscriptions/{id}");
+    let cancel_at_period_end_at_stripe = || async {
+        let (_, at_stripe) = app.stripe.get(&format!("/v1/subscriptions/{stripe_sub}")).await;
+        at_stripe["cancel_at_period_end"].clone()
+    };
+    let (status, resumed, _) = app.call("PATCH", &subscription, "u-1", Some(json!({"cancel_at_period_end": false})), &[]).await;
+    assert_eq!(status, 200, "{resumed}");
+    assert_eq!((&resumed["cancel_at_period_end"], &resumed["status"]), (&json!(false), &json!("active")), "{resumed}");
+    assert_eq!(cancel_at_period_end_at_stripe().await, false);
+    let (status, again, _) = app.call("PATCH", &subscription, "u-1", Some(json!({"cancel_at_period_end": true})), &[]).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["cancel_at_period_end"], true, "{again}");
+    assert_eq!(cancel_at_period_end_at_stripe().await, true, "the second cancel reached Stripe");
+    let (status, problem, _) = app.call("PATCH", &subscription, "u-1", Some(json!({"cancel_at_period_end": "no"})), &[]).await;
+    assert_eq!((status, &problem["errors"][0]["field"]), (422, &json!("cancel_at_period_end")), "{problem}");
+    let (status, problem, _) = app.call("PATCH", &subscription, "u-2", Some(json!({"cancel_at_period_end": false})), &[]).await;
+    assert_eq!(status, 404, "another user's subscription: {problem}");
+    assert_eq!(cancel_at_period_end_at_stripe().await, true);
+
     let (status, canceled, _) =
         app.call("DELETE", &format!("/api/v3/customers/me/subscriptions/{id}?at_period_end=false"), "u-1", None, &[]).await;
     assert_eq!(status, 200, "{canceled}");
     assert_eq!(canceled["status"], "canceled");
     let (_, at_stripe) = app.stripe.get(&format!("/v1/subscriptions/{stripe_sub}")).await;
     assert_eq!(at_stripe["status"], "canceled");
+    let (status, problem, _) = app.call("PATCH", &subscription, "u-1", Some(json!({"cancel_at_period_end": false})), &[]).await;
+    assert_eq!((status, &problem["code"]), (409, &json!("subscription_ended")), "{problem}");
 
     // Leaving: Stripe first, then our rows.
     let (status, _, _) = app.call("DELETE", "/api/v3/customers/me", "u-1", None, &[]).await;

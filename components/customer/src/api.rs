@@ -217,6 +217,33 @@ impl TryFrom<SubscribeDto> for PriceId {
     }
 }
 
+#[derive(Debug, Deserialize)]
+pub struct SubscriptionChangeDto {
+    pub cancel_at_period_end: Option<Value>,
+}
+
+/// What `PATCH /customers/me/subscriptions/{id}` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionChange {
+    /// `cancel_at_period_end: true`: as `DELETE` without `at_period_end=false`.
+    CancelAtPeriodEnd,
+    /// `cancel_at_period_end: false`: withdraw a scheduled cancellation.
+    Resume,
+}
+
+impl TryFrom<SubscriptionChangeDto> for SubscriptionChange {
+    type Error = Error;
+
+    fn try_from(dto: SubscriptionChangeDto) -> Result<Self, Error> {
+        match dto.cancel_at_period_end {
+            None => Err(Error::field("cancel_at_period_end", "required", "is required")),
+            Some(Value::Bool(true)) => Ok(Self::CancelAtPeriodEnd),
+            Some(Value::Bool(false)) => Ok(Self::Resume),
+            Some(_) => Err(Error::field("cancel_at_period_end", "invalid_type", "must be true or false")),
+        }
+    }
+}
+
 /// A JSON body: size, content type, syntax (unknown fields are ignored, as in auth).
 pub fn json_body<T: serde::de::DeserializeOwned>(req: &Req) -> Result<T, Error> {
     if req.body.len() > MAX_BODY {
@@ -846,6 +873,25 @@ pub fn cancel_subscription(request: Request, params: Params) -> Response {
     })
 }
 
+/// `PATCH /api/v3/customers/me/subscriptions/{id}` {cancel_at_period_end}
+pub fn update_subscription(request: Request, params: Params) -> Response {
+    let id = params.get("id").unwrap_or_default().to_string();
+    with_principal(&request, move |req, deps, principal| {
+        idempotent(req, deps, &principal, || {
+            let user = user_only(principal.clone())?;
+            if uuid::Uuid::parse_str(&id).is_err() {
+                return Err(Error::not_found("No such subscription."));
+            }
+            let change = SubscriptionChange::try_from(json_body::<SubscriptionChangeDto>(req)?)?;
+            let sub = ctx_run(deps, |ctx| match change {
+                SubscriptionChange::CancelAtPeriodEnd => billing::cancel_subscription(ctx, &user, &id, true),
+                SubscriptionChange::Resume => billing::resume_subscription(ctx, &user, &id),
+            })?;
+            Ok(Reply::json(200, &subscription_json(&sub)))
+        })
+    })
+}
+
 /// `GET /api/v3/customers/me/invoices[?limit=&starting_after=]`
 pub fn invoices(request: Request, _params: Params) -> Response {
     with_principal(&request, |req, deps, principal| {
@@ -1141,5 +1187,16 @@ mod tests {
         assert!(parse(json!({"price_id": 5})).is_err());
         assert!(parse(json!({"price_id": "price 1"})).is_err());
         assert!(parse(json!({})).is_err());
+    }
+
+    #[test]
+    fn subscription_change_dtos() {
+        let parse = |v: Value| SubscriptionChange::try_from(serde_json::from_value::<SubscriptionChangeDto>(v).unwrap());
+        assert_eq!(parse(json!({"cancel_at_period_end": false})).unwrap(), SubscriptionChange::Resume);
+        assert_eq!(parse(json!({"cancel_at_period_end": true, "other": 1})).unwrap(), SubscriptionChange::CancelAtPeriodEnd);
+        for (body, code) in [(json!({}), "required"), (json!({"cancel_at_period_end": "false"}), "invalid_type"), (json!({"cancel_at_period_end": null}), "required")] {
+            let Err(Error::Validation(errors)) = parse(body.clone()) else { panic!("{body} was accepted") };
+            assert_eq!((errors[0].field.as_str(), errors[0].code.as_str()), ("cancel_at_period_end", code), "{body}");
+        }
     }
 }

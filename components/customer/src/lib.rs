@@ -43,6 +43,7 @@ const ROUTES: &[(&str, &str, Handler)] = &[
     ("DELETE", "/api/v3/customers/me", api::delete_me),
     ("POST", "/api/v3/customers/me/subscriptions", api::create_subscription),
     ("GET", "/api/v3/customers/me/subscriptions", api::list_subscriptions),
+    ("PATCH", "/api/v3/customers/me/subscriptions/:id", api::update_subscription),
     ("DELETE", "/api/v3/customers/me/subscriptions/:id", api::cancel_subscription),
     ("GET", "/api/v3/customers/me/invoices", api::invoices),
     ("POST", "/api/v3/customers/me/erasure", api::erase_account),
@@ -152,7 +153,7 @@ mod tests {
         assert_eq!(allowed_methods("/api/v3/customers/me").as_deref(), Some("GET, HEAD, PATCH, DELETE"));
         assert_eq!(allowed_methods("/api/v3/customers").as_deref(), Some("GET, HEAD, POST"));
         assert_eq!(allowed_methods("/api/v3/customers/0190-abc").as_deref(), Some("GET, HEAD"));
-        assert_eq!(allowed_methods("/api/v3/customers/me/subscriptions/sub_1").as_deref(), Some("DELETE"));
+        assert_eq!(allowed_methods("/api/v3/customers/me/subscriptions/sub_1").as_deref(), Some("PATCH, DELETE"));
         assert_eq!(allowed_methods("/api/v3/billing/stripe/webhook").as_deref(), Some("POST"));
         assert_eq!(allowed_methods("/api/v3/customers/").as_deref(), None);
         assert_eq!(allowed_methods("/api/v3/customers/me/nothing").as_deref(), None);

@@ -317,8 +317,8 @@ impl Billing for StripeClient<'_> {
         list_data(&value)?.iter().map(subscription).collect()
     }
 
-    fn cancel_at_period_end(&self, id: &str, idempotency_key: &str) -> Result<StripeSubscription, StripeError> {
-        let form = Form::new().field(&["cancel_at_period_end"], "true");
+    fn set_cancel_at_period_end(&self, id: &str, cancel: bool, idempotency_key: &str) -> Result<StripeSubscription, StripeError> {
+        let form = Form::new().field(&["cancel_at_period_end"], if cancel { "true" } else { "false" });
         subscription(&self.call("POST", &format!("/v1/subscriptions/{}", path_segment(id)?), Some(&form), Some(idempotency_key))?)
     }
 

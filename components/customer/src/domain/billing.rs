@@ -51,8 +51,13 @@ pub fn subscription_create_key(local_id: &str) -> String {
     format!("subscription-create:{local_id}")
 }
 
-pub fn subscription_cancel_key(local_id: &str) -> String {
-    format!("subscription-cancel:{local_id}:at-period-end")
+/// Stripe Idempotency-Key of setting or clearing `cancel_at_period_end`: the subscription and a
+/// fresh id. The client's retries of one change repeat it; a later change gets its own, so that
+/// cancelling again after a resume within 24 h is not answered with the first cancel's replay
+/// (which Stripe would not apply).
+pub fn subscription_period_end_key(local_id: &str, cancel: bool) -> String {
+    let change = if cancel { "cancel" } else { "resume" };
+    format!("subscription-{change}:{local_id}:{}", new_local_id())
 }
 
 /// Stripe Idempotency-Key of a profile update: the customer and a fresh id. The client's retries
@@ -420,7 +425,7 @@ pub fn cancel_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str, at_period_end
             return Ok(sub);
         }
         let remote = if at_period_end {
-            ctx.stripe.cancel_at_period_end(&stripe_id, &subscription_cancel_key(&sub.id))?
+            ctx.stripe.set_cancel_at_period_end(&stripe_id, true, &subscription_period_end_key(&sub.id, true))?
         } else {
             ctx.stripe.cancel_now(&stripe_id)?
         };
@@ -430,6 +435,45 @@ pub fn cancel_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str, at_period_end
             ctx.now,
             user.as_str(),
             if at_period_end { "subscription.cancel_at_period_end" } else { "subscription.canceled" },
+            Some(user.as_str()),
+            &format!("subscription={} stripe_subscription={stripe_id}", sub.id),
+        )?;
+        Ok(sub)
+    })
+}
+
+/// `PATCH /customers/me/subscriptions/{id}` with `cancel_at_period_end: false`: withdraws a
+/// cancellation scheduled for the end of the period, so the subscription renews (Cashier's
+/// `resume`). Nothing to withdraw → the subscription as it is, without a call to Stripe; an
+/// ended subscription cannot come back (409 `subscription_ended`: subscribe again).
+pub fn resume_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str) -> Result<Subscription, Error> {
+    let store = ctx.store;
+    with_customer_locked(store, user, || {
+        let mut sub = store
+            .subscription(user.as_str(), id)?
+            .ok_or_else(|| Error::not_found("No such subscription."))?;
+        let Some(stripe_id) = sub.stripe_subscription_id.clone() else {
+            return Err(Error::Conflict {
+                code: "subscription_pending",
+                detail: "The subscription is still being created; retry shortly.".into(),
+            });
+        };
+        if !sub.status.is_live() {
+            return Err(Error::Conflict {
+                code: "subscription_ended",
+                detail: "This subscription has ended and cannot be resumed; subscribe again.".into(),
+            });
+        }
+        if !sub.cancel_at_period_end {
+            return Ok(sub);
+        }
+        let remote = ctx.stripe.set_cancel_at_period_end(&stripe_id, false, &subscription_period_end_key(&sub.id, false))?;
+        sub.apply(&remote);
+        store.update_subscription(&sub)?;
+        store.audit(
+            ctx.now,
+            user.as_str(),
+            "subscription.resumed",
             Some(user.as_str()),
             &format!("subscription={} stripe_subscription={stripe_id}", sub.id),
         )?;
@@ -639,6 +683,38 @@ pub(crate) mod tests {
         assert_eq!(canceled.status, SubscriptionStatus::Canceled);
         // Ended: a new one may start.
         assert!(subscribe(&ctx, &user("u1"), &price).is_ok());
+    }
+
+    #[test]
+    fn a_scheduled_cancellation_can_be_withdrawn_and_scheduled_again() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        let sub = subscribe(&ctx, &user("u1"), &PriceId::parse("price_basic").unwrap()).unwrap();
+        let stripe_id = sub.stripe_subscription_id.clone().unwrap();
+        let at_stripe = || fakes.stripe.subscriptions.borrow().iter().find(|s| s.id == stripe_id).unwrap().cancel_at_period_end;
+
+        // Nothing scheduled: nothing to withdraw, nothing sent.
+        assert!(!resume_subscription(&ctx, &user("u1"), &sub.id).unwrap().cancel_at_period_end);
+        assert!(cancel_subscription(&ctx, &user("u1"), &sub.id, true).unwrap().cancel_at_period_end);
+        assert!(at_stripe());
+        let resumed = resume_subscription(&ctx, &user("u1"), &sub.id).unwrap();
+        assert!(!resumed.cancel_at_period_end);
+        assert!(!at_stripe());
+        // Each change has its own key: the second cancel is applied, not answered with the first's replay.
+        assert!(cancel_subscription(&ctx, &user("u1"), &sub.id, true).unwrap().cancel_at_period_end);
+        assert!(at_stripe(), "the second cancel reached Stripe");
+        assert!(!resume_subscription(&ctx, &user("u1"), &sub.id).unwrap().cancel_at_period_end);
+        assert!(!at_stripe(), "the second resume reached Stripe");
+        let events: Vec<String> = fakes.store.audit_events().into_iter().filter(|e| e.starts_with("subscription.")).collect();
+        assert_eq!(events[1..], ["subscription.cancel_at_period_end", "subscription.resumed", "subscription.cancel_at_period_end", "subscription.resumed"]);
+
+        // Someone else's, unknown, ended.
+        assert_eq!(resume_subscription(&ctx, &user("u2"), &sub.id).unwrap_err().status(), 404);
+        assert_eq!(resume_subscription(&ctx, &user("u1"), &new_local_id()).unwrap_err().status(), 404);
+        cancel_subscription(&ctx, &user("u1"), &sub.id, false).unwrap();
+        let err = resume_subscription(&ctx, &user("u1"), &sub.id).unwrap_err();
+        assert!(matches!(err, Error::Conflict { code: "subscription_ended", .. }), "{err:?}");
     }
 
     #[test]

@@ -30,6 +30,11 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
+    /// The action of every audit row written, in order.
+    pub fn audit_events(&self) -> Vec<String> {
+        self.state.borrow().audit.iter().filter_map(|row| row.split_once(' ').map(|(_, action)| action.to_string())).collect()
+    }
+
     fn reachable(&self) -> Result<(), StoreError> {
         if self.lost.get() { Err(StoreError::Unavailable("connection lost".into())) } else { Ok(()) }
     }
@@ -245,6 +250,8 @@ pub struct FakeStripe {
     pub profile_updates: RefCell<Vec<(String, String, String)>>,
     pub subscriptions: RefCell<Vec<StripeSubscription>>,
     keys: RefCell<BTreeMap<String, String>>,
+    /// The first answer to each Idempotency-Key of a `cancel_at_period_end` change.
+    period_end_replies: RefCell<BTreeMap<String, StripeSubscription>>,
     /// Create the customer, then lose the answer, this many times.
     pub fail_after_create: Cell<u32>,
     pub down: Cell<bool>,
@@ -333,11 +340,16 @@ impl Billing for FakeStripe {
         self.check_up()?;
         Ok(self.subscriptions.borrow().iter().filter(|s| s.customer == customer).cloned().collect())
     }
-    fn cancel_at_period_end(&self, id: &str, _key: &str) -> Result<StripeSubscription, StripeError> {
+    fn set_cancel_at_period_end(&self, id: &str, cancel: bool, key: &str) -> Result<StripeSubscription, StripeError> {
         self.check_up()?;
+        // As Stripe does: a key seen before replays its first answer and changes nothing.
+        if let Some(first) = self.period_end_replies.borrow().get(key) {
+            return Ok(first.clone());
+        }
         let mut subs = self.subscriptions.borrow_mut();
         let s = subs.iter_mut().find(|s| s.id == id).ok_or(StripeError::InvalidRequest { message: "no".into(), param: None, code: None, status: 404 })?;
-        s.cancel_at_period_end = true;
+        s.cancel_at_period_end = cancel;
+        self.period_end_replies.borrow_mut().insert(key.into(), s.clone());
         Ok(s.clone())
     }
     fn cancel_now(&self, id: &str) -> Result<StripeSubscription, StripeError> {

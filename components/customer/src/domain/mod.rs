@@ -221,7 +221,9 @@ pub trait Billing {
     fn subscription(&self, id: &str) -> Result<Option<StripeSubscription>, StripeError>;
     /// Every subscription of the customer, whatever its status.
     fn subscriptions_of(&self, customer: &str) -> Result<Vec<StripeSubscription>, StripeError>;
-    fn cancel_at_period_end(&self, id: &str, idempotency_key: &str) -> Result<StripeSubscription, StripeError>;
+    /// Schedules the cancellation at the end of the current period (`true`), or withdraws it.
+    fn set_cancel_at_period_end(&self, id: &str, cancel: bool, idempotency_key: &str)
+    -> Result<StripeSubscription, StripeError>;
     fn cancel_now(&self, id: &str) -> Result<StripeSubscription, StripeError>;
     fn invoices(&self, customer: &str, limit: u32, starting_after: Option<&str>) -> Result<InvoicePage, StripeError>;
 }
