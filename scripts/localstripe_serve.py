@@ -17,6 +17,7 @@ accepts what the live Stripe API accepts for our calls:
   unknown price is a 400 `resource_missing` naming `items[N][price]`, as on Stripe (localstripe's
   own answer is a 404 "Not Found" without a `param`).
 * Invoices are exported with `number` and `hosted_invoice_url` (null when localstripe has none).
+* A SetupIntent for a customer that succeeds attaches its payment method to that customer.
 * `Idempotency-Key` on POST: the first answer (status and body, 500s included) is kept 24 h and
   replayed with `Idempotent-Replayed: true`; the same key with other parameters is a 400
   `idempotency_error`, as on Stripe.
@@ -146,6 +147,18 @@ def patch_live_api():
         return original_invoice_list(url, starting_after=starting_after, **kwargs)
 
     Invoice._api_list_all = classmethod(invoice_list)
+
+    SetupIntent = resources.SetupIntent
+    original_attach_pm = SetupIntent._attach_pm
+
+    def attach_pm(self, pm):
+        # Live Stripe attaches the payment method of a SetupIntent that succeeds to the
+        # intent's customer; localstripe only recorded it on the intent.
+        original_attach_pm(self, pm)
+        if self.status == "succeeded" and self.customer:
+            pm.customer = self.customer
+
+    SetupIntent._attach_pm = attach_pm
 
 
 async def create_price(request):

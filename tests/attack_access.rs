@@ -75,6 +75,20 @@ async fn user_a_reaches_none_of_user_bs_data_through_any_id() {
         let answer = app.send("PATCH", &path, Some(&a.token), Some(json!({"cancel_at_period_end": true}))).await;
         assert_eq!((answer.status, answer.body["code"].as_str()), (404, Some("not_found")), "PATCH {path}: {}", answer.text);
     }
+    // B's card (attached to B's Stripe customer) cannot become A's, and A hears what a card
+    // that does not exist gets.
+    let b_stripe_customer = b_customer["stripe_customer_id"].as_str().unwrap();
+    let (_, b_at_stripe) = app.stripe.get(&format!("/v1/customers/{b_stripe_customer}")).await;
+    let b_card = b_at_stripe["invoice_settings"]["default_payment_method"].as_str().expect("B has a card").to_string();
+    let taken = app.send("PUT", "/api/v3/customers/me/payment-method", Some(&a.token), Some(json!({"payment_method_id": b_card}))).await;
+    let nothing = app.send("PUT", "/api/v3/customers/me/payment-method", Some(&a.token), Some(json!({"payment_method_id": "pm_nothing"}))).await;
+    assert_eq!(taken.status, 422, "{}", taken.text);
+    assert_eq!(sans_request_id(&taken.body), sans_request_id(&nothing.body));
+    let (_, card_at_stripe) = app.stripe.get(&format!("/v1/payment_methods/{b_card}")).await;
+    assert_eq!(card_at_stripe["customer"], b_stripe_customer, "{card_at_stripe}");
+    let a_card = app.send("GET", "/api/v3/customers/me/payment-method", Some(&a.token), None).await;
+    assert_ne!(a_card.body["id"], b_card.as_str(), "{}", a_card.text);
+
     // A's own lists show nothing of B's.
     let subs = app.send("GET", "/api/v3/customers/me/subscriptions", Some(&a.token), None).await;
     assert_eq!(subs.body, json!({"subscriptions": []}));

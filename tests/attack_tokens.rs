@@ -40,6 +40,9 @@ fn endpoints(victim: &User, victim_sub: &str, price: &str) -> Vec<(&'static str,
         ("PATCH", format!("/api/v3/customers/me/subscriptions/{victim_sub}"), Some(json!({"cancel_at_period_end": true}))),
         ("DELETE", format!("/api/v3/customers/me/subscriptions/{victim_sub}?at_period_end=false"), None),
         ("GET", "/api/v3/customers/me/invoices".into(), None),
+        ("POST", "/api/v3/customers/me/setup-intents".into(), None),
+        ("GET", "/api/v3/customers/me/payment-method".into(), None),
+        ("PUT", "/api/v3/customers/me/payment-method".into(), Some(json!({"payment_method_id": "pm_card_visa"}))),
     ]
 }
 

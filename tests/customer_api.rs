@@ -125,6 +125,58 @@ async fn the_whole_journey_with_the_auth_stand_in() {
     assert!(actions.contains(&"customer.created".to_string()) && actions.contains(&"customer.deleted".to_string()), "{actions:?}");
 }
 
+/// SCA: a card whose first payment asks for 3-D Secure. The subscription starts `incomplete`
+/// and its answer carries the PaymentIntent's client_secret for Stripe.js; read again later, it
+/// still does; once the user passes the check, Stripe's webhook makes it active.
+#[tokio::test]
+async fn a_first_payment_asking_for_3ds_is_finished_in_the_browser() {
+    let app = spawn(|_| {}).await;
+    app.stripe
+        .register_webhook(&app.url("/api/v3/billing/stripe/webhook"), &app.app.variables["stripe_webhook_secret"])
+        .await;
+    app.auth.add_user("u-1", "Ada Lovelace", "ada@example.org");
+    let (status, customer, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1]})), &[]).await;
+    assert_eq!(status, 201, "{customer}");
+    app.stripe.add_card_numbered(customer["stripe_customer_id"].as_str().unwrap(), "4000002500003155").await;
+    let price = app.stripe.price("700").await;
+
+    let (status, sub, _) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": price})), &[]).await;
+    assert_eq!(status, 201, "{sub}\n{}", app.app.host.log());
+    assert_eq!(sub["status"], "incomplete", "{sub}");
+    assert_eq!(sub["pending_payment"]["status"], "requires_action", "{sub}");
+    let client_secret = sub["pending_payment"]["client_secret"].as_str().expect("a client_secret for Stripe.js").to_string();
+    let intent = client_secret.split("_secret_").next().unwrap().to_string();
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/payment_intents/{intent}")).await;
+    assert_eq!((&at_stripe["status"], &at_stripe["client_secret"]), (&json!("requires_action"), &json!(client_secret)), "{at_stripe}");
+
+    // The page was closed before the check: reading the subscription gives the payment again.
+    let path = format!("/api/v3/customers/me/subscriptions/{}", sub["id"].as_str().unwrap());
+    let (status, read, _) = app.call("GET", &path, "u-1", None, &[]).await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["pending_payment"], sub["pending_payment"], "{read}");
+    let (status, _, _) = app.call("GET", &path, "u-2", None, &[]).await;
+    assert_eq!(status, 404, "another user's subscription");
+
+    // Stripe.js: the user passes 3-D Secure; Stripe charges and tells us by webhook.
+    let authenticated = app
+        .stripe
+        .post(&format!("/v1/payment_intents/{intent}/_authenticate"), &[("client_secret", client_secret.as_str()), ("success", "true")])
+        .await;
+    assert_eq!(authenticated["status"], "succeeded", "{authenticated}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, read, _) = app.call("GET", &path, "u-1", None, &[]).await;
+        if read["status"] == "active" {
+            assert_eq!(read["pending_payment"], Value::Null, "{read}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {read} after the payment:\n{}", app.app.host.log());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (_, list, _) = app.call("GET", "/api/v3/customers/me/subscriptions", "u-1", None, &[]).await;
+    assert_eq!(list["subscriptions"][0]["status"], "active", "{list}");
+}
+
 /// The same journey with the real auth component: registration at auth gives the token, and
 /// every profile (Stripe's customer, include=profile, bill_to) comes from auth over service chaining.
 #[tokio::test]
@@ -167,7 +219,28 @@ async fn the_whole_journey_with_the_real_auth() {
     assert_eq!(at_stripe["name"], "Grace Hopper");
     assert_eq!(at_stripe["email"], email.as_str());
     assert_eq!(at_stripe["metadata"]["user_id"], user_id.as_str());
-    stripe.add_card(&stripe_customer).await;
+
+    // A card, as a browser adds one: a SetupIntent for the caller's Stripe customer, confirmed
+    // by Stripe.js with its client_secret (the card goes to Stripe only), made the default here.
+    let (status, problem) = call("GET", "/api/v3/customers/me/payment-method", None).await;
+    assert_eq!((status, &problem["code"]), (404, &json!("no_payment_method")), "{problem}");
+    let (status, intent) = call("POST", "/api/v3/customers/me/setup-intents", None).await;
+    assert_eq!(status, 201, "{intent}");
+    let intent_id = intent["id"].as_str().unwrap();
+    let (_, at_stripe) = stripe.get(&format!("/v1/setup_intents/{intent_id}")).await;
+    assert_eq!((&at_stripe["customer"], &at_stripe["client_secret"]), (&json!(stripe_customer), &intent["client_secret"]), "{at_stripe}");
+    let confirmed = stripe.confirm_setup_intent(intent_id, intent["client_secret"].as_str().unwrap(), "4242424242424242").await;
+    assert_eq!(confirmed["status"], "succeeded", "{confirmed}");
+    let card = confirmed["payment_method"].as_str().unwrap();
+    let (status, method) = call("PUT", "/api/v3/customers/me/payment-method", Some(json!({"payment_method_id": card}))).await;
+    assert_eq!(status, 200, "{method}");
+    assert_eq!(method, json!({"id": card, "type": "card", "card": {"brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2031}}));
+    let (_, at_stripe) = stripe.get(&format!("/v1/customers/{stripe_customer}")).await;
+    assert_eq!(at_stripe["invoice_settings"]["default_payment_method"], card, "{at_stripe}");
+    let (status, shown) = call("GET", "/api/v3/customers/me/payment-method", None).await;
+    assert_eq!((status, &shown), (200, &method));
+    let (status, problem) = call("PUT", "/api/v3/customers/me/payment-method", Some(json!({"payment_method_id": "pm_nothing"}))).await;
+    assert_eq!((status, &problem["errors"][0]["field"], &problem["errors"][0]["code"]), (422, &json!("payment_method_id"), &json!("not_found")), "{problem}");
     let (status, me) = call("GET", "/api/v3/customers/me?include=profile", None).await;
     assert_eq!(status, 200);
     let profile = &me["profile"];

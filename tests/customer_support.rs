@@ -151,14 +151,39 @@ impl LocalStripe {
         price["id"].as_str().unwrap().to_string()
     }
 
-    /// Gives the Stripe customer a default card (what Stripe Elements would do in a browser).
+    /// Gives the Stripe customer a default card straight at Stripe, with the secret key: the
+    /// tests' shortcut. A client goes through `POST /customers/me/setup-intents`, Stripe.js
+    /// ([`Self::confirm_setup_intent`]) and `PUT /customers/me/payment-method`.
     pub async fn add_card(&self, customer: &str) {
+        self.add_card_numbered(customer, "4242424242424242").await;
+    }
+
+    /// As [`Self::add_card`], with one of Stripe's test card numbers (4000002500003155: every
+    /// payment asks for 3-D Secure).
+    pub async fn add_card_numbered(&self, customer: &str, number: &str) {
         let pm = self
-            .post("/v1/payment_methods", &[("type", "card"), ("card[number]", "4242424242424242"), ("card[exp_month]", "12"), ("card[exp_year]", "2031"), ("card[cvc]", "123")])
+            .post("/v1/payment_methods", &[("type", "card"), ("card[number]", number), ("card[exp_month]", "12"), ("card[exp_year]", "2031"), ("card[cvc]", "123")])
             .await;
         let pm = pm["id"].as_str().unwrap();
         self.post(&format!("/v1/payment_methods/{pm}/attach"), &[("customer", customer)]).await;
         self.post(&format!("/v1/customers/{customer}"), &[("invoice_settings[default_payment_method]", pm)]).await;
+    }
+
+    /// What Stripe.js does in the browser with a SetupIntent's `client_secret`
+    /// (`stripe.confirmCardSetup`): the card goes to Stripe, never to us. Returns the intent.
+    pub async fn confirm_setup_intent(&self, id: &str, client_secret: &str, card_number: &str) -> Value {
+        self.post(
+            &format!("/v1/setup_intents/{id}/confirm"),
+            &[
+                ("client_secret", client_secret),
+                ("payment_method_data[type]", "card"),
+                ("payment_method_data[card][number]", card_number),
+                ("payment_method_data[card][exp_month]", "12"),
+                ("payment_method_data[card][exp_year]", "2031"),
+                ("payment_method_data[card][cvc]", "123"),
+            ],
+        )
+        .await
     }
 
     /// Stripe customers whose metadata names this user.

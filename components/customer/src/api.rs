@@ -15,8 +15,8 @@ use crate::domain::billing::{self, Ctx};
 use crate::domain::idempotency::{self, Begin};
 use crate::domain::webhook::{self, Event, Outcome};
 use crate::domain::{
-    AreaIds, AreaIdsError, Customer, IdempotencyKey, PriceId, ProfileError, ProfileLookup, ProfileSource, Profiles,
-    Store, Subscription, UserId, is_stripe_id,
+    AreaIds, AreaIdsError, Customer, IdempotencyKey, PaymentMethodId, PaymentMethodSummary, PriceId, ProfileError,
+    ProfileLookup, ProfileSource, Profiles, SetupIntent, Store, Subscription, UserId, is_stripe_id,
 };
 use crate::error::Error;
 use crate::kv::SpinKv;
@@ -146,6 +146,28 @@ fn subscription_json(s: &Subscription) -> Value {
     })
 }
 
+/// A subscription with the payment waiting for its user (`null` when none does).
+fn subscription_view_json(view: &billing::SubscriptionView) -> Value {
+    let mut body = subscription_json(&view.subscription);
+    body["pending_payment"] = match &view.pending_payment {
+        Some(payment) => json!({"status": payment.status, "client_secret": payment.client_secret}),
+        None => Value::Null,
+    };
+    body
+}
+
+fn payment_method_json(m: &PaymentMethodSummary) -> Value {
+    json!({
+        "id": m.id,
+        "type": m.kind,
+        "card": m.card.as_ref().map(|c| json!({"brand": c.brand, "last4": c.last4, "exp_month": c.exp_month, "exp_year": c.exp_year})),
+    })
+}
+
+fn setup_intent_json(intent: &SetupIntent) -> Value {
+    json!({"id": intent.id, "client_secret": intent.client_secret, "status": intent.status})
+}
+
 fn profile_json(lookup: &ProfileLookup) -> Value {
     let (source, stale, age) = match lookup.source {
         ProfileSource::Auth => ("auth", false, None),
@@ -240,6 +262,23 @@ impl TryFrom<SubscriptionChangeDto> for SubscriptionChange {
             Some(Value::Bool(true)) => Ok(Self::CancelAtPeriodEnd),
             Some(Value::Bool(false)) => Ok(Self::Resume),
             Some(_) => Err(Error::field("cancel_at_period_end", "invalid_type", "must be true or false")),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PaymentMethodDto {
+    pub payment_method_id: Option<Value>,
+}
+
+impl TryFrom<PaymentMethodDto> for PaymentMethodId {
+    type Error = Error;
+
+    fn try_from(dto: PaymentMethodDto) -> Result<Self, Error> {
+        match dto.payment_method_id {
+            None => Err(Error::field("payment_method_id", "required", "is required")),
+            Some(Value::String(s)) => PaymentMethodId::parse(&s).map_err(|detail| Error::field("payment_method_id", "invalid_format", detail)),
+            Some(_) => Err(Error::field("payment_method_id", "invalid_type", "must be a string")),
         }
     }
 }
@@ -838,8 +877,8 @@ pub fn create_subscription(request: Request, _params: Params) -> Response {
         idempotent(req, deps, &principal, || {
             let user = user_only(principal.clone())?;
             let price = PriceId::try_from(json_body::<SubscribeDto>(req)?)?;
-            let sub = ctx_run(deps, |ctx| billing::subscribe(ctx, &user, &price))?;
-            Ok(Reply::json(201, &subscription_json(&sub)))
+            let view = ctx_run(deps, |ctx| billing::subscribe(ctx, &user, &price))?;
+            Ok(Reply::json(201, &subscription_view_json(&view)))
         })
     })
 }
@@ -873,6 +912,19 @@ pub fn cancel_subscription(request: Request, params: Params) -> Response {
     })
 }
 
+/// `GET /api/v3/customers/me/subscriptions/{id}`
+pub fn get_subscription(request: Request, params: Params) -> Response {
+    let id = params.get("id").unwrap_or_default().to_string();
+    with_principal(&request, move |_req, deps, principal| {
+        let user = user_only(principal)?;
+        if uuid::Uuid::parse_str(&id).is_err() {
+            return Err(Error::not_found("No such subscription."));
+        }
+        let view = ctx_run(deps, |ctx| billing::subscription_view(ctx, &user, &id))?;
+        Ok(Reply::json(200, &subscription_view_json(&view)))
+    })
+}
+
 /// `PATCH /api/v3/customers/me/subscriptions/{id}` {cancel_at_period_end}
 pub fn update_subscription(request: Request, params: Params) -> Response {
     let id = params.get("id").unwrap_or_default().to_string();
@@ -888,6 +940,43 @@ pub fn update_subscription(request: Request, params: Params) -> Response {
                 SubscriptionChange::Resume => billing::resume_subscription(ctx, &user, &id),
             })?;
             Ok(Reply::json(200, &subscription_json(&sub)))
+        })
+    })
+}
+
+/// `POST /api/v3/customers/me/setup-intents` (no body)
+pub fn create_setup_intent(request: Request, _params: Params) -> Response {
+    with_principal(&request, |req, deps, principal| {
+        idempotent(req, deps, &principal, || {
+            let user = user_only(principal.clone())?;
+            let intent = ctx_run(deps, |ctx| billing::create_setup_intent(ctx, &user))?;
+            Ok(Reply::json(201, &setup_intent_json(&intent)))
+        })
+    })
+}
+
+/// `GET /api/v3/customers/me/payment-method`
+pub fn get_payment_method(request: Request, _params: Params) -> Response {
+    with_principal(&request, |_req, deps, principal| {
+        let user = user_only(principal)?;
+        match ctx_run(deps, |ctx| billing::default_payment_method(ctx, &user))? {
+            Some(method) => Ok(Reply::json(200, &payment_method_json(&method))),
+            None => Err(Error::NotFound {
+                code: "no_payment_method",
+                detail: "No default payment method; add one with a SetupIntent, then PUT its payment method here.".into(),
+            }),
+        }
+    })
+}
+
+/// `PUT /api/v3/customers/me/payment-method` {payment_method_id}
+pub fn set_payment_method(request: Request, _params: Params) -> Response {
+    with_principal(&request, |req, deps, principal| {
+        idempotent(req, deps, &principal, || {
+            let user = user_only(principal.clone())?;
+            let id = PaymentMethodId::try_from(json_body::<PaymentMethodDto>(req)?)?;
+            let method = ctx_run(deps, |ctx| billing::set_default_payment_method(ctx, &user, &id))?;
+            Ok(Reply::json(200, &payment_method_json(&method)))
         })
     })
 }
@@ -1187,6 +1276,23 @@ mod tests {
         assert!(parse(json!({"price_id": 5})).is_err());
         assert!(parse(json!({"price_id": "price 1"})).is_err());
         assert!(parse(json!({})).is_err());
+    }
+
+    #[test]
+    fn payment_method_dtos() {
+        let parse = |v: Value| PaymentMethodId::try_from(serde_json::from_value::<PaymentMethodDto>(v).unwrap());
+        assert_eq!(parse(json!({"payment_method_id": "pm_1Abc"})).unwrap().as_str(), "pm_1Abc");
+        for (body, code) in [
+            (json!({}), "required"),
+            (json!({"payment_method_id": 7}), "invalid_type"),
+            (json!({"payment_method_id": "card_1Abc"}), "invalid_format"),
+            (json!({"payment_method_id": "pm_"}), "invalid_format"),
+            (json!({"payment_method_id": "pm_1/../x"}), "invalid_format"),
+            (json!({"payment_method_id": format!("pm_{}", "a".repeat(253))}), "invalid_format"),
+        ] {
+            let Err(Error::Validation(errors)) = parse(body.clone()) else { panic!("{body} was accepted") };
+            assert_eq!((errors[0].field.as_str(), errors[0].code.as_str()), ("payment_method_id", code), "{body}");
+        }
     }
 
     #[test]

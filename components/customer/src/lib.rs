@@ -43,9 +43,13 @@ const ROUTES: &[(&str, &str, Handler)] = &[
     ("DELETE", "/api/v3/customers/me", api::delete_me),
     ("POST", "/api/v3/customers/me/subscriptions", api::create_subscription),
     ("GET", "/api/v3/customers/me/subscriptions", api::list_subscriptions),
+    ("GET", "/api/v3/customers/me/subscriptions/:id", api::get_subscription),
     ("PATCH", "/api/v3/customers/me/subscriptions/:id", api::update_subscription),
     ("DELETE", "/api/v3/customers/me/subscriptions/:id", api::cancel_subscription),
     ("GET", "/api/v3/customers/me/invoices", api::invoices),
+    ("POST", "/api/v3/customers/me/setup-intents", api::create_setup_intent),
+    ("GET", "/api/v3/customers/me/payment-method", api::get_payment_method),
+    ("PUT", "/api/v3/customers/me/payment-method", api::set_payment_method),
     ("POST", "/api/v3/customers/me/erasure", api::erase_account),
     ("GET", "/api/v3/customers/:id", api::get_by_id),
     ("POST", "/api/v3/billing/stripe/webhook", api::stripe_webhook),
@@ -90,6 +94,7 @@ fn add_route(router: &mut Router, method: &str, pattern: &'static str, handler: 
         "GET" => Method::Get,
         "HEAD" => Method::Head,
         "POST" => Method::Post,
+        "PUT" => Method::Put,
         "PATCH" => Method::Patch,
         "DELETE" => Method::Delete,
         other => Method::Other(other.to_string()),
@@ -153,7 +158,8 @@ mod tests {
         assert_eq!(allowed_methods("/api/v3/customers/me").as_deref(), Some("GET, HEAD, PATCH, DELETE"));
         assert_eq!(allowed_methods("/api/v3/customers").as_deref(), Some("GET, HEAD, POST"));
         assert_eq!(allowed_methods("/api/v3/customers/0190-abc").as_deref(), Some("GET, HEAD"));
-        assert_eq!(allowed_methods("/api/v3/customers/me/subscriptions/sub_1").as_deref(), Some("PATCH, DELETE"));
+        assert_eq!(allowed_methods("/api/v3/customers/me/subscriptions/sub_1").as_deref(), Some("GET, HEAD, PATCH, DELETE"));
+        assert_eq!(allowed_methods("/api/v3/customers/me/payment-method").as_deref(), Some("GET, HEAD, PUT"));
         assert_eq!(allowed_methods("/api/v3/billing/stripe/webhook").as_deref(), Some("POST"));
         assert_eq!(allowed_methods("/api/v3/customers/").as_deref(), None);
         assert_eq!(allowed_methods("/api/v3/customers/me/nothing").as_deref(), None);

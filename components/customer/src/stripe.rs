@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::domain::{
-    Billing, Invoice, InvoicePage, NewStripeCustomer, PriceId, Profile, StripeCustomerRef, StripeError,
-    StripeSubscription, billing, is_stripe_id,
+    Billing, Invoice, InvoicePage, NewStripeCustomer, PriceId, Profile, SetupIntent, StripeCustomerRef, StripeError,
+    StripePaymentMethod, StripeSubscription, billing, is_stripe_id,
 };
 use crate::transport::{HttpRequest, HttpResponse, Timeouts, Transport, TransportError, send_logged};
 
@@ -232,6 +232,10 @@ fn subscription(value: &Value) -> Result<StripeSubscription, StripeError> {
     StripeSubscription::from_json(value).ok_or_else(|| StripeError::Malformed("unreadable subscription".into()))
 }
 
+fn payment_method(value: &Value) -> Result<StripePaymentMethod, StripeError> {
+    StripePaymentMethod::from_json(value).ok_or_else(|| StripeError::Malformed("unreadable payment method".into()))
+}
+
 fn invoice(value: &Value) -> Option<Invoice> {
     let text = |name: &str| value.get(name).and_then(Value::as_str).map(str::to_string);
     Some(Invoice {
@@ -299,12 +303,15 @@ impl Billing for StripeClient<'_> {
             .field(&["customer"], customer)
             .field(&["items", "0", "price"], price.as_str())
             .field(&["metadata", "user_id"], user_id)
-            .field(&["metadata", "subscription_id"], local_id);
+            .field(&["metadata", "subscription_id"], local_id)
+            .field(&["expand", "0"], "latest_invoice.payment_intent");
         subscription(&self.call("POST", "/v1/subscriptions", Some(&form), Some(idempotency_key))?)
     }
 
     fn subscription(&self, id: &str) -> Result<Option<StripeSubscription>, StripeError> {
-        match self.call("GET", &format!("/v1/subscriptions/{}", path_segment(id)?), None, None) {
+        // With the latest invoice's PaymentIntent: a payment waiting for the user is read along.
+        let path = format!("/v1/subscriptions/{}?expand%5B0%5D=latest_invoice.payment_intent", path_segment(id)?);
+        match self.call("GET", &path, None, None) {
             Ok(value) => subscription(&value).map(Some),
             Err(err) if err.is_not_found() => Ok(None),
             Err(err) => Err(err),
@@ -334,6 +341,41 @@ impl Billing for StripeClient<'_> {
         let value = self.call("GET", &format!("/v1/invoices?{}", form.encode()), None, None)?;
         let invoices = list_data(&value)?.iter().filter_map(invoice).collect();
         Ok(InvoicePage { invoices, has_more: value.get("has_more").and_then(Value::as_bool).unwrap_or(false) })
+    }
+
+    fn create_setup_intent(&self, customer: &str, user_id: &str, idempotency_key: &str) -> Result<SetupIntent, StripeError> {
+        let form = Form::new().field(&["customer"], customer).field(&["usage"], "off_session").field(&["metadata", "user_id"], user_id);
+        let value = self.call("POST", "/v1/setup_intents", Some(&form), Some(idempotency_key))?;
+        let text = |name: &str| value.get(name).and_then(Value::as_str).map(str::to_string);
+        match (text("id").filter(|id| is_stripe_id(id)), text("client_secret"), text("status")) {
+            (Some(id), Some(client_secret), Some(status)) => Ok(SetupIntent { id, client_secret, status }),
+            _ => Err(StripeError::Malformed("unreadable setup intent".into())),
+        }
+    }
+
+    fn payment_method(&self, id: &str) -> Result<Option<StripePaymentMethod>, StripeError> {
+        match self.call("GET", &format!("/v1/payment_methods/{}", path_segment(id)?), None, None) {
+            Ok(value) => payment_method(&value).map(Some),
+            Err(err) if err.is_not_found() => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn attach_payment_method(&self, id: &str, customer: &str, idempotency_key: &str) -> Result<StripePaymentMethod, StripeError> {
+        let form = Form::new().field(&["customer"], customer);
+        payment_method(&self.call("POST", &format!("/v1/payment_methods/{}/attach", path_segment(id)?), Some(&form), Some(idempotency_key))?)
+    }
+
+    fn set_default_payment_method(&self, customer: &str, payment_method: &str, idempotency_key: &str) -> Result<(), StripeError> {
+        let form = Form::new().field(&["invoice_settings", "default_payment_method"], payment_method);
+        self.call("POST", &format!("/v1/customers/{}", path_segment(customer)?), Some(&form), Some(idempotency_key)).map(drop)
+    }
+
+    fn default_payment_method(&self, customer: &str) -> Result<Option<String>, StripeError> {
+        let value = self.call("GET", &format!("/v1/customers/{}", path_segment(customer)?), None, None)?;
+        let default = value.get("invoice_settings").and_then(|settings| settings.get("default_payment_method"));
+        // An id, or the object when expanded.
+        Ok(default.and_then(|d| d.as_str().or_else(|| d.get("id").and_then(Value::as_str))).map(str::to_string))
     }
 }
 
@@ -464,6 +506,38 @@ mod tests {
         let legacy = serde_json::json!({"id":"sub_1","customer":{"id":"cus_1"},"status":"past_due","plan":{"id":"plan_1"}});
         assert_eq!(StripeSubscription::from_json(&legacy).unwrap().price_id.as_deref(), Some("plan_1"));
         assert!(StripeSubscription::from_json(&serde_json::json!({"id":"sub_1"})).is_none());
+    }
+
+    #[test]
+    fn a_payment_waiting_for_the_user_is_read_from_the_expanded_invoice() {
+        let with = |status: &str, intent: serde_json::Value| {
+            let value = serde_json::json!({"id":"sub_1","customer":"cus_1","status":status,
+                "latest_invoice":{"id":"in_1","payment_intent":intent}});
+            StripeSubscription::from_json(&value).unwrap().pending_payment
+        };
+        let waiting = serde_json::json!({"id":"pi_1","status":"requires_action","client_secret":"pi_1_secret_x"});
+        assert_eq!(
+            with("incomplete", waiting.clone()),
+            Some(crate::domain::PendingPayment { status: "requires_action".into(), client_secret: "pi_1_secret_x".into() })
+        );
+        assert!(with("past_due", waiting.clone()).is_some());
+        assert_eq!(with("active", waiting), None, "nothing is due on an active subscription");
+        assert_eq!(with("incomplete", serde_json::json!({"id":"pi_1","status":"succeeded","client_secret":"pi_1_secret_x"})), None);
+        assert_eq!(with("incomplete", serde_json::json!({"id":"pi_1","status":"requires_action"})), None, "no secret, nothing to hand on");
+        assert_eq!(with("incomplete", serde_json::json!("pi_1")), None, "not expanded");
+    }
+
+    #[test]
+    fn payment_methods_show_a_cards_brand_last_four_and_expiry_and_their_customer() {
+        let card = serde_json::json!({"id":"pm_1","type":"card","customer":"cus_1",
+            "card":{"brand":"visa","last4":"4242","exp_month":12,"exp_year":2031,"fingerprint":"f"}});
+        let method = StripePaymentMethod::from_json(&card).unwrap();
+        assert_eq!(method.customer.as_deref(), Some("cus_1"));
+        assert_eq!(method.summary.card.unwrap().last4, "4242");
+        let expanded = serde_json::json!({"id":"pm_2","type":"sepa_debit","customer":{"id":"cus_2"}});
+        let method = StripePaymentMethod::from_json(&expanded).unwrap();
+        assert_eq!((method.customer.as_deref(), method.summary.card), (Some("cus_2"), None));
+        assert!(StripePaymentMethod::from_json(&serde_json::json!({"id":"pm/../x","type":"card"})).is_none());
     }
 
     #[test]

@@ -9,8 +9,9 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 use super::{
-    AreaIds, Billing, Claim, Customer, InvoicePage, NewStripeCustomer, PriceId, Profile, ProfileLookup, ProfileSource,
-    Profiles, Store, StoreError, StripeCustomerRef, Subscription, SubscriptionStatus, UserId,
+    AreaIds, Billing, Claim, Customer, InvoicePage, NewStripeCustomer, PaymentMethodId, PaymentMethodSummary,
+    PendingPayment, PriceId, Profile, ProfileLookup, ProfileSource, Profiles, SetupIntent, Store, StoreError, StripeCustomerRef, Subscription,
+    SubscriptionStatus, UserId,
 };
 use crate::error::Error;
 
@@ -303,8 +304,16 @@ fn with_customer_locked<T>(
     })
 }
 
+/// A subscription as its owner sees it after subscribing, or reading it alone: our mirror, and
+/// the payment waiting for the user (3-D Secure on the first invoice, say), if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionView {
+    pub subscription: Subscription,
+    pub pending_payment: Option<PendingPayment>,
+}
+
 /// `POST /customers/me/subscriptions`.
-pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId) -> Result<Subscription, Error> {
+pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId) -> Result<SubscriptionView, Error> {
     // A deleted account must not start paying: its access token outlives it (up to 15 min), its
     // profile does not (gone at auth, and from our cache after `profile_cache_ttl_secs`). Auth
     // down: a cached profile (even stale) lets the subscription through, none is a 503.
@@ -312,6 +321,7 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId) -> Result<Subscr
     let store = ctx.store;
     // Outcome: Ok(sub) = created; Err(Conflict) after adopting a subscription found at Stripe.
     let adopted = std::cell::Cell::new(false);
+    let mut pending_payment = None;
     let result = with_customer_locked(store, user, || {
         let stripe_customer = stripe_customer_of(store, user)?;
         let local = store.subscriptions(user.as_str())?;
@@ -348,6 +358,7 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId) -> Result<Subscr
             &subscription_create_key(&local_id),
         )?;
         sub.apply(&remote);
+        pending_payment = remote.pending_payment;
         store.update_subscription(&sub)?;
         store.audit(
             ctx.now,
@@ -367,7 +378,25 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId) -> Result<Subscr
             ),
         });
     }
-    Ok(result)
+    Ok(SubscriptionView { subscription: result, pending_payment })
+}
+
+/// `GET /customers/me/subscriptions/{id}`: the mirror, and for a subscription whose payment is
+/// due (`incomplete`, `past_due`, `unpaid`) the payment waiting for the user, read from Stripe,
+/// so a user who closed the page before 3-D Secure can finish it. Stripe down then is 503: a
+/// missing `pending_payment` would tell the client that nothing waits.
+pub fn subscription_view(ctx: &Ctx<'_>, user: &UserId, id: &str) -> Result<SubscriptionView, Error> {
+    let subscription = ctx
+        .store
+        .subscription(user.as_str(), id)?
+        .ok_or_else(|| Error::not_found("No such subscription."))?;
+    let pending_payment = match (&subscription.stripe_subscription_id, subscription.status) {
+        (Some(stripe_id), SubscriptionStatus::Incomplete | SubscriptionStatus::PastDue | SubscriptionStatus::Unpaid) => {
+            ctx.stripe.subscription(stripe_id)?.and_then(|remote| remote.pending_payment)
+        }
+        _ => None,
+    };
+    Ok(SubscriptionView { subscription, pending_payment })
 }
 
 /// Our row for a subscription not yet confirmed by Stripe.
@@ -479,6 +508,53 @@ pub fn resume_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str) -> Result<Sub
         )?;
         Ok(sub)
     })
+}
+
+/// `POST /customers/me/setup-intents`: a SetupIntent for the caller's Stripe customer, whose
+/// `client_secret` lets the browser collect a card with Stripe.js (`confirmCardSetup`), as
+/// Cashier's `createSetupIntent()`. Card details never pass through us.
+pub fn create_setup_intent(ctx: &Ctx<'_>, user: &UserId) -> Result<SetupIntent, Error> {
+    let stripe_customer = stripe_customer_of(ctx.store, user)?;
+    let key = format!("setup-intent:{}:{}", key_part(user.as_str()), new_local_id());
+    Ok(ctx.stripe.create_setup_intent(&stripe_customer, user.as_str(), &key)?)
+}
+
+/// `PUT /customers/me/payment-method`: makes a payment method the one Stripe charges for the
+/// caller's invoices and renewals (Cashier's `updateDefaultPaymentMethod`). It is attached to
+/// the caller's Stripe customer first when it is not yet (a SetupIntent confirmed for that
+/// customer has attached it already). One attached to another customer is answered exactly as
+/// one that does not exist, so an id seen elsewhere tells nothing and moves no one's card.
+pub fn set_default_payment_method(ctx: &Ctx<'_>, user: &UserId, id: &PaymentMethodId) -> Result<PaymentMethodSummary, Error> {
+    let stripe_customer = stripe_customer_of(ctx.store, user)?;
+    let unknown = || Error::field("payment_method_id", "not_found", "No such payment method.");
+    let method = ctx.stripe.payment_method(id.as_str())?.ok_or_else(unknown)?;
+    let method = match method.customer.as_deref() {
+        Some(owner) if owner == stripe_customer => method,
+        Some(_) => return Err(unknown()),
+        None => {
+            let key = format!("payment-method-attach:{}:{}", key_part(user.as_str()), new_local_id());
+            ctx.stripe.attach_payment_method(id.as_str(), &stripe_customer, &key)?
+        }
+    };
+    let key = format!("payment-method-default:{}:{}", key_part(user.as_str()), new_local_id());
+    ctx.stripe.set_default_payment_method(&stripe_customer, id.as_str(), &key)?;
+    ctx.store.audit(
+        ctx.now,
+        user.as_str(),
+        "customer.payment_method_set",
+        Some(user.as_str()),
+        &format!("stripe_customer={stripe_customer} payment_method={}", id.as_str()),
+    )?;
+    Ok(method.summary)
+}
+
+/// `GET /customers/me/payment-method`: the payment method Stripe charges, if any.
+pub fn default_payment_method(ctx: &Ctx<'_>, user: &UserId) -> Result<Option<PaymentMethodSummary>, Error> {
+    let stripe_customer = stripe_customer_of(ctx.store, user)?;
+    let Some(id) = ctx.stripe.default_payment_method(&stripe_customer)? else {
+        return Ok(None);
+    };
+    Ok(ctx.stripe.payment_method(&id)?.map(|method| method.summary))
 }
 
 /// `GET /customers/me/invoices`: bill_to from auth, invoices from Stripe.
@@ -673,7 +749,7 @@ pub(crate) mod tests {
         let ctx = fakes.ctx(1000);
         create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
         let price = PriceId::parse("price_basic").unwrap();
-        let sub = subscribe(&ctx, &user("u1"), &price).unwrap();
+        let sub = subscribe(&ctx, &user("u1"), &price).unwrap().subscription;
         assert_eq!(sub.status, SubscriptionStatus::Active);
         assert_eq!(subscribe(&ctx, &user("u1"), &price).unwrap_err().status(), 409);
         assert_eq!(fakes.stripe.subscriptions.borrow().len(), 1);
@@ -690,7 +766,7 @@ pub(crate) mod tests {
         let fakes = Fakes::up();
         let ctx = fakes.ctx(1000);
         create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
-        let sub = subscribe(&ctx, &user("u1"), &PriceId::parse("price_basic").unwrap()).unwrap();
+        let sub = subscribe(&ctx, &user("u1"), &PriceId::parse("price_basic").unwrap()).unwrap().subscription;
         let stripe_id = sub.stripe_subscription_id.clone().unwrap();
         let at_stripe = || fakes.stripe.subscriptions.borrow().iter().find(|s| s.id == stripe_id).unwrap().cancel_at_period_end;
 
@@ -715,6 +791,66 @@ pub(crate) mod tests {
         cancel_subscription(&ctx, &user("u1"), &sub.id, false).unwrap();
         let err = resume_subscription(&ctx, &user("u1"), &sub.id).unwrap_err();
         assert!(matches!(err, Error::Conflict { code: "subscription_ended", .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_first_payment_waiting_for_3ds_is_handed_to_the_client_and_can_be_read_again() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        let plain = subscribe(&ctx, &user("u1"), &PriceId::parse("price_plain").unwrap()).unwrap();
+        assert_eq!(plain.pending_payment, None);
+        assert_eq!(subscription_view(&ctx, &user("u1"), &plain.subscription.id).unwrap().pending_payment, None);
+
+        fakes.stripe.card_needs_3ds.set(true);
+        let view = subscribe(&ctx, &user("u1"), &PriceId::parse("price_3ds").unwrap()).unwrap();
+        assert_eq!(view.subscription.status, SubscriptionStatus::Incomplete);
+        let pending = view.pending_payment.clone().expect("the payment waits for the user");
+        assert_eq!(pending.status, "requires_action");
+        // Read again later (the page was closed before 3-D Secure): the same payment, from Stripe.
+        let again = subscription_view(&ctx, &user("u1"), &view.subscription.id).unwrap();
+        assert_eq!(again, view);
+        // Stripe down: 503, not a view saying nothing waits.
+        fakes.stripe.down.set(true);
+        assert_eq!(subscription_view(&ctx, &user("u1"), &view.subscription.id).unwrap_err().status(), 503);
+        assert_eq!(subscription_view(&ctx, &user("u1"), &plain.subscription.id).unwrap().pending_payment, None, "no call for an active one");
+        fakes.stripe.down.set(false);
+        assert_eq!(subscription_view(&ctx, &user("u2"), &view.subscription.id).unwrap_err().status(), 404);
+    }
+
+    #[test]
+    fn a_card_from_the_browser_becomes_the_default_and_no_one_elses_can() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        create_customer(&ctx, &user("u2"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        let pm = |id: &str| PaymentMethodId::parse(id).unwrap();
+        let intent = create_setup_intent(&ctx, &user("u1")).unwrap();
+        assert!(intent.client_secret.starts_with(&intent.id));
+        assert_eq!(default_payment_method(&ctx, &user("u1")).unwrap(), None);
+
+        fakes.stripe.add_card("pm_one", "4242");
+        let set = set_default_payment_method(&ctx, &user("u1"), &pm("pm_one")).unwrap();
+        assert_eq!(set.card.as_ref().map(|c| c.last4.as_str()), Some("4242"));
+        assert_eq!(default_payment_method(&ctx, &user("u1")).unwrap(), Some(set));
+        // Setting it again (already attached to u1) is fine.
+        assert!(set_default_payment_method(&ctx, &user("u1"), &pm("pm_one")).is_ok());
+
+        // u2 cannot take u1's card, and is told what it would hear for a card that does not exist.
+        let taken = set_default_payment_method(&ctx, &user("u2"), &pm("pm_one")).unwrap_err();
+        let missing = set_default_payment_method(&ctx, &user("u2"), &pm("pm_none")).unwrap_err();
+        assert_eq!(format!("{taken:?}"), format!("{missing:?}"));
+        assert_eq!(taken.status(), 422);
+        assert_eq!(default_payment_method(&ctx, &user("u2")).unwrap(), None);
+        assert_eq!(fakes.stripe.payment_method("pm_one").unwrap().unwrap().customer.as_deref(), Some("cus_1"));
+
+        // A declined card is 402 and changes nothing; a free user has no customer to set it on.
+        fakes.stripe.add_card("pm_declined", "0002");
+        assert_eq!(set_default_payment_method(&ctx, &user("u1"), &pm("pm_declined")).unwrap_err().status(), 402);
+        assert_eq!(default_payment_method(&ctx, &user("u1")).unwrap().map(|m| m.id), Some("pm_one".into()));
+        assert_eq!(create_setup_intent(&ctx, &user("u3")).unwrap_err().status(), 404);
+        let events = fakes.store.audit_events();
+        assert_eq!(events.iter().filter(|e| *e == "customer.payment_method_set").count(), 2, "{events:?}");
     }
 
     #[test]

@@ -250,11 +250,17 @@ pub struct FakeStripe {
     pub profile_updates: RefCell<Vec<(String, String, String)>>,
     pub subscriptions: RefCell<Vec<StripeSubscription>>,
     keys: RefCell<BTreeMap<String, String>>,
+    /// Payment methods a browser made with Stripe.js, attached or not.
+    pub payment_methods: RefCell<Vec<StripePaymentMethod>>,
+    /// Each customer's `invoice_settings.default_payment_method`.
+    pub default_payment_methods: RefCell<BTreeMap<String, String>>,
     /// The first answer to each Idempotency-Key of a `cancel_at_period_end` change.
     period_end_replies: RefCell<BTreeMap<String, StripeSubscription>>,
     /// Create the customer, then lose the answer, this many times.
     pub fail_after_create: Cell<u32>,
     pub down: Cell<bool>,
+    /// New subscriptions' first payment waits for 3-D Secure (status `incomplete`).
+    pub card_needs_3ds: Cell<bool>,
     counter: Cell<u32>,
 }
 
@@ -266,6 +272,18 @@ impl FakeStripe {
 
     fn check_up(&self) -> Result<(), StripeError> {
         if self.down.get() { Err(StripeError::Unavailable("down".into())) } else { Ok(()) }
+    }
+
+    /// A card made in a browser with Stripe.js (not yet attached to anyone).
+    pub fn add_card(&self, id: &str, last4: &str) {
+        self.payment_methods.borrow_mut().push(StripePaymentMethod {
+            summary: PaymentMethodSummary {
+                id: id.into(),
+                kind: "card".into(),
+                card: Some(CardSummary { brand: "visa".into(), last4: last4.into(), exp_month: 12, exp_year: 2031 }),
+            },
+            customer: None,
+        });
     }
 
     pub fn set_status(&self, id: &str, status: SubscriptionStatus) {
@@ -319,15 +337,21 @@ impl Billing for FakeStripe {
     }
     fn create_subscription(&self, customer: &str, price: &PriceId, _user: &str, local_id: &str, _key: &str) -> Result<StripeSubscription, StripeError> {
         self.check_up()?;
+        let id = self.next_id("sub");
+        let pending_payment = self.card_needs_3ds.get().then(|| PendingPayment {
+            status: "requires_action".into(),
+            client_secret: format!("pi_for_{id}_secret_fake"),
+        });
         let sub = StripeSubscription {
-            id: self.next_id("sub"),
+            id,
             customer: customer.into(),
-            status: SubscriptionStatus::Active,
+            status: if pending_payment.is_some() { SubscriptionStatus::Incomplete } else { SubscriptionStatus::Active },
             price_id: Some(price.as_str().into()),
             current_period_end: Some(5000),
             cancel_at_period_end: false,
             created: 1000,
             local_id: Some(local_id.into()),
+            pending_payment,
         };
         self.subscriptions.borrow_mut().push(sub.clone());
         Ok(sub)
@@ -363,6 +387,42 @@ impl Billing for FakeStripe {
         self.check_up()?;
         Ok(InvoicePage { invoices: Vec::new(), has_more: false })
     }
+    fn create_setup_intent(&self, _customer: &str, _user_id: &str, _key: &str) -> Result<SetupIntent, StripeError> {
+        self.check_up()?;
+        let id = self.next_id("seti");
+        Ok(SetupIntent { client_secret: format!("{id}_secret_fake"), id, status: "requires_payment_method".into() })
+    }
+    fn payment_method(&self, id: &str) -> Result<Option<StripePaymentMethod>, StripeError> {
+        self.check_up()?;
+        Ok(self.payment_methods.borrow().iter().find(|pm| pm.summary.id == id).cloned())
+    }
+    fn attach_payment_method(&self, id: &str, customer: &str, _key: &str) -> Result<StripePaymentMethod, StripeError> {
+        self.check_up()?;
+        let mut methods = self.payment_methods.borrow_mut();
+        let pm = methods.iter_mut().find(|pm| pm.summary.id == id).ok_or_else(|| not_found("payment_method"))?;
+        if pm.summary.id.contains("declined") {
+            return Err(StripeError::Card { message: "Your card was declined.".into(), code: Some("card_declined".into()) });
+        }
+        pm.customer = Some(customer.to_string());
+        Ok(pm.clone())
+    }
+    fn set_default_payment_method(&self, customer: &str, payment_method: &str, _key: &str) -> Result<(), StripeError> {
+        self.check_up()?;
+        let attached = self.payment_methods.borrow().iter().any(|pm| pm.summary.id == payment_method && pm.customer.as_deref() == Some(customer));
+        if !attached {
+            return Err(StripeError::InvalidRequest { message: "not attached".into(), param: Some("invoice_settings[default_payment_method]".into()), code: None, status: 400 });
+        }
+        self.default_payment_methods.borrow_mut().insert(customer.to_string(), payment_method.to_string());
+        Ok(())
+    }
+    fn default_payment_method(&self, customer: &str) -> Result<Option<String>, StripeError> {
+        self.check_up()?;
+        Ok(self.default_payment_methods.borrow().get(customer).cloned())
+    }
+}
+
+fn not_found(param: &str) -> StripeError {
+    StripeError::InvalidRequest { message: "No such object".into(), param: Some(param.into()), code: Some("resource_missing".into()), status: 404 }
 }
 
 pub struct FakeProfiles {

@@ -226,6 +226,15 @@ pub trait Billing {
     -> Result<StripeSubscription, StripeError>;
     fn cancel_now(&self, id: &str) -> Result<StripeSubscription, StripeError>;
     fn invoices(&self, customer: &str, limit: u32, starting_after: Option<&str>) -> Result<InvoicePage, StripeError>;
+    /// A SetupIntent for the customer (`usage=off_session`: for renewals without the user).
+    fn create_setup_intent(&self, customer: &str, user_id: &str, idempotency_key: &str) -> Result<SetupIntent, StripeError>;
+    /// None when Stripe knows no such payment method.
+    fn payment_method(&self, id: &str) -> Result<Option<StripePaymentMethod>, StripeError>;
+    fn attach_payment_method(&self, id: &str, customer: &str, idempotency_key: &str) -> Result<StripePaymentMethod, StripeError>;
+    /// Makes an attached payment method the one invoices (and so subscriptions) charge.
+    fn set_default_payment_method(&self, customer: &str, payment_method: &str, idempotency_key: &str) -> Result<(), StripeError>;
+    /// The id of the customer's default payment method for invoices, if any.
+    fn default_payment_method(&self, customer: &str) -> Result<Option<String>, StripeError>;
 }
 
 /// Why a profile could not be had.

@@ -127,6 +127,84 @@ impl PriceId {
     }
 }
 
+/// A Stripe PaymentMethod id (`pm_...`), as Stripe.js hands it to the browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentMethodId(String);
+
+impl PaymentMethodId {
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        if !raw.starts_with("pm_") || raw.len() == 3 {
+            return Err("must be a PaymentMethod id (pm_...)");
+        }
+        if !is_stripe_id(raw) {
+            return Err("may contain only letters, digits and _, at most 255 characters");
+        }
+        Ok(Self(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A payment method as its owner may see it: the kind, and for a card its brand, last four
+/// digits and expiry (never more of the number, which Stripe does not hold for us anyway).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentMethodSummary {
+    pub id: String,
+    /// Stripe's `type`: `card`, `sepa_debit`, ...
+    pub kind: String,
+    pub card: Option<CardSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardSummary {
+    pub brand: String,
+    pub last4: String,
+    pub exp_month: u32,
+    pub exp_year: u32,
+}
+
+/// A payment method at Stripe, with the customer it is attached to (if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripePaymentMethod {
+    pub summary: PaymentMethodSummary,
+    pub customer: Option<String>,
+}
+
+impl StripePaymentMethod {
+    pub fn from_json(value: &serde_json::Value) -> Option<Self> {
+        use serde_json::Value;
+        let text = |v: &Value, name: &str| v.get(name).and_then(Value::as_str).map(str::to_string);
+        let card = value.get("card").filter(|c| c.is_object()).map(|c| CardSummary {
+            brand: text(c, "brand").unwrap_or_default(),
+            last4: text(c, "last4").unwrap_or_default(),
+            exp_month: c.get("exp_month").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+            exp_year: c.get("exp_year").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+        });
+        Some(Self {
+            summary: PaymentMethodSummary {
+                id: text(value, "id").filter(|id| is_stripe_id(id))?,
+                kind: text(value, "type").unwrap_or_default(),
+                card,
+            },
+            // `customer` is an id, or the customer object when expanded.
+            customer: value
+                .get("customer")
+                .and_then(|c| c.as_str().map(str::to_string).or_else(|| text(c, "id"))),
+        })
+    }
+}
+
+/// A SetupIntent, for the browser to collect a payment method with Stripe.js: its
+/// `client_secret` is what Stripe.js needs (it is the owner's to have, and never logged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupIntent {
+    pub id: String,
+    pub client_secret: String,
+    pub status: String,
+}
+
 /// A Stripe object id as we accept it in our own URLs and query strings (`in_...`, `sub_...`).
 pub fn is_stripe_id(raw: &str) -> bool {
     !raw.is_empty() && raw.len() <= 255 && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -280,6 +358,30 @@ pub struct StripeSubscription {
     pub created: i64,
     /// `metadata.subscription_id`: our id, when we created it.
     pub local_id: Option<String>,
+    /// Read when Stripe's answer expands `latest_invoice.payment_intent`.
+    pub pending_payment: Option<PendingPayment>,
+}
+
+/// A payment of a subscription waiting for its user: 3-D Secure or another bank check
+/// (`requires_action`), or another card (`requires_payment_method`). Stripe.js completes it in
+/// the browser with `stripe.confirmCardPayment(client_secret)`; the webhook then brings the
+/// subscription's new status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPayment {
+    pub status: String,
+    pub client_secret: String,
+}
+
+impl PendingPayment {
+    /// From an expanded PaymentIntent, when it waits for the user.
+    fn from_payment_intent(intent: &serde_json::Value) -> Option<Self> {
+        let status = intent.get("status")?.as_str()?;
+        if !matches!(status, "requires_action" | "requires_payment_method" | "requires_confirmation") {
+            return None;
+        }
+        let client_secret = intent.get("client_secret")?.as_str().filter(|secret| !secret.is_empty())?;
+        Some(Self { status: status.to_string(), client_secret: client_secret.to_string() })
+    }
 }
 
 impl StripeSubscription {
@@ -318,6 +420,12 @@ impl StripeSubscription {
                 .and_then(|m| m.get("subscription_id"))
                 .and_then(Value::as_str)
                 .map(str::to_string),
+            // Only a subscription whose payment is due can wait for one.
+            pending_payment: value
+                .get("latest_invoice")
+                .and_then(|invoice| invoice.get("payment_intent"))
+                .and_then(PendingPayment::from_payment_intent)
+                .filter(|_| matches!(status, SubscriptionStatus::Incomplete | SubscriptionStatus::PastDue | SubscriptionStatus::Unpaid)),
         })
     }
 }
