@@ -14,8 +14,8 @@ accepts what the live Stripe API accepts for our calls:
   legacy Plan; a price is stored as a plan whose id starts with `price_`.
 * Subscriptions take `items[N][price]` (live) as well as `items[N][plan]` (legacy), and
   `payment_behavior=default_incomplete`; subscription items are exported with `price`. An
-  unknown price is a 400 `resource_missing` naming `items[N][price]`, as on Stripe (localstripe's
-  own answer is a 404 "Not Found" without a `param`).
+  unknown price, on create or update, is a 400 `resource_missing` naming `items[N][price]`, as on
+  Stripe (localstripe's own answer is a 404 "Not Found" without a `param`).
 * Invoices are exported with `number` and `hosted_invoice_url` (null when localstripe has none).
 * A SetupIntent for a customer that succeeds attaches its payment method to that customer.
 * `Idempotency-Key` on POST: the first answer (status and body, 500s included) is kept 24 h and
@@ -114,6 +114,7 @@ def patch_live_api():
     original_update = Subscription._update
 
     def update(self, items=None, **kwargs):
+        _refuse_unknown_prices(items)
         return original_update(self, items=_price_to_plan(items), **kwargs)
 
     Subscription._update = update

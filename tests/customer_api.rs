@@ -78,6 +78,20 @@ async fn the_whole_journey_with_the_auth_stand_in() {
     assert_eq!(first["currency"], "eur");
 
     let id = sub["id"].as_str().unwrap();
+
+    // Moving to another price (Cashier's swap): Stripe's item gets it, the mirror follows, and a
+    // price Stripe does not know is refused naming price_id, changing nothing.
+    let pro = app.stripe.price("2500").await;
+    let path = format!("/api/v3/customers/me/subscriptions/{id}");
+    let (status, moved, _) = app.call("PATCH", &path, "u-1", Some(json!({"price_id": pro})), &[]).await;
+    assert_eq!((status, &moved["price_id"], &moved["status"]), (200, &json!(pro), &json!("active")), "{moved}");
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/subscriptions/{stripe_sub}")).await;
+    assert_eq!(at_stripe["items"]["data"][0]["price"]["id"], pro.as_str(), "{at_stripe}");
+    let (status, problem, _) = app.call("PATCH", &path, "u-1", Some(json!({"price_id": "price_nothing"})), &[]).await;
+    assert_eq!((status, &problem["errors"][0]["field"]), (422, &json!("price_id")), "{problem}");
+    let (_, read, _) = app.call("GET", &path, "u-1", None, &[]).await;
+    assert_eq!(read["price_id"], pro.as_str(), "{read}");
+
     let (status, canceled, _) = app.call("DELETE", &format!("/api/v3/customers/me/subscriptions/{id}"), "u-1", None, &[]).await;
     assert_eq!(status, 200, "{canceled}");
     assert_eq!(canceled["cancel_at_period_end"], true);

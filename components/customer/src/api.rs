@@ -241,28 +241,53 @@ impl TryFrom<SubscribeDto> for PriceId {
 
 #[derive(Debug, Deserialize)]
 pub struct SubscriptionChangeDto {
+    pub price_id: Option<Value>,
     pub cancel_at_period_end: Option<Value>,
 }
 
-/// What `PATCH /customers/me/subscriptions/{id}` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubscriptionChange {
-    /// `cancel_at_period_end: true`: as `DELETE` without `at_period_end=false`.
-    CancelAtPeriodEnd,
-    /// `cancel_at_period_end: false`: withdraw a scheduled cancellation.
-    Resume,
+/// What `PATCH /customers/me/subscriptions/{id}` asks for: another price, a cancellation at
+/// period end scheduled (`true`, as `DELETE`) or withdrawn (`false`), or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionChange {
+    pub price: Option<PriceId>,
+    pub cancel_at_period_end: Option<bool>,
 }
 
 impl TryFrom<SubscriptionChangeDto> for SubscriptionChange {
     type Error = Error;
 
     fn try_from(dto: SubscriptionChangeDto) -> Result<Self, Error> {
-        match dto.cancel_at_period_end {
-            None => Err(Error::field("cancel_at_period_end", "required", "is required")),
-            Some(Value::Bool(true)) => Ok(Self::CancelAtPeriodEnd),
-            Some(Value::Bool(false)) => Ok(Self::Resume),
-            Some(_) => Err(Error::field("cancel_at_period_end", "invalid_type", "must be true or false")),
+        if dto.price_id.is_none() && dto.cancel_at_period_end.is_none() {
+            let detail = "give price_id, cancel_at_period_end or both";
+            return Err(Error::Validation(vec![
+                FieldError::new("price_id", "required", detail),
+                FieldError::new("cancel_at_period_end", "required", detail),
+            ]));
         }
+        let mut errors = Vec::new();
+        let price = match dto.price_id {
+            None => None,
+            Some(raw) => match PriceId::try_from(SubscribeDto { price_id: Some(raw) }) {
+                Ok(price) => Some(price),
+                Err(Error::Validation(mut field)) => {
+                    errors.append(&mut field);
+                    None
+                }
+                Err(other) => return Err(other),
+            },
+        };
+        let cancel_at_period_end = match dto.cancel_at_period_end {
+            None => None,
+            Some(Value::Bool(flag)) => Some(flag),
+            Some(_) => {
+                errors.push(FieldError::new("cancel_at_period_end", "invalid_type", "must be true or false"));
+                None
+            }
+        };
+        if !errors.is_empty() {
+            return Err(Error::Validation(errors));
+        }
+        Ok(Self { price, cancel_at_period_end })
     }
 }
 
@@ -935,9 +960,17 @@ pub fn update_subscription(request: Request, params: Params) -> Response {
                 return Err(Error::not_found("No such subscription."));
             }
             let change = SubscriptionChange::try_from(json_body::<SubscriptionChangeDto>(req)?)?;
-            let sub = ctx_run(deps, |ctx| match change {
-                SubscriptionChange::CancelAtPeriodEnd => billing::cancel_subscription(ctx, &user, &id, true),
-                SubscriptionChange::Resume => billing::resume_subscription(ctx, &user, &id),
+            let sub = ctx_run(deps, |ctx| {
+                // The price first: a subscription moved and then scheduled to end ends on the new price.
+                let mut sub = None;
+                if let Some(price) = &change.price {
+                    sub = Some(billing::change_price(ctx, &user, &id, price)?);
+                }
+                match change.cancel_at_period_end {
+                    Some(true) => billing::cancel_subscription(ctx, &user, &id, true),
+                    Some(false) => billing::resume_subscription(ctx, &user, &id),
+                    None => sub.ok_or_else(|| Error::internal("a subscription change without a change")),
+                }
             })?;
             Ok(Reply::json(200, &subscription_json(&sub)))
         })
@@ -1298,11 +1331,21 @@ mod tests {
     #[test]
     fn subscription_change_dtos() {
         let parse = |v: Value| SubscriptionChange::try_from(serde_json::from_value::<SubscriptionChangeDto>(v).unwrap());
-        assert_eq!(parse(json!({"cancel_at_period_end": false})).unwrap(), SubscriptionChange::Resume);
-        assert_eq!(parse(json!({"cancel_at_period_end": true, "other": 1})).unwrap(), SubscriptionChange::CancelAtPeriodEnd);
-        for (body, code) in [(json!({}), "required"), (json!({"cancel_at_period_end": "false"}), "invalid_type"), (json!({"cancel_at_period_end": null}), "required")] {
+        let change = |price: Option<&str>, cancel: Option<bool>| SubscriptionChange { price: price.map(|p| PriceId::parse(p).unwrap()), cancel_at_period_end: cancel };
+        assert_eq!(parse(json!({"cancel_at_period_end": false})).unwrap(), change(None, Some(false)));
+        assert_eq!(parse(json!({"cancel_at_period_end": true, "other": 1})).unwrap(), change(None, Some(true)));
+        assert_eq!(parse(json!({"price_id": "price_pro"})).unwrap(), change(Some("price_pro"), None));
+        assert_eq!(parse(json!({"price_id": "price_pro", "cancel_at_period_end": true})).unwrap(), change(Some("price_pro"), Some(true)));
+        for (body, fields) in [
+            (json!({}), vec![("price_id", "required"), ("cancel_at_period_end", "required")]),
+            (json!({"cancel_at_period_end": null}), vec![("price_id", "required"), ("cancel_at_period_end", "required")]),
+            (json!({"cancel_at_period_end": "false"}), vec![("cancel_at_period_end", "invalid_type")]),
+            (json!({"price_id": 5, "cancel_at_period_end": 1}), vec![("price_id", "invalid_type"), ("cancel_at_period_end", "invalid_type")]),
+            (json!({"price_id": "price 1"}), vec![("price_id", "invalid_format")]),
+        ] {
             let Err(Error::Validation(errors)) = parse(body.clone()) else { panic!("{body} was accepted") };
-            assert_eq!((errors[0].field.as_str(), errors[0].code.as_str()), ("cancel_at_period_end", code), "{body}");
+            let got: Vec<(&str, &str)> = errors.iter().map(|e| (e.field.as_str(), e.code.as_str())).collect();
+            assert_eq!(got, fields, "{body}");
         }
     }
 }

@@ -329,6 +329,14 @@ impl Billing for StripeClient<'_> {
         subscription(&self.call("POST", &format!("/v1/subscriptions/{}", path_segment(id)?), Some(&form), Some(idempotency_key))?)
     }
 
+    fn change_price(&self, id: &str, item_id: &str, price: &PriceId, idempotency_key: &str) -> Result<StripeSubscription, StripeError> {
+        let form = Form::new()
+            .field(&["items", "0", "id"], item_id)
+            .field(&["items", "0", "price"], price.as_str())
+            .field(&["expand", "0"], "latest_invoice.payment_intent");
+        subscription(&self.call("POST", &format!("/v1/subscriptions/{}", path_segment(id)?), Some(&form), Some(idempotency_key))?)
+    }
+
     fn cancel_now(&self, id: &str) -> Result<StripeSubscription, StripeError> {
         subscription(&self.call("DELETE", &format!("/v1/subscriptions/{}", path_segment(id)?), None, None)?)
     }

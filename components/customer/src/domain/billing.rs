@@ -510,6 +510,59 @@ pub fn resume_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str) -> Result<Sub
     })
 }
 
+/// `PATCH /customers/me/subscriptions/{id}` with `price_id`: moves a live subscription to
+/// another price (Cashier's `swap`); Stripe prorates the rest of the period on the next invoice.
+/// The same price is a no-op; a price another live subscription of the customer already has is
+/// 409 `already_subscribed`, as when subscribing.
+pub fn change_price(ctx: &Ctx<'_>, user: &UserId, id: &str, price: &PriceId) -> Result<Subscription, Error> {
+    let store = ctx.store;
+    with_customer_locked(store, user, || {
+        let mut sub = store
+            .subscription(user.as_str(), id)?
+            .ok_or_else(|| Error::not_found("No such subscription."))?;
+        let Some(stripe_id) = sub.stripe_subscription_id.clone() else {
+            return Err(Error::Conflict {
+                code: "subscription_pending",
+                detail: "The subscription is still being created; retry shortly.".into(),
+            });
+        };
+        if !sub.status.is_live() {
+            return Err(Error::Conflict {
+                code: "subscription_ended",
+                detail: "This subscription has ended and cannot be changed; subscribe again.".into(),
+            });
+        }
+        if sub.price_id == price.as_str() {
+            return Ok(sub);
+        }
+        let taken = store.subscriptions(user.as_str())?.into_iter().any(|other| {
+            other.id != sub.id && other.status.is_live() && other.price_id == price.as_str()
+        });
+        if taken {
+            return Err(crate::error::conflict_for_constraint("uq_subscriptions_live_price"));
+        }
+        // The item to move is Stripe's; our mirror does not keep it.
+        let item_id = ctx
+            .stripe
+            .subscription(&stripe_id)?
+            .and_then(|remote| remote.item_id)
+            .ok_or_else(|| Error::internal(format!("stripe subscription {stripe_id} has no item")))?;
+        let key = format!("subscription-price:{}:{}", sub.id, new_local_id());
+        let remote = ctx.stripe.change_price(&stripe_id, &item_id, price, &key)?;
+        let from = std::mem::replace(&mut sub.price_id, price.as_str().to_string());
+        sub.apply(&remote);
+        store.update_subscription(&sub)?;
+        store.audit(
+            ctx.now,
+            user.as_str(),
+            "subscription.price_changed",
+            Some(user.as_str()),
+            &format!("subscription={} stripe_subscription={stripe_id} from={from} to={}", sub.id, sub.price_id),
+        )?;
+        Ok(sub)
+    })
+}
+
 /// `POST /customers/me/setup-intents`: a SetupIntent for the caller's Stripe customer, whose
 /// `client_secret` lets the browser collect a card with Stripe.js (`confirmCardSetup`), as
 /// Cashier's `createSetupIntent()`. Card details never pass through us.
@@ -816,6 +869,42 @@ pub(crate) mod tests {
         assert_eq!(subscription_view(&ctx, &user("u1"), &plain.subscription.id).unwrap().pending_payment, None, "no call for an active one");
         fakes.stripe.down.set(false);
         assert_eq!(subscription_view(&ctx, &user("u2"), &view.subscription.id).unwrap_err().status(), 404);
+    }
+
+    #[test]
+    fn a_subscription_moves_to_another_price_unless_another_one_has_it() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        let price = |id: &str| PriceId::parse(id).unwrap();
+        let basic = subscribe(&ctx, &user("u1"), &price("price_basic")).unwrap().subscription;
+        let other = subscribe(&ctx, &user("u1"), &price("price_other")).unwrap().subscription;
+        let at_stripe = |sub: &Subscription| {
+            let id = sub.stripe_subscription_id.clone().unwrap();
+            fakes.stripe.subscriptions.borrow().iter().find(|s| s.id == id).unwrap().price_id.clone().unwrap()
+        };
+
+        let moved = change_price(&ctx, &user("u1"), &basic.id, &price("price_pro")).unwrap();
+        assert_eq!(moved.price_id, "price_pro");
+        assert_eq!(at_stripe(&basic), "price_pro");
+        assert_eq!(fakes.store.subscription("u1", &basic.id).unwrap().unwrap().price_id, "price_pro");
+        // The same price again: nothing to do. Another live subscription's price: 409.
+        assert_eq!(change_price(&ctx, &user("u1"), &basic.id, &price("price_pro")).unwrap(), moved);
+        let err = change_price(&ctx, &user("u1"), &basic.id, &price("price_other")).unwrap_err();
+        assert!(matches!(err, Error::Conflict { code: "already_subscribed", .. }), "{err:?}");
+        assert_eq!(at_stripe(&basic), "price_pro");
+        // The old price is free again.
+        assert!(subscribe(&ctx, &user("u1"), &price("price_basic")).is_ok());
+        // A price Stripe does not know: 422 naming price_id; nothing changed.
+        let err = change_price(&ctx, &user("u1"), &other.id, &price("price_unknown")).unwrap_err();
+        assert_eq!(err.status(), 422);
+        assert_eq!(fakes.store.subscription("u1", &other.id).unwrap().unwrap().price_id, "price_other");
+        // Someone else's; an ended one.
+        assert_eq!(change_price(&ctx, &user("u2"), &other.id, &price("price_x")).unwrap_err().status(), 404);
+        cancel_subscription(&ctx, &user("u1"), &other.id, false).unwrap();
+        let err = change_price(&ctx, &user("u1"), &other.id, &price("price_x")).unwrap_err();
+        assert!(matches!(err, Error::Conflict { code: "subscription_ended", .. }), "{err:?}");
+        assert!(fakes.store.audit_events().contains(&"subscription.price_changed".to_string()));
     }
 
     #[test]

@@ -352,6 +352,7 @@ impl Billing for FakeStripe {
             created: 1000,
             local_id: Some(local_id.into()),
             pending_payment,
+            item_id: Some(self.next_id("si")),
         };
         self.subscriptions.borrow_mut().push(sub.clone());
         Ok(sub)
@@ -374,6 +375,16 @@ impl Billing for FakeStripe {
         let s = subs.iter_mut().find(|s| s.id == id).ok_or(StripeError::InvalidRequest { message: "no".into(), param: None, code: None, status: 404 })?;
         s.cancel_at_period_end = cancel;
         self.period_end_replies.borrow_mut().insert(key.into(), s.clone());
+        Ok(s.clone())
+    }
+    fn change_price(&self, id: &str, item_id: &str, price: &PriceId, _key: &str) -> Result<StripeSubscription, StripeError> {
+        self.check_up()?;
+        if price.as_str().contains("unknown") {
+            return Err(StripeError::InvalidRequest { message: "No such price".into(), param: Some("items[0][price]".into()), code: Some("resource_missing".into()), status: 400 });
+        }
+        let mut subs = self.subscriptions.borrow_mut();
+        let s = subs.iter_mut().find(|s| s.id == id && s.item_id.as_deref() == Some(item_id)).ok_or_else(|| not_found("items[0][id]"))?;
+        s.price_id = Some(price.as_str().into());
         Ok(s.clone())
     }
     fn cancel_now(&self, id: &str) -> Result<StripeSubscription, StripeError> {

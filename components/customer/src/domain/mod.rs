@@ -225,6 +225,9 @@ pub trait Billing {
     fn set_cancel_at_period_end(&self, id: &str, cancel: bool, idempotency_key: &str)
     -> Result<StripeSubscription, StripeError>;
     fn cancel_now(&self, id: &str) -> Result<StripeSubscription, StripeError>;
+    /// Moves the subscription's item `item_id` to another price (Stripe prorates by default).
+    fn change_price(&self, id: &str, item_id: &str, price: &PriceId, idempotency_key: &str)
+    -> Result<StripeSubscription, StripeError>;
     fn invoices(&self, customer: &str, limit: u32, starting_after: Option<&str>) -> Result<InvoicePage, StripeError>;
     /// A SetupIntent for the customer (`usage=off_session`: for renewals without the user).
     fn create_setup_intent(&self, customer: &str, user_id: &str, idempotency_key: &str) -> Result<SetupIntent, StripeError>;

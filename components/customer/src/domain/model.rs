@@ -360,6 +360,8 @@ pub struct StripeSubscription {
     pub local_id: Option<String>,
     /// Read when Stripe's answer expands `latest_invoice.payment_intent`.
     pub pending_payment: Option<PendingPayment>,
+    /// The first item's id (`si_...`): what a change of price names.
+    pub item_id: Option<String>,
 }
 
 /// A payment of a subscription waiting for its user: 3-D Secure or another bank check
@@ -419,6 +421,11 @@ impl StripeSubscription {
                 .get("metadata")
                 .and_then(|m| m.get("subscription_id"))
                 .and_then(Value::as_str)
+                .map(str::to_string),
+            item_id: first_item
+                .and_then(|item| item.get("id"))
+                .and_then(Value::as_str)
+                .filter(|id| is_stripe_id(id))
                 .map(str::to_string),
             // Only a subscription whose payment is due can wait for one.
             pending_payment: value
