@@ -79,6 +79,20 @@ async fn purge_deletes_what_decides_nothing_and_keeps_what_does() {
     assert!(throttle_rows >= 3, "two accounts and an address are counted: {throttle_rows}");
     db_rows(auth_db, &format!("UPDATE login_throttle SET window_started_at = {0}, last_failure_at = {0} WHERE scope = 'account' ORDER BY last_failure_at LIMIT 1", now - 8 * DAY)).await;
 
+    // Password-reset tokens: one that expired 8 days ago, one live.
+    db_rows(
+        auth_db,
+        &format!(
+            "INSERT INTO password_reset_tokens (token_hash, user_id, created_at, expires_at) VALUES (REPEAT('a', 64), '{}', {}, {}), (REPEAT('b', 64), '{}', {now}, {})",
+            live.id,
+            now - 9 * DAY,
+            now - 8 * DAY,
+            just_out.id,
+            now + 3600
+        ),
+    )
+    .await;
+
     // Webhook deliveries: one received 31 days ago, one now.
     webhook(&app, "evt_purge_old").await;
     webhook(&app, "evt_purge_new").await;
@@ -95,6 +109,7 @@ async fn purge_deletes_what_decides_nothing_and_keeps_what_does() {
         ("auth", "refresh_tokens", 2),         // the idle session's and the live session's rotated one
         ("auth", "refresh_token_families", 2), // signed out 10 days ago (with its token); every token expired
         ("auth", "login_throttle", 1),
+        ("auth", "password_reset_tokens", 1),
         ("customer", "stripe_events", 1),
     ];
 
@@ -117,6 +132,11 @@ async fn purge_deletes_what_decides_nothing_and_keeps_what_does() {
     assert_eq!(families, kept, "the live family and the one revoked just now stay");
     assert_eq!(count(auth_db, "SELECT COUNT(*) FROM refresh_tokens").await, tokens_before - 3, "the idle family's, the revoked family's and the rotated token");
     assert_eq!(count(auth_db, "SELECT COUNT(*) FROM login_throttle").await, throttle_rows - 1);
+    assert_eq!(
+        db_rows(auth_db, "SELECT LEFT(token_hash, 1) FROM password_reset_tokens").await,
+        vec![vec!["b".to_string()]],
+        "the live reset token stays"
+    );
     assert_eq!(db_rows(customer_db, "SELECT id FROM stripe_events WHERE id LIKE 'evt_purge%'").await, vec![vec!["evt_purge_new".to_string()]]);
     assert_eq!(count(auth_db, "SELECT COUNT(*) FROM audit_log").await, audit_auth);
 

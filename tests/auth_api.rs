@@ -508,3 +508,73 @@ async fn health_and_jwks() {
     assert_eq!(keys[0]["alg"], "EdDSA");
     assert_eq!(keys[0]["use"], "sig");
 }
+
+/// Password recovery: the operator's mailer (a service in `password_reset_services`) asks for a
+/// token and would email it; the user sets a new password with it, once, and every session ends.
+#[tokio::test]
+async fn a_reset_token_from_the_mailer_sets_a_new_password_once() {
+    let mailer = admin::keys::SeedKey::generate().expect("key");
+    let mailer_entry = mailer.trusted_entry("mailer");
+    let app = integration_tests::spawn_app_with(move |vars: &mut std::collections::BTreeMap<String, String>| {
+        let trusted = format!("{},{mailer_entry}", vars["trusted_service_keys"]);
+        vars.insert("trusted_service_keys".into(), trusted);
+        vars.insert("auth_password_reset_services".into(), "mailer".into());
+    })
+    .await
+    .expect("app starts");
+    let session = register(&app, "Ada", "ada@example.org").await;
+    let mailer_token = tokens::SigningKeys::parse(&mailer.encode()).expect("key").issue_service_token("mailer", now()).expect("token").token;
+    let customer_token = tokens::SigningKeys::parse(&app.variables["service_token_key"]).expect("key").issue_service_token("customer", now()).expect("token").token;
+
+    // Only the mailer may ask; an unknown email is 404 to it.
+    for (who, bearer) in [("customer", customer_token.as_str()), ("the user", token(&session).as_str())] {
+        let answer = send(&app, "POST", "/api/v3/users/password-resets", Some(bearer), Some(json!({"email": "ada@example.org"}))).await;
+        assert_problem(&answer, 403, "forbidden");
+        assert!(answer.body["detail"].is_string(), "{who}");
+    }
+    let answer = send(&app, "POST", "/api/v3/users/password-resets", None, Some(json!({"email": "ada@example.org"}))).await;
+    assert_problem(&answer, 401, "missing_token");
+    let answer = send(&app, "POST", "/api/v3/users/password-resets", Some(&mailer_token), Some(json!({"email": "nobody@example.org"}))).await;
+    assert_problem(&answer, 404, "user_not_found");
+    let issued = send(&app, "POST", "/api/v3/users/password-resets", Some(&mailer_token), Some(json!({"email": " ADA@Example.org"}))).await;
+    assert_eq!(issued.status, 201, "{}", issued.text);
+    assert_eq!(issued.body["user_id"], session["user"]["id"]);
+    assert!(is_rfc3339_utc(&issued.body["expires_at"]), "{}", issued.text);
+    let reset_token = issued.body["token"].as_str().expect("token").to_string();
+    assert_eq!(reset_token.len(), 43);
+
+    // A weak new password is refused without using the token; then the token sets the password.
+    let weak = post(&app, "/api/v3/auth/password-reset", json!({"token": reset_token, "new_password": "password"})).await;
+    assert_eq!((weak.status, &weak.body["errors"][0]["field"]), (422, &json!("new_password")), "{}", weak.text);
+    let done = post(&app, "/api/v3/auth/password-reset", json!({"token": reset_token, "new_password": "difference-engine-1822"})).await;
+    assert_eq!(done.status, 204, "{}", done.text);
+    let again = post(&app, "/api/v3/auth/password-reset", json!({"token": reset_token, "new_password": "jacquard-loom-1804"})).await;
+    assert_problem(&again, 400, "invalid_reset_token");
+    let junk = post(&app, "/api/v3/auth/password-reset", json!({"token": "not-a-token", "new_password": "jacquard-loom-1804"})).await;
+    assert_problem(&junk, 400, "invalid_reset_token");
+
+    assert_eq!(login(&app, "ada@example.org", "difference-engine-1822").await.status, 200);
+    assert_problem(&login(&app, "ada@example.org", PASSWORD).await, 401, "invalid_credentials");
+    let old_session = post(&app, "/api/v3/auth/refresh", json!({"refresh_token": refresh_token(&session)})).await;
+    assert_problem(&old_session, 401, "invalid_refresh_token");
+    let reasons = rows(&app, "SELECT DISTINCT revoked_reason FROM refresh_token_families WHERE revoked_at IS NOT NULL").await;
+    assert_eq!(reasons, vec![vec!["password_reset".to_string()]]);
+
+    assert_eq!(rows(&app, "SELECT COUNT(*) FROM password_reset_tokens").await, vec![vec!["0".to_string()]], "used tokens are gone");
+    let audit = rows(&app, "SELECT event, success, COALESCE(reason, ''), actor FROM audit_log WHERE event LIKE 'password_reset%' ORDER BY id").await;
+    let user_actor = format!("user:{}", session["user"]["id"].as_str().expect("id"));
+    let expected: Vec<Vec<String>> = [
+        ["password_reset_issue", "0", "unknown_email", "service:mailer"],
+        ["password_reset_issue", "1", "", "service:mailer"],
+        ["password_reset", "1", "", user_actor.as_str()],
+        ["password_reset", "0", "invalid_token", "anonymous"],
+        ["password_reset", "0", "invalid_token", "anonymous"],
+    ]
+    .iter()
+    .map(|row| row.iter().map(|s| s.to_string()).collect())
+    .collect();
+    assert_eq!(audit, expected);
+    let dump = rows(&app, "SELECT CONCAT_WS('|', actor, COALESCE(subject,''), COALESCE(detail,'')) FROM audit_log").await;
+    assert!(!format!("{dump:?}").contains(&reset_token), "the token is never written down");
+    assert!(!app.host.log().contains(&reset_token), "the token is never logged");
+}

@@ -11,6 +11,8 @@
 //!   expired: refused all the same.
 //! - auth `login_throttle` rows with no failure since: the window is at most one day
 //!   (`login_throttle_window_secs`), so such a row no longer throttles anyone.
+//! - auth `password_reset_tokens` past their `expires_at` (an hour after issue): refused as
+//!   expired already, they decide nothing.
 //!
 //! And, older than `--events-older-than-days` (at least 4, default 30): customer's
 //! `stripe_events` (the webhook inbox). Stripe retries a delivery for up to 3 days; an event
@@ -145,6 +147,11 @@ const TOKENS: Rule = Rule {
     condition: "expires_at < ?",
     what: "refresh tokens expired",
 };
+const RESET_TOKENS: Rule = Rule {
+    table: "password_reset_tokens",
+    condition: "expires_at < ?",
+    what: "password-reset tokens expired",
+};
 const THROTTLE: Rule = Rule {
     table: "login_throttle",
     condition: "last_failure_at < ?",
@@ -175,7 +182,7 @@ pub async fn run(cross: &CrossDb, settings: &Settings) -> Result<Report> {
         // Tokens before families, so that a dry run counts what a real run deletes: a family's
         // expired tokens are counted as tokens, and only a revoked family's live ones go uncounted
         // with it (by the foreign key).
-        let mut rules = vec![(TOKENS, cutoff), (FAMILIES, cutoff), (THROTTLE, cutoff)];
+        let mut rules = vec![(TOKENS, cutoff), (FAMILIES, cutoff), (THROTTLE, cutoff), (RESET_TOKENS, cutoff)];
         rules.extend(settings.audit_older_than.map(|age| (AUTH_AUDIT, before(age))));
         let url = cross.auth_url("purge deletes auth's expired rows")?;
         purge_database(url, "auth", rules, cross, &mut report).await?;

@@ -11,6 +11,7 @@ use crate::domain::client_addr::{UNKNOWN_ADDRESS, parse_addr};
 use crate::domain::fields::{Name, parse_email};
 use crate::domain::password::Password;
 use crate::domain::ports::SessionRow;
+use crate::domain::recovery::{self, IssuedReset, ResetToken};
 use crate::domain::{Ctx, time};
 use crate::error::{Error, FieldError};
 use crate::store::mysql::MysqlStore;
@@ -249,6 +250,28 @@ pub fn parse_refresh_token(map: Map<String, Value>) -> Result<Option<RefreshToke
     f.finish()?;
     // A string that cannot be one of ours never reaches the database.
     Ok(token.and_then(|t| RefreshToken::parse(&t).ok()))
+}
+
+/// `{email}` of a password-reset request (a service's).
+pub fn parse_reset_request(map: Map<String, Value>) -> Result<sealed_email::NormalizedEmail, Error> {
+    let mut f = Fields::new(map);
+    let email = f.required("email").and_then(|v| f.check(parse_email("email", &v)));
+    match email {
+        Some(email) if f.errors.is_empty() => Ok(email),
+        _ => Err(f.finish().err().unwrap_or(Error::Internal)),
+    }
+}
+
+/// `{token, new_password}`: the token is `None` when it cannot be one we issue (refused as
+/// invalid, never looked up); the new password follows the registration rules (422).
+pub fn parse_password_reset(map: Map<String, Value>) -> Result<(Option<ResetToken>, Password), Error> {
+    let mut f = Fields::new(map);
+    let token = f.required("token");
+    let new = f.required("new_password").and_then(|v| f.check(new_password("new_password", &v)));
+    match (token, new) {
+        (Some(token), Some(new)) if f.errors.is_empty() => Ok((ResetToken::parse(&token).ok(), new)),
+        _ => Err(f.finish().err().unwrap_or(Error::Internal)),
+    }
 }
 
 /// `{refresh_token, scope?}`: `scope` is `session` (the default), `others` or `all`.
@@ -494,6 +517,35 @@ fn live_session_json(session: &SessionRow) -> Value {
 
 fn caller(source: &impl Source, crypto: &crate::domain::Crypto, req: &Incoming) -> Result<Caller, Error> {
     accounts::authenticate_caller(crypto, &req.ctx, bearer(req.authorization), || config::trusted_services(source))
+}
+
+fn issued_reset_json(reset: &IssuedReset) -> Value {
+    json!({
+        "user_id": reset.user_id,
+        "token": reset.token.as_str(),
+        "expires_at": time::rfc3339(i64::try_from(reset.expires_at).unwrap_or(i64::MAX)),
+    })
+}
+
+/// `POST /users/password-resets` (a service in `password_reset_services`).
+pub fn issue_password_reset(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
+    let crypto = config::crypto(source)?;
+    let caller = caller(source, &crypto, req)?;
+    let allowed = config::password_reset_services(source)?;
+    let email = parse_reset_request(json_object(req.content_type, req.body)?)?;
+    let settings = config::settings(source)?;
+    let mut store = open_store(source)?;
+    let reset = recovery::issue_reset(&mut store, &crypto, &settings, &req.ctx, &caller, &allowed, &email)?;
+    Ok(Reply::json(201, &issued_reset_json(&reset)))
+}
+
+/// `POST /auth/password-reset` (anyone holding a reset token).
+pub fn reset_password(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
+    let (token, new) = parse_password_reset(json_object(req.content_type, req.body)?)?;
+    let crypto = config::crypto(source)?;
+    let mut store = open_store(source)?;
+    recovery::reset_password(&mut store, &crypto, &req.ctx, token.as_ref(), &new)?;
+    Ok(Reply::no_content())
 }
 
 pub fn get_user(source: &impl Source, req: &Incoming, id: &str) -> Result<Reply, Error> {

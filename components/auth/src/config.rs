@@ -20,6 +20,9 @@ pub const TOKEN_SIGNING_KEYS: &str = "token_signing_keys";
 /// `<service>:<kid>:<base64 Ed25519 public key>[,...]`: services that may read users; may be
 /// empty (then no service is trusted).
 pub const TRUSTED_SERVICE_KEYS: &str = "trusted_service_keys";
+/// Services (names as in `trusted_service_keys`, comma-separated) that may ask for password-reset
+/// tokens; empty (the default) lets none.
+pub const PASSWORD_RESET_SERVICES: &str = "password_reset_services";
 /// Reverse proxies (`<ip>` or `<ip>/<prefix>`, comma-separated) believed about
 /// `X-Forwarded-For`; empty trusts nobody.
 pub const TRUSTED_PROXIES: &str = "trusted_proxies";
@@ -90,6 +93,19 @@ pub fn trusted_services(source: &impl Source) -> Result<Option<TrustedServiceKey
             .map(Some)
             .map_err(|err| Error::misconfigured(TRUSTED_SERVICE_KEYS, format!("is not valid: {err}"))),
     }
+}
+
+/// The services that may ask for password-reset tokens; none when the variable is empty.
+pub fn password_reset_services(source: &impl Source) -> Result<Vec<String>, Error> {
+    let Some(value) = source.get(PASSWORD_RESET_SERVICES)? else {
+        return Ok(Vec::new());
+    };
+    let names: Vec<String> = value.split(',').map(|name| name.trim().to_owned()).collect();
+    let plain = |name: &String| !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !names.iter().all(plain) {
+        return Err(Error::misconfigured(PASSWORD_RESET_SERVICES, "is not valid: list service names (letters, digits, - _ .), comma-separated"));
+    }
+    Ok(names)
 }
 
 /// The proxies whose `X-Forwarded-For` is believed; none when the variable is empty.
@@ -167,6 +183,16 @@ mod tests {
             trusted_services(&map(&[(TRUSTED_SERVICE_KEYS, "customer:c1")])),
             Err(Error::Misconfigured { variable: TRUSTED_SERVICE_KEYS, .. })
         ));
+    }
+
+    #[test]
+    fn reset_services_default_to_none_and_a_bad_list_names_the_variable() {
+        assert_eq!(password_reset_services(&map(&[])).unwrap(), Vec::<String>::new());
+        assert_eq!(password_reset_services(&map(&[(PASSWORD_RESET_SERVICES, " mailer, ops")])).unwrap(), ["mailer", "ops"]);
+        for bad in ["mailer,,ops", "mail er", "mailer:k1"] {
+            let err = password_reset_services(&map(&[(PASSWORD_RESET_SERVICES, bad)])).unwrap_err();
+            assert!(matches!(err, Error::Misconfigured { variable: PASSWORD_RESET_SERVICES, .. }), "{bad}: {err:?}");
+        }
     }
 
     #[test]

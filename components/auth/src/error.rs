@@ -54,8 +54,13 @@ pub enum Error {
     InvalidToken,
     /// 401 `invalid_refresh_token`: unknown, expired, revoked or reused.
     InvalidRefreshToken,
+    /// 400 `invalid_reset_token`: a password-reset token unknown, expired or already used.
+    InvalidResetToken,
     /// 403 `wrong_password`: the current password given to confirm a change is wrong.
     WrongPassword,
+    /// 403 `forbidden`: a caller proven, but not one allowed here (a user's token, or a service
+    /// not in `password_reset_services`, asking for a reset token).
+    Forbidden,
     /// 404 `user_not_found`: no such user, or not one this caller may read.
     UserNotFound,
     /// 404 `session_not_found`: the caller has no live session by this id (another user's is
@@ -144,7 +149,9 @@ impl Error {
             Error::MissingToken => (401, "missing_token", "Authentication required"),
             Error::InvalidToken => (401, "invalid_token", "Invalid token"),
             Error::InvalidRefreshToken => (401, "invalid_refresh_token", "Invalid refresh token"),
+            Error::InvalidResetToken => (400, "invalid_reset_token", "Invalid reset token"),
             Error::WrongPassword => (403, "wrong_password", "Wrong password"),
+            Error::Forbidden => (403, "forbidden", "Forbidden"),
             Error::UserNotFound => (404, "user_not_found", "User not found"),
             Error::SessionNotFound => (404, "session_not_found", "Session not found"),
             Error::RouteNotFound => (404, "not_found", "Not found"),
@@ -170,7 +177,9 @@ impl Error {
             Error::MissingToken => "Send an access token as Authorization: Bearer <token>.".into(),
             Error::InvalidToken => "The access token is invalid or expired.".into(),
             Error::InvalidRefreshToken => "The refresh token is invalid, expired or revoked; sign in again.".into(),
+            Error::InvalidResetToken => "The reset token is unknown, expired or already used; ask for a new one.".into(),
             Error::WrongPassword => "The current password is incorrect.".into(),
+            Error::Forbidden => "This caller may not do this.".into(),
             Error::UserNotFound => "No such user.".into(),
             Error::SessionNotFound => "You have no session with this id.".into(),
             Error::RouteNotFound => "No resource at this path.".into(),

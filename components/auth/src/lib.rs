@@ -100,6 +100,8 @@ fn dispatch(request: &Request, endpoint: Endpoint, id: Option<&str>) -> Result<R
         Endpoint::User => api::get_user(&source, &incoming, id.unwrap_or_default()),
         Endpoint::Sessions => api::sessions(&source, &incoming),
         Endpoint::RevokeSession => api::revoke_session(&source, &incoming, id.unwrap_or_default()),
+        Endpoint::IssuePasswordReset => api::issue_password_reset(&source, &incoming),
+        Endpoint::ResetPassword => api::reset_password(&source, &incoming),
     }
 }
 

@@ -19,6 +19,8 @@ pub enum Endpoint {
     User,
     Sessions,
     RevokeSession,
+    IssuePasswordReset,
+    ResetPassword,
 }
 
 /// (method, path template, endpoint). `{id}` matches one path segment.
@@ -29,6 +31,7 @@ pub const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("POST", "/api/v3/auth/login", Endpoint::Login),
     ("POST", "/api/v3/auth/refresh", Endpoint::Refresh),
     ("POST", "/api/v3/auth/logout", Endpoint::Logout),
+    ("POST", "/api/v3/auth/password-reset", Endpoint::ResetPassword),
     ("GET", "/api/v3/users/me", Endpoint::Me),
     ("PATCH", "/api/v3/users/me", Endpoint::UpdateMe),
     ("DELETE", "/api/v3/users/me", Endpoint::DeleteMe),
@@ -36,6 +39,7 @@ pub const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("GET", "/api/v3/users/me/sessions", Endpoint::Sessions),
     ("DELETE", "/api/v3/users/me/sessions/{id}", Endpoint::RevokeSession),
     ("POST", "/api/v3/users/batch", Endpoint::Batch),
+    ("POST", "/api/v3/users/password-resets", Endpoint::IssuePasswordReset),
     ("GET", "/api/v3/users/{id}", Endpoint::User),
 ];
 

@@ -64,7 +64,7 @@ pub enum Caller {
 
 // ---- helpers -----------------------------------------------------------------------------------
 
-fn event(event: &'static str, success: bool, reason: Option<&'static str>, ctx: &Ctx) -> AuditEvent {
+pub(super) fn event(event: &'static str, success: bool, reason: Option<&'static str>, ctx: &Ctx) -> AuditEvent {
     AuditEvent {
         event,
         success,
@@ -86,7 +86,7 @@ fn user_event(name: &'static str, success: bool, reason: Option<&'static str>, c
 }
 
 /// Runs `f` inside START TRANSACTION / COMMIT; rolls back when it fails.
-fn in_transaction<S: Store, T>(store: &mut S, f: impl FnOnce(&mut S) -> Result<T, Error>) -> Result<T, Error> {
+pub(super) fn in_transaction<S: Store, T>(store: &mut S, f: impl FnOnce(&mut S) -> Result<T, Error>) -> Result<T, Error> {
     store.begin()?;
     match f(store) {
         Ok(value) => {
@@ -261,7 +261,7 @@ fn reauthenticate<S: Store>(
     }
 }
 
-fn write_of(user: &UserRow) -> UserWrite {
+pub(super) fn write_of(user: &UserRow) -> UserWrite {
     UserWrite {
         name: user.name.clone(),
         email_encrypted: user.email_encrypted.clone(),
@@ -272,7 +272,7 @@ fn write_of(user: &UserRow) -> UserWrite {
 }
 
 /// Re-seals the stored email with the active key when it was sealed with an older one.
-fn reseal_if_needed(crypto: &Crypto, user: &UserRow, write: &mut UserWrite) -> Result<bool, Error> {
+pub(super) fn reseal_if_needed(crypto: &Crypto, user: &UserRow, write: &mut UserWrite) -> Result<bool, Error> {
     if !crypto.email.needs_reseal(&user.email_encrypted) {
         return Ok(false);
     }
@@ -745,7 +745,7 @@ pub fn authenticate_caller(
     }
 }
 
-fn rate_limit<S: Store>(store: &mut S, settings: &Settings, ctx: &Ctx, service: &str) -> Result<(), Error> {
+pub(super) fn rate_limit<S: Store>(store: &mut S, settings: &Settings, ctx: &Ctx, service: &str) -> Result<(), Error> {
     let window_start = ctx.now - ctx.now % 60;
     let count = store.count_service_call(service, window_start)?;
     if count > settings.service_calls_per_minute {

@@ -539,3 +539,102 @@ fn record_for(store: &mut MemoryStore, user: &str, digest: &str) {
     let (row, _) = store.state.tokens.values_mut().find(|(row, _)| row.user_id == user).expect("a refresh token of the user");
     row.access_token_hash = digest.to_owned();
 }
+
+// ---- password resets (domain::recovery) --------------------------------------------------------
+
+mod resets {
+    use super::*;
+    use crate::domain::recovery::{RESET_TOKEN_TTL_SECS, ResetToken, issue_reset, reset_password};
+
+    fn mailer() -> Caller {
+        Caller::Service("mailer".into())
+    }
+
+    fn allowed() -> Vec<String> {
+        vec!["mailer".into()]
+    }
+
+    fn email(raw: &str) -> sealed_email::NormalizedEmail {
+        parse_email("email", raw).expect("email")
+    }
+
+    fn new_password(raw: &str) -> Password {
+        Password::new_secret(raw).expect("password")
+    }
+
+    #[test]
+    fn a_token_from_the_mailer_sets_a_new_password_once_and_signs_out_everywhere() {
+        let (mut store, crypto, settings, session) = setup();
+        let reset = issue_reset(&mut store, &crypto, &settings, &ctx(NOW), &mailer(), &allowed(), &email(" ADA@example.org")).expect("issued");
+        assert_eq!(reset.user_id, session.user.id);
+        assert_eq!(reset.expires_at, NOW + RESET_TOKEN_TTL_SECS);
+        assert!(!format!("{reset:?}").contains(reset.token.as_str()), "the token never prints");
+        // Stored hashed only.
+        assert!(store.state.reset_tokens.contains_key(&reset.token.hash()));
+
+        reset_password(&mut store, &crypto, &ctx(NOW + 60), Some(&reset.token), &new_password("difference-engine-1822")).expect("reset");
+        assert!(login(&mut store, &crypto, &settings, &ctx(NOW + 61), credentials("ada@example.org", "difference-engine-1822")).is_ok());
+        assert_eq!(
+            login(&mut store, &crypto, &settings, &ctx(NOW + 62), credentials("ada@example.org", "analytical-engine-1843")).unwrap_err(),
+            Error::InvalidCredentials
+        );
+        // The session from before the reset is over.
+        assert_eq!(refresh(&mut store, &crypto, &settings, &ctx(NOW + 63), &session.refresh).unwrap_err(), Error::InvalidRefreshToken);
+        // Once only.
+        let again = reset_password(&mut store, &crypto, &ctx(NOW + 64), Some(&reset.token), &new_password("jacquard-loom-1804"));
+        assert_eq!(again.unwrap_err(), Error::InvalidResetToken);
+        let events = store.events();
+        assert!(events.contains(&("password_reset_issue", true, None)), "{events:?}");
+        assert!(events.contains(&("password_reset", true, None)), "{events:?}");
+        assert!(events.contains(&("password_reset", false, Some("invalid_token"))), "{events:?}");
+    }
+
+    #[test]
+    fn only_an_allowed_service_gets_a_token_and_an_unknown_email_is_404() {
+        let (mut store, crypto, settings, session) = setup();
+        let ada = email("ada@example.org");
+        let user = Caller::User(session.user.id.clone());
+        let customer = Caller::Service("customer".into());
+        for caller in [&user, &customer] {
+            let err = issue_reset(&mut store, &crypto, &settings, &ctx(NOW), caller, &allowed(), &ada).unwrap_err();
+            assert_eq!(err, Error::Forbidden, "{caller:?}");
+        }
+        assert_eq!(issue_reset(&mut store, &crypto, &settings, &ctx(NOW), &mailer(), &[], &ada).unwrap_err(), Error::Forbidden);
+        let err = issue_reset(&mut store, &crypto, &settings, &ctx(NOW), &mailer(), &allowed(), &email("nobody@example.org")).unwrap_err();
+        assert_eq!(err, Error::UserNotFound);
+        assert!(store.state.reset_tokens.is_empty());
+        assert!(store.events().contains(&("password_reset_issue", false, Some("unknown_email"))));
+    }
+
+    #[test]
+    fn an_expired_a_replaced_or_a_malformed_token_is_refused() {
+        let (mut store, crypto, settings, _) = setup();
+        let ada = email("ada@example.org");
+        let first = issue_reset(&mut store, &crypto, &settings, &ctx(NOW), &mailer(), &allowed(), &ada).expect("issued");
+        let second = issue_reset(&mut store, &crypto, &settings, &ctx(NOW + 1), &mailer(), &allowed(), &ada).expect("issued");
+        let pw = new_password("difference-engine-1822");
+        assert_eq!(reset_password(&mut store, &crypto, &ctx(NOW + 2), Some(&first.token), &pw).unwrap_err(), Error::InvalidResetToken);
+        assert_eq!(reset_password(&mut store, &crypto, &ctx(NOW + 2), None, &pw).unwrap_err(), Error::InvalidResetToken);
+        let stranger = ResetToken::generate();
+        assert_eq!(reset_password(&mut store, &crypto, &ctx(NOW + 2), Some(&stranger), &pw).unwrap_err(), Error::InvalidResetToken);
+        let expired = ctx(NOW + 1 + RESET_TOKEN_TTL_SECS);
+        assert_eq!(reset_password(&mut store, &crypto, &expired, Some(&second.token), &pw).unwrap_err(), Error::InvalidResetToken);
+        assert!(login(&mut store, &crypto, &settings, &ctx(NOW + 3), credentials("ada@example.org", "analytical-engine-1843")).is_ok());
+    }
+
+    #[test]
+    fn a_backfilled_user_without_a_password_signs_in_after_a_reset() {
+        let (mut store, crypto, settings, session) = setup();
+        let row = store.state.users.get_mut(&session.user.id).expect("user");
+        row.password_hash = None;
+        row.must_reset_password = true;
+        assert_eq!(
+            login(&mut store, &crypto, &settings, &ctx(NOW), credentials("ada@example.org", "analytical-engine-1843")).unwrap_err(),
+            Error::InvalidCredentials
+        );
+        let reset = issue_reset(&mut store, &crypto, &settings, &ctx(NOW), &mailer(), &allowed(), &email("ada@example.org")).expect("issued");
+        reset_password(&mut store, &crypto, &ctx(NOW + 5), Some(&reset.token), &new_password("first-own-password-1")).expect("reset");
+        assert!(!store.state.users[&session.user.id].must_reset_password);
+        assert!(login(&mut store, &crypto, &settings, &ctx(NOW + 6), credentials("ada@example.org", "first-own-password-1")).is_ok());
+    }
+}

@@ -18,6 +18,8 @@ pub struct State {
     /// Checks in flight: id -> (account, address, started at).
     pub checks: BTreeMap<u64, (String, String, u64)>,
     pub service_calls: BTreeMap<(String, u64), u64>,
+    /// token hash -> (user id, expires at)
+    pub reset_tokens: BTreeMap<String, (String, u64)>,
     pub audit: Vec<AuditEvent>,
 }
 
@@ -147,7 +149,20 @@ impl Store for MemoryStore {
         self.state.users.remove(id);
         self.state.families.retain(|_, (user, _)| user != id);
         self.state.tokens.retain(|_, (row, _)| row.user_id != id);
+        self.state.reset_tokens.retain(|_, (user, _)| user != id);
         Ok(())
+    }
+
+    fn replace_reset_token(&mut self, user_id: &str, token_hash: &str, _now: u64, expires_at: u64) -> Result<(), StoreError> {
+        self.state.reset_tokens.retain(|_, (user, _)| user != user_id);
+        self.state.reset_tokens.insert(token_hash.to_owned(), (user_id.to_owned(), expires_at));
+        Ok(())
+    }
+    fn take_reset_token(&mut self, token_hash: &str, now: u64) -> Result<Option<String>, StoreError> {
+        match self.state.reset_tokens.remove(token_hash) {
+            Some((user, expires_at)) if expires_at > now => Ok(Some(user)),
+            _ => Ok(None),
+        }
     }
 
     fn insert_family(&mut self, family_id: &str, user_id: &str, now: u64, origin: &SessionOrigin, first: &NewRefresh) -> Result<(), StoreError> {

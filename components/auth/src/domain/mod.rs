@@ -7,6 +7,7 @@ pub mod fields;
 pub mod ids;
 pub mod password;
 pub mod ports;
+pub mod recovery;
 pub mod time;
 
 #[cfg(test)]

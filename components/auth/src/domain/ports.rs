@@ -214,6 +214,13 @@ pub trait Store {
     /// unrevoked family by that id.
     fn revoke_session(&mut self, user_id: &str, family_id: &str, now: u64, reason: &'static str) -> Result<bool, StoreError>;
 
+    // Password resets.
+    /// Stores a reset token (its SHA-256) for the user, deleting the user's older ones.
+    fn replace_reset_token(&mut self, user_id: &str, token_hash: &str, now: u64, expires_at: u64) -> Result<(), StoreError>;
+    /// The user of an unexpired reset token, which is deleted (each works once); None for a
+    /// token unknown, expired or already used. Call it in the transaction that uses it.
+    fn take_reset_token(&mut self, token_hash: &str, now: u64) -> Result<Option<String>, StoreError>;
+
     // Login throttling.
     /// Counts a password check on `account` from `address` as in flight before it runs, and
     /// returns both keys' counters with the checks that began before it and have not ended

@@ -400,6 +400,32 @@ impl Store for MysqlStore {
         Ok(true)
     }
 
+    fn replace_reset_token(&mut self, user_id: &str, token_hash: &str, now: u64, expires_at: u64) -> Result<(), StoreError> {
+        self.exec("delete older reset tokens", "DELETE FROM password_reset_tokens WHERE user_id = ?", &[s(user_id)])?;
+        self.exec(
+            "insert reset token",
+            "INSERT INTO password_reset_tokens (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            &[s(token_hash), s(user_id), n(now), n(expires_at)],
+        )
+    }
+
+    fn take_reset_token(&mut self, token_hash: &str, now: u64) -> Result<Option<String>, StoreError> {
+        // Locked, then deleted in the caller's transaction: of two requests with one token,
+        // the second finds nothing.
+        let rows = self.rows(
+            "lock a reset token",
+            "SELECT user_id, expires_at FROM password_reset_tokens WHERE token_hash = ? FOR UPDATE",
+            &[s(token_hash)],
+        )?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let user_id = col(row, 0, "user_id", text)?;
+        let expires_at = col(row, 1, "expires_at", unsigned)?;
+        self.exec("use a reset token", "DELETE FROM password_reset_tokens WHERE token_hash = ?", &[s(token_hash)])?;
+        Ok((expires_at > now).then_some(user_id))
+    }
+
     fn begin_check(&mut self, account: &str, address: &str, now: u64) -> Result<CheckStart, StoreError> {
         self.exec(
             "begin login check",
