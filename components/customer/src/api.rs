@@ -231,11 +231,17 @@ impl TryFrom<SubscribeDto> for PriceId {
     type Error = Error;
 
     fn try_from(dto: SubscribeDto) -> Result<Self, Error> {
-        match dto.price_id {
-            None => Err(Error::field("price_id", "required", "is required")),
-            Some(Value::String(s)) => PriceId::parse(&s).map_err(|detail| Error::field("price_id", "invalid_format", detail)),
-            Some(_) => Err(Error::field("price_id", "invalid_type", "must be a string")),
-        }
+        required_string("price_id", dto.price_id, PriceId::parse)
+    }
+}
+
+/// A required string field, parsed: absent or null is `required`, another JSON type
+/// `invalid_type`, a string `parse` refuses `invalid_format` with its reason.
+fn required_string<T>(field: &str, raw: Option<Value>, parse: impl Fn(&str) -> Result<T, &'static str>) -> Result<T, Error> {
+    match raw {
+        None => Err(Error::field(field, "required", "is required")),
+        Some(Value::String(s)) => parse(&s).map_err(|detail| Error::field(field, "invalid_format", detail)),
+        Some(_) => Err(Error::field(field, "invalid_type", "must be a string")),
     }
 }
 
@@ -267,7 +273,7 @@ impl TryFrom<SubscriptionChangeDto> for SubscriptionChange {
         let mut errors = Vec::new();
         let price = match dto.price_id {
             None => None,
-            Some(raw) => match PriceId::try_from(SubscribeDto { price_id: Some(raw) }) {
+            Some(raw) => match required_string("price_id", Some(raw), PriceId::parse) {
                 Ok(price) => Some(price),
                 Err(Error::Validation(mut field)) => {
                     errors.append(&mut field);
@@ -300,11 +306,7 @@ impl TryFrom<PaymentMethodDto> for PaymentMethodId {
     type Error = Error;
 
     fn try_from(dto: PaymentMethodDto) -> Result<Self, Error> {
-        match dto.payment_method_id {
-            None => Err(Error::field("payment_method_id", "required", "is required")),
-            Some(Value::String(s)) => PaymentMethodId::parse(&s).map_err(|detail| Error::field("payment_method_id", "invalid_format", detail)),
-            Some(_) => Err(Error::field("payment_method_id", "invalid_type", "must be a string")),
-        }
+        required_string("payment_method_id", dto.payment_method_id, PaymentMethodId::parse)
     }
 }
 

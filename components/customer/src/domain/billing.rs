@@ -437,19 +437,37 @@ fn adoptable_local_id(store: &dyn Store, remote: &super::StripeSubscription) -> 
     Ok(new_local_id())
 }
 
+/// The caller's subscription `id` and its Stripe id: 404 when the caller has none by that id,
+/// 409 `subscription_pending` while Stripe has not answered its creation yet.
+fn subscription_at_stripe(store: &dyn Store, user: &UserId, id: &str) -> Result<(Subscription, String), Error> {
+    let sub = store.subscription(user.as_str(), id)?.ok_or_else(|| Error::not_found("No such subscription."))?;
+    match sub.stripe_subscription_id.clone() {
+        Some(stripe_id) => Ok((sub, stripe_id)),
+        None => Err(Error::Conflict {
+            code: "subscription_pending",
+            detail: "The subscription is still being created; retry shortly.".into(),
+        }),
+    }
+}
+
+/// As [`subscription_at_stripe`], for a change only a live subscription takes: an ended one
+/// (`canceled`, `incomplete_expired`) is 409 `subscription_ended`.
+fn live_subscription(store: &dyn Store, user: &UserId, id: &str) -> Result<(Subscription, String), Error> {
+    let (sub, stripe_id) = subscription_at_stripe(store, user, id)?;
+    if !sub.status.is_live() {
+        return Err(Error::Conflict {
+            code: "subscription_ended",
+            detail: "This subscription has ended and cannot be changed; subscribe again.".into(),
+        });
+    }
+    Ok((sub, stripe_id))
+}
+
 /// `DELETE /customers/me/subscriptions/{id}`.
 pub fn cancel_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str, at_period_end: bool) -> Result<Subscription, Error> {
     let store = ctx.store;
     with_customer_locked(store, user, || {
-        let mut sub = store
-            .subscription(user.as_str(), id)?
-            .ok_or_else(|| Error::not_found("No such subscription."))?;
-        let Some(stripe_id) = sub.stripe_subscription_id.clone() else {
-            return Err(Error::Conflict {
-                code: "subscription_pending",
-                detail: "The subscription is still being created; retry shortly.".into(),
-            });
-        };
+        let (mut sub, stripe_id) = subscription_at_stripe(store, user, id)?;
         if !sub.status.is_live() || (at_period_end && sub.cancel_at_period_end) {
             return Ok(sub);
         }
@@ -478,21 +496,7 @@ pub fn cancel_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str, at_period_end
 pub fn resume_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str) -> Result<Subscription, Error> {
     let store = ctx.store;
     with_customer_locked(store, user, || {
-        let mut sub = store
-            .subscription(user.as_str(), id)?
-            .ok_or_else(|| Error::not_found("No such subscription."))?;
-        let Some(stripe_id) = sub.stripe_subscription_id.clone() else {
-            return Err(Error::Conflict {
-                code: "subscription_pending",
-                detail: "The subscription is still being created; retry shortly.".into(),
-            });
-        };
-        if !sub.status.is_live() {
-            return Err(Error::Conflict {
-                code: "subscription_ended",
-                detail: "This subscription has ended and cannot be resumed; subscribe again.".into(),
-            });
-        }
+        let (mut sub, stripe_id) = live_subscription(store, user, id)?;
         if !sub.cancel_at_period_end {
             return Ok(sub);
         }
@@ -517,21 +521,7 @@ pub fn resume_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str) -> Result<Sub
 pub fn change_price(ctx: &Ctx<'_>, user: &UserId, id: &str, price: &PriceId) -> Result<Subscription, Error> {
     let store = ctx.store;
     with_customer_locked(store, user, || {
-        let mut sub = store
-            .subscription(user.as_str(), id)?
-            .ok_or_else(|| Error::not_found("No such subscription."))?;
-        let Some(stripe_id) = sub.stripe_subscription_id.clone() else {
-            return Err(Error::Conflict {
-                code: "subscription_pending",
-                detail: "The subscription is still being created; retry shortly.".into(),
-            });
-        };
-        if !sub.status.is_live() {
-            return Err(Error::Conflict {
-                code: "subscription_ended",
-                detail: "This subscription has ended and cannot be changed; subscribe again.".into(),
-            });
-        }
+        let (mut sub, stripe_id) = live_subscription(store, user, id)?;
         if sub.price_id == price.as_str() {
             return Ok(sub);
         }
