@@ -139,6 +139,41 @@ async fn the_whole_journey_with_the_auth_stand_in() {
     assert!(actions.contains(&"customer.created".to_string()) && actions.contains(&"customer.deleted".to_string()), "{actions:?}");
 }
 
+/// One user's script cannot spend the Stripe account's rate limit: past its budget a minute,
+/// the user's requests that would reach Stripe get 429 and reach nothing; other users, and the
+/// routes that never call Stripe, go on.
+#[tokio::test]
+async fn each_user_has_a_budget_of_requests_that_reach_stripe() {
+    let app = spawn(|vars| {
+        vars.insert("stripe_calls_per_user_per_minute".into(), "3".into());
+    })
+    .await;
+    app.auth.add_user("u-1", "Ada Lovelace", "ada@example.org");
+    app.auth.add_user("u-2", "Grace Hopper", "grace@example.org");
+    // Begin early in a clock minute, so that the four calls below share one.
+    let into_minute = support::now().rem_euclid(60);
+    if into_minute > 45 {
+        tokio::time::sleep(Duration::from_secs((61 - into_minute) as u64)).await;
+    }
+    let (status, _, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1]})), &[]).await;
+    assert_eq!(status, 201);
+    let (status, _, _) = app.call("GET", "/api/v3/customers/me/invoices", "u-1", None, &[]).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = app.call("GET", "/api/v3/customers/me/payment-method", "u-1", None, &[]).await;
+    assert_eq!(status, 404, "no card yet");
+    let before = app.stripe.requests().await.len();
+    let (status, problem, headers) = app.call("GET", "/api/v3/customers/me/invoices", "u-1", None, &[]).await;
+    assert_eq!((status, &problem["code"]), (429, &json!("rate_limited")), "{problem}");
+    let retry_after: u64 = headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).expect("Retry-After");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(app.stripe.requests().await.len(), before, "the refused request reached nothing at Stripe");
+    // Not counted: the read that never calls Stripe. Another user has a budget of their own.
+    let (status, _, _) = app.call("GET", "/api/v3/customers/me", "u-1", None, &[]).await;
+    assert_eq!(status, 200);
+    let (status, body, _) = app.call("POST", "/api/v3/customers", "u-2", Some(json!({"area_ids": [2]})), &[]).await;
+    assert_eq!(status, 201, "{body}");
+}
+
 /// SCA: a card whose first payment asks for 3-D Secure. The subscription starts `incomplete`
 /// and its answer carries the PaymentIntent's client_secret for Stripe.js; read again later, it
 /// still does; once the user passes the check, Stripe's webhook makes it active.

@@ -14,6 +14,9 @@
 //! - auth `password_reset_tokens` past their `expires_at` (an hour after issue): refused as
 //!   expired already, they decide nothing.
 //!
+//! - customer `user_call_budget` rows of users with no call since (a counter of the current
+//!   minute only).
+//!
 //! And, older than `--events-older-than-days` (at least 4, default 30): customer's
 //! `stripe_events` (the webhook inbox). Stripe retries a delivery for up to 3 days; an event
 //! delivered again after its id was purged is applied again, which the subscription's
@@ -167,6 +170,11 @@ const EVENTS: Rule = Rule {
     condition: "received_at < FROM_UNIXTIME(?)",
     what: "Stripe events in the webhook inbox",
 };
+const CALL_BUDGETS: Rule = Rule {
+    table: "user_call_budget",
+    condition: "window_start < ?",
+    what: "per-user call counters idle",
+};
 const CUSTOMER_AUDIT: Rule = Rule {
     table: "audit_log",
     condition: "occurred_at < ?",
@@ -188,7 +196,7 @@ pub async fn run(cross: &CrossDb, settings: &Settings) -> Result<Report> {
         purge_database(url, "auth", rules, cross, &mut report).await?;
     }
     if matches!(settings.service, Service::Customer | Service::All) {
-        let mut rules = vec![(EVENTS, before(settings.events_older_than))];
+        let mut rules = vec![(EVENTS, before(settings.events_older_than)), (CALL_BUDGETS, before(settings.older_than))];
         rules.extend(settings.audit_older_than.map(|age| (CUSTOMER_AUDIT, before(age))));
         let url = cross.customer_url("purge deletes customer's old rows")?;
         purge_database(url, "customer", rules, cross, &mut report).await?;

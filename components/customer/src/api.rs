@@ -627,6 +627,19 @@ fn with_principal(request: &Request, run: impl FnOnce(&Req, &Deps, Principal) ->
     respond(authenticate(&req, &deps).and_then(|principal| run(&req, &deps, principal)))
 }
 
+/// [`ctx_run`] for a user's request that may call Stripe: counted against the user's budget
+/// for this minute first (`stripe_calls_per_user_per_minute`; a replayed Idempotency-Key answer
+/// runs nothing and is not counted).
+fn billing_run<T>(deps: &Deps, user: &UserId, run: impl FnOnce(&Ctx<'_>) -> Result<T, Error>) -> Result<T, Error> {
+    spend_stripe_budget(deps, user)?;
+    ctx_run(deps, run)
+}
+
+fn spend_stripe_budget(deps: &Deps, user: &UserId) -> Result<(), Error> {
+    let per_minute = u64::try_from(config::number(config::STRIPE_CALLS_PER_USER_PER_MINUTE, 60)?).unwrap_or(60);
+    billing::spend_stripe_budget(deps.store()?, user, deps.now, per_minute)
+}
+
 fn ctx_run<T>(deps: &Deps, run: impl FnOnce(&Ctx<'_>) -> Result<T, Error>) -> Result<T, Error> {
     let store = deps.store()?;
     let stripe = deps.stripe()?;
@@ -640,7 +653,7 @@ pub fn create_customer(request: Request, _params: Params) -> Response {
         let mut reply = idempotent(req, deps, &principal, || {
             let user = user_only(principal.clone())?;
             let areas = AreaIds::try_from(json_body::<AreaIdsDto>(req)?)?;
-            let customer = ctx_run(deps, |ctx| billing::create_customer(ctx, &user, &areas))?;
+            let customer = billing_run(deps, &user, |ctx| billing::create_customer(ctx, &user, &areas))?;
             Ok(Reply::json(201, &customer_json(&customer)))
         })?;
         // Where the new customer is, as auth's register says where the new user is; on a replay
@@ -725,7 +738,7 @@ pub fn delete_me(request: Request, _params: Params) -> Response {
     with_principal(&request, |req, deps, principal| {
         idempotent(req, deps, &principal, || {
             let user = user_only(principal.clone())?;
-            ctx_run(deps, |ctx| billing::delete_customer(ctx, &user))?;
+            billing_run(deps, &user, |ctx| billing::delete_customer(ctx, &user))?;
             Ok(Reply::no_content())
         })
     })
@@ -749,6 +762,7 @@ pub fn erase_account(request: Request, _params: Params) -> Response {
         // The body goes to auth as sent; here only its form is checked, so a malformed request
         // reaches neither service.
         json_body::<Value>(req)?;
+        spend_stripe_budget(deps, &user)?;
         let token = deps.bearer.as_deref().ok_or(Error::MissingToken)?;
         let auth = deps.auth()?;
         let forwarded = forwarded_for(req.header("x-forwarded-for"), req.header("spin-client-addr"));
@@ -772,6 +786,7 @@ pub fn erase_account(request: Request, _params: Params) -> Response {
             Err(err) => return Err(unavailable(err.to_string())),
         };
         auth.forget_profile(user.as_str());
+        // Counted at the start of the erasure, not again here.
         let billing = match ctx_run(deps, |ctx| billing::delete_customer(ctx, &user)) {
             Ok(closed) => Some(closed),
             Err(Error::NotFound { code: "not_a_customer", .. }) => None,
@@ -904,7 +919,7 @@ pub fn create_subscription(request: Request, _params: Params) -> Response {
         idempotent(req, deps, &principal, || {
             let user = user_only(principal.clone())?;
             let price = PriceId::try_from(json_body::<SubscribeDto>(req)?)?;
-            let view = ctx_run(deps, |ctx| billing::subscribe(ctx, &user, &price))?;
+            let view = billing_run(deps, &user, |ctx| billing::subscribe(ctx, &user, &price))?;
             Ok(Reply::json(201, &subscription_view_json(&view)))
         })
     })
@@ -933,7 +948,7 @@ pub fn cancel_subscription(request: Request, params: Params) -> Response {
                 Some("false") => false,
                 Some(_) => return Err(Error::bad_request("invalid_query", "at_period_end must be true or false.")),
             };
-            let sub = ctx_run(deps, |ctx| billing::cancel_subscription(ctx, &user, &id, at_period_end))?;
+            let sub = billing_run(deps, &user, |ctx| billing::cancel_subscription(ctx, &user, &id, at_period_end))?;
             Ok(Reply::json(200, &subscription_json(&sub)))
         })
     })
@@ -947,7 +962,7 @@ pub fn get_subscription(request: Request, params: Params) -> Response {
         if uuid::Uuid::parse_str(&id).is_err() {
             return Err(Error::not_found("No such subscription."));
         }
-        let view = ctx_run(deps, |ctx| billing::subscription_view(ctx, &user, &id))?;
+        let view = billing_run(deps, &user, |ctx| billing::subscription_view(ctx, &user, &id))?;
         Ok(Reply::json(200, &subscription_view_json(&view)))
     })
 }
@@ -962,7 +977,7 @@ pub fn update_subscription(request: Request, params: Params) -> Response {
                 return Err(Error::not_found("No such subscription."));
             }
             let change = SubscriptionChange::try_from(json_body::<SubscriptionChangeDto>(req)?)?;
-            let sub = ctx_run(deps, |ctx| {
+            let sub = billing_run(deps, &user, |ctx| {
                 // The price first: a subscription moved and then scheduled to end ends on the new price.
                 let mut sub = None;
                 if let Some(price) = &change.price {
@@ -984,7 +999,7 @@ pub fn create_setup_intent(request: Request, _params: Params) -> Response {
     with_principal(&request, |req, deps, principal| {
         idempotent(req, deps, &principal, || {
             let user = user_only(principal.clone())?;
-            let intent = ctx_run(deps, |ctx| billing::create_setup_intent(ctx, &user))?;
+            let intent = billing_run(deps, &user, |ctx| billing::create_setup_intent(ctx, &user))?;
             Ok(Reply::json(201, &setup_intent_json(&intent)))
         })
     })
@@ -994,7 +1009,7 @@ pub fn create_setup_intent(request: Request, _params: Params) -> Response {
 pub fn get_payment_method(request: Request, _params: Params) -> Response {
     with_principal(&request, |_req, deps, principal| {
         let user = user_only(principal)?;
-        match ctx_run(deps, |ctx| billing::default_payment_method(ctx, &user))? {
+        match billing_run(deps, &user, |ctx| billing::default_payment_method(ctx, &user))? {
             Some(method) => Ok(Reply::json(200, &payment_method_json(&method))),
             None => Err(Error::NotFound {
                 code: "no_payment_method",
@@ -1010,7 +1025,7 @@ pub fn set_payment_method(request: Request, _params: Params) -> Response {
         idempotent(req, deps, &principal, || {
             let user = user_only(principal.clone())?;
             let id = PaymentMethodId::try_from(json_body::<PaymentMethodDto>(req)?)?;
-            let method = ctx_run(deps, |ctx| billing::set_default_payment_method(ctx, &user, &id))?;
+            let method = billing_run(deps, &user, |ctx| billing::set_default_payment_method(ctx, &user, &id))?;
             Ok(Reply::json(200, &payment_method_json(&method)))
         })
     })
@@ -1032,7 +1047,7 @@ pub fn invoices(request: Request, _params: Params) -> Response {
             && !is_stripe_id(c) {
                 return Err(Error::bad_request("invalid_query", "starting_after must be an invoice id."));
             }
-        let (profile, page) = ctx_run(deps, |ctx| billing::invoices(ctx, &user, limit, cursor.as_deref()))?;
+        let (profile, page) = billing_run(deps, &user, |ctx| billing::invoices(ctx, &user, limit, cursor.as_deref()))?;
         let next_cursor = if page.has_more { page.invoices.last().map(|i| i.id.clone()) } else { None };
         let bill_to = profile_json(&profile);
         Ok(Reply::json(

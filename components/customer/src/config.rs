@@ -21,6 +21,8 @@ pub const STRIPE_API_BASE: &str = "stripe_api_base";
 pub const TRUSTED_SERVICE_KEYS: &str = "trusted_service_keys";
 /// Seconds a profile from auth is served from the cache (default 60).
 pub const PROFILE_CACHE_TTL_SECS: &str = "profile_cache_ttl_secs";
+/// Requests per minute each user may make to the routes that may call Stripe (default 60).
+pub const STRIPE_CALLS_PER_USER_PER_MINUTE: &str = "stripe_calls_per_user_per_minute";
 /// Milliseconds auth has to answer one call (default 2000).
 pub const AUTH_TIMEOUT_MS: &str = "auth_timeout_ms";
 

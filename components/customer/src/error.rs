@@ -44,6 +44,10 @@ pub enum Error {
     /// names the client's field when the refused parameter was one (`price_id`).
     #[error("stripe rejected the request")]
     StripeRejected { detail: String, errors: Vec<FieldError> },
+    /// 429 `rate_limited`: the user spent this minute's budget of requests that may reach
+    /// Stripe (`stripe_calls_per_user_per_minute`); Retry-After: the seconds left in the minute.
+    #[error("rate limited")]
+    RateLimited { retry_after: u32 },
     /// 503: auth did not answer (or answered nonsense); Retry-After in seconds.
     #[error("auth unavailable")]
     AuthUnavailable { retry_after: u32 },
@@ -156,6 +160,9 @@ impl Error {
                 p.errors = errors.clone();
                 p
             }
+            Self::RateLimited { retry_after } => Problem::new(429, "rate_limited", "Rate limit exceeded")
+                .with_detail("Too many billing requests from this user this minute; retry later.")
+                .with_retry_after(*retry_after),
             Self::AuthUnavailable { retry_after } => Problem::new(503, "auth_unavailable", "Auth service unavailable")
                 .with_detail("The identity service did not answer in time; retry shortly.")
                 .with_retry_after(*retry_after),

@@ -553,6 +553,19 @@ pub fn change_price(ctx: &Ctx<'_>, user: &UserId, id: &str, price: &PriceId) -> 
     })
 }
 
+/// Counts a request of `user` that may call Stripe against the user's budget for this minute:
+/// over `per_minute`, 429 with the seconds left in the minute. Stripe limits the whole account's
+/// request rate, so without it one account's script could spend that limit for every customer.
+pub fn spend_stripe_budget(store: &dyn Store, user: &UserId, now: i64, per_minute: u64) -> Result<(), Error> {
+    let window_start = now - now.rem_euclid(60);
+    let calls = store.count_user_call(user.as_str(), window_start)?;
+    if calls > per_minute {
+        let retry_after = u32::try_from(window_start + 60 - now).unwrap_or(60).max(1);
+        return Err(Error::RateLimited { retry_after });
+    }
+    Ok(())
+}
+
 /// `POST /customers/me/setup-intents`: a SetupIntent for the caller's Stripe customer, whose
 /// `client_secret` lets the browser collect a card with Stripe.js (`confirmCardSetup`), as
 /// Cashier's `createSetupIntent()`. Card details never pass through us.
@@ -895,6 +908,18 @@ pub(crate) mod tests {
         let err = change_price(&ctx, &user("u1"), &other.id, &price("price_x")).unwrap_err();
         assert!(matches!(err, Error::Conflict { code: "subscription_ended", .. }), "{err:?}");
         assert!(fakes.store.audit_events().contains(&"subscription.price_changed".to_string()));
+    }
+
+    #[test]
+    fn each_user_has_a_budget_of_stripe_requests_a_minute() {
+        let fakes = Fakes::up();
+        for _ in 0..3 {
+            spend_stripe_budget(&fakes.store, &user("u1"), 1_000_020, 3).unwrap();
+        }
+        let err = spend_stripe_budget(&fakes.store, &user("u1"), 1_000_050, 3).unwrap_err();
+        assert_eq!(err, Error::RateLimited { retry_after: 30 }, "the minute 1_000_020..1_000_080 ends in 30 s");
+        assert!(spend_stripe_budget(&fakes.store, &user("u2"), 1_000_050, 3).is_ok(), "another user has their own");
+        assert!(spend_stripe_budget(&fakes.store, &user("u1"), 1_000_080, 3).is_ok(), "a new minute");
     }
 
     #[test]

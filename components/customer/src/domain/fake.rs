@@ -16,6 +16,8 @@ struct State {
     profile_digests: BTreeMap<String, SentProfile>,
     idem: BTreeMap<(String, String), IdemRecord>,
     audit: Vec<String>,
+    /// user id -> (window start, calls)
+    user_calls: BTreeMap<String, (i64, u64)>,
 }
 
 /// Transactions by snapshot: `begin` saves, `rollback` restores.
@@ -199,6 +201,16 @@ impl Store for MemoryStore {
         self.reachable()?;
         self.state.borrow_mut().profile_digests.insert(customer_id.into(), SentProfile { digest: digest.into(), sent_at: now });
         Ok(())
+    }
+    fn count_user_call(&self, user_id: &str, window_start: i64) -> Result<u64, StoreError> {
+        self.reachable()?;
+        let mut state = self.state.borrow_mut();
+        let entry = state.user_calls.entry(user_id.to_string()).or_insert((window_start, 0));
+        if entry.0 < window_start {
+            *entry = (window_start, 0);
+        }
+        entry.1 += 1;
+        Ok(entry.1)
     }
     fn audit(&self, _now: i64, actor: &str, action: &str, _subject: Option<&str>, _detail: &str) -> Result<(), StoreError> {
         self.state.borrow_mut().audit.push(format!("{actor} {action}"));

@@ -108,6 +108,10 @@ pub trait Store {
     fn stripe_profile(&self, customer_id: &str) -> Result<Option<SentProfile>, StoreError>;
     fn set_stripe_profile_digest(&self, customer_id: &str, digest: &str, now: i64) -> Result<(), StoreError>;
 
+    /// Counts one call of `user` in the minute starting at `window_start`; returns the count so
+    /// far, this call included.
+    fn count_user_call(&self, user_id: &str, window_start: i64) -> Result<u64, StoreError>;
+
     fn audit(&self, now: i64, actor: &str, action: &str, subject: Option<&str>, detail: &str) -> Result<(), StoreError>;
 
     fn idem_insert(&self, principal: &str, key: &str, request_hash: &str, now: i64) -> Result<(), StoreError>;

@@ -388,6 +388,17 @@ impl Store for MysqlStore {
         rows.first().map(|row| Ok(SentProfile { digest: req_text(row, 0)?, sent_at: req_int(row, 1)? })).transpose()
     }
 
+    fn count_user_call(&self, user_id: &str, window_start: i64) -> Result<u64, StoreError> {
+        // `calls` first: MySQL assigns left to right, so it compares the row's old window.
+        self.exec(
+            "INSERT INTO user_call_budget (user_id, window_start, calls) VALUES (?, ?, 1) \
+             ON DUPLICATE KEY UPDATE calls = IF(window_start >= ?, calls + 1, 1), window_start = GREATEST(window_start, ?)",
+            &[s(user_id), i(window_start), i(window_start), i(window_start)],
+        )?;
+        let rows = self.rows("SELECT calls FROM user_call_budget WHERE user_id = ?", &[s(user_id)])?;
+        rows.first().map(|row| req_int(row, 0).map(|calls| u64::try_from(calls).unwrap_or(0))).transpose().map(|calls| calls.unwrap_or(1))
+    }
+
     fn set_stripe_profile_digest(&self, customer_id: &str, digest: &str, now: i64) -> Result<(), StoreError> {
         // Parameters twice rather than VALUES(), which MySQL 8.0.20 deprecates here.
         self.exec(
