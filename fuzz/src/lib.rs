@@ -59,6 +59,10 @@ pub fn auth_request(data: &[u8]) {
             let _ = auth::api::parse_profile_change(map.clone());
             let _ = auth::api::parse_password_change(map.clone());
             let _ = auth::api::parse_password_confirmation(map.clone());
+            let _ = auth::api::parse_reset_request(map.clone());
+            if let Ok((Some(token), _)) = auth::api::parse_password_reset(map.clone()) {
+                assert_eq!(token.as_str().len(), 43, "a reset token of another shape passed");
+            }
             if let Ok(ids) = auth::api::parse_batch(map) {
                 assert!(!ids.is_empty() && ids.len() <= 100, "a batch of {} ids passed", ids.len());
             }
@@ -81,7 +85,7 @@ pub fn auth_request(data: &[u8]) {
 /// customer's request decoding: the JSON body rules into each DTO and on into the domain
 /// values, the value parsers (ids, keys), the idempotency fingerprint and the webhook event.
 pub fn customer_request(data: &[u8]) {
-    use customer::domain::model::{AreaIds, IdempotencyKey, PriceId, UserId, is_stripe_id};
+    use customer::domain::model::{AreaIds, IdempotencyKey, PaymentMethodId, PriceId, StripePaymentMethod, StripeSubscription, UserId, is_stripe_id};
     let (head, body) = split(data);
     let head = text(head);
     if let Ok(dto) = customer::api::parse_json_object::<customer::api::AreaIdsDto>(body)
@@ -94,6 +98,25 @@ pub fn customer_request(data: &[u8]) {
     }
     if let Ok(dto) = customer::api::parse_json_object::<customer::api::SubscribeDto>(body) {
         let _ = PriceId::try_from(dto);
+    }
+    if let Ok(dto) = customer::api::parse_json_object::<customer::api::SubscriptionChangeDto>(body)
+        && let Ok(change) = customer::api::SubscriptionChange::try_from(dto)
+    {
+        assert!(change.price.is_some() || change.cancel_at_period_end.is_some(), "an empty change passed");
+    }
+    if let Ok(dto) = customer::api::parse_json_object::<customer::api::PaymentMethodDto>(body)
+        && let Ok(id) = PaymentMethodId::try_from(dto)
+    {
+        assert!(id.as_str().starts_with("pm_") && is_stripe_id(id.as_str()), "payment method id {:?} passed", id.as_str());
+    }
+    // Stripe's answers, read as the client reads them: ids that can reach a URL are plain.
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+        if let Some(method) = StripePaymentMethod::from_json(&value) {
+            assert!(is_stripe_id(&method.summary.id));
+        }
+        if let Some(sub) = StripeSubscription::from_json(&value) {
+            assert!(is_stripe_id(&sub.id) && sub.item_id.as_deref().is_none_or(is_stripe_id));
+        }
     }
     if let Ok(event) = customer::domain::webhook::Event::parse(body) {
         assert!(is_stripe_id(&event.id), "event id {:?} passed", event.id);
