@@ -967,7 +967,7 @@ pub fn get_subscription(request: Request, params: Params) -> Response {
     })
 }
 
-/// `PATCH /api/v3/customers/me/subscriptions/{id}` {cancel_at_period_end}
+/// `PATCH /api/v3/customers/me/subscriptions/{id}` {price_id?, cancel_at_period_end?}
 pub fn update_subscription(request: Request, params: Params) -> Response {
     let id = params.get("id").unwrap_or_default().to_string();
     with_principal(&request, move |req, deps, principal| {
