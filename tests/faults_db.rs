@@ -32,7 +32,9 @@ struct Outcome {
 }
 
 async fn request(client: &reqwest::Client, method: &str, url: String, token: Option<&str>, body: Value, what: String) -> Outcome {
-    let mut request = client.request(method.parse().unwrap(), url).json(&body);
+    // The request's id names it in the host's log (`register-16`), to tell below which
+    // statement a refused request failed on.
+    let mut request = client.request(method.parse().unwrap(), url).json(&body).header("x-request-id", what.replace(' ', "-"));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -134,9 +136,17 @@ async fn a_database_restart_mid_burst_loses_nothing_and_every_failure_is_a_clear
         let stored = names.contains(&format!("Burst {i}"));
         match o.status {
             201 => assert!(stored, "register {i} answered 201 but is not stored"),
+            _ if !stored => to_retry.push(i),
             _ => {
-                assert!(!stored, "register {i} answered 503 but was stored");
-                to_retry.push(i);
+                // The one outcome no one can know: MariaDB made the COMMIT durable and went down
+                // before its acknowledgement reached auth, which answered 503
+                // (docs/reliability.md). Allowed only when this request failed on the COMMIT
+                // itself; failing on any earlier statement, it must have stored nothing.
+                let tag = format!("\"request_id\":\"register-{i}\"");
+                let log = host.log();
+                let on_commit = log.lines().any(|line| line.contains(&tag) && line.contains("\"cause\":\"commit:"));
+                assert!(on_commit, "register {i} answered 503 but was stored, and not for a lost COMMIT acknowledgement:\n{log}");
+                eprintln!("faults_db: register {i} was stored while its COMMIT's acknowledgement was lost (answered 503)");
             }
         }
     }
