@@ -213,7 +213,13 @@ impl Store for MysqlStore {
     }
 
     fn commit(&self) -> Result<(), StoreError> {
-        self.exec("COMMIT", &[])
+        // Named in the cause: a COMMIT whose acknowledgement was lost may still be durable, and
+        // the log is where an operator (or tests/faults_db.rs) tells that case from the others.
+        self.exec("COMMIT", &[]).map_err(|err| match err {
+            StoreError::Unavailable(cause) => StoreError::Unavailable(format!("commit: {cause}")),
+            StoreError::Other(cause) => StoreError::Other(format!("commit: {cause}")),
+            other => other,
+        })
     }
 
     fn rollback(&self) {
