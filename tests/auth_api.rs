@@ -577,4 +577,21 @@ async fn a_reset_token_from_the_mailer_sets_a_new_password_once() {
     let dump = rows(&app, "SELECT CONCAT_WS('|', actor, COALESCE(subject,''), COALESCE(detail,'')) FROM audit_log").await;
     assert!(!format!("{dump:?}").contains(&reset_token), "the token is never written down");
     assert!(!app.host.log().contains(&reset_token), "the token is never logged");
+
+    // A token mailed before a password change does not outlive it.
+    let issued = send(&app, "POST", "/api/v3/users/password-resets", Some(&mailer_token), Some(json!({"email": "ada@example.org"}))).await;
+    assert_eq!(issued.status, 201, "{}", issued.text);
+    let session = login(&app, "ada@example.org", "difference-engine-1822").await.body;
+    let changed = send(
+        &app,
+        "PUT",
+        "/api/v3/users/me/password",
+        Some(&token(&session)),
+        Some(json!({"current_password": "difference-engine-1822", "new_password": "jacquard-loom-1804"})),
+    )
+    .await;
+    assert_eq!(changed.status, 204, "{}", changed.text);
+    let stale = post(&app, "/api/v3/auth/password-reset", json!({"token": issued.body["token"], "new_password": "babbage-engine-1837"})).await;
+    assert_problem(&stale, 400, "invalid_reset_token");
+    assert_eq!(rows(&app, "SELECT COUNT(*) FROM password_reset_tokens").await, vec![vec!["0".to_string()]]);
 }

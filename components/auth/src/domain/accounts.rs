@@ -652,6 +652,8 @@ pub fn update_profile<S: Store>(
             store.audit(&user_event("profile_change", true, Some("name"), ctx, &row.id))?;
         }
         if email_changes {
+            // A reset token mailed to the old address no longer reaches the account's owner.
+            store.delete_reset_tokens(&row.id)?;
             store.audit(&user_event("email_change", true, None, ctx, &row.id))?;
         }
         current_user(store, &row.id)
@@ -689,6 +691,9 @@ pub fn change_password<S: Store>(
         write.must_reset_password = false;
         store.update_user(&row.id, &write)?;
         store.revoke_user_families(&row.id, None, ctx.now, "password_change")?;
+        // A reset token mailed before the change (perhaps asked for by whoever made the user
+        // change it) must not undo it.
+        store.delete_reset_tokens(&row.id)?;
         store.audit(&user_event("password_change", true, None, ctx, &row.id))?;
         Ok(())
     })

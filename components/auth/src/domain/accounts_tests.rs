@@ -623,6 +623,27 @@ mod resets {
     }
 
     #[test]
+    fn a_token_mailed_before_a_password_or_email_change_no_longer_works() {
+        let (mut store, crypto, settings, session) = setup();
+        let id = session.user.id.clone();
+        let pw = new_password("difference-engine-1822");
+        let before_password_change = issue_reset(&mut store, &crypto, &settings, &ctx(NOW), &mailer(), &allowed(), &email("ada@example.org")).expect("issued");
+        let new = Password::new_secret("changed-by-ada-2024").expect("password");
+        change_password(&mut store, &crypto, &settings, &ctx(NOW + 1), &id, &Password::presented("analytical-engine-1843"), &new).expect("changed");
+        assert_eq!(reset_password(&mut store, &crypto, &ctx(NOW + 2), Some(&before_password_change.token), &pw).unwrap_err(), Error::InvalidResetToken);
+
+        let before_email_change = issue_reset(&mut store, &crypto, &settings, &ctx(NOW + 3), &mailer(), &allowed(), &email("ada@example.org")).expect("issued");
+        let change = ProfileChange { name: None, email: Some(email("countess@example.org")), current_password: Some(Password::presented("changed-by-ada-2024")) };
+        update_profile(&mut store, &crypto, &settings, &ctx(NOW + 4), &id, change).expect("email changed");
+        assert_eq!(reset_password(&mut store, &crypto, &ctx(NOW + 5), Some(&before_email_change.token), &pw).unwrap_err(), Error::InvalidResetToken);
+        // A name change alone keeps it.
+        let kept = issue_reset(&mut store, &crypto, &settings, &ctx(NOW + 6), &mailer(), &allowed(), &email("countess@example.org")).expect("issued");
+        let rename = ProfileChange { name: Some(Name::parse("name", "Augusta Ada King").expect("name")), email: None, current_password: None };
+        update_profile(&mut store, &crypto, &settings, &ctx(NOW + 7), &id, rename).expect("renamed");
+        assert!(reset_password(&mut store, &crypto, &ctx(NOW + 8), Some(&kept.token), &pw).is_ok());
+    }
+
+    #[test]
     fn a_backfilled_user_without_a_password_signs_in_after_a_reset() {
         let (mut store, crypto, settings, session) = setup();
         let row = store.state.users.get_mut(&session.user.id).expect("user");

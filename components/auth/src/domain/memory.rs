@@ -158,6 +158,10 @@ impl Store for MemoryStore {
         self.state.reset_tokens.insert(token_hash.to_owned(), (user_id.to_owned(), expires_at));
         Ok(())
     }
+    fn delete_reset_tokens(&mut self, user_id: &str) -> Result<(), StoreError> {
+        self.state.reset_tokens.retain(|_, (user, _)| user != user_id);
+        Ok(())
+    }
     fn take_reset_token(&mut self, token_hash: &str, now: u64) -> Result<Option<String>, StoreError> {
         match self.state.reset_tokens.remove(token_hash) {
             Some((user, expires_at)) if expires_at > now => Ok(Some(user)),

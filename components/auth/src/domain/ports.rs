@@ -220,6 +220,9 @@ pub trait Store {
     /// The user of an unexpired reset token, which is deleted (each works once); None for a
     /// token unknown, expired or already used. Call it in the transaction that uses it.
     fn take_reset_token(&mut self, token_hash: &str, now: u64) -> Result<Option<String>, StoreError>;
+    /// Deletes the user's reset tokens: one mailed before a password or email change must not
+    /// outlive it.
+    fn delete_reset_tokens(&mut self, user_id: &str) -> Result<(), StoreError>;
 
     // Login throttling.
     /// Counts a password check on `account` from `address` as in flight before it runs, and

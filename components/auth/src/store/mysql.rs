@@ -400,8 +400,12 @@ impl Store for MysqlStore {
         Ok(true)
     }
 
+    fn delete_reset_tokens(&mut self, user_id: &str) -> Result<(), StoreError> {
+        self.exec("delete reset tokens", "DELETE FROM password_reset_tokens WHERE user_id = ?", &[s(user_id)])
+    }
+
     fn replace_reset_token(&mut self, user_id: &str, token_hash: &str, now: u64, expires_at: u64) -> Result<(), StoreError> {
-        self.exec("delete older reset tokens", "DELETE FROM password_reset_tokens WHERE user_id = ?", &[s(user_id)])?;
+        self.delete_reset_tokens(user_id)?;
         self.exec(
             "insert reset token",
             "INSERT INTO password_reset_tokens (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
