@@ -52,12 +52,11 @@ pub fn subscription_create_key(local_id: &str) -> String {
     format!("subscription-create:{local_id}")
 }
 
-/// Stripe Idempotency-Key of setting or clearing `cancel_at_period_end`: the subscription and a
-/// fresh id. The client's retries of one change repeat it; a later change gets its own, so that
-/// cancelling again after a resume within 24 h is not answered with the first cancel's replay
-/// (which Stripe would not apply).
-pub fn subscription_period_end_key(local_id: &str, cancel: bool) -> String {
-    let change = if cancel { "cancel" } else { "resume" };
+/// Stripe Idempotency-Key of a change to a subscription (`cancel`, `resume`, `price`): the
+/// subscription and a fresh id. Our client's retries of one call repeat it; a later change gets
+/// its own, so that cancelling again after a resume within 24 h is not answered with the first
+/// cancel's replay (which Stripe would not apply).
+pub fn subscription_change_key(local_id: &str, change: &str) -> String {
     format!("subscription-{change}:{local_id}:{}", new_local_id())
 }
 
@@ -463,29 +462,36 @@ fn live_subscription(store: &dyn Store, user: &UserId, id: &str) -> Result<(Subs
     Ok((sub, stripe_id))
 }
 
+/// Stores what Stripe answered to a change of `sub` (inside the caller's locked transaction)
+/// and audits it as `action`, with `detail` after the ids.
+fn record_change(ctx: &Ctx<'_>, user: &UserId, mut sub: Subscription, remote: &super::StripeSubscription, action: &str, detail: &str) -> Result<Subscription, Error> {
+    sub.apply(remote);
+    ctx.store.update_subscription(&sub)?;
+    ctx.store.audit(
+        ctx.now,
+        user.as_str(),
+        action,
+        Some(user.as_str()),
+        &format!("subscription={} stripe_subscription={}{detail}", sub.id, remote.id),
+    )?;
+    Ok(sub)
+}
+
 /// `DELETE /customers/me/subscriptions/{id}`.
 pub fn cancel_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str, at_period_end: bool) -> Result<Subscription, Error> {
     let store = ctx.store;
     with_customer_locked(store, user, || {
-        let (mut sub, stripe_id) = subscription_at_stripe(store, user, id)?;
+        let (sub, stripe_id) = subscription_at_stripe(store, user, id)?;
         if !sub.status.is_live() || (at_period_end && sub.cancel_at_period_end) {
             return Ok(sub);
         }
         let remote = if at_period_end {
-            ctx.stripe.set_cancel_at_period_end(&stripe_id, true, &subscription_period_end_key(&sub.id, true))?
+            ctx.stripe.set_cancel_at_period_end(&stripe_id, true, &subscription_change_key(&sub.id, "cancel"))?
         } else {
             ctx.stripe.cancel_now(&stripe_id)?
         };
-        sub.apply(&remote);
-        store.update_subscription(&sub)?;
-        store.audit(
-            ctx.now,
-            user.as_str(),
-            if at_period_end { "subscription.cancel_at_period_end" } else { "subscription.canceled" },
-            Some(user.as_str()),
-            &format!("subscription={} stripe_subscription={stripe_id}", sub.id),
-        )?;
-        Ok(sub)
+        let action = if at_period_end { "subscription.cancel_at_period_end" } else { "subscription.canceled" };
+        record_change(ctx, user, sub, &remote, action, "")
     })
 }
 
@@ -496,21 +502,12 @@ pub fn cancel_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str, at_period_end
 pub fn resume_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str) -> Result<Subscription, Error> {
     let store = ctx.store;
     with_customer_locked(store, user, || {
-        let (mut sub, stripe_id) = live_subscription(store, user, id)?;
+        let (sub, stripe_id) = live_subscription(store, user, id)?;
         if !sub.cancel_at_period_end {
             return Ok(sub);
         }
-        let remote = ctx.stripe.set_cancel_at_period_end(&stripe_id, false, &subscription_period_end_key(&sub.id, false))?;
-        sub.apply(&remote);
-        store.update_subscription(&sub)?;
-        store.audit(
-            ctx.now,
-            user.as_str(),
-            "subscription.resumed",
-            Some(user.as_str()),
-            &format!("subscription={} stripe_subscription={stripe_id}", sub.id),
-        )?;
-        Ok(sub)
+        let remote = ctx.stripe.set_cancel_at_period_end(&stripe_id, false, &subscription_change_key(&sub.id, "resume"))?;
+        record_change(ctx, user, sub, &remote, "subscription.resumed", "")
     })
 }
 
@@ -521,7 +518,7 @@ pub fn resume_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str) -> Result<Sub
 pub fn change_price(ctx: &Ctx<'_>, user: &UserId, id: &str, price: &PriceId) -> Result<Subscription, Error> {
     let store = ctx.store;
     with_customer_locked(store, user, || {
-        let (mut sub, stripe_id) = live_subscription(store, user, id)?;
+        let (sub, stripe_id) = live_subscription(store, user, id)?;
         if sub.price_id == price.as_str() {
             return Ok(sub);
         }
@@ -537,19 +534,9 @@ pub fn change_price(ctx: &Ctx<'_>, user: &UserId, id: &str, price: &PriceId) -> 
             .subscription(&stripe_id)?
             .and_then(|remote| remote.item_id)
             .ok_or_else(|| Error::internal(format!("stripe subscription {stripe_id} has no item")))?;
-        let key = format!("subscription-price:{}:{}", sub.id, new_local_id());
-        let remote = ctx.stripe.change_price(&stripe_id, &item_id, price, &key)?;
-        let from = std::mem::replace(&mut sub.price_id, price.as_str().to_string());
-        sub.apply(&remote);
-        store.update_subscription(&sub)?;
-        store.audit(
-            ctx.now,
-            user.as_str(),
-            "subscription.price_changed",
-            Some(user.as_str()),
-            &format!("subscription={} stripe_subscription={stripe_id} from={from} to={}", sub.id, sub.price_id),
-        )?;
-        Ok(sub)
+        let remote = ctx.stripe.change_price(&stripe_id, &item_id, price, &subscription_change_key(&sub.id, "price"))?;
+        let prices = format!(" from={} to={}", sub.price_id, price.as_str());
+        record_change(ctx, user, sub, &remote, "subscription.price_changed", &prices)
     })
 }
 

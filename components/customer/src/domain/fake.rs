@@ -384,7 +384,7 @@ impl Billing for FakeStripe {
             return Ok(first.clone());
         }
         let mut subs = self.subscriptions.borrow_mut();
-        let s = subs.iter_mut().find(|s| s.id == id).ok_or(StripeError::InvalidRequest { message: "no".into(), param: None, code: None, status: 404 })?;
+        let s = subs.iter_mut().find(|s| s.id == id).ok_or_else(|| not_found("id"))?;
         s.cancel_at_period_end = cancel;
         self.period_end_replies.borrow_mut().insert(key.into(), s.clone());
         Ok(s.clone())
@@ -402,7 +402,7 @@ impl Billing for FakeStripe {
     fn cancel_now(&self, id: &str) -> Result<StripeSubscription, StripeError> {
         self.check_up()?;
         let mut subs = self.subscriptions.borrow_mut();
-        let s = subs.iter_mut().find(|s| s.id == id).ok_or(StripeError::InvalidRequest { message: "no".into(), param: None, code: None, status: 404 })?;
+        let s = subs.iter_mut().find(|s| s.id == id).ok_or_else(|| not_found("id"))?;
         s.status = SubscriptionStatus::Canceled;
         Ok(s.clone())
     }
