@@ -250,6 +250,17 @@ fn invoice(value: &Value) -> Option<Invoice> {
     })
 }
 
+impl StripeClient<'_> {
+    /// One subscription; `None` when Stripe knows no such subscription.
+    fn read_subscription(&self, path: &str) -> Result<Option<StripeSubscription>, StripeError> {
+        match self.call("GET", path, None, None) {
+            Ok(value) => subscription(&value).map(Some),
+            Err(err) if err.is_not_found() => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+}
+
 impl Billing for StripeClient<'_> {
     fn create_customer(&self, customer: &NewStripeCustomer<'_>, idempotency_key: &str) -> Result<StripeCustomerRef, StripeError> {
         let form = Form::new()
@@ -309,13 +320,11 @@ impl Billing for StripeClient<'_> {
     }
 
     fn subscription(&self, id: &str) -> Result<Option<StripeSubscription>, StripeError> {
-        // With the latest invoice's PaymentIntent: a payment waiting for the user is read along.
-        let path = format!("/v1/subscriptions/{}?expand%5B0%5D=latest_invoice.payment_intent", path_segment(id)?);
-        match self.call("GET", &path, None, None) {
-            Ok(value) => subscription(&value).map(Some),
-            Err(err) if err.is_not_found() => Ok(None),
-            Err(err) => Err(err),
-        }
+        self.read_subscription(&format!("/v1/subscriptions/{}", path_segment(id)?))
+    }
+
+    fn subscription_with_payment(&self, id: &str) -> Result<Option<StripeSubscription>, StripeError> {
+        self.read_subscription(&format!("/v1/subscriptions/{}?expand%5B0%5D=latest_invoice.payment_intent", path_segment(id)?))
     }
 
     fn subscriptions_of(&self, customer: &str) -> Result<Vec<StripeSubscription>, StripeError> {

@@ -391,7 +391,7 @@ pub fn subscription_view(ctx: &Ctx<'_>, user: &UserId, id: &str) -> Result<Subsc
         .ok_or_else(|| Error::not_found("No such subscription."))?;
     let pending_payment = match (&subscription.stripe_subscription_id, subscription.status) {
         (Some(stripe_id), SubscriptionStatus::Incomplete | SubscriptionStatus::PastDue | SubscriptionStatus::Unpaid) => {
-            ctx.stripe.subscription(stripe_id)?.and_then(|remote| remote.pending_payment)
+            ctx.stripe.subscription_with_payment(stripe_id)?.and_then(|remote| remote.pending_payment)
         }
         _ => None,
     };

@@ -373,6 +373,9 @@ impl Billing for FakeStripe {
         self.check_up()?;
         Ok(self.subscriptions.borrow().iter().find(|s| s.id == id).cloned())
     }
+    fn subscription_with_payment(&self, id: &str) -> Result<Option<StripeSubscription>, StripeError> {
+        self.subscription(id)
+    }
     fn subscriptions_of(&self, customer: &str) -> Result<Vec<StripeSubscription>, StripeError> {
         self.check_up()?;
         Ok(self.subscriptions.borrow().iter().filter(|s| s.customer == customer).cloned().collect())

@@ -223,6 +223,9 @@ pub trait Billing {
         idempotency_key: &str,
     ) -> Result<StripeSubscription, StripeError>;
     fn subscription(&self, id: &str) -> Result<Option<StripeSubscription>, StripeError>;
+    /// As [`Billing::subscription`], with the latest invoice's PaymentIntent expanded, so that a
+    /// payment waiting for the user is read along (only reads that show it need the larger answer).
+    fn subscription_with_payment(&self, id: &str) -> Result<Option<StripeSubscription>, StripeError>;
     /// Every subscription of the customer, whatever its status.
     fn subscriptions_of(&self, customer: &str) -> Result<Vec<StripeSubscription>, StripeError>;
     /// Schedules the cancellation at the end of the current period (`true`), or withdraws it.
