@@ -308,11 +308,11 @@ async fn a_name_and_email_changed_at_auth_reach_stripe() {
 
     // Each sync is audited, and neither the audit nor our database holds the name or the email.
     let audited = app.db_rows("SELECT actor, detail FROM audit_log WHERE action = 'customer.stripe_profile_synced' ORDER BY id").await;
-    let audited: Vec<(String, String)> = audited.into_iter().map(|row| mysql_async::from_row(row)).collect();
+    let audited: Vec<(String, String)> = audited.into_iter().map(mysql_async::from_row).collect();
     let synced = |actor: &str| (actor.to_string(), format!("stripe_customer={cus}"));
     assert_eq!(audited, [synced("u-1"), synced("stripe"), synced("stripe")]);
     let stored = app.db_rows("SELECT profile_digest FROM stripe_profile_sync WHERE customer_id = 'u-1'").await;
-    let stored: Vec<String> = stored.into_iter().map(|row| mysql_async::from_row(row)).collect();
+    let stored: Vec<String> = stored.into_iter().map(mysql_async::from_row).collect();
     assert_eq!(stored.len(), 1);
     assert!(stored[0].len() == 64 && stored[0].bytes().all(|b| b.is_ascii_hexdigit()), "{stored:?}");
 }

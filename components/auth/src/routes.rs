@@ -166,10 +166,8 @@ mod tests {
                 path = rest.trim_end().strip_suffix(':').map(|p| p.trim_matches(|c| c == '"' || c == '\'').to_string());
             } else if let Some(rest) = line.strip_prefix("    ").filter(|r| !r.starts_with(' ')) {
                 let key = rest.trim_end().trim_end_matches(':');
-                if ["get", "put", "post", "delete", "patch", "head", "options", "trace"].contains(&key) {
-                    if let Some(p) = &path {
-                        out.push((key.to_ascii_uppercase(), p.clone()));
-                    }
+                if let Some(p) = path.as_ref().filter(|_| ["get", "put", "post", "delete", "patch", "head", "options", "trace"].contains(&key)) {
+                    out.push((key.to_ascii_uppercase(), p.clone()));
                 }
             }
         }

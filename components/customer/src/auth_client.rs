@@ -110,6 +110,8 @@ impl ProfileFetch<'_> {
     }
 }
 
+// One value per profile lookup, moved once: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum FetchState<'a> {
     /// Answered without a call (fresh cache, open circuit).
     Done(Result<ProfileLookup, ProfileError>),
@@ -735,8 +737,12 @@ mod tests {
     use super::*;
     use crate::kv::MemoryKv;
 
+    type Answer = Box<dyn Fn(&HttpRequest) -> Result<HttpResponse, TransportError>>;
+    /// Every call a fake saw: (path, bearer token).
+    type SeenCalls = std::rc::Rc<RefCell<Vec<(String, String)>>>;
+
     struct Fake {
-        answer: RefCell<Box<dyn Fn(&HttpRequest) -> Result<HttpResponse, TransportError>>>,
+        answer: RefCell<Answer>,
         calls: Cell<u32>,
     }
 
@@ -1061,7 +1067,7 @@ mod tests {
 
     /// Every call the fake saw: (path, bearer token). `status` answers each path; a 200 carries
     /// the user the path names (`/me` names u1).
-    fn path_recording_fake(status: impl Fn(&str) -> u16 + 'static) -> (Fake, std::rc::Rc<RefCell<Vec<(String, String)>>>) {
+    fn path_recording_fake(status: impl Fn(&str) -> u16 + 'static) -> (Fake, SeenCalls) {
         let seen = std::rc::Rc::new(RefCell::new(Vec::new()));
         let log = seen.clone();
         let fake = Fake::new(move |request| {

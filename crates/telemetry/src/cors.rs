@@ -52,7 +52,7 @@ impl AllowedOrigins {
             Self::Any => Some("*".to_string()),
             Self::Listed(origins) => {
                 let origin = origin.trim().to_ascii_lowercase();
-                origins.iter().any(|allowed| *allowed == origin).then_some(origin)
+                origins.contains(&origin).then_some(origin)
             }
         }
     }

@@ -1262,10 +1262,13 @@ fn the_active_key_fingerprint_names_kid_and_seed_and_reveals_neither_seed_nor_pu
 
 // ---- the signature check against jwt-simple's own verification ------------------------------
 
+/// The claims both checks read: subject, issuer, issued at, expiry, not before, token id.
+type ClaimsRead = (String, String, u64, u64, Option<u64>, String);
+
 /// What this crate said of `token` before it checked signatures with ed25519-dalek: the header
 /// checks, then jwt-simple's `verify_token` with the options it used (the oracle of the
 /// differential test below), mapped to the same outcome: the claims we read, or the refusal.
-fn jwt_simple_verdict(token: &str, n: u8, typ: &str, issuer: &str, audience: &str, now: u64) -> Result<(String, String, u64, u64, Option<u64>, String), VerifyError> {
+fn jwt_simple_verdict(token: &str, n: u8, typ: &str, issuer: &str, audience: &str, now: u64) -> Result<ClaimsRead, VerifyError> {
     use std::collections::HashSet;
 
     use jwt_simple::JWTError;

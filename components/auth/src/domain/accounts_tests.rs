@@ -124,7 +124,7 @@ fn the_tenth_consecutive_failure_throttles_the_account_then_it_recovers() {
     // After the window, the right password works and resets the counter.
     login(&mut store, &crypto, &settings, &ctx(NOW + 9 + 900), credentials("ada@example.org", "analytical-engine-1843")).expect("recovered");
     let email_hash = store.state.users.values().next().expect("user").email_hash.clone();
-    assert!(store.state.counters.get(&("account", email_hash)).is_none());
+    assert!(!store.state.counters.contains_key(&("account", email_hash)));
     // The address counts failures only (20 here, the ghost's too), and no check is left in flight.
     assert_eq!(store.state.counters[&("address", "192.0.2.1".into())].failures, 20);
     assert!(store.state.checks.is_empty());
