@@ -332,6 +332,28 @@ async fn the_whole_journey_with_the_real_auth() {
     assert_eq!(canceled["cancel_at_period_end"], true);
     let (_, at_stripe) = stripe.get(&format!("/v1/subscriptions/{stripe_sub}")).await;
     assert_eq!(at_stripe["cancel_at_period_end"], true, "{at_stripe}");
+
+    // The card cannot be removed while the second subscription would renew with it; once that
+    // one ends at its period's end too, it is detached at Stripe and no longer the default.
+    let second_id = second["id"].as_str().unwrap();
+    let (status, problem) = call("DELETE", "/api/v3/customers/me/payment-method", None).await;
+    assert_eq!((status, &problem["code"]), (409, &json!("payment_method_in_use")), "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains(second_id), "{problem}");
+    let (_, at_stripe) = stripe.get(&format!("/v1/payment_methods/{card}")).await;
+    assert_eq!(at_stripe["customer"], stripe_customer.as_str(), "refused: still attached");
+    let (status, _) = call("DELETE", &format!("/api/v3/customers/me/subscriptions/{second_id}"), None).await;
+    assert_eq!(status, 200);
+    let (status, removed) = call("DELETE", "/api/v3/customers/me/payment-method", None).await;
+    assert_eq!(status, 204, "{removed}");
+    let (_, at_stripe) = stripe.get(&format!("/v1/payment_methods/{card}")).await;
+    assert_eq!(at_stripe["customer"], Value::Null, "detached: {at_stripe}");
+    let (_, at_stripe) = stripe.get(&format!("/v1/customers/{stripe_customer}")).await;
+    assert_eq!(at_stripe["invoice_settings"]["default_payment_method"], Value::Null, "{at_stripe}");
+    let (status, problem) = call("GET", "/api/v3/customers/me/payment-method", None).await;
+    assert_eq!((status, &problem["code"]), (404, &json!("no_payment_method")), "{problem}");
+    let (status, problem) = call("DELETE", "/api/v3/customers/me/payment-method", None).await;
+    assert_eq!((status, &problem["code"]), (404, &json!("no_payment_method")), "{problem}");
+
     let (status, _) = call("DELETE", "/api/v3/customers/me", None).await;
     assert_eq!(status, 204);
     let (status, _) = stripe.get(&format!("/v1/customers/{stripe_customer}")).await;

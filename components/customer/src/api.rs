@@ -1031,6 +1031,17 @@ pub fn set_payment_method(request: Request, _params: Params) -> Response {
     })
 }
 
+/// `DELETE /api/v3/customers/me/payment-method`
+pub fn remove_payment_method(request: Request, _params: Params) -> Response {
+    with_principal(&request, |req, deps, principal| {
+        idempotent(req, deps, &principal, || {
+            let user = user_only(principal.clone())?;
+            billing_run(deps, &user, |ctx| billing::remove_default_payment_method(ctx, &user))?;
+            Ok(Reply::no_content())
+        })
+    })
+}
+
 /// `GET /api/v3/customers/me/invoices[?limit=&starting_after=]`
 pub fn invoices(request: Request, _params: Params) -> Response {
     with_principal(&request, |req, deps, principal| {

@@ -50,6 +50,7 @@ const ROUTES: &[(&str, &str, Handler)] = &[
     ("POST", "/api/v3/customers/me/setup-intents", api::create_setup_intent),
     ("GET", "/api/v3/customers/me/payment-method", api::get_payment_method),
     ("PUT", "/api/v3/customers/me/payment-method", api::set_payment_method),
+    ("DELETE", "/api/v3/customers/me/payment-method", api::remove_payment_method),
     ("POST", "/api/v3/customers/me/erasure", api::erase_account),
     ("GET", "/api/v3/customers/:id", api::get_by_id),
     ("POST", "/api/v3/billing/stripe/webhook", api::stripe_webhook),
@@ -159,7 +160,7 @@ mod tests {
         assert_eq!(allowed_methods("/api/v3/customers").as_deref(), Some("GET, HEAD, POST"));
         assert_eq!(allowed_methods("/api/v3/customers/0190-abc").as_deref(), Some("GET, HEAD"));
         assert_eq!(allowed_methods("/api/v3/customers/me/subscriptions/sub_1").as_deref(), Some("GET, HEAD, PATCH, DELETE"));
-        assert_eq!(allowed_methods("/api/v3/customers/me/payment-method").as_deref(), Some("GET, HEAD, PUT"));
+        assert_eq!(allowed_methods("/api/v3/customers/me/payment-method").as_deref(), Some("GET, HEAD, PUT, DELETE"));
         assert_eq!(allowed_methods("/api/v3/billing/stripe/webhook").as_deref(), Some("POST"));
         assert_eq!(allowed_methods("/api/v3/customers/").as_deref(), None);
         assert_eq!(allowed_methods("/api/v3/customers/me/nothing").as_deref(), None);

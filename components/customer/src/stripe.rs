@@ -394,6 +394,17 @@ impl Billing for StripeClient<'_> {
         // An id, or the object when expanded.
         Ok(default.and_then(|d| d.as_str().or_else(|| d.get("id").and_then(Value::as_str))).map(str::to_string))
     }
+
+    fn clear_default_payment_method(&self, customer: &str, idempotency_key: &str) -> Result<(), StripeError> {
+        // An empty value unsets the field (Stripe's convention for nullable parameters).
+        let form = Form::new().field(&["invoice_settings", "default_payment_method"], "");
+        self.call("POST", &format!("/v1/customers/{}", path_segment(customer)?), Some(&form), Some(idempotency_key)).map(drop)
+    }
+
+    fn detach_payment_method(&self, id: &str, idempotency_key: &str) -> Result<(), StripeError> {
+        let form = Form::new();
+        self.call("POST", &format!("/v1/payment_methods/{}/detach", path_segment(id)?), Some(&form), Some(idempotency_key)).map(drop)
+    }
 }
 
 #[cfg(test)]

@@ -600,6 +600,49 @@ pub fn default_payment_method(ctx: &Ctx<'_>, user: &UserId) -> Result<Option<Pay
     Ok(ctx.stripe.payment_method(&id)?.map(|method| method.summary))
 }
 
+/// `DELETE /customers/me/payment-method`: the card Stripe charges is detached from the caller's
+/// Stripe customer (Stripe can never charge it again) and no longer the default. Refused with 409
+/// while a subscription at Stripe would still renew: its next invoice would fail and dun the user.
+/// The caller cancels at the period's end first, or puts another card. Stripe's own list is read
+/// rather than our mirror, which may not yet know a subscription made in Stripe's dashboard.
+///
+/// Safe to send again after a failure: a default already detached is only cleared.
+pub fn remove_default_payment_method(ctx: &Ctx<'_>, user: &UserId) -> Result<(), Error> {
+    let stripe_customer = stripe_customer_of(ctx.store, user)?;
+    let none = || Error::NotFound { code: "no_payment_method", detail: "There is no default payment method to remove.".into() };
+    let id = ctx.stripe.default_payment_method(&stripe_customer)?.ok_or_else(none)?;
+    if let Some(renewing) = ctx
+        .stripe
+        .subscriptions_of(&stripe_customer)?
+        .into_iter()
+        .find(|s| s.status.is_live() && !s.cancel_at_period_end)
+    {
+        return Err(Error::Conflict {
+            code: "payment_method_in_use",
+            detail: format!(
+                "Subscription {} renews with this payment method: put another one, or cancel the subscription at its period's end first.",
+                renewing.local_id.as_deref().unwrap_or(&renewing.id)
+            ),
+        });
+    }
+    if ctx.stripe.payment_method(&id)?.is_some_and(|m| m.customer.as_deref() == Some(stripe_customer.as_str())) {
+        let key = format!("payment-method-detach:{}:{}", key_part(user.as_str()), new_local_id());
+        ctx.stripe.detach_payment_method(&id, &key)?;
+    }
+    // Stripe clears the default of a card it detaches; said here too, for a default detached
+    // elsewhere and for stand-ins that do not.
+    let key = format!("payment-method-clear:{}:{}", key_part(user.as_str()), new_local_id());
+    ctx.stripe.clear_default_payment_method(&stripe_customer, &key)?;
+    ctx.store.audit(
+        ctx.now,
+        user.as_str(),
+        "customer.payment_method_removed",
+        Some(user.as_str()),
+        &format!("stripe_customer={stripe_customer} payment_method={id}"),
+    )?;
+    Ok(())
+}
+
 /// `GET /customers/me/invoices`: bill_to from auth, invoices from Stripe.
 pub fn invoices(
     ctx: &Ctx<'_>,
@@ -942,6 +985,45 @@ pub(crate) mod tests {
         assert_eq!(create_setup_intent(&ctx, &user("u3")).unwrap_err().status(), 404);
         let events = fakes.store.audit_events();
         assert_eq!(events.iter().filter(|e| *e == "customer.payment_method_set").count(), 2, "{events:?}");
+    }
+
+    #[test]
+    fn a_card_is_removed_only_when_nothing_would_renew_with_it() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        let no_card = remove_default_payment_method(&ctx, &user("u1")).unwrap_err();
+        assert!(matches!(no_card, Error::NotFound { code: "no_payment_method", .. }), "{no_card:?}");
+        fakes.stripe.add_card("pm_one", "4242");
+        set_default_payment_method(&ctx, &user("u1"), &PaymentMethodId::parse("pm_one").unwrap()).unwrap();
+        let owner = || fakes.stripe.payment_method("pm_one").unwrap().unwrap().customer;
+
+        // A subscription that renews needs the card; one set to end at its period's end does not.
+        let sub = subscribe(&ctx, &user("u1"), &PriceId::parse("price_basic").unwrap()).unwrap().subscription;
+        let in_use = remove_default_payment_method(&ctx, &user("u1")).unwrap_err();
+        assert!(matches!(&in_use, Error::Conflict { code: "payment_method_in_use", detail } if detail.contains(&sub.id)), "{in_use:?}");
+        assert_eq!(owner().as_deref(), Some("cus_1"), "nothing detached");
+        assert!(default_payment_method(&ctx, &user("u1")).unwrap().is_some());
+        cancel_subscription(&ctx, &user("u1"), &sub.id, true).unwrap();
+
+        remove_default_payment_method(&ctx, &user("u1")).unwrap();
+        assert_eq!(owner(), None, "detached: Stripe can never charge it again");
+        assert_eq!(default_payment_method(&ctx, &user("u1")).unwrap(), None);
+        assert_eq!(remove_default_payment_method(&ctx, &user("u1")).unwrap_err().status(), 404);
+
+        // A default already detached elsewhere (or by a first try that failed after detaching) is
+        // only cleared; Stripe down is 503 and removes nothing.
+        fakes.stripe.add_card("pm_two", "1111");
+        set_default_payment_method(&ctx, &user("u1"), &PaymentMethodId::parse("pm_two").unwrap()).unwrap();
+        fakes.stripe.down.set(true);
+        assert_eq!(remove_default_payment_method(&ctx, &user("u1")).unwrap_err().status(), 503);
+        fakes.stripe.down.set(false);
+        fakes.stripe.detach_payment_method("pm_two", "elsewhere").unwrap();
+        remove_default_payment_method(&ctx, &user("u1")).unwrap();
+        assert_eq!(default_payment_method(&ctx, &user("u1")).unwrap(), None);
+        let events = fakes.store.audit_events();
+        assert_eq!(events.iter().filter(|e| *e == "customer.payment_method_removed").count(), 2, "{events:?}");
+        assert_eq!(remove_default_payment_method(&ctx, &user("u3")).unwrap_err().status(), 404, "not a customer");
     }
 
     #[test]

@@ -445,6 +445,22 @@ impl Billing for FakeStripe {
         self.check_up()?;
         Ok(self.default_payment_methods.borrow().get(customer).cloned())
     }
+    fn clear_default_payment_method(&self, customer: &str, _key: &str) -> Result<(), StripeError> {
+        self.check_up()?;
+        self.default_payment_methods.borrow_mut().remove(customer);
+        Ok(())
+    }
+    fn detach_payment_method(&self, id: &str, _key: &str) -> Result<(), StripeError> {
+        self.check_up()?;
+        let mut methods = self.payment_methods.borrow_mut();
+        let pm = methods.iter_mut().find(|pm| pm.summary.id == id).ok_or_else(|| not_found("payment_method"))?;
+        if pm.customer.is_none() {
+            // As Stripe answers a detach of a payment method attached to no one.
+            return Err(StripeError::InvalidRequest { message: "not attached".into(), param: None, code: None, status: 400 });
+        }
+        pm.customer = None;
+        Ok(())
+    }
 }
 
 fn not_found(param: &str) -> StripeError {

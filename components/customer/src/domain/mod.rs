@@ -245,6 +245,10 @@ pub trait Billing {
     fn set_default_payment_method(&self, customer: &str, payment_method: &str, idempotency_key: &str) -> Result<(), StripeError>;
     /// The id of the customer's default payment method for invoices, if any.
     fn default_payment_method(&self, customer: &str) -> Result<Option<String>, StripeError>;
+    /// Leaves the customer with no default payment method for invoices.
+    fn clear_default_payment_method(&self, customer: &str, idempotency_key: &str) -> Result<(), StripeError>;
+    /// Detaches a payment method from its customer: Stripe can never charge it again.
+    fn detach_payment_method(&self, id: &str, idempotency_key: &str) -> Result<(), StripeError>;
 }
 
 /// Why a profile could not be had.
