@@ -13,7 +13,9 @@ accepts what the live Stripe API accepts for our calls:
   product_data[name]), `GET /v1/prices/{id}` and `GET /v1/prices`. localstripe only knows the
   legacy Plan; a price is stored as a plan whose id starts with `price_`.
 * Subscriptions take `items[N][price]` (live) as well as `items[N][plan]` (legacy), and
-  `payment_behavior=default_incomplete`; subscription items are exported with `price`. An
+  `payment_behavior=default_incomplete`; subscription items are exported with `price`. One
+  created with `trial_period_days` (or `trial_end`) starts `trialing`, its period ending with the
+  trial, as on Stripe; `trial_settings[end_behavior][missing_payment_method]` is checked and kept. An
   unknown price, on create or update, is a 400 `resource_missing` naming `items[N][price]`, as on
   Stripe (localstripe's own answer is a 404 "Not Found" without a `param`).
 * Invoices are exported with `number` and `hosted_invoice_url` (null when localstripe has none).
@@ -102,14 +104,36 @@ def patch_live_api():
 
     original_init = Subscription.__init__
 
-    def init(self, *args, items=None, payment_behavior="allow_incomplete", **kwargs):
+    def init(self, *args, items=None, payment_behavior="allow_incomplete", trial_settings=None, **kwargs):
         if payment_behavior == "default_incomplete":
             payment_behavior = "allow_incomplete"
         _refuse_unknown_prices(items)
+        behavior = ((trial_settings or {}).get("end_behavior") or {}).get("missing_payment_method")
+        if trial_settings is not None and behavior not in ("cancel", "create_invoice", "pause"):
+            raise UserError(400, "Invalid trial_settings[end_behavior][missing_payment_method]",
+                            {"param": "trial_settings[end_behavior][missing_payment_method]"})
         original_init(self, *args, items=_price_to_plan(items),
                       payment_behavior=payment_behavior, **kwargs)
+        # Live Stripe starts a subscription with a trial `trialing`, its first period being the
+        # trial; localstripe left it `incomplete`, with the plan's period.
+        days = self.trial_period_days
+        if self.trial_end is not None or days is not None:
+            self.trial_start = self.start_date
+            if self.trial_end is None:
+                self.trial_end = self.start_date + days * 86400
+            self.status = "trialing"
+        self.trial_settings = {"end_behavior": {"missing_payment_method": behavior or "create_invoice"}}
 
     Subscription.__init__ = init
+
+    original_period_end = Subscription.current_period_end
+
+    def period_end(self):
+        if self.status == "trialing" and self.trial_end is not None:
+            return self.trial_end
+        return original_period_end.fget(self)
+
+    Subscription.current_period_end = property(period_end)
 
     original_update = Subscription._update
 

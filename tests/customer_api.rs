@@ -174,6 +174,52 @@ async fn each_user_has_a_budget_of_requests_that_reach_stripe() {
     assert_eq!(status, 201, "{body}");
 }
 
+/// `subscription_trial_days`: a customer's first subscription starts `trialing` without a card,
+/// charges nothing, ends its trial as configured, and tells Stripe to cancel it if no card is on
+/// file by then; the next subscription gets no trial and is charged at once.
+#[tokio::test]
+async fn a_first_subscription_gets_the_configured_trial_and_only_the_first() {
+    let app = spawn(|vars| {
+        vars.insert("subscription_trial_days".into(), "14".into());
+    })
+    .await;
+    app.stripe
+        .register_webhook(&app.url("/api/v3/billing/stripe/webhook"), &app.app.variables["stripe_webhook_secret"])
+        .await;
+    app.auth.add_user("u-1", "Ada Lovelace", "ada@example.org");
+    let (status, customer, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1]})), &[]).await;
+    assert_eq!(status, 201, "{customer}");
+    let stripe_customer = customer["stripe_customer_id"].as_str().unwrap().to_string();
+    let price = app.stripe.price("900").await;
+
+    let started = support::now();
+    let (status, sub, _) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": price})), &[]).await;
+    assert_eq!(status, 201, "no card is needed for a trial: {sub}\n{}", app.app.host.log());
+    assert_eq!((&sub["status"], &sub["pending_payment"]), (&json!("trialing"), &Value::Null), "{sub}");
+    let stripe_sub = sub["stripe_subscription_id"].as_str().unwrap().to_string();
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/subscriptions/{stripe_sub}")).await;
+    assert_eq!(at_stripe["status"], "trialing", "{at_stripe}");
+    let trial_end = at_stripe["trial_end"].as_i64().expect("trial_end at Stripe");
+    assert!((started + 14 * 86_400 - 5..=support::now() + 14 * 86_400 + 5).contains(&trial_end), "{at_stripe}");
+    let trial_end = rfc3339::format(trial_end);
+    assert_eq!(sub["current_period_end"], trial_end.as_str(), "the trial's end: {sub}");
+    assert_eq!(at_stripe["trial_settings"]["end_behavior"]["missing_payment_method"], "cancel", "{at_stripe}");
+    let (_, invoices) = app.stripe.get(&format!("/v1/invoices?customer={stripe_customer}")).await;
+    assert_eq!(invoices["data"], json!([]), "nothing charged during the trial");
+    support::wait_for_applied_webhook(&app.app, &stripe_sub).await;
+    let (_, list, _) = app.call("GET", "/api/v3/customers/me/subscriptions", "u-1", None, &[]).await;
+    assert_eq!((&list["subscriptions"][0]["status"], &list["subscriptions"][0]["current_period_end"]), (&json!("trialing"), &json!(trial_end)), "{list}");
+
+    // A second price: no trial, charged at once (so it needs the card).
+    app.stripe.add_card(&stripe_customer).await;
+    let second_price = app.stripe.price("300").await;
+    let (status, second, _) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": second_price})), &[]).await;
+    assert_eq!((status, &second["status"]), (201, &json!("active")), "{second}");
+    let (_, invoices) = app.stripe.get(&format!("/v1/invoices?customer={stripe_customer}")).await;
+    assert_eq!(invoices["data"].as_array().map(Vec::len), Some(1), "{invoices}");
+    assert_eq!(invoices["data"][0]["amount_paid"], 300, "{invoices}");
+}
+
 /// SCA: a card whose first payment asks for 3-D Secure. The subscription starts `incomplete`
 /// and its answer carries the PaymentIntent's client_secret for Stripe.js; read again later, it
 /// still does; once the user passes the check, Stripe's webhook makes it active.

@@ -919,7 +919,8 @@ pub fn create_subscription(request: Request, _params: Params) -> Response {
         idempotent(req, deps, &principal, || {
             let user = user_only(principal.clone())?;
             let price = PriceId::try_from(json_body::<SubscribeDto>(req)?)?;
-            let view = billing_run(deps, &user, |ctx| billing::subscribe(ctx, &user, &price))?;
+            let trial_days = config::trial_days()?;
+            let view = billing_run(deps, &user, |ctx| billing::subscribe(ctx, &user, &price, trial_days))?;
             Ok(Reply::json(201, &subscription_view_json(&view)))
         })
     })

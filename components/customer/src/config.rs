@@ -23,6 +23,8 @@ pub const TRUSTED_SERVICE_KEYS: &str = "trusted_service_keys";
 pub const PROFILE_CACHE_TTL_SECS: &str = "profile_cache_ttl_secs";
 /// Requests per minute each user may make to the routes that may call Stripe (default 60).
 pub const STRIPE_CALLS_PER_USER_PER_MINUTE: &str = "stripe_calls_per_user_per_minute";
+/// Days of free trial a customer's first subscription gets (default 0: none; at most 730, Stripe's limit).
+pub const SUBSCRIPTION_TRIAL_DAYS: &str = "subscription_trial_days";
 /// Milliseconds auth has to answer one call (default 2000).
 pub const AUTH_TIMEOUT_MS: &str = "auth_timeout_ms";
 
@@ -43,7 +45,6 @@ pub fn optional(name: &'static str) -> String {
     variables::get(name).unwrap_or_default().trim().to_string()
 }
 
-/// Reads an optional positive number.
 /// Like [`number`], but 0 is allowed (e.g. a cache TTL of 0 turns the cache off).
 pub fn non_negative(name: &'static str, default: i64) -> Result<i64, Error> {
     match optional(name).parse::<i64>() {
@@ -52,6 +53,15 @@ pub fn non_negative(name: &'static str, default: i64) -> Result<i64, Error> {
     }
 }
 
+/// The trial a first subscription gets, in days: 0 (none) to 730 (the longest Stripe allows).
+pub fn trial_days() -> Result<u32, Error> {
+    match u32::try_from(non_negative(SUBSCRIPTION_TRIAL_DAYS, 0)?) {
+        Ok(days) if days <= 730 => Ok(days),
+        _ => Err(Error::Misconfigured { variable: SUBSCRIPTION_TRIAL_DAYS, what: "is over 730 days".into() }),
+    }
+}
+
+/// Reads an optional positive number.
 pub fn number(name: &'static str, default: i64) -> Result<i64, Error> {
     let raw = optional(name);
     if raw.is_empty() {

@@ -306,16 +306,24 @@ impl Billing for StripeClient<'_> {
         &self,
         customer: &str,
         price: &PriceId,
+        trial_days: Option<u32>,
         user_id: &str,
         local_id: &str,
         idempotency_key: &str,
     ) -> Result<StripeSubscription, StripeError> {
-        let form = Form::new()
+        let mut form = Form::new()
             .field(&["customer"], customer)
             .field(&["items", "0", "price"], price.as_str())
             .field(&["metadata", "user_id"], user_id)
             .field(&["metadata", "subscription_id"], local_id)
             .field(&["expand", "0"], "latest_invoice.payment_intent");
+        if let Some(days) = trial_days {
+            // A trial that ends with no card on file cancels instead of leaving an unpaid
+            // invoice and a past_due subscription behind.
+            form = form
+                .field(&["trial_period_days"], days.to_string())
+                .field(&["trial_settings", "end_behavior", "missing_payment_method"], "cancel");
+        }
         subscription(&self.call("POST", "/v1/subscriptions", Some(&form), Some(idempotency_key))?)
     }
 
@@ -490,7 +498,7 @@ mod tests {
         let script = Script::new(vec![answer(402, r#"{"error":{"type":"card_error","message":"Your card was declined.","decline_code":"generic_decline"}}"#)]);
         let client = StripeClient::for_tests(&script);
         let err = client
-            .create_subscription("cus_1", &PriceId::parse("price_1").unwrap(), "u1", "l1", "k")
+            .create_subscription("cus_1", &PriceId::parse("price_1").unwrap(), None, "u1", "l1", "k")
             .unwrap_err();
         assert_eq!(err, StripeError::Card { message: "Your card was declined.".into(), code: Some("generic_decline".into()) });
         assert_eq!(script.sent.borrow().len(), 1);

@@ -311,8 +311,10 @@ pub struct SubscriptionView {
     pub pending_payment: Option<PendingPayment>,
 }
 
-/// `POST /customers/me/subscriptions`.
-pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId) -> Result<SubscriptionView, Error> {
+/// `POST /customers/me/subscriptions`. `trial_days` (`subscription_trial_days`, 0 for none) is
+/// given to a customer's first subscription only: one who ever had a subscription, here or at
+/// Stripe, cannot get a new trial by cancelling and subscribing again.
+pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId, trial_days: u32) -> Result<SubscriptionView, Error> {
     // A deleted account must not start paying: its access token outlives it (up to 15 min), its
     // profile does not (gone at auth, and from our cache after `profile_cache_ttl_secs`). Auth
     // down: a cached profile (even stale) lets the subscription through, none is a 503.
@@ -327,9 +329,11 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId) -> Result<Subscr
         if local.iter().any(|s| s.status.is_live() && s.price_id == price.as_str()) {
             return Err(crate::error::conflict_for_constraint("uq_subscriptions_live_price"));
         }
+        let remotes = ctx.stripe.subscriptions_of(&stripe_customer)?;
+        let trial = (trial_days > 0 && local.is_empty() && remotes.is_empty()).then_some(trial_days);
         // A subscription created by an interrupted earlier request (or outside this API) that no
         // webhook has brought in yet: adopt it instead of creating a duplicate.
-        for remote in ctx.stripe.subscriptions_of(&stripe_customer)? {
+        for remote in remotes {
             if !remote.status.is_live() || remote.price_id.as_deref() != Some(price.as_str()) {
                 continue;
             }
@@ -352,6 +356,7 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId) -> Result<Subscr
         let remote = ctx.stripe.create_subscription(
             &stripe_customer,
             price,
+            trial,
             user.as_str(),
             &local_id,
             &subscription_create_key(&local_id),
@@ -364,7 +369,14 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId) -> Result<Subscr
             user.as_str(),
             "subscription.created",
             Some(user.as_str()),
-            &format!("subscription={} stripe_subscription={} price={} status={}", sub.id, remote.id, price.as_str(), sub.status.as_str()),
+            &format!(
+                "subscription={} stripe_subscription={} price={} status={} trial_days={}",
+                sub.id,
+                remote.id,
+                price.as_str(),
+                sub.status.as_str(),
+                trial.unwrap_or(0)
+            ),
         )?;
         Ok(sub)
     })?;
@@ -835,16 +847,47 @@ pub(crate) mod tests {
         let ctx = fakes.ctx(1000);
         create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
         let price = PriceId::parse("price_basic").unwrap();
-        let sub = subscribe(&ctx, &user("u1"), &price).unwrap().subscription;
+        let sub = subscribe(&ctx, &user("u1"), &price, 0).unwrap().subscription;
         assert_eq!(sub.status, SubscriptionStatus::Active);
-        assert_eq!(subscribe(&ctx, &user("u1"), &price).unwrap_err().status(), 409);
+        assert_eq!(subscribe(&ctx, &user("u1"), &price, 0).unwrap_err().status(), 409);
         assert_eq!(fakes.stripe.subscriptions.borrow().len(), 1);
         let canceled = cancel_subscription(&ctx, &user("u1"), &sub.id, true).unwrap();
         assert!(canceled.cancel_at_period_end);
         let canceled = cancel_subscription(&ctx, &user("u1"), &sub.id, false).unwrap();
         assert_eq!(canceled.status, SubscriptionStatus::Canceled);
         // Ended: a new one may start.
-        assert!(subscribe(&ctx, &user("u1"), &price).is_ok());
+        assert!(subscribe(&ctx, &user("u1"), &price, 0).is_ok());
+    }
+
+    #[test]
+    fn only_a_customers_first_subscription_gets_the_trial() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        let basic = PriceId::parse("price_basic").unwrap();
+        let first = subscribe(&ctx, &user("u1"), &basic, 14).unwrap();
+        assert_eq!(first.subscription.status, SubscriptionStatus::Trialing);
+        assert_eq!(first.subscription.current_period_end, Some(1000 + 14 * 86_400), "the trial's end is the first period's");
+        assert_eq!(first.pending_payment, None);
+        // A second price, or the first again after cancelling: no new trial.
+        let other = subscribe(&ctx, &user("u1"), &PriceId::parse("price_pro").unwrap(), 14).unwrap();
+        assert_eq!(other.subscription.status, SubscriptionStatus::Active);
+        cancel_subscription(&ctx, &user("u1"), &first.subscription.id, false).unwrap();
+        assert_eq!(subscribe(&ctx, &user("u1"), &basic, 14).unwrap().subscription.status, SubscriptionStatus::Active);
+        let events = fakes.store.audit_events();
+        assert_eq!(events.iter().filter(|e| *e == "subscription.created").count(), 3, "{events:?}");
+
+        // One that Stripe knows and we do not (made in the dashboard) counts as well.
+        let customer = create_customer(&ctx, &user("u2"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        fakes
+            .stripe
+            .create_subscription(customer.stripe_customer_id.as_deref().unwrap(), &basic, None, "u2", "dashboard", "k2")
+            .unwrap();
+        let pro = subscribe(&ctx, &user("u2"), &PriceId::parse("price_pro").unwrap(), 14).unwrap();
+        assert_eq!(pro.subscription.status, SubscriptionStatus::Active);
+        // No trial configured: none given.
+        create_customer(&ctx, &user("u3"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        assert_eq!(subscribe(&ctx, &user("u3"), &basic, 0).unwrap().subscription.status, SubscriptionStatus::Active);
     }
 
     #[test]
@@ -852,7 +895,7 @@ pub(crate) mod tests {
         let fakes = Fakes::up();
         let ctx = fakes.ctx(1000);
         create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
-        let sub = subscribe(&ctx, &user("u1"), &PriceId::parse("price_basic").unwrap()).unwrap().subscription;
+        let sub = subscribe(&ctx, &user("u1"), &PriceId::parse("price_basic").unwrap(), 0).unwrap().subscription;
         let stripe_id = sub.stripe_subscription_id.clone().unwrap();
         let at_stripe = || fakes.stripe.subscriptions.borrow().iter().find(|s| s.id == stripe_id).unwrap().cancel_at_period_end;
 
@@ -884,12 +927,12 @@ pub(crate) mod tests {
         let fakes = Fakes::up();
         let ctx = fakes.ctx(1000);
         create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
-        let plain = subscribe(&ctx, &user("u1"), &PriceId::parse("price_plain").unwrap()).unwrap();
+        let plain = subscribe(&ctx, &user("u1"), &PriceId::parse("price_plain").unwrap(), 0).unwrap();
         assert_eq!(plain.pending_payment, None);
         assert_eq!(subscription_view(&ctx, &user("u1"), &plain.subscription.id).unwrap().pending_payment, None);
 
         fakes.stripe.card_needs_3ds.set(true);
-        let view = subscribe(&ctx, &user("u1"), &PriceId::parse("price_3ds").unwrap()).unwrap();
+        let view = subscribe(&ctx, &user("u1"), &PriceId::parse("price_3ds").unwrap(), 0).unwrap();
         assert_eq!(view.subscription.status, SubscriptionStatus::Incomplete);
         let pending = view.pending_payment.clone().expect("the payment waits for the user");
         assert_eq!(pending.status, "requires_action");
@@ -910,8 +953,8 @@ pub(crate) mod tests {
         let ctx = fakes.ctx(1000);
         create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
         let price = |id: &str| PriceId::parse(id).unwrap();
-        let basic = subscribe(&ctx, &user("u1"), &price("price_basic")).unwrap().subscription;
-        let other = subscribe(&ctx, &user("u1"), &price("price_other")).unwrap().subscription;
+        let basic = subscribe(&ctx, &user("u1"), &price("price_basic"), 0).unwrap().subscription;
+        let other = subscribe(&ctx, &user("u1"), &price("price_other"), 0).unwrap().subscription;
         let at_stripe = |sub: &Subscription| {
             let id = sub.stripe_subscription_id.clone().unwrap();
             fakes.stripe.subscriptions.borrow().iter().find(|s| s.id == id).unwrap().price_id.clone().unwrap()
@@ -927,7 +970,7 @@ pub(crate) mod tests {
         assert!(matches!(err, Error::Conflict { code: "already_subscribed", .. }), "{err:?}");
         assert_eq!(at_stripe(&basic), "price_pro");
         // The old price is free again.
-        assert!(subscribe(&ctx, &user("u1"), &price("price_basic")).is_ok());
+        assert!(subscribe(&ctx, &user("u1"), &price("price_basic"), 0).is_ok());
         // A price Stripe does not know: 422 naming price_id; nothing changed.
         let err = change_price(&ctx, &user("u1"), &other.id, &price("price_unknown")).unwrap_err();
         assert_eq!(err.status(), 422);
@@ -999,7 +1042,7 @@ pub(crate) mod tests {
         let owner = || fakes.stripe.payment_method("pm_one").unwrap().unwrap().customer;
 
         // A subscription that renews needs the card; one set to end at its period's end does not.
-        let sub = subscribe(&ctx, &user("u1"), &PriceId::parse("price_basic").unwrap()).unwrap().subscription;
+        let sub = subscribe(&ctx, &user("u1"), &PriceId::parse("price_basic").unwrap(), 0).unwrap().subscription;
         let in_use = remove_default_payment_method(&ctx, &user("u1")).unwrap_err();
         assert!(matches!(&in_use, Error::Conflict { code: "payment_method_in_use", detail } if detail.contains(&sub.id)), "{in_use:?}");
         assert_eq!(owner().as_deref(), Some("cus_1"), "nothing detached");
@@ -1033,14 +1076,14 @@ pub(crate) mod tests {
         create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
         let price = PriceId::parse("price_basic").unwrap();
         let gone = FakeProfiles::users_gone();
-        let err = subscribe(&Ctx { profiles: &gone, ..fakes.ctx(1000) }, &user("u1"), &price).unwrap_err();
+        let err = subscribe(&Ctx { profiles: &gone, ..fakes.ctx(1000) }, &user("u1"), &price, 0).unwrap_err();
         assert!(matches!(err, Error::NotFound { code: "profile_not_found", .. }), "{err:?}");
         let down = FakeProfiles::down();
-        let err = subscribe(&Ctx { profiles: &down, ..fakes.ctx(1000) }, &user("u1"), &price).unwrap_err();
+        let err = subscribe(&Ctx { profiles: &down, ..fakes.ctx(1000) }, &user("u1"), &price, 0).unwrap_err();
         assert_eq!(err.status(), 503);
         assert!(fakes.stripe.subscriptions.borrow().is_empty(), "nothing reached Stripe");
         assert!(fakes.store.subscriptions("u1").unwrap().is_empty());
-        assert!(subscribe(&ctx, &user("u1"), &price).is_ok(), "the live user still can");
+        assert!(subscribe(&ctx, &user("u1"), &price, 0).is_ok(), "the live user still can");
     }
 
     #[test]
@@ -1051,9 +1094,9 @@ pub(crate) mod tests {
         let price = PriceId::parse("price_basic").unwrap();
         fakes
             .stripe
-            .create_subscription(customer.stripe_customer_id.as_deref().unwrap(), &price, "u1", "lost", "k")
+            .create_subscription(customer.stripe_customer_id.as_deref().unwrap(), &price, None, "u1", "lost", "k")
             .unwrap();
-        assert_eq!(subscribe(&ctx, &user("u1"), &price).unwrap_err().status(), 409);
+        assert_eq!(subscribe(&ctx, &user("u1"), &price, 0).unwrap_err().status(), 409);
         assert_eq!(fakes.stripe.subscriptions.borrow().len(), 1);
         assert_eq!(fakes.store.subscriptions("u1").unwrap().len(), 1);
     }
@@ -1114,7 +1157,7 @@ pub(crate) mod tests {
         let ctx = fakes.ctx(1000);
         create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
         *fakes.profiles.email_domain.borrow_mut() = "new.example".into();
-        subscribe(&ctx, &user("u1"), &PriceId::parse("price_basic").unwrap()).unwrap();
+        subscribe(&ctx, &user("u1"), &PriceId::parse("price_basic").unwrap(), 0).unwrap();
         assert_eq!(stripe_updates(&fakes), ["u1@new.example"]);
     }
 
@@ -1136,7 +1179,7 @@ pub(crate) mod tests {
         let fakes = Fakes::up();
         let ctx = fakes.ctx(1000);
         create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
-        subscribe(&ctx, &user("u1"), &PriceId::parse("price_basic").unwrap()).unwrap();
+        subscribe(&ctx, &user("u1"), &PriceId::parse("price_basic").unwrap(), 0).unwrap();
         delete_customer(&ctx, &user("u1")).unwrap();
         assert!(fakes.stripe.customers.borrow().is_empty());
         assert!(fakes.stripe.subscriptions.borrow().iter().all(|s| s.status == SubscriptionStatus::Canceled));

@@ -347,19 +347,32 @@ impl Billing for FakeStripe {
     fn profile_digest(&self, profile: &Profile) -> String {
         billing::profile_digest(b"sk_test_fake", profile)
     }
-    fn create_subscription(&self, customer: &str, price: &PriceId, _user: &str, local_id: &str, _key: &str) -> Result<StripeSubscription, StripeError> {
+    fn create_subscription(
+        &self,
+        customer: &str,
+        price: &PriceId,
+        trial_days: Option<u32>,
+        _user: &str,
+        local_id: &str,
+        _key: &str,
+    ) -> Result<StripeSubscription, StripeError> {
         self.check_up()?;
         let id = self.next_id("sub");
-        let pending_payment = self.card_needs_3ds.get().then(|| PendingPayment {
+        // A trial charges nothing: no first payment to authenticate.
+        let pending_payment = (self.card_needs_3ds.get() && trial_days.is_none()).then(|| PendingPayment {
             status: "requires_action".into(),
             client_secret: format!("pi_for_{id}_secret_fake"),
         });
         let sub = StripeSubscription {
             id,
             customer: customer.into(),
-            status: if pending_payment.is_some() { SubscriptionStatus::Incomplete } else { SubscriptionStatus::Active },
+            status: match (trial_days, &pending_payment) {
+                (Some(_), _) => SubscriptionStatus::Trialing,
+                (None, Some(_)) => SubscriptionStatus::Incomplete,
+                (None, None) => SubscriptionStatus::Active,
+            },
             price_id: Some(price.as_str().into()),
-            current_period_end: Some(5000),
+            current_period_end: Some(trial_days.map_or(5000, |days| 1000 + i64::from(days) * 86_400)),
             cancel_at_period_end: false,
             created: 1000,
             local_id: Some(local_id.into()),

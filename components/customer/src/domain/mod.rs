@@ -214,10 +214,13 @@ pub trait Billing {
     /// A digest of the name and email, keyed with this account's secret key (HMAC-SHA-256, hex):
     /// it tells whether Stripe already holds a profile, and nothing to whoever reads our database.
     fn profile_digest(&self, profile: &Profile) -> String;
+    /// With `trial_days`, Stripe starts it `trialing` and charges nothing until the trial ends;
+    /// then it charges the default payment method, or cancels the subscription if there is none.
     fn create_subscription(
         &self,
         customer: &str,
         price: &PriceId,
+        trial_days: Option<u32>,
         user_id: &str,
         local_id: &str,
         idempotency_key: &str,

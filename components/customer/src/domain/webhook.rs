@@ -456,7 +456,7 @@ mod tests {
         let ctx = fakes.ctx(1000);
         let user = UserId::parse("u1").unwrap();
         create_customer(&ctx, &user, &AreaIds::parse(&[1]).unwrap()).unwrap();
-        let sub = subscribe(&ctx, &user, &PriceId::parse("price_a").unwrap()).unwrap().subscription;
+        let sub = subscribe(&ctx, &user, &PriceId::parse("price_a").unwrap(), 0).unwrap().subscription;
         let cus = fakes.store.customer("u1").unwrap().unwrap().stripe_customer_id.unwrap();
         (sub.stripe_subscription_id.unwrap(), cus)
     }
