@@ -950,6 +950,36 @@ async fn an_account_is_erased_at_auth_stripe_and_billing_in_one_call() {
     assert_eq!((&again["auth"], &again["billing"]), (&json!("already_deleted"), &Value::Null), "{again}");
 }
 
+/// An erasure that runs while the account's customer is being made (Stripe slow to create it):
+/// the erasure finds no customer yet, and the creation, asking auth again before it commits,
+/// finds the account gone and keeps nothing, at Stripe or here.
+#[tokio::test]
+async fn an_account_erased_while_its_customer_is_made_keeps_no_customer() {
+    let stripe = support::LocalStripe::start().await;
+    let app = support::spawn_app_on(&stripe, |_| {}).await;
+    let password = "correct horse battery staple";
+    let registered = integration_tests::register_account(&app.client, &app.host, "Ada Lovelace", "ada@example.org", password).await;
+    let token = registered["access_token"].as_str().expect("registered").to_string();
+    let user = registered["user"]["id"].as_str().unwrap().to_string();
+    stripe.fault(json!({"method": "POST", "path": "/v1/customers", "delay": 2, "times": 1})).await;
+
+    let (created, erased) = tokio::join!(as_user(&app, &token, "POST", "/api/v3/customers", Some(json!({"area_ids": [1]}))), async {
+        // The creation is waiting on Stripe by now.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        as_user(&app, &token, "POST", "/api/v3/customers/me/erasure", Some(json!({"password": password}))).await
+    });
+    let (status, receipt, _) = erased;
+    assert_eq!(status, 200, "{receipt}\n{}", app.host.log());
+    assert_eq!((&receipt["auth"], &receipt["billing"]), (&json!("deleted"), &Value::Null), "no customer yet: {receipt}");
+    let (status, problem, _) = created;
+    assert_eq!((status, &problem["code"]), (404, &json!("profile_not_found")), "{problem}\n{}", app.host.log());
+    assert_eq!(stripe.customers_of(&user).await, Vec::<Value>::new(), "the Stripe customer made for it was deleted");
+    let rows = integration_tests::db_rows(&app.customer_db, &format!("SELECT id FROM customers WHERE id = '{user}'")).await;
+    assert!(rows.is_empty(), "{rows:?}");
+    let leases = integration_tests::db_rows(&app.customer_db, "SELECT customer_id FROM customer_provisioning").await;
+    assert!(leases.is_empty(), "{leases:?}");
+}
+
 /// Stripe failing while billing is closed, after auth deleted the account: 503
 /// `erasure_incomplete`, and the same request sent again finishes the erasure.
 #[tokio::test]

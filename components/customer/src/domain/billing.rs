@@ -150,11 +150,11 @@ pub fn create_customer(ctx: &Ctx<'_>, user: &UserId, areas: &AreaIds) -> Result<
         );
     }
 
-    let profile = match ctx.profiles.profile(user.as_str()) {
-        Ok(lookup) => lookup.profile,
+    let profile = match profile_from_auth(ctx, user) {
+        Ok(profile) => profile,
         Err(err) => {
             store.provisioning_failed(user.as_str(), "auth_unavailable", false)?;
-            return Err(err.into());
+            return Err(err);
         }
     };
 
@@ -173,8 +173,10 @@ pub fn create_customer(ctx: &Ctx<'_>, user: &UserId, areas: &AreaIds) -> Result<
         }
     };
 
-    in_transaction(store, || {
+    let created = in_transaction(store, || {
         store.insert_customer(user.as_str(), &stripe_customer.id, areas)?;
+        // Asked again, with the row written but not committed: see `profile_from_auth`.
+        profile_from_auth(ctx, user)?;
         if !adopted {
             // Stripe holds this profile now. (An adopted customer holds an earlier attempt's:
             // without a digest, the next read of the profile sends it the current one.)
@@ -191,7 +193,38 @@ pub fn create_customer(ctx: &Ctx<'_>, user: &UserId, areas: &AreaIds) -> Result<
         // Read back before COMMIT: once committed, the answer must not depend on another statement
         // (a database lost in between would answer 503 for a customer that exists).
         get_customer(store, user)
-    })
+    });
+    match created {
+        Err(Error::NotFound { code: "profile_not_found", .. }) => {
+            // Erased while we made its Stripe customer: that customer must not outlive the account.
+            if let Err(err) = ctx.stripe.delete_customer(&stripe_customer.id) {
+                telemetry::error(
+                    "Failed to delete the Stripe customer of an account erased during its creation",
+                    &[("customer", user.as_str().into()), ("stripe_customer", stripe_customer.id.as_str().into()), ("cause", format!("{err:?}").into())],
+                );
+            }
+            store.delete_provisioning(user.as_str())?;
+        }
+        // The Stripe customer exists: the next attempt finds and adopts it.
+        Err(Error::AuthUnavailable { .. }) => store.provisioning_failed(user.as_str(), "auth_unavailable", false)?,
+        _ => {}
+    }
+    created
+}
+
+/// The profile from auth itself, never a cached copy: a customer is made only for an account
+/// that exists now (auth unavailable: 503, we cannot tell). `create_customer` asks twice, the
+/// second time with the new customer row written but not committed. An erasure deletes the
+/// account at auth before it closes billing, and closing billing locks the customer row: if it
+/// deleted the account before the second question, the answer is 404 and nothing is kept; if
+/// after, its lock waits for our COMMIT and then finds the customer to close. Either way no
+/// customer outlives an erasure that raced its creation.
+fn profile_from_auth(ctx: &Ctx<'_>, user: &UserId) -> Result<Profile, Error> {
+    let lookup = ctx.profiles.current_profile(user.as_str())?;
+    if let ProfileSource::StaleCache { .. } = lookup.source {
+        return Err(Error::AuthUnavailable { retry_after: 5 });
+    }
+    Ok(lookup.profile)
 }
 
 /// Finds the Stripe customer an earlier attempt created (true: adopted), or creates one.
@@ -751,6 +784,36 @@ pub(crate) mod tests {
         let key = customer_create_key(&user(&"y".repeat(128)), i64::MIN, u32::MAX);
         assert!(key.len() <= 255, "{key}");
         assert_eq!(subscription_create_key("abc"), "subscription-create:abc");
+    }
+
+    /// An erasure that deletes the account at auth while its customer is being made (after the
+    /// first profile lookup, before COMMIT) leaves nothing behind: no row, no Stripe customer.
+    #[test]
+    fn a_customer_whose_account_is_erased_during_its_creation_is_not_kept() {
+        let fakes = Fakes::up();
+        fakes.profiles.lookups_before_gone.set(Some(1));
+        let ctx = fakes.ctx(1000);
+        let err = create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap_err();
+        assert!(matches!(err, Error::NotFound { code: "profile_not_found", .. }), "{err:?}");
+        assert!(fakes.store.customer("u1").unwrap().is_none(), "the row was rolled back");
+        assert!(fakes.stripe.customers.borrow().is_empty(), "the Stripe customer made for it was deleted");
+        assert!(!fakes.store.audit_events().contains(&"customer.created".to_string()));
+        // Nothing is left claimed: were the account back, creating it would start afresh.
+        fakes.profiles.lookups_before_gone.set(None);
+        assert!(create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).is_ok());
+    }
+
+    /// Only auth itself can say an account exists now: with auth unavailable and only a stale
+    /// copy of the profile, no customer is made and Stripe is not called.
+    #[test]
+    fn a_customer_is_made_only_for_an_account_auth_confirms() {
+        let fakes = Fakes::up();
+        fakes.profiles.source.set(ProfileSource::StaleCache { age: 120 });
+        let ctx = fakes.ctx(1000);
+        let err = create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap_err();
+        assert_eq!(err.status(), 503, "{err:?}");
+        assert!(fakes.stripe.customers.borrow().is_empty());
+        assert!(fakes.store.customer("u1").unwrap().is_none());
     }
 
     #[test]

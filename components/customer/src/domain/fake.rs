@@ -486,6 +486,8 @@ pub struct FakeProfiles {
     pub email_domain: RefCell<String>,
     /// Where the answers say they came from.
     pub source: Cell<ProfileSource>,
+    /// Answers this many lookups, then every user is gone (an erasure at auth in between).
+    pub lookups_before_gone: Cell<Option<u32>>,
 }
 
 enum AuthState {
@@ -497,7 +499,12 @@ enum AuthState {
 
 impl FakeProfiles {
     fn with(state: AuthState) -> Self {
-        Self { state, email_domain: RefCell::new("example.org".into()), source: Cell::new(ProfileSource::Auth) }
+        Self {
+            state,
+            email_domain: RefCell::new("example.org".into()),
+            source: Cell::new(ProfileSource::Auth),
+            lookups_before_gone: Cell::new(None),
+        }
     }
     pub fn up() -> Self {
         Self::with(AuthState::Up)
@@ -519,6 +526,11 @@ impl Profiles for FakeProfiles {
             AuthState::Up => {}
             AuthState::Down => return Err(ProfileError::Unavailable { reason: "down".into(), retry_after: 5 }),
             AuthState::UsersGone => return Err(ProfileError::NotFound),
+        }
+        match self.lookups_before_gone.get() {
+            Some(0) => return Err(ProfileError::NotFound),
+            Some(left) => self.lookups_before_gone.set(Some(left - 1)),
+            None => {}
         }
         Ok(ProfileLookup {
             profile: Profile { id: id.into(), name: format!("Name {id}"), email: format!("{id}@{}", self.email_domain.borrow()) },
