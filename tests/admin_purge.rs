@@ -93,6 +93,20 @@ async fn purge_deletes_what_decides_nothing_and_keeps_what_does() {
     )
     .await;
 
+    // Email-verification tokens: the same.
+    db_rows(
+        auth_db,
+        &format!(
+            "INSERT INTO email_verification_tokens (token_hash, user_id, created_at, expires_at) VALUES (REPEAT('c', 64), '{}', {}, {}), (REPEAT('d', 64), '{}', {now}, {})",
+            live.id,
+            now - 9 * DAY,
+            now - 8 * DAY,
+            just_out.id,
+            now + 86_400
+        ),
+    )
+    .await;
+
     // Webhook deliveries: one received 31 days ago, one now.
     webhook(&app, "evt_purge_old").await;
     webhook(&app, "evt_purge_new").await;
@@ -110,6 +124,7 @@ async fn purge_deletes_what_decides_nothing_and_keeps_what_does() {
         ("auth", "refresh_token_families", 2), // signed out 10 days ago (with its token); every token expired
         ("auth", "login_throttle", 1),
         ("auth", "password_reset_tokens", 1),
+        ("auth", "email_verification_tokens", 1),
         ("customer", "stripe_events", 1),
     ];
 
@@ -136,6 +151,11 @@ async fn purge_deletes_what_decides_nothing_and_keeps_what_does() {
         db_rows(auth_db, "SELECT LEFT(token_hash, 1) FROM password_reset_tokens").await,
         vec![vec!["b".to_string()]],
         "the live reset token stays"
+    );
+    assert_eq!(
+        db_rows(auth_db, "SELECT LEFT(token_hash, 1) FROM email_verification_tokens").await,
+        vec![vec!["d".to_string()]],
+        "the live verification token stays"
     );
     assert_eq!(db_rows(customer_db, "SELECT id FROM stripe_events WHERE id LIKE 'evt_purge%'").await, vec![vec!["evt_purge_new".to_string()]]);
     assert_eq!(count(auth_db, "SELECT COUNT(*) FROM audit_log").await, audit_auth);

@@ -27,7 +27,8 @@ async fn register_returns_the_session_and_stores_only_sealed_data() {
     assert_eq!(user["name"], "Ada Lovelace");
     assert_eq!(user["email"], "ada@example.org");
     assert!(is_rfc3339_utc(&user["created_at"]) && is_rfc3339_utc(&user["updated_at"]), "{user}");
-    assert_eq!(user.as_object().map(|o| o.len()), Some(5), "no password hash or anything else: {user}");
+    assert_eq!(user["email_verified"], false, "a new account's email is not verified yet");
+    assert_eq!(user.as_object().map(|o| o.len()), Some(6), "no password hash or anything else: {user}");
     assert_eq!(session["token_type"], "Bearer");
     assert_eq!(session["expires_in"], 900);
     assert_eq!(refresh_token(&session).len(), 43);
@@ -594,4 +595,101 @@ async fn a_reset_token_from_the_mailer_sets_a_new_password_once() {
     let stale = post(&app, "/api/v3/auth/password-reset", json!({"token": issued.body["token"], "new_password": "babbage-engine-1837"})).await;
     assert_problem(&stale, 400, "invalid_reset_token");
     assert_eq!(rows(&app, "SELECT COUNT(*) FROM password_reset_tokens").await, vec![vec!["0".to_string()]]);
+}
+
+/// Email verification: the operator's mailer (a service in `email_verification_services`)
+/// asks for a token for the address and would email it; the link's page posts it, and the user
+/// shows `email_verified: true` everywhere it is read, until the email changes.
+#[tokio::test]
+async fn a_verification_token_mailed_to_the_address_verifies_it() {
+    let mailer = admin::keys::SeedKey::generate().expect("key");
+    let mailer_entry = mailer.trusted_entry("mailer");
+    let app = integration_tests::spawn_app_with(move |vars: &mut std::collections::BTreeMap<String, String>| {
+        let trusted = format!("{},{mailer_entry}", vars["trusted_service_keys"]);
+        vars.insert("trusted_service_keys".into(), trusted);
+        vars.insert("auth_email_verification_services".into(), "mailer".into());
+    })
+    .await
+    .expect("app starts");
+    let session = register(&app, "Ada", "ada@example.org").await;
+    assert_eq!(session["user"]["email_verified"], false, "{session}");
+    let mailer_token = tokens::SigningKeys::parse(&mailer.encode()).expect("key").issue_service_token("mailer", now()).expect("token").token;
+    let customer_token = tokens::SigningKeys::parse(&app.variables["service_token_key"]).expect("key").issue_service_token("customer", now()).expect("token").token;
+    let ask = |bearer: Option<String>, email: &str| {
+        let body = json!({"email": email});
+        let app = &app;
+        async move { send(app, "POST", "/api/v3/users/email-verifications", bearer.as_deref(), Some(body)).await }
+    };
+
+    // Only the mailer may ask (the reset list does not let it: each kind has its own list).
+    assert_problem(&ask(Some(customer_token.clone()), "ada@example.org").await, 403, "forbidden");
+    assert_problem(&ask(Some(token(&session)), "ada@example.org").await, 403, "forbidden");
+    let reset = send(&app, "POST", "/api/v3/users/password-resets", Some(&mailer_token), Some(json!({"email": "ada@example.org"}))).await;
+    assert_problem(&reset, 403, "forbidden");
+    assert_problem(&ask(Some(mailer_token.clone()), "nobody@example.org").await, 404, "user_not_found");
+    let issued = ask(Some(mailer_token.clone()), " ADA@Example.org").await;
+    assert_eq!(issued.status, 201, "{}", issued.text);
+    assert_eq!(issued.body["user_id"], session["user"]["id"]);
+    assert!(is_rfc3339_utc(&issued.body["expires_at"]), "{}", issued.text);
+    let verification = issued.body["token"].as_str().expect("token").to_string();
+
+    let junk = post(&app, "/api/v3/auth/email-verification", json!({"token": "not-a-token"})).await;
+    assert_problem(&junk, 400, "invalid_verification_token");
+    let missing = post(&app, "/api/v3/auth/email-verification", json!({})).await;
+    assert_eq!((missing.status, &missing.body["errors"][0]["field"]), (422, &json!("token")), "{}", missing.text);
+    let done = post(&app, "/api/v3/auth/email-verification", json!({"token": verification})).await;
+    assert_eq!(done.status, 204, "{}", done.text);
+    assert_problem(&post(&app, "/api/v3/auth/email-verification", json!({"token": verification})).await, 400, "invalid_verification_token");
+    assert_problem(&ask(Some(mailer_token.clone()), "ada@example.org").await, 409, "email_already_verified");
+
+    // Verified wherever the user is read: /users/me, a login, a service's read.
+    let me = send(&app, "GET", "/api/v3/users/me", Some(&token(&session)), None).await;
+    assert_eq!(me.body["user"]["email_verified"], true, "{}", me.text);
+    assert_eq!(login(&app, "ada@example.org", PASSWORD).await.body["user"]["email_verified"], true);
+    let id = session["user"]["id"].as_str().expect("id");
+    let read = send(&app, "GET", &format!("/api/v3/users/{id}"), Some(&customer_token), None).await;
+    assert_eq!(read.body["user"]["email_verified"], true, "{}", read.text);
+
+    // A new email is unverified, and a token mailed to the old address no longer verifies it.
+    let stale = ask(Some(mailer_token.clone()), "ada@example.org").await;
+    assert_eq!(stale.status, 409);
+    let changed = send(
+        &app,
+        "PATCH",
+        "/api/v3/users/me",
+        Some(&token(&session)),
+        Some(json!({"email": "countess@example.org", "current_password": PASSWORD})),
+    )
+    .await;
+    assert_eq!((changed.status, &changed.body["user"]["email_verified"]), (200, &json!(false)), "{}", changed.text);
+    let for_new = ask(Some(mailer_token.clone()), "countess@example.org").await;
+    assert_eq!(for_new.status, 201, "{}", for_new.text);
+    let changed_back = send(
+        &app,
+        "PATCH",
+        "/api/v3/users/me",
+        Some(&token(&session)),
+        Some(json!({"email": "ada@example.org", "current_password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(changed_back.status, 200, "{}", changed_back.text);
+    let old_link = post(&app, "/api/v3/auth/email-verification", json!({"token": for_new.body["token"]})).await;
+    assert_problem(&old_link, 400, "invalid_verification_token");
+    assert_eq!(rows(&app, "SELECT COUNT(*) FROM email_verification_tokens").await, vec![vec!["0".to_string()]]);
+
+    let audit = rows(&app, "SELECT event, success, COALESCE(reason, '') FROM audit_log WHERE event LIKE 'email_verif%' ORDER BY id").await;
+    let expected: Vec<Vec<String>> = [
+        ["email_verification_issue", "0", "unknown_email"],
+        ["email_verification_issue", "1", ""],
+        ["email_verify", "0", "invalid_token"],
+        ["email_verify", "1", ""],
+        ["email_verify", "0", "invalid_token"],
+        ["email_verification_issue", "1", ""],
+        ["email_verify", "0", "invalid_token"],
+    ]
+    .iter()
+    .map(|row| row.iter().map(|s| s.to_string()).collect())
+    .collect();
+    assert_eq!(audit, expected);
+    assert!(!app.host.log().contains(&verification), "the token is never logged");
 }

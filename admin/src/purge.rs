@@ -11,8 +11,8 @@
 //!   expired: refused all the same.
 //! - auth `login_throttle` rows with no failure since: the window is at most one day
 //!   (`login_throttle_window_secs`), so such a row no longer throttles anyone.
-//! - auth `password_reset_tokens` past their `expires_at` (an hour after issue): refused as
-//!   expired already, they decide nothing.
+//! - auth `password_reset_tokens` and `email_verification_tokens` past their `expires_at` (an
+//!   hour and a day after issue): refused as expired already, they decide nothing.
 //!
 //! - customer `user_call_budget` rows of users with no call since (a counter of the current
 //!   minute only).
@@ -155,6 +155,11 @@ const RESET_TOKENS: Rule = Rule {
     condition: "expires_at < ?",
     what: "password-reset tokens expired",
 };
+const VERIFICATION_TOKENS: Rule = Rule {
+    table: "email_verification_tokens",
+    condition: "expires_at < ?",
+    what: "email-verification tokens expired",
+};
 const THROTTLE: Rule = Rule {
     table: "login_throttle",
     condition: "last_failure_at < ?",
@@ -190,7 +195,7 @@ pub async fn run(cross: &CrossDb, settings: &Settings) -> Result<Report> {
         // Tokens before families, so that a dry run counts what a real run deletes: a family's
         // expired tokens are counted as tokens, and only a revoked family's live ones go uncounted
         // with it (by the foreign key).
-        let mut rules = vec![(TOKENS, cutoff), (FAMILIES, cutoff), (THROTTLE, cutoff), (RESET_TOKENS, cutoff)];
+        let mut rules = vec![(TOKENS, cutoff), (FAMILIES, cutoff), (THROTTLE, cutoff), (RESET_TOKENS, cutoff), (VERIFICATION_TOKENS, cutoff)];
         rules.extend(settings.audit_older_than.map(|age| (AUTH_AUDIT, before(age))));
         let url = cross.auth_url("purge deletes auth's expired rows")?;
         purge_database(url, "auth", rules, cross, &mut report).await?;

@@ -11,7 +11,7 @@ use crate::domain::client_addr::{UNKNOWN_ADDRESS, parse_addr};
 use crate::domain::fields::{Name, parse_email};
 use crate::domain::password::Password;
 use crate::domain::ports::SessionRow;
-use crate::domain::recovery::{self, IssuedReset, ResetToken};
+use crate::domain::recovery::{self, IssuedToken, ResetToken, VerificationToken};
 use crate::domain::{Ctx, time};
 use crate::error::{Error, FieldError};
 use crate::store::mysql::MysqlStore;
@@ -252,7 +252,17 @@ pub fn parse_refresh_token(map: Map<String, Value>) -> Result<Option<RefreshToke
     Ok(token.and_then(|t| RefreshToken::parse(&t).ok()))
 }
 
-/// `{email}` of a password-reset request (a service's).
+/// `{token}` of an email verification: `None` when it cannot be one we issue (refused as
+/// invalid, never looked up).
+pub fn parse_verification(map: Map<String, Value>) -> Result<Option<VerificationToken>, Error> {
+    let mut f = Fields::new(map);
+    match f.required("token") {
+        Some(token) if f.errors.is_empty() => Ok(VerificationToken::parse(&token).ok()),
+        _ => Err(f.finish().err().unwrap_or(Error::Internal)),
+    }
+}
+
+/// `{email}` of a password-reset or email-verification request (a mailer service's).
 pub fn parse_reset_request(map: Map<String, Value>) -> Result<sealed_email::NormalizedEmail, Error> {
     let mut f = Fields::new(map);
     let email = f.required("email").and_then(|v| f.check(parse_email("email", &v)));
@@ -368,6 +378,7 @@ pub fn user_json(user: &User) -> Value {
         "id": user.id,
         "name": user.name,
         "email": user.email,
+        "email_verified": user.email_verified,
         "created_at": time::rfc3339(user.created_at),
         "updated_at": time::rfc3339(user.updated_at),
     })
@@ -519,11 +530,11 @@ fn caller(source: &impl Source, crypto: &crate::domain::Crypto, req: &Incoming) 
     accounts::authenticate_caller(crypto, &req.ctx, bearer(req.authorization), || config::trusted_services(source))
 }
 
-fn issued_reset_json(reset: &IssuedReset) -> Value {
+fn issued_token_json(issued: &IssuedToken) -> Value {
     json!({
-        "user_id": reset.user_id,
-        "token": reset.token.as_str(),
-        "expires_at": time::rfc3339(i64::try_from(reset.expires_at).unwrap_or(i64::MAX)),
+        "user_id": issued.user_id,
+        "token": issued.token.as_str(),
+        "expires_at": time::rfc3339(i64::try_from(issued.expires_at).unwrap_or(i64::MAX)),
     })
 }
 
@@ -536,7 +547,7 @@ pub fn issue_password_reset(source: &impl Source, req: &Incoming) -> Result<Repl
     let settings = config::settings(source)?;
     let mut store = open_store(source)?;
     let reset = recovery::issue_reset(&mut store, &crypto, &settings, &req.ctx, &caller, &allowed, &email)?;
-    Ok(Reply::json(201, &issued_reset_json(&reset)))
+    Ok(Reply::json(201, &issued_token_json(&reset)))
 }
 
 /// `POST /auth/password-reset` (anyone holding a reset token).
@@ -545,6 +556,27 @@ pub fn reset_password(source: &impl Source, req: &Incoming) -> Result<Reply, Err
     let crypto = config::crypto(source)?;
     let mut store = open_store(source)?;
     recovery::reset_password(&mut store, &crypto, &req.ctx, token.as_ref(), &new)?;
+    Ok(Reply::no_content())
+}
+
+/// `POST /users/email-verifications` (a service in `email_verification_services`).
+pub fn issue_email_verification(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
+    let crypto = config::crypto(source)?;
+    let caller = caller(source, &crypto, req)?;
+    let allowed = config::email_verification_services(source)?;
+    let email = parse_reset_request(json_object(req.content_type, req.body)?)?;
+    let settings = config::settings(source)?;
+    let mut store = open_store(source)?;
+    let issued = recovery::issue_verification(&mut store, &crypto, &settings, &req.ctx, &caller, &allowed, &email)?;
+    Ok(Reply::json(201, &issued_token_json(&issued)))
+}
+
+/// `POST /auth/email-verification` (anyone holding a verification token).
+pub fn verify_email(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
+    let token = parse_verification(json_object(req.content_type, req.body)?)?;
+    let crypto = config::crypto(source)?;
+    let mut store = open_store(source)?;
+    recovery::verify_email(&mut store, &crypto, &req.ctx, token.as_ref())?;
     Ok(Reply::no_content())
 }
 
@@ -649,10 +681,11 @@ mod tests {
 
     #[test]
     fn users_render_rfc3339_and_no_secrets() {
-        let user = User { id: "u".into(), name: "N".into(), email: "e@example.org".into(), created_at: 0, updated_at: 1_700_000_000 };
+        let user = User { id: "u".into(), name: "N".into(), email: "e@example.org".into(), email_verified: false, created_at: 0, updated_at: 1_700_000_000 };
         let v = user_json(&user);
         assert_eq!(v["created_at"], "1970-01-01T00:00:00Z");
         assert_eq!(v["updated_at"], "2023-11-14T22:13:20Z");
-        assert_eq!(v.as_object().map(|m| m.len()), Some(5));
+        assert_eq!(v["email_verified"], false);
+        assert_eq!(v.as_object().map(|m| m.len()), Some(6));
     }
 }

@@ -23,6 +23,9 @@ pub const TRUSTED_SERVICE_KEYS: &str = "trusted_service_keys";
 /// Services (names as in `trusted_service_keys`, comma-separated) that may ask for password-reset
 /// tokens; empty (the default) lets none.
 pub const PASSWORD_RESET_SERVICES: &str = "password_reset_services";
+/// Services (names as in `trusted_service_keys`, comma-separated) that may ask for
+/// email-verification tokens; empty (the default) lets none.
+pub const EMAIL_VERIFICATION_SERVICES: &str = "email_verification_services";
 /// Reverse proxies (`<ip>` or `<ip>/<prefix>`, comma-separated) believed about
 /// `X-Forwarded-For`; empty trusts nobody.
 pub const TRUSTED_PROXIES: &str = "trusted_proxies";
@@ -97,13 +100,23 @@ pub fn trusted_services(source: &impl Source) -> Result<Option<TrustedServiceKey
 
 /// The services that may ask for password-reset tokens; none when the variable is empty.
 pub fn password_reset_services(source: &impl Source) -> Result<Vec<String>, Error> {
-    let Some(value) = source.get(PASSWORD_RESET_SERVICES)? else {
+    service_names(source, PASSWORD_RESET_SERVICES)
+}
+
+/// The services that may ask for email-verification tokens; none when the variable is empty.
+pub fn email_verification_services(source: &impl Source) -> Result<Vec<String>, Error> {
+    service_names(source, EMAIL_VERIFICATION_SERVICES)
+}
+
+/// A comma-separated list of service names; none when the variable is empty.
+fn service_names(source: &impl Source, variable: &'static str) -> Result<Vec<String>, Error> {
+    let Some(value) = source.get(variable)? else {
         return Ok(Vec::new());
     };
     let names: Vec<String> = value.split(',').map(|name| name.trim().to_owned()).collect();
     let plain = |name: &String| !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if !names.iter().all(plain) {
-        return Err(Error::misconfigured(PASSWORD_RESET_SERVICES, "is not valid: list service names (letters, digits, - _ .), comma-separated"));
+        return Err(Error::misconfigured(variable, "is not valid: list service names (letters, digits, - _ .), comma-separated"));
     }
     Ok(names)
 }

@@ -56,6 +56,8 @@ pub enum Error {
     InvalidRefreshToken,
     /// 400 `invalid_reset_token`: a password-reset token unknown, expired or already used.
     InvalidResetToken,
+    /// 400 `invalid_verification_token`: an email-verification token unknown, expired or used.
+    InvalidVerificationToken,
     /// 403 `wrong_password`: the current password given to confirm a change is wrong.
     WrongPassword,
     /// 403 `forbidden`: a caller proven, but not one allowed here (a user's token, or a service
@@ -72,6 +74,8 @@ pub enum Error {
     MethodNotAllowed { allow: &'static str },
     /// 409 `email_taken`: another account uses this email (case and whitespace insensitive).
     EmailTaken,
+    /// 409 `email_already_verified`: a verification token asked for an address already verified.
+    EmailAlreadyVerified,
     /// 429 `too_many_attempts` + `Retry-After`: login throttled (account or address), or a
     /// registration from an address over its limit.
     Throttled { retry_after: u64 },
@@ -150,6 +154,7 @@ impl Error {
             Error::InvalidToken => (401, "invalid_token", "Invalid token"),
             Error::InvalidRefreshToken => (401, "invalid_refresh_token", "Invalid refresh token"),
             Error::InvalidResetToken => (400, "invalid_reset_token", "Invalid reset token"),
+            Error::InvalidVerificationToken => (400, "invalid_verification_token", "Invalid verification token"),
             Error::WrongPassword => (403, "wrong_password", "Wrong password"),
             Error::Forbidden => (403, "forbidden", "Forbidden"),
             Error::UserNotFound => (404, "user_not_found", "User not found"),
@@ -157,6 +162,7 @@ impl Error {
             Error::RouteNotFound => (404, "not_found", "Not found"),
             Error::MethodNotAllowed { .. } => (405, "method_not_allowed", "Method not allowed"),
             Error::EmailTaken => (409, "email_taken", "Email already registered"),
+            Error::EmailAlreadyVerified => (409, "email_already_verified", "Email already verified"),
             Error::Throttled { .. } => (429, "too_many_attempts", "Too many attempts"),
             Error::RateLimited { .. } => (429, "rate_limited", "Rate limit exceeded"),
             Error::Misconfigured { .. } => (500, "configuration_error", "Service misconfigured"),
@@ -178,6 +184,7 @@ impl Error {
             Error::InvalidToken => "The access token is invalid or expired.".into(),
             Error::InvalidRefreshToken => "The refresh token is invalid, expired or revoked; sign in again.".into(),
             Error::InvalidResetToken => "The reset token is unknown, expired or already used; ask for a new one.".into(),
+            Error::InvalidVerificationToken => "The verification token is unknown, expired or already used; ask for a new one.".into(),
             Error::WrongPassword => "The current password is incorrect.".into(),
             Error::Forbidden => "This caller may not do this.".into(),
             Error::UserNotFound => "No such user.".into(),
@@ -185,6 +192,7 @@ impl Error {
             Error::RouteNotFound => "No resource at this path.".into(),
             Error::MethodNotAllowed { allow } => format!("Allowed methods: {allow}."),
             Error::EmailTaken => "An account with this email already exists.".into(),
+            Error::EmailAlreadyVerified => "This account's email is already verified.".into(),
             Error::Throttled { .. } => "Too many failed attempts; retry later.".into(),
             Error::RateLimited { .. } => "Too many requests from this service; retry later.".into(),
             Error::Misconfigured { variable, what } => format!("The variable `{variable}` {what}."),

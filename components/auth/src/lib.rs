@@ -102,6 +102,8 @@ fn dispatch(request: &Request, endpoint: Endpoint, id: Option<&str>) -> Result<R
         Endpoint::RevokeSession => api::revoke_session(&source, &incoming, id.unwrap_or_default()),
         Endpoint::IssuePasswordReset => api::issue_password_reset(&source, &incoming),
         Endpoint::ResetPassword => api::reset_password(&source, &incoming),
+        Endpoint::IssueEmailVerification => api::issue_email_verification(&source, &incoming),
+        Endpoint::VerifyEmail => api::verify_email(&source, &incoming),
     }
 }
 

@@ -21,6 +21,8 @@ pub enum Endpoint {
     RevokeSession,
     IssuePasswordReset,
     ResetPassword,
+    IssueEmailVerification,
+    VerifyEmail,
 }
 
 /// (method, path template, endpoint). `{id}` matches one path segment.
@@ -32,6 +34,7 @@ pub const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("POST", "/api/v3/auth/refresh", Endpoint::Refresh),
     ("POST", "/api/v3/auth/logout", Endpoint::Logout),
     ("POST", "/api/v3/auth/password-reset", Endpoint::ResetPassword),
+    ("POST", "/api/v3/auth/email-verification", Endpoint::VerifyEmail),
     ("GET", "/api/v3/users/me", Endpoint::Me),
     ("PATCH", "/api/v3/users/me", Endpoint::UpdateMe),
     ("DELETE", "/api/v3/users/me", Endpoint::DeleteMe),
@@ -40,6 +43,7 @@ pub const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("DELETE", "/api/v3/users/me/sessions/{id}", Endpoint::RevokeSession),
     ("POST", "/api/v3/users/batch", Endpoint::Batch),
     ("POST", "/api/v3/users/password-resets", Endpoint::IssuePasswordReset),
+    ("POST", "/api/v3/users/email-verifications", Endpoint::IssueEmailVerification),
     ("GET", "/api/v3/users/{id}", Endpoint::User),
 ];
 

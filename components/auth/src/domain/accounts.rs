@@ -8,8 +8,8 @@ use super::fields::Name;
 use super::ids::{is_plausible_user_id, new_user_id};
 use super::password::{self, Password, Verified};
 use super::ports::{
-    Attempt, AuditEvent, CheckStart, Counter, EMAIL_UNIQUE, NewRefresh, NewUser, RefreshRow, SessionRow, Store, StoreError, UserRow,
-    UserWrite,
+    Attempt, AuditEvent, CheckStart, Counter, EMAIL_UNIQUE, NewRefresh, NewUser, OneTimeKind, RefreshRow, SessionRow, Store, StoreError,
+    UserRow, UserWrite,
 };
 use super::{Crypto, Ctx, Settings};
 use crate::error::{Error, FieldError};
@@ -23,6 +23,8 @@ pub struct User {
     pub id: String,
     pub name: String,
     pub email: String,
+    /// The owner proved they read this email (a verification token the mailer sent).
+    pub email_verified: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -110,6 +112,7 @@ pub fn to_user(crypto: &Crypto, row: &UserRow) -> Result<User, Error> {
         id: row.id.clone(),
         name: row.name.clone(),
         email,
+        email_verified: row.email_verified_at.is_some(),
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
@@ -268,6 +271,7 @@ pub(super) fn write_of(user: &UserRow) -> UserWrite {
         email_hash: user.email_hash.clone(),
         password_hash: user.password_hash.clone(),
         must_reset_password: user.must_reset_password,
+        email_verified_at: user.email_verified_at,
     }
 }
 
@@ -641,6 +645,8 @@ pub fn update_profile<S: Store>(
             Some((hash, sealed)) => {
                 write.email_hash = hash;
                 write.email_encrypted = sealed;
+                // Verified was said of the old address.
+                write.email_verified_at = None;
             }
             None => {
                 reseal_if_needed(crypto, &locked, &mut write)?;
@@ -654,8 +660,10 @@ pub fn update_profile<S: Store>(
             store.audit(&user_event("profile_change", true, Some("name"), ctx, &row.id))?;
         }
         if email_changes {
-            // A reset token mailed to the old address no longer reaches the account's owner.
-            store.delete_reset_tokens(&row.id)?;
+            // A reset token mailed to the old address no longer reaches the account's owner, and
+            // a verification mailed there proves nothing about the new one.
+            store.delete_one_time_tokens(OneTimeKind::PasswordReset, &row.id)?;
+            store.delete_one_time_tokens(OneTimeKind::EmailVerification, &row.id)?;
             store.audit(&user_event("email_change", true, None, ctx, &row.id))?;
         }
         current_user(store, &row.id)
@@ -695,7 +703,7 @@ pub fn change_password<S: Store>(
         store.revoke_user_families(&row.id, None, ctx.now, "password_change")?;
         // A reset token mailed before the change (perhaps asked for by whoever made the user
         // change it) must not undo it.
-        store.delete_reset_tokens(&row.id)?;
+        store.delete_one_time_tokens(OneTimeKind::PasswordReset, &row.id)?;
         store.audit(&user_event("password_change", true, None, ctx, &row.id))?;
         Ok(())
     })

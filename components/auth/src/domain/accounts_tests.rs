@@ -546,15 +546,15 @@ mod resets {
     use super::*;
     use crate::domain::recovery::{RESET_TOKEN_TTL_SECS, ResetToken, issue_reset, reset_password};
 
-    fn mailer() -> Caller {
+    pub(super) fn mailer() -> Caller {
         Caller::Service("mailer".into())
     }
 
-    fn allowed() -> Vec<String> {
+    pub(super) fn allowed() -> Vec<String> {
         vec!["mailer".into()]
     }
 
-    fn email(raw: &str) -> sealed_email::NormalizedEmail {
+    pub(super) fn email(raw: &str) -> sealed_email::NormalizedEmail {
         parse_email("email", raw).expect("email")
     }
 
@@ -570,7 +570,7 @@ mod resets {
         assert_eq!(reset.expires_at, NOW + RESET_TOKEN_TTL_SECS);
         assert!(!format!("{reset:?}").contains(reset.token.as_str()), "the token never prints");
         // Stored hashed only.
-        assert!(store.state.reset_tokens.contains_key(&reset.token.hash()));
+        assert!(store.state.one_time_tokens.contains_key(&(OneTimeKind::PasswordReset, reset.token.hash())));
 
         reset_password(&mut store, &crypto, &ctx(NOW + 60), Some(&reset.token), &new_password("difference-engine-1822")).expect("reset");
         assert!(login(&mut store, &crypto, &settings, &ctx(NOW + 61), credentials("ada@example.org", "difference-engine-1822")).is_ok());
@@ -602,7 +602,7 @@ mod resets {
         assert_eq!(issue_reset(&mut store, &crypto, &settings, &ctx(NOW), &mailer(), &[], &ada).unwrap_err(), Error::Forbidden);
         let err = issue_reset(&mut store, &crypto, &settings, &ctx(NOW), &mailer(), &allowed(), &email("nobody@example.org")).unwrap_err();
         assert_eq!(err, Error::UserNotFound);
-        assert!(store.state.reset_tokens.is_empty());
+        assert!(store.state.one_time_tokens.is_empty());
         assert!(store.events().contains(&("password_reset_issue", false, Some("unknown_email"))));
     }
 
@@ -657,5 +657,79 @@ mod resets {
         reset_password(&mut store, &crypto, &ctx(NOW + 5), Some(&reset.token), &new_password("first-own-password-1")).expect("reset");
         assert!(!store.state.users[&session.user.id].must_reset_password);
         assert!(login(&mut store, &crypto, &settings, &ctx(NOW + 6), credentials("ada@example.org", "first-own-password-1")).is_ok());
+    }
+}
+
+// ---- email verification (domain::recovery) -----------------------------------------------------
+
+mod verification {
+    use super::*;
+    use super::resets::{allowed, email, mailer};
+    use crate::domain::recovery::{VERIFICATION_TOKEN_TTL_SECS, VerificationToken, issue_verification, verify_email};
+
+    fn verified(store: &MemoryStore, crypto: &Crypto, id: &str) -> bool {
+        to_user(crypto, &store.state.users[id]).expect("user").email_verified
+    }
+
+    #[test]
+    fn a_token_mailed_to_the_address_verifies_it_once() {
+        let (mut store, crypto, settings, session) = setup();
+        let id = session.user.id.clone();
+        assert!(!session.user.email_verified, "a new account is unverified");
+        let issued = issue_verification(&mut store, &crypto, &settings, &ctx(NOW), &mailer(), &allowed(), &email("Ada@Example.org ")).expect("issued");
+        assert_eq!((issued.user_id.as_str(), issued.expires_at), (id.as_str(), NOW + VERIFICATION_TOKEN_TTL_SECS));
+        assert!(store.state.one_time_tokens.contains_key(&(OneTimeKind::EmailVerification, issued.token.hash())), "stored hashed");
+        assert!(!format!("{issued:?}").contains(issued.token.as_str()), "the token never prints");
+
+        verify_email(&mut store, &crypto, &ctx(NOW + 60), Some(&issued.token)).expect("verified");
+        assert!(verified(&store, &crypto, &id));
+        assert_eq!(store.state.users[&id].email_verified_at, Some(i64::try_from(NOW + 60).unwrap()));
+        assert_eq!(verify_email(&mut store, &crypto, &ctx(NOW + 61), Some(&issued.token)).unwrap_err(), Error::InvalidVerificationToken, "once");
+        // Nothing left to send for a verified address.
+        let again = issue_verification(&mut store, &crypto, &settings, &ctx(NOW + 62), &mailer(), &allowed(), &email("ada@example.org"));
+        assert_eq!(again.unwrap_err(), Error::EmailAlreadyVerified);
+        // A verification token is not a reset token, nor the other way round.
+        assert!(login(&mut store, &crypto, &settings, &ctx(NOW + 63), credentials("ada@example.org", "analytical-engine-1843")).is_ok());
+        let events = store.events();
+        assert!(events.contains(&("email_verification_issue", true, None)), "{events:?}");
+        assert!(events.contains(&("email_verify", true, None)), "{events:?}");
+        assert!(events.contains(&("email_verify", false, Some("invalid_token"))), "{events:?}");
+    }
+
+    #[test]
+    fn only_the_mailer_asks_and_only_a_live_token_for_the_current_address_verifies() {
+        let (mut store, crypto, settings, session) = setup();
+        let id = session.user.id.clone();
+        let ada = email("ada@example.org");
+        for caller in [Caller::User(id.clone()), Caller::Service("customer".into())] {
+            let err = issue_verification(&mut store, &crypto, &settings, &ctx(NOW), &caller, &allowed(), &ada).unwrap_err();
+            assert_eq!(err, Error::Forbidden, "{caller:?}");
+        }
+        let err = issue_verification(&mut store, &crypto, &settings, &ctx(NOW), &mailer(), &allowed(), &email("nobody@example.org")).unwrap_err();
+        assert_eq!(err, Error::UserNotFound);
+        assert_eq!(verify_email(&mut store, &crypto, &ctx(NOW), None).unwrap_err(), Error::InvalidVerificationToken);
+        assert_eq!(verify_email(&mut store, &crypto, &ctx(NOW), Some(&VerificationToken::generate())).unwrap_err(), Error::InvalidVerificationToken);
+
+        // Expired.
+        let first = issue_verification(&mut store, &crypto, &settings, &ctx(NOW), &mailer(), &allowed(), &ada).expect("issued");
+        let late = ctx(NOW + VERIFICATION_TOKEN_TTL_SECS);
+        assert_eq!(verify_email(&mut store, &crypto, &late, Some(&first.token)).unwrap_err(), Error::InvalidVerificationToken);
+        // Mailed to the old address, used after an email change: refused, and the change
+        // unverifies a verified address.
+        let before_change = issue_verification(&mut store, &crypto, &settings, &ctx(NOW + 1), &mailer(), &allowed(), &ada).expect("issued");
+        let change = ProfileChange { name: None, email: Some(email("countess@example.org")), current_password: Some(Password::presented("analytical-engine-1843")) };
+        update_profile(&mut store, &crypto, &settings, &ctx(NOW + 2), &id, change).expect("email changed");
+        assert_eq!(verify_email(&mut store, &crypto, &ctx(NOW + 3), Some(&before_change.token)).unwrap_err(), Error::InvalidVerificationToken);
+        let new_address = issue_verification(&mut store, &crypto, &settings, &ctx(NOW + 4), &mailer(), &allowed(), &email("countess@example.org")).expect("issued");
+        verify_email(&mut store, &crypto, &ctx(NOW + 5), Some(&new_address.token)).expect("verified");
+        assert!(verified(&store, &crypto, &id));
+        let change = ProfileChange { name: None, email: Some(email("ada@example.org")), current_password: Some(Password::presented("analytical-engine-1843")) };
+        let user = update_profile(&mut store, &crypto, &settings, &ctx(NOW + 6), &id, change).expect("email changed back");
+        assert!(!user.email_verified, "verified was said of the other address");
+        // A name change keeps it verified.
+        let token = issue_verification(&mut store, &crypto, &settings, &ctx(NOW + 7), &mailer(), &allowed(), &ada).expect("issued");
+        verify_email(&mut store, &crypto, &ctx(NOW + 8), Some(&token.token)).expect("verified");
+        let rename = ProfileChange { name: Some(Name::parse("name", "Augusta Ada King").expect("name")), email: None, current_password: None };
+        assert!(update_profile(&mut store, &crypto, &settings, &ctx(NOW + 9), &id, rename).expect("renamed").email_verified);
     }
 }

@@ -18,8 +18,8 @@ pub struct State {
     /// Checks in flight: id -> (account, address, started at).
     pub checks: BTreeMap<u64, (String, String, u64)>,
     pub service_calls: BTreeMap<(String, u64), u64>,
-    /// token hash -> (user id, expires at)
-    pub reset_tokens: BTreeMap<String, (String, u64)>,
+    /// (kind, token hash) -> (user id, expires at)
+    pub one_time_tokens: BTreeMap<(OneTimeKind, String), (String, u64)>,
     pub audit: Vec<AuditEvent>,
 }
 
@@ -98,6 +98,7 @@ impl Store for MemoryStore {
                 must_reset_password: false,
                 created_at: 1_700_000_000 + self.clock,
                 updated_at: 1_700_000_000 + self.clock,
+                email_verified_at: None,
             },
         );
         Ok(())
@@ -141,6 +142,7 @@ impl Store for MemoryStore {
             user.email_hash = write.email_hash.clone();
             user.password_hash = write.password_hash.clone();
             user.must_reset_password = write.must_reset_password;
+            user.email_verified_at = write.email_verified_at;
             user.updated_at = 1_700_000_000 + clock;
         }
         Ok(())
@@ -149,21 +151,21 @@ impl Store for MemoryStore {
         self.state.users.remove(id);
         self.state.families.retain(|_, (user, _)| user != id);
         self.state.tokens.retain(|_, (row, _)| row.user_id != id);
-        self.state.reset_tokens.retain(|_, (user, _)| user != id);
+        self.state.one_time_tokens.retain(|_, (user, _)| user != id);
         Ok(())
     }
 
-    fn replace_reset_token(&mut self, user_id: &str, token_hash: &str, _now: u64, expires_at: u64) -> Result<(), StoreError> {
-        self.state.reset_tokens.retain(|_, (user, _)| user != user_id);
-        self.state.reset_tokens.insert(token_hash.to_owned(), (user_id.to_owned(), expires_at));
+    fn replace_one_time_token(&mut self, kind: OneTimeKind, user_id: &str, token_hash: &str, _now: u64, expires_at: u64) -> Result<(), StoreError> {
+        self.delete_one_time_tokens(kind, user_id)?;
+        self.state.one_time_tokens.insert((kind, token_hash.to_owned()), (user_id.to_owned(), expires_at));
         Ok(())
     }
-    fn delete_reset_tokens(&mut self, user_id: &str) -> Result<(), StoreError> {
-        self.state.reset_tokens.retain(|_, (user, _)| user != user_id);
+    fn delete_one_time_tokens(&mut self, kind: OneTimeKind, user_id: &str) -> Result<(), StoreError> {
+        self.state.one_time_tokens.retain(|(k, _), (user, _)| *k != kind || user != user_id);
         Ok(())
     }
-    fn take_reset_token(&mut self, token_hash: &str, now: u64) -> Result<Option<String>, StoreError> {
-        match self.state.reset_tokens.remove(token_hash) {
+    fn take_one_time_token(&mut self, kind: OneTimeKind, token_hash: &str, now: u64) -> Result<Option<String>, StoreError> {
+        match self.state.one_time_tokens.remove(&(kind, token_hash.to_owned())) {
             Some((user, expires_at)) if expires_at > now => Ok(Some(user)),
             _ => Ok(None),
         }

@@ -12,6 +12,8 @@ pub struct UserRow {
     pub must_reset_password: bool,
     pub created_at: i64,
     pub updated_at: i64,
+    /// When the owner proved they read the current email (Unix seconds); None: not yet.
+    pub email_verified_at: Option<i64>,
 }
 
 /// A user to insert.
@@ -32,6 +34,7 @@ pub struct UserWrite {
     pub email_hash: String,
     pub password_hash: Option<String>,
     pub must_reset_password: bool,
+    pub email_verified_at: Option<i64>,
 }
 
 /// A refresh token with its family, as locked for rotation.
@@ -173,6 +176,15 @@ pub enum StoreError {
 
 pub const EMAIL_UNIQUE: &str = "uq_client_auth_email_hash";
 
+/// What a one-time token the mailer sends is for; each kind has its own table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OneTimeKind {
+    /// `password_reset_tokens`: sets a new password (an hour).
+    PasswordReset,
+    /// `email_verification_tokens`: proves the account's owner reads its email (a day).
+    EmailVerification,
+}
+
 pub trait Store {
     fn begin(&mut self) -> Result<(), StoreError>;
     fn commit(&mut self) -> Result<(), StoreError>;
@@ -214,15 +226,15 @@ pub trait Store {
     /// unrevoked family by that id.
     fn revoke_session(&mut self, user_id: &str, family_id: &str, now: u64, reason: &'static str) -> Result<bool, StoreError>;
 
-    // Password resets.
-    /// Stores a reset token (its SHA-256) for the user, deleting the user's older ones.
-    fn replace_reset_token(&mut self, user_id: &str, token_hash: &str, now: u64, expires_at: u64) -> Result<(), StoreError>;
-    /// The user of an unexpired reset token, which is deleted (each works once); None for a
-    /// token unknown, expired or already used. Call it in the transaction that uses it.
-    fn take_reset_token(&mut self, token_hash: &str, now: u64) -> Result<Option<String>, StoreError>;
-    /// Deletes the user's reset tokens: one mailed before a password or email change must not
-    /// outlive it.
-    fn delete_reset_tokens(&mut self, user_id: &str) -> Result<(), StoreError>;
+    // One-time tokens the mailer sends (password resets, email verifications).
+    /// Stores a token (its SHA-256) of this kind for the user, deleting the user's older ones.
+    fn replace_one_time_token(&mut self, kind: OneTimeKind, user_id: &str, token_hash: &str, now: u64, expires_at: u64) -> Result<(), StoreError>;
+    /// The user of an unexpired token of this kind, which is deleted (each works once); None for
+    /// a token unknown, expired or already used. Call it in the transaction that uses it.
+    fn take_one_time_token(&mut self, kind: OneTimeKind, token_hash: &str, now: u64) -> Result<Option<String>, StoreError>;
+    /// Deletes the user's tokens of this kind: one mailed before a password or email change
+    /// must not outlive it.
+    fn delete_one_time_tokens(&mut self, kind: OneTimeKind, user_id: &str) -> Result<(), StoreError>;
 
     // Login throttling.
     /// Counts a password check on `account` from `address` as in flight before it runs, and

@@ -5,8 +5,8 @@
 use spin_sdk::mysql::{Connection, DbValue, MysqlError as SpinError, ParameterValue};
 
 use crate::domain::ports::{
-    Attempt, AuditEvent, CHECK_EXPIRY_SECS, CheckStart, Counter, EMAIL_UNIQUE, NewRefresh, NewUser, RefreshRow, SessionOrigin, SessionRow, Store,
-    StoreError, UserRow, UserWrite,
+    Attempt, AuditEvent, CHECK_EXPIRY_SECS, CheckStart, Counter, EMAIL_UNIQUE, NewRefresh, NewUser, OneTimeKind, RefreshRow, SessionOrigin,
+    SessionRow, Store, StoreError, UserRow, UserWrite,
 };
 
 /// Unique keys whose violation the domain may turn into a client error.
@@ -142,8 +142,16 @@ fn unsigned(value: &DbValue) -> Option<u64> {
 
 // ---- users -------------------------------------------------------------------------------------
 
+/// The table of a kind of one-time token (a constant, never input: safe to format into SQL).
+fn one_time_table(kind: OneTimeKind) -> &'static str {
+    match kind {
+        OneTimeKind::PasswordReset => "password_reset_tokens",
+        OneTimeKind::EmailVerification => "email_verification_tokens",
+    }
+}
+
 const USER_COLUMNS: &str = "id, name, email_encrypted, email_hash, password_hash, must_reset_password, \
-     CAST(UNIX_TIMESTAMP(created_at) AS SIGNED), CAST(UNIX_TIMESTAMP(updated_at) AS SIGNED)";
+     CAST(UNIX_TIMESTAMP(created_at) AS SIGNED), CAST(UNIX_TIMESTAMP(updated_at) AS SIGNED), email_verified_at";
 
 fn user_row(row: &[DbValue]) -> Result<UserRow, StoreError> {
     Ok(UserRow {
@@ -155,6 +163,7 @@ fn user_row(row: &[DbValue]) -> Result<UserRow, StoreError> {
         must_reset_password: col(row, 5, "must_reset_password", int)? != 0,
         created_at: col(row, 6, "created_at", int)?,
         updated_at: col(row, 7, "updated_at", int)?,
+        email_verified_at: opt_col(row, 8, "email_verified_at", int)?,
     })
 }
 
@@ -231,7 +240,7 @@ impl Store for MysqlStore {
         );
         self.rows("user and access record", &sql, &[s(access_token_hash), s(id)])?
             .first()
-            .map(|row| Ok((user_row(row)?, col(row, 8, "recorded", int)? != 0)))
+            .map(|row| Ok((user_row(row)?, col(row, 9, "recorded", int)? != 0)))
             .transpose()
     }
 
@@ -257,13 +266,14 @@ impl Store for MysqlStore {
         self.exec(
             "update user",
             "UPDATE client_auth SET name = ?, email_encrypted = ?, email_hash = ?, password_hash = ?, \
-             must_reset_password = ? WHERE id = ?",
+             must_reset_password = ?, email_verified_at = ? WHERE id = ?",
             &[
                 s(&write.name),
                 s(&write.email_encrypted),
                 s(&write.email_hash),
                 opt_s(write.password_hash.as_deref()),
                 ParameterValue::Int8(i8::from(write.must_reset_password)),
+                write.email_verified_at.map_or(ParameterValue::DbNull, ParameterValue::Int64),
                 s(id),
             ],
         )
@@ -400,25 +410,28 @@ impl Store for MysqlStore {
         Ok(true)
     }
 
-    fn delete_reset_tokens(&mut self, user_id: &str) -> Result<(), StoreError> {
-        self.exec("delete reset tokens", "DELETE FROM password_reset_tokens WHERE user_id = ?", &[s(user_id)])
+    fn delete_one_time_tokens(&mut self, kind: OneTimeKind, user_id: &str) -> Result<(), StoreError> {
+        let table = one_time_table(kind);
+        self.exec(&format!("delete {table}"), &format!("DELETE FROM {table} WHERE user_id = ?"), &[s(user_id)])
     }
 
-    fn replace_reset_token(&mut self, user_id: &str, token_hash: &str, now: u64, expires_at: u64) -> Result<(), StoreError> {
-        self.delete_reset_tokens(user_id)?;
+    fn replace_one_time_token(&mut self, kind: OneTimeKind, user_id: &str, token_hash: &str, now: u64, expires_at: u64) -> Result<(), StoreError> {
+        self.delete_one_time_tokens(kind, user_id)?;
+        let table = one_time_table(kind);
         self.exec(
-            "insert reset token",
-            "INSERT INTO password_reset_tokens (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            &format!("insert into {table}"),
+            &format!("INSERT INTO {table} (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)"),
             &[s(token_hash), s(user_id), n(now), n(expires_at)],
         )
     }
 
-    fn take_reset_token(&mut self, token_hash: &str, now: u64) -> Result<Option<String>, StoreError> {
+    fn take_one_time_token(&mut self, kind: OneTimeKind, token_hash: &str, now: u64) -> Result<Option<String>, StoreError> {
         // Locked, then deleted in the caller's transaction: of two requests with one token,
         // the second finds nothing.
+        let table = one_time_table(kind);
         let rows = self.rows(
-            "lock a reset token",
-            "SELECT user_id, expires_at FROM password_reset_tokens WHERE token_hash = ? FOR UPDATE",
+            &format!("lock a token of {table}"),
+            &format!("SELECT user_id, expires_at FROM {table} WHERE token_hash = ? FOR UPDATE"),
             &[s(token_hash)],
         )?;
         let Some(row) = rows.first() else {
@@ -426,7 +439,7 @@ impl Store for MysqlStore {
         };
         let user_id = col(row, 0, "user_id", text)?;
         let expires_at = col(row, 1, "expires_at", unsigned)?;
-        self.exec("use a reset token", "DELETE FROM password_reset_tokens WHERE token_hash = ?", &[s(token_hash)])?;
+        self.exec(&format!("use a token of {table}"), &format!("DELETE FROM {table} WHERE token_hash = ?"), &[s(token_hash)])?;
         Ok((expires_at > now).then_some(user_id))
     }
 
