@@ -218,6 +218,17 @@ async fn a_first_subscription_gets_the_configured_trial_and_only_the_first() {
     let (_, invoices) = app.stripe.get(&format!("/v1/invoices?customer={stripe_customer}")).await;
     assert_eq!(invoices["data"].as_array().map(Vec::len), Some(1), "{invoices}");
     assert_eq!(invoices["data"][0]["amount_paid"], 300, "{invoices}");
+
+    // Leaving billing and coming back as a new Stripe customer gives no second trial.
+    let (status, _, _) = app.call("DELETE", "/api/v3/customers/me", "u-1", None, &[]).await;
+    assert_eq!(status, 204);
+    let (status, again, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1]})), &[]).await;
+    assert_eq!(status, 201, "{again}");
+    app.stripe.add_card(again["stripe_customer_id"].as_str().unwrap()).await;
+    let (status, resubscribed, _) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": price})), &[]).await;
+    assert_eq!((status, &resubscribed["status"]), (201, &json!("active")), "{resubscribed}");
+    let grants = integration_tests::db_rows(&app.app.customer_db, "SELECT customer_id, days FROM trial_grants").await;
+    assert_eq!(grants, vec![vec!["u-1".to_string(), "14".to_string()]]);
 }
 
 /// SCA: a card whose first payment asks for 3-D Secure. The subscription starts `incomplete`
@@ -928,9 +939,12 @@ async fn an_account_is_erased_at_auth_stripe_and_billing_in_one_call() {
     let (status, at_stripe) = stripe.get(&format!("/v1/customers/{cus}")).await;
     assert_eq!((status, &at_stripe["deleted"]), (200, &Value::Null), "{at_stripe}");
 
+    // A trial once given is kept while the account lives; its erasure forgets it.
+    integration_tests::db_rows(&app.customer_db, &format!("INSERT INTO trial_grants (customer_id, granted_at, days) VALUES ('{user}', 1, 14)")).await;
     let (status, receipt, _) = as_user(&app, &token, "POST", "/api/v3/customers/me/erasure", Some(json!({"password": password}))).await;
     assert_eq!(status, 200, "{receipt}\n{}", app.host.log());
     assert_eq!((&receipt["user_id"], &receipt["auth"]), (&json!(user), &json!("deleted")), "{receipt}");
+    assert!(integration_tests::db_rows(&app.customer_db, "SELECT customer_id FROM trial_grants").await.is_empty(), "the trial record is erased too");
     assert_eq!(receipt["billing"], json!({"stripe_customer_id": cus, "subscriptions_canceled": 1}));
     let receipt_id = receipt["receipt_id"].as_str().unwrap();
     // Gone at auth (the password no longer logs in), at Stripe, and here.

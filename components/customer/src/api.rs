@@ -799,6 +799,8 @@ pub fn erase_account(request: Request, _params: Params) -> Response {
                 return Err(Error::ErasureIncomplete { retry_after: problem.retry_after.unwrap_or(5) });
             }
         };
+        // The account is gone: so is the record of its trial (kept when a user only leaves billing).
+        deps.store()?.forget_trial(user.as_str())?;
         let receipt_id = billing::new_local_id();
         deps.store()?.audit(
             deps.now,

@@ -345,8 +345,9 @@ pub struct SubscriptionView {
 }
 
 /// `POST /customers/me/subscriptions`. `trial_days` (`subscription_trial_days`, 0 for none) is
-/// given to a customer's first subscription only: one who ever had a subscription, here or at
-/// Stripe, cannot get a new trial by cancelling and subscribing again.
+/// given to a user's first subscription only: one who ever had a subscription, here or at
+/// Stripe, or a trial (`trial_grants` outlives leaving billing), cannot get a new trial by
+/// cancelling, or leaving and coming back, and subscribing again.
 pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId, trial_days: u32) -> Result<SubscriptionView, Error> {
     // A deleted account must not start paying: its access token outlives it (up to 15 min), its
     // profile does not (gone at auth, and from our cache after `profile_cache_ttl_secs`). Auth
@@ -363,7 +364,7 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId, trial_days: u32)
             return Err(crate::error::conflict_for_constraint("uq_subscriptions_live_price"));
         }
         let remotes = ctx.stripe.subscriptions_of(&stripe_customer)?;
-        let trial = (trial_days > 0 && local.is_empty() && remotes.is_empty()).then_some(trial_days);
+        let trial = (trial_days > 0 && local.is_empty() && remotes.is_empty() && !store.trial_granted(user.as_str())?).then_some(trial_days);
         // A subscription created by an interrupted earlier request (or outside this API) that no
         // webhook has brought in yet: adopt it instead of creating a duplicate.
         for remote in remotes {
@@ -397,6 +398,9 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId, trial_days: u32)
         sub.apply(&remote);
         pending_payment = remote.pending_payment;
         store.update_subscription(&sub)?;
+        if let Some(days) = trial {
+            store.record_trial(user.as_str(), ctx.now, days)?;
+        }
         store.audit(
             ctx.now,
             user.as_str(),
@@ -951,6 +955,24 @@ pub(crate) mod tests {
         // No trial configured: none given.
         create_customer(&ctx, &user("u3"), &AreaIds::parse(&[1]).unwrap()).unwrap();
         assert_eq!(subscribe(&ctx, &user("u3"), &basic, 0).unwrap().subscription.status, SubscriptionStatus::Active);
+    }
+
+    /// Leaving billing (every row and the Stripe customer deleted) and coming back as a new
+    /// customer gives no second trial; only erasing the account forgets it.
+    #[test]
+    fn leaving_billing_and_coming_back_gives_no_second_trial() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        let basic = PriceId::parse("price_basic").unwrap();
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        assert_eq!(subscribe(&ctx, &user("u1"), &basic, 14).unwrap().subscription.status, SubscriptionStatus::Trialing);
+        delete_customer(&ctx, &user("u1")).unwrap();
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        assert!(fakes.store.subscriptions("u1").unwrap().is_empty(), "a new customer, with nothing of the old");
+        assert_eq!(subscribe(&ctx, &user("u1"), &basic, 14).unwrap().subscription.status, SubscriptionStatus::Active);
+        assert!(fakes.store.trial_granted("u1").unwrap());
+        fakes.store.forget_trial("u1").unwrap();
+        assert!(!fakes.store.trial_granted("u1").unwrap());
     }
 
     #[test]

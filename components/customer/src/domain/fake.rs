@@ -18,6 +18,8 @@ struct State {
     audit: Vec<String>,
     /// user id -> (window start, calls)
     user_calls: BTreeMap<String, (i64, u64)>,
+    /// user id -> trial days given
+    trials: BTreeMap<String, u32>,
 }
 
 /// Transactions by snapshot: `begin` saves, `rollback` restores.
@@ -211,6 +213,25 @@ impl Store for MemoryStore {
         }
         entry.1 += 1;
         Ok(entry.1)
+    }
+    fn trial_granted(&self, user_id: &str) -> Result<bool, StoreError> {
+        self.reachable()?;
+        Ok(self.state.borrow().trials.contains_key(user_id))
+    }
+    fn record_trial(&self, user_id: &str, _now: i64, days: u32) -> Result<(), StoreError> {
+        self.reachable()?;
+        match self.state.borrow_mut().trials.entry(user_id.to_string()) {
+            std::collections::btree_map::Entry::Occupied(_) => Err(StoreError::Duplicate { constraint: "PRIMARY".into() }),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(days);
+                Ok(())
+            }
+        }
+    }
+    fn forget_trial(&self, user_id: &str) -> Result<(), StoreError> {
+        self.reachable()?;
+        self.state.borrow_mut().trials.remove(user_id);
+        Ok(())
     }
     fn audit(&self, _now: i64, actor: &str, action: &str, _subject: Option<&str>, _detail: &str) -> Result<(), StoreError> {
         self.state.borrow_mut().audit.push(format!("{actor} {action}"));

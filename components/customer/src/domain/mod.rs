@@ -112,6 +112,12 @@ pub trait Store {
     /// far, this call included.
     fn count_user_call(&self, user_id: &str, window_start: i64) -> Result<u64, StoreError>;
 
+    /// Whether the user was ever given a free trial (kept when the customer leaves billing).
+    fn trial_granted(&self, user_id: &str) -> Result<bool, StoreError>;
+    fn record_trial(&self, user_id: &str, now: i64, days: u32) -> Result<(), StoreError>;
+    /// Forgets the user's trial: only when the account itself is erased.
+    fn forget_trial(&self, user_id: &str) -> Result<(), StoreError>;
+
     fn audit(&self, now: i64, actor: &str, action: &str, subject: Option<&str>, detail: &str) -> Result<(), StoreError>;
 
     fn idem_insert(&self, principal: &str, key: &str, request_hash: &str, now: i64) -> Result<(), StoreError>;

@@ -405,6 +405,21 @@ impl Store for MysqlStore {
         rows.first().map(|row| req_int(row, 0).map(|calls| u64::try_from(calls).unwrap_or(0))).transpose().map(|calls| calls.unwrap_or(1))
     }
 
+    fn trial_granted(&self, user_id: &str) -> Result<bool, StoreError> {
+        Ok(!self.rows("SELECT 1 FROM trial_grants WHERE customer_id = ?", &[s(user_id)])?.is_empty())
+    }
+
+    fn record_trial(&self, user_id: &str, now: i64, days: u32) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO trial_grants (customer_id, granted_at, days) VALUES (?, ?, ?)",
+            &[s(user_id), i(now), ParameterValue::Uint32(days)],
+        )
+    }
+
+    fn forget_trial(&self, user_id: &str) -> Result<(), StoreError> {
+        self.exec("DELETE FROM trial_grants WHERE customer_id = ?", &[s(user_id)])
+    }
+
     fn set_stripe_profile_digest(&self, customer_id: &str, digest: &str, now: i64) -> Result<(), StoreError> {
         // Parameters twice rather than VALUES(), which MySQL 8.0.20 deprecates here.
         self.exec(
