@@ -59,9 +59,12 @@ pub fn auth_request(data: &[u8]) {
             let _ = auth::api::parse_profile_change(map.clone());
             let _ = auth::api::parse_password_change(map.clone());
             let _ = auth::api::parse_password_confirmation(map.clone());
-            let _ = auth::api::parse_reset_request(map.clone());
+            let _ = auth::api::parse_mailer_request(map.clone());
             if let Ok((Some(token), _)) = auth::api::parse_password_reset(map.clone()) {
                 assert_eq!(token.as_str().len(), 43, "a reset token of another shape passed");
+            }
+            if let Ok(Some(token)) = auth::api::parse_verification(map.clone()) {
+                assert_eq!(token.as_str().len(), 43, "a verification token of another shape passed");
             }
             if let Ok(ids) = auth::api::parse_batch(map) {
                 assert!(!ids.is_empty() && ids.len() <= 100, "a batch of {} ids passed", ids.len());

@@ -263,7 +263,7 @@ pub fn parse_verification(map: Map<String, Value>) -> Result<Option<Verification
 }
 
 /// `{email}` of a password-reset or email-verification request (a mailer service's).
-pub fn parse_reset_request(map: Map<String, Value>) -> Result<sealed_email::NormalizedEmail, Error> {
+pub fn parse_mailer_request(map: Map<String, Value>) -> Result<sealed_email::NormalizedEmail, Error> {
     let mut f = Fields::new(map);
     let email = f.required("email").and_then(|v| f.check(parse_email("email", &v)));
     match email {
@@ -543,7 +543,7 @@ pub fn issue_password_reset(source: &impl Source, req: &Incoming) -> Result<Repl
     let crypto = config::crypto(source)?;
     let caller = caller(source, &crypto, req)?;
     let allowed = config::password_reset_services(source)?;
-    let email = parse_reset_request(json_object(req.content_type, req.body)?)?;
+    let email = parse_mailer_request(json_object(req.content_type, req.body)?)?;
     let settings = config::settings(source)?;
     let mut store = open_store(source)?;
     let reset = recovery::issue_reset(&mut store, &crypto, &settings, &req.ctx, &caller, &allowed, &email)?;
@@ -564,7 +564,7 @@ pub fn issue_email_verification(source: &impl Source, req: &Incoming) -> Result<
     let crypto = config::crypto(source)?;
     let caller = caller(source, &crypto, req)?;
     let allowed = config::email_verification_services(source)?;
-    let email = parse_reset_request(json_object(req.content_type, req.body)?)?;
+    let email = parse_mailer_request(json_object(req.content_type, req.body)?)?;
     let settings = config::settings(source)?;
     let mut store = open_store(source)?;
     let issued = recovery::issue_verification(&mut store, &crypto, &settings, &req.ctx, &caller, &allowed, &email)?;
