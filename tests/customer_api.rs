@@ -964,6 +964,48 @@ async fn an_account_is_erased_at_auth_stripe_and_billing_in_one_call() {
     assert_eq!((&again["auth"], &again["billing"]), (&json!("already_deleted"), &Value::Null), "{again}");
 }
 
+/// `customer_require_verified_email`: with the real auth, a user whose email is not verified
+/// cannot become a customer; once the mailer's token verified it, the same request can.
+#[tokio::test]
+async fn billing_can_require_an_email_verified_at_auth() {
+    let mailer = admin::keys::SeedKey::generate().expect("key");
+    let mailer_entry = mailer.trusted_entry("mailer");
+    let stripe = support::LocalStripe::start().await;
+    let app = support::spawn_app_on(&stripe, move |vars| {
+        let trusted = format!("{},{mailer_entry}", vars["trusted_service_keys"]);
+        vars.insert("trusted_service_keys".into(), trusted);
+        vars.insert("auth_email_verification_services".into(), "mailer".into());
+        vars.insert("customer_require_verified_email".into(), "true".into());
+    })
+    .await;
+    let registered = integration_tests::register_account(&app.client, &app.host, "Ada Lovelace", "ada@example.org", "correct horse battery staple").await;
+    let token = registered["access_token"].as_str().expect("registered").to_string();
+    let user = registered["user"]["id"].as_str().unwrap().to_string();
+
+    let (status, problem, _) = as_user(&app, &token, "POST", "/api/v3/customers", Some(json!({"area_ids": [1]}))).await;
+    assert_eq!((status, &problem["code"]), (403, &json!("email_not_verified")), "{problem}\n{}", app.host.log());
+    assert_eq!(stripe.customers_of(&user).await, Vec::<Value>::new(), "nothing reached Stripe");
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let mailer_token = tokens::SigningKeys::parse(&mailer.encode()).expect("key").issue_service_token("mailer", now).expect("token").token;
+    let issued = app
+        .client
+        .post(app.url("/api/v3/users/email-verifications"))
+        .bearer_auth(&mailer_token)
+        .json(&json!({"email": "ada@example.org"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(issued.status(), 201);
+    let issued: Value = issued.json().await.unwrap();
+    let verified = app.client.post(app.url("/api/v3/auth/email-verification")).json(&json!({"token": issued["token"]})).send().await.unwrap();
+    assert_eq!(verified.status(), 204);
+
+    let (status, customer, _) = as_user(&app, &token, "POST", "/api/v3/customers", Some(json!({"area_ids": [1]}))).await;
+    assert_eq!(status, 201, "{customer}");
+    assert_eq!(stripe.customers_of(&user).await.len(), 1);
+}
+
 /// An erasure that runs while the account's customer is being made (Stripe slow to create it):
 /// the erasure finds no customer yet, and the creation, asking auth again before it commits,
 /// finds the account gone and keeps nothing, at Stripe or here.

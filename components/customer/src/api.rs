@@ -653,7 +653,8 @@ pub fn create_customer(request: Request, _params: Params) -> Response {
         let mut reply = idempotent(req, deps, &principal, || {
             let user = user_only(principal.clone())?;
             let areas = AreaIds::try_from(json_body::<AreaIdsDto>(req)?)?;
-            let customer = billing_run(deps, &user, |ctx| billing::create_customer(ctx, &user, &areas))?;
+            let policy = billing::CustomerPolicy { require_verified_email: config::flag(config::REQUIRE_VERIFIED_EMAIL, false)? };
+            let customer = billing_run(deps, &user, |ctx| billing::create_customer_with(ctx, &user, &areas, policy))?;
             Ok(Reply::json(201, &customer_json(&customer)))
         })?;
         // Where the new customer is, as auth's register says where the new user is; on a replay

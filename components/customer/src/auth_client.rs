@@ -189,7 +189,12 @@ pub fn validate_user(value: &Value, expected_id: Option<&str>) -> Result<Profile
             return Err(format!("user.{stamp} malformed"));
         }
     }
-    Ok(Profile { id: id.to_string(), name: name.to_string(), email: email.to_string() })
+    let email_verified = match object.get("email_verified") {
+        None => false,
+        Some(Value::Bool(verified)) => *verified,
+        Some(_) => return Err("user.email_verified is not a boolean".into()),
+    };
+    Ok(Profile { id: id.to_string(), name: name.to_string(), email: email.to_string(), email_verified })
 }
 
 fn percent_encode_segment(s: &str) -> String {
@@ -799,6 +804,13 @@ mod tests {
         bad = user("u1");
         bad["name"] = Value::Null;
         assert!(validate_user(&bad, Some("u1")).is_err());
+        // email_verified: read when auth says it, false when it does not, refused when odd.
+        assert!(!validate_user(&user("u1"), Some("u1")).unwrap().email_verified);
+        let mut verified = user("u1");
+        verified["email_verified"] = true.into();
+        assert!(validate_user(&verified, Some("u1")).unwrap().email_verified);
+        verified["email_verified"] = "yes".into();
+        assert!(validate_user(&verified, Some("u1")).is_err());
     }
 
     #[test]

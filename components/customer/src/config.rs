@@ -25,6 +25,8 @@ pub const PROFILE_CACHE_TTL_SECS: &str = "profile_cache_ttl_secs";
 pub const STRIPE_CALLS_PER_USER_PER_MINUTE: &str = "stripe_calls_per_user_per_minute";
 /// Days of free trial a customer's first subscription gets (default 0: none; at most 730, Stripe's limit).
 pub const SUBSCRIPTION_TRIAL_DAYS: &str = "subscription_trial_days";
+/// `true`: only users whose email auth says is verified may become customers (default `false`).
+pub const REQUIRE_VERIFIED_EMAIL: &str = "require_verified_email";
 /// Milliseconds auth has to answer one call (default 2000).
 pub const AUTH_TIMEOUT_MS: &str = "auth_timeout_ms";
 
@@ -58,6 +60,16 @@ pub fn trial_days() -> Result<u32, Error> {
     match u32::try_from(non_negative(SUBSCRIPTION_TRIAL_DAYS, 0)?) {
         Ok(days) if days <= 730 => Ok(days),
         _ => Err(Error::Misconfigured { variable: SUBSCRIPTION_TRIAL_DAYS, what: "is over 730 days".into() }),
+    }
+}
+
+/// Reads an optional `true` or `false` (`default` when unset).
+pub fn flag(name: &'static str, default: bool) -> Result<bool, Error> {
+    match optional(name).to_ascii_lowercase().as_str() {
+        "" => Ok(default),
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(Error::Misconfigured { variable: name, what: "is not true or false".into() }),
     }
 }
 

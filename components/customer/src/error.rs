@@ -21,6 +21,10 @@ pub enum Error {
     /// 403: authenticated, but this caller may not do this.
     #[error("forbidden")]
     Forbidden,
+    /// 403 `email_not_verified`: `require_verified_email` is on and the caller's email, at auth,
+    /// is not verified yet.
+    #[error("email not verified")]
+    EmailNotVerified,
     /// 404 with a stable code (`not_found`, `not_a_customer`, `profile_not_found`).
     #[error("not found ({code}): {detail}")]
     NotFound { code: &'static str, detail: String },
@@ -136,6 +140,8 @@ impl Error {
             Self::InvalidToken(detail) => Problem::new(401, "invalid_token", "Invalid token").with_detail(*detail),
             Self::Forbidden => Problem::new(403, "forbidden", "Forbidden")
                 .with_detail("This caller may not access this resource."),
+            Self::EmailNotVerified => Problem::new(403, "email_not_verified", "Email not verified")
+                .with_detail("Verify your email address (the link mailed to it) before billing starts."),
             Self::NotFound { code, detail } => Problem::new(404, code, "Not found").with_detail(detail.clone()),
             Self::Conflict { code, detail } => Problem::new(409, code, "Conflict").with_detail(detail.clone()),
             Self::PayloadTooLarge => Problem::new(413, "payload_too_large", "Payload too large")

@@ -118,8 +118,21 @@ fn in_transaction<T, E: From<StoreError>>(store: &dyn Store, work: impl FnOnce()
     }
 }
 
-/// `POST /customers`: profile from auth, Stripe customer, then the row.
+/// Who may become a customer, beyond having an account (the operator's variables).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CustomerPolicy {
+    /// `require_verified_email`: only a user whose email auth says is verified, so that Stripe's
+    /// receipts and invoices never go to an address its owner has not proved to read.
+    pub require_verified_email: bool,
+}
+
+/// `POST /customers` with the default policy (anyone with an account).
 pub fn create_customer(ctx: &Ctx<'_>, user: &UserId, areas: &AreaIds) -> Result<Customer, Error> {
+    create_customer_with(ctx, user, areas, CustomerPolicy::default())
+}
+
+/// `POST /customers`: profile from auth, Stripe customer, then the row.
+pub fn create_customer_with(ctx: &Ctx<'_>, user: &UserId, areas: &AreaIds, policy: CustomerPolicy) -> Result<Customer, Error> {
     let store = ctx.store;
     if store.customer(user.as_str())?.is_some() {
         return Err(customer_exists());
@@ -157,6 +170,10 @@ pub fn create_customer(ctx: &Ctx<'_>, user: &UserId, areas: &AreaIds) -> Result<
             return Err(err);
         }
     };
+    if policy.require_verified_email && !profile.email_verified {
+        store.delete_provisioning(user.as_str())?;
+        return Err(Error::EmailNotVerified);
+    }
 
     let (stripe_customer, adopted) = match provision_stripe_customer(ctx, user, &profile, started, attempt, resumed) {
         Ok(found) => found,
@@ -820,6 +837,25 @@ pub(crate) mod tests {
         assert!(fakes.store.customer("u1").unwrap().is_none());
     }
 
+    /// `require_verified_email`: a user whose email auth has not seen verified gets 403 and
+    /// nothing is made; once verified, the same request makes the customer.
+    #[test]
+    fn the_policy_can_require_a_verified_email_before_billing() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        let policy = CustomerPolicy { require_verified_email: true };
+        let areas = AreaIds::parse(&[1]).unwrap();
+        let err = create_customer_with(&ctx, &user("u1"), &areas, policy).unwrap_err();
+        assert_eq!(err, Error::EmailNotVerified);
+        assert_eq!((err.status(), err.problem().code), (403, "email_not_verified"));
+        assert!(fakes.stripe.customers.borrow().is_empty(), "nothing reached Stripe");
+        fakes.profiles.email_verified.set(true);
+        assert!(create_customer_with(&ctx, &user("u1"), &areas, policy).is_ok(), "no lease was left behind");
+        // Off (the default), an unverified user becomes a customer.
+        fakes.profiles.email_verified.set(false);
+        assert!(create_customer(&ctx, &user("u2"), &areas).is_ok());
+    }
+
     #[test]
     fn create_then_conflict() {
         let fakes = Fakes::up();
@@ -1248,7 +1284,7 @@ pub(crate) mod tests {
 
     #[test]
     fn profile_digests_are_keyed_and_tell_pairs_apart() {
-        let profile = |name: &str, email: &str| Profile { id: "u1".into(), name: name.into(), email: email.into() };
+        let profile = |name: &str, email: &str| Profile { id: "u1".into(), name: name.into(), email: email.into(), email_verified: false };
         let digest = profile_digest(b"sk_a", &profile("Ada", "ada@example.org"));
         assert_eq!(digest.len(), 64);
         assert_ne!(digest, profile_digest(b"sk_b", &profile("Ada", "ada@example.org")));

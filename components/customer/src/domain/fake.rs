@@ -509,6 +509,8 @@ pub struct FakeProfiles {
     pub source: Cell<ProfileSource>,
     /// Answers this many lookups, then every user is gone (an erasure at auth in between).
     pub lookups_before_gone: Cell<Option<u32>>,
+    /// What auth says of every user's email.
+    pub email_verified: Cell<bool>,
 }
 
 enum AuthState {
@@ -525,6 +527,7 @@ impl FakeProfiles {
             email_domain: RefCell::new("example.org".into()),
             source: Cell::new(ProfileSource::Auth),
             lookups_before_gone: Cell::new(None),
+            email_verified: Cell::new(false),
         }
     }
     pub fn up() -> Self {
@@ -554,7 +557,12 @@ impl Profiles for FakeProfiles {
             None => {}
         }
         Ok(ProfileLookup {
-            profile: Profile { id: id.into(), name: format!("Name {id}"), email: format!("{id}@{}", self.email_domain.borrow()) },
+            profile: Profile {
+                id: id.into(),
+                name: format!("Name {id}"),
+                email: format!("{id}@{}", self.email_domain.borrow()),
+                email_verified: self.email_verified.get(),
+            },
             source: self.source.get(),
         })
     }

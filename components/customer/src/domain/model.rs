@@ -327,6 +327,9 @@ pub struct Profile {
     pub id: String,
     pub name: String,
     pub email: String,
+    /// Auth's `email_verified`; false when auth does not say (and in copies cached before it did).
+    #[serde(default)]
+    pub email_verified: bool,
 }
 
 /// Where a profile came from.

@@ -250,7 +250,7 @@ fn apply(ctx: &Ctx<'_>, event: &Event) -> Result<Outcome, Error> {
                 return Ok(Outcome::Ignored("malformed_object"));
             };
             let text = |field: &str| event.object.get(field).and_then(Value::as_str).unwrap_or_default().to_string();
-            let at_stripe = Profile { id: String::new(), name: text("name"), email: text("email") };
+            let at_stripe = Profile { id: String::new(), name: text("name"), email: text("email"), email_verified: false };
             profile_from_auth(ctx, customer, Some(&at_stripe))
         }
         _ => Ok(Outcome::Ignored("ignored_type")),
