@@ -108,7 +108,8 @@ def patch_live_api():
         if payment_behavior == "default_incomplete":
             payment_behavior = "allow_incomplete"
         _refuse_unknown_prices(items)
-        behavior = ((trial_settings or {}).get("end_behavior") or {}).get("missing_payment_method")
+        end = trial_settings.get("end_behavior") if isinstance(trial_settings, dict) else None
+        behavior = end.get("missing_payment_method") if isinstance(end, dict) else None
         if trial_settings is not None and behavior not in ("cancel", "create_invoice", "pause"):
             raise UserError(400, "Invalid trial_settings[end_behavior][missing_payment_method]",
                             {"param": "trial_settings[end_behavior][missing_payment_method]"})
