@@ -19,6 +19,9 @@ accepts what the live Stripe API accepts for our calls:
   unknown price, on create or update, is a 400 `resource_missing` naming `items[N][price]`, as on
   Stripe (localstripe's own answer is a 404 "Not Found" without a `param`).
 * Invoices are exported with `number` and `hosted_invoice_url` (null when localstripe has none).
+* `POST /v1/billing_portal/sessions` (customer, return_url) answers a customer-portal session
+  with its `url`, as Stripe does; a missing `return_url` is refused as Stripe refuses it when the
+  portal has no default. The portal page itself is not served.
 * A SetupIntent for a customer that succeeds attaches its payment method to that customer.
 * `Idempotency-Key` on POST: the first answer (status and body, 500s included) is kept 24 h and
   replayed with `Idempotent-Replayed: true`; the same key with other parameters is a 400
@@ -220,6 +223,30 @@ async def list_prices(request):
                                  "data": prices})
 
 
+async def create_portal_session(request):
+    # Stripe's customer portal: a short-lived URL of Stripe's hosted page where the customer
+    # manages cards, subscriptions and invoices. localstripe has no portal; the session is
+    # answered as Stripe answers it (the page itself is not served).
+    data = await server.get_post_data(request) or {}
+    customer = data.get("customer")
+    if not isinstance(customer, str) or resources.store.get("customer:" + customer) is None:
+        raise UserError(400, "No such customer: '%s'" % customer,
+                        {"code": "resource_missing", "param": "customer"})
+    return_url = data.get("return_url")
+    if return_url is None:
+        # Stripe's answer when the portal's configuration has no default return URL.
+        raise UserError(400, "You must provide a return_url or set a default in the portal configuration",
+                        {"param": "return_url"})
+    if not isinstance(return_url, str) or not return_url.startswith(("http://", "https://")):
+        raise UserError(400, "Invalid URL: return_url", {"param": "return_url"})
+    session_id = "bps_" + resources.random_id(24)
+    return server.json_response({
+        "id": session_id, "object": "billing_portal.session", "customer": customer,
+        "return_url": return_url, "created": int(time.time()), "livemode": False,
+        "url": "https://billing.stripe.com/p/session/test_" + session_id,
+    })
+
+
 # ---- Idempotency-Key --------------------------------------------------------------------------
 
 _idempotency = {}  # key -> (fingerprint, status, body bytes, content type, stored at)
@@ -339,6 +366,7 @@ def install(app):
     app.router.add_post("/v1/prices", create_price)
     app.router.add_get("/v1/prices/{id}", retrieve_price)
     app.router.add_get("/v1/prices", list_prices)
+    app.router.add_post("/v1/billing_portal/sessions", create_portal_session)
 
 
 def main():

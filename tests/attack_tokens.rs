@@ -44,6 +44,7 @@ fn endpoints(victim: &User, victim_sub: &str, price: &str) -> Vec<(&'static str,
         ("GET", "/api/v3/customers/me/payment-method".into(), None),
         ("PUT", "/api/v3/customers/me/payment-method".into(), Some(json!({"payment_method_id": "pm_card_visa"}))),
         ("DELETE", "/api/v3/customers/me/payment-method".into(), None),
+        ("POST", "/api/v3/customers/me/portal-sessions".into(), None),
     ]
 }
 

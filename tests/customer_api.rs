@@ -964,6 +964,31 @@ async fn an_account_is_erased_at_auth_stripe_and_billing_in_one_call() {
     assert_eq!((&again["auth"], &again["billing"]), (&json!("already_deleted"), &Value::Null), "{again}");
 }
 
+/// Stripe's customer portal: the caller's own Stripe customer, sent back to the operator's
+/// return URL, never one the client names.
+#[tokio::test]
+async fn a_portal_session_sends_the_user_to_stripe_and_back_to_the_app() {
+    let app = spawn(|vars| {
+        vars.insert("customer_billing_portal_return_url".into(), "https://app.example.org/billing".into());
+    })
+    .await;
+    app.auth.add_user("u-1", "Ada Lovelace", "ada@example.org");
+    let (status, problem, _) = app.call("POST", "/api/v3/customers/me/portal-sessions", "u-1", None, &[]).await;
+    assert_eq!((status, &problem["code"]), (404, &json!("not_a_customer")), "{problem}");
+    let (status, customer, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1]})), &[]).await;
+    assert_eq!(status, 201, "{customer}");
+    let body = json!({"return_url": "https://evil.example.net/"});
+    let (status, session, _) = app.call("POST", "/api/v3/customers/me/portal-sessions", "u-1", Some(body), &[]).await;
+    assert_eq!(status, 201, "{session}\n{}", app.app.host.log());
+    assert!(session["url"].as_str().unwrap().starts_with("https://billing.stripe.com/p/session/"), "{session}");
+    let sent = app.stripe.requests().await;
+    let portal: Vec<_> = sent.iter().filter(|(method, path, _, _)| method == "POST" && path == "/v1/billing_portal/sessions").collect();
+    assert_eq!(portal.len(), 1, "{sent:?}");
+    assert!(portal[0].2.as_deref().is_some_and(|key| key.starts_with("portal-session:")), "{sent:?}");
+    assert_eq!(portal[0].3, Some(200), "{sent:?}");
+    assert!(!app.app.host.log().contains(session["url"].as_str().unwrap()), "the URL is never logged");
+}
+
 /// `customer_require_verified_email`: with the real auth, a user whose email is not verified
 /// cannot become a customer; once the mailer's token verified it, the same request can.
 #[tokio::test]

@@ -1009,6 +1009,18 @@ pub fn create_setup_intent(request: Request, _params: Params) -> Response {
     })
 }
 
+/// `POST /api/v3/customers/me/portal-sessions` (no body)
+pub fn create_portal_session(request: Request, _params: Params) -> Response {
+    with_principal(&request, |req, deps, principal| {
+        idempotent(req, deps, &principal, || {
+            let user = user_only(principal.clone())?;
+            let return_url = config::portal_return_url()?;
+            let url = billing_run(deps, &user, |ctx| billing::create_portal_session(ctx, &user, return_url.as_deref()))?;
+            Ok(Reply::json(201, &json!({ "url": url })))
+        })
+    })
+}
+
 /// `GET /api/v3/customers/me/payment-method`
 pub fn get_payment_method(request: Request, _params: Params) -> Response {
     with_principal(&request, |_req, deps, principal| {

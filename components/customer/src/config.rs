@@ -27,6 +27,9 @@ pub const STRIPE_CALLS_PER_USER_PER_MINUTE: &str = "stripe_calls_per_user_per_mi
 pub const SUBSCRIPTION_TRIAL_DAYS: &str = "subscription_trial_days";
 /// `true`: only users whose email auth says is verified may become customers (default `false`).
 pub const REQUIRE_VERIFIED_EMAIL: &str = "require_verified_email";
+/// Where Stripe's customer portal sends the user back (`http(s)://…`); empty: the portal's
+/// default return URL, set in Stripe's dashboard.
+pub const BILLING_PORTAL_RETURN_URL: &str = "billing_portal_return_url";
 /// Milliseconds auth has to answer one call (default 2000).
 pub const AUTH_TIMEOUT_MS: &str = "auth_timeout_ms";
 
@@ -61,6 +64,19 @@ pub fn trial_days() -> Result<u32, Error> {
         Ok(days) if days <= 730 => Ok(days),
         _ => Err(Error::Misconfigured { variable: SUBSCRIPTION_TRIAL_DAYS, what: "is over 730 days".into() }),
     }
+}
+
+/// The portal's return URL, if set; one that is not an absolute http(s) URL is a configuration error.
+pub fn portal_return_url() -> Result<Option<String>, Error> {
+    let url = optional(BILLING_PORTAL_RETURN_URL);
+    if url.is_empty() {
+        return Ok(None);
+    }
+    let host = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).unwrap_or_default();
+    if host.is_empty() || host.starts_with('/') || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::Misconfigured { variable: BILLING_PORTAL_RETURN_URL, what: "is not an absolute http(s) URL".into() });
+    }
+    Ok(Some(url))
 }
 
 /// Reads an optional `true` or `false` (`default` when unset).

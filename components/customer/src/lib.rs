@@ -48,6 +48,7 @@ const ROUTES: &[(&str, &str, Handler)] = &[
     ("DELETE", "/api/v3/customers/me/subscriptions/:id", api::cancel_subscription),
     ("GET", "/api/v3/customers/me/invoices", api::invoices),
     ("POST", "/api/v3/customers/me/setup-intents", api::create_setup_intent),
+    ("POST", "/api/v3/customers/me/portal-sessions", api::create_portal_session),
     ("GET", "/api/v3/customers/me/payment-method", api::get_payment_method),
     ("PUT", "/api/v3/customers/me/payment-method", api::set_payment_method),
     ("DELETE", "/api/v3/customers/me/payment-method", api::remove_payment_method),

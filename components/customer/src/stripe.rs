@@ -413,6 +413,19 @@ impl Billing for StripeClient<'_> {
         let form = Form::new();
         self.call("POST", &format!("/v1/payment_methods/{}/detach", path_segment(id)?), Some(&form), Some(idempotency_key)).map(drop)
     }
+
+    fn create_portal_session(&self, customer: &str, return_url: Option<&str>, idempotency_key: &str) -> Result<String, StripeError> {
+        let mut form = Form::new().field(&["customer"], customer);
+        if let Some(url) = return_url {
+            form = form.field(&["return_url"], url);
+        }
+        let value = self.call("POST", "/v1/billing_portal/sessions", Some(&form), Some(idempotency_key))?;
+        // Only an https page of Stripe's (or http on a stand-in) is passed to the client.
+        match value.get("url").and_then(Value::as_str) {
+            Some(url) if url.starts_with("https://") || url.starts_with("http://") => Ok(url.to_string()),
+            _ => Err(StripeError::Malformed("unreadable portal session".into())),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -709,6 +709,19 @@ pub fn remove_default_payment_method(ctx: &Ctx<'_>, user: &UserId) -> Result<(),
     Ok(())
 }
 
+/// `POST /customers/me/portal-sessions`: the URL of Stripe's customer portal for the caller
+/// (Cashier's `billingPortalUrl`), where the user manages cards, subscriptions and invoices on
+/// Stripe's own pages, then comes back to `return_url` (the operator's
+/// `billing_portal_return_url`; never the client's, which would make us an open redirect).
+/// What the user changes there comes back by webhook, as any change made at Stripe.
+pub fn create_portal_session(ctx: &Ctx<'_>, user: &UserId, return_url: Option<&str>) -> Result<String, Error> {
+    let stripe_customer = stripe_customer_of(ctx.store, user)?;
+    let key = format!("portal-session:{}:{}", key_part(user.as_str()), new_local_id());
+    let url = ctx.stripe.create_portal_session(&stripe_customer, return_url, &key)?;
+    ctx.store.audit(ctx.now, user.as_str(), "customer.portal_session", Some(user.as_str()), &format!("stripe_customer={stripe_customer}"))?;
+    Ok(url)
+}
+
 /// `GET /customers/me/invoices`: bill_to from auth, invoices from Stripe.
 pub fn invoices(
     ctx: &Ctx<'_>,
@@ -1188,6 +1201,19 @@ pub(crate) mod tests {
         let events = fakes.store.audit_events();
         assert_eq!(events.iter().filter(|e| *e == "customer.payment_method_removed").count(), 2, "{events:?}");
         assert_eq!(remove_default_payment_method(&ctx, &user("u3")).unwrap_err().status(), 404, "not a customer");
+    }
+
+    #[test]
+    fn a_portal_session_is_for_the_callers_own_stripe_customer() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        let url = create_portal_session(&ctx, &user("u1"), Some("https://app.example.org/billing")).unwrap();
+        assert_eq!(url, "https://billing.stripe.test/p/session/cus_1?return=https://app.example.org/billing");
+        assert!(fakes.store.audit_events().contains(&"customer.portal_session".to_string()));
+        assert_eq!(create_portal_session(&ctx, &user("u2"), None).unwrap_err().status(), 404, "not a customer");
+        fakes.stripe.down.set(true);
+        assert_eq!(create_portal_session(&ctx, &user("u1"), None).unwrap_err().status(), 503);
     }
 
     #[test]

@@ -484,6 +484,13 @@ impl Billing for FakeStripe {
         self.default_payment_methods.borrow_mut().remove(customer);
         Ok(())
     }
+    fn create_portal_session(&self, customer: &str, return_url: Option<&str>, _key: &str) -> Result<String, StripeError> {
+        self.check_up()?;
+        let Some(return_url) = return_url else {
+            return Err(StripeError::InvalidRequest { message: "no return_url".into(), param: Some("return_url".into()), code: None, status: 400 });
+        };
+        Ok(format!("https://billing.stripe.test/p/session/{customer}?return={return_url}"))
+    }
     fn detach_payment_method(&self, id: &str, _key: &str) -> Result<(), StripeError> {
         self.check_up()?;
         let mut methods = self.payment_methods.borrow_mut();

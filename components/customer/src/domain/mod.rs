@@ -258,6 +258,9 @@ pub trait Billing {
     fn clear_default_payment_method(&self, customer: &str, idempotency_key: &str) -> Result<(), StripeError>;
     /// Detaches a payment method from its customer: Stripe can never charge it again.
     fn detach_payment_method(&self, id: &str, idempotency_key: &str) -> Result<(), StripeError>;
+    /// A customer-portal session: the URL of Stripe's hosted page where the customer manages
+    /// cards, subscriptions and invoices, back to `return_url` (else the portal's default).
+    fn create_portal_session(&self, customer: &str, return_url: Option<&str>, idempotency_key: &str) -> Result<String, StripeError>;
 }
 
 /// Why a profile could not be had.
