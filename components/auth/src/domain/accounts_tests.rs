@@ -683,7 +683,7 @@ mod verification {
 
         verify_email(&mut store, &crypto, &ctx(NOW + 60), Some(&issued.token)).expect("verified");
         assert!(verified(&store, &crypto, &id));
-        assert_eq!(store.state.users[&id].email_verified_at, Some(i64::try_from(NOW + 60).unwrap()));
+        assert_eq!(store.state.users[&id].email_verified_at, i64::try_from(NOW + 60).ok());
         assert_eq!(verify_email(&mut store, &crypto, &ctx(NOW + 61), Some(&issued.token)).unwrap_err(), Error::InvalidVerificationToken, "once");
         // Nothing left to send for a verified address.
         let again = issue_verification(&mut store, &crypto, &settings, &ctx(NOW + 62), &mailer(), &allowed(), &email("ada@example.org"));
