@@ -23,6 +23,7 @@ accepts what the live Stripe API accepts for our calls:
   with its `url`, as Stripe does; a missing `return_url` is refused as Stripe refuses it when the
   portal has no default. The portal page itself is not served.
 * A SetupIntent for a customer that succeeds attaches its payment method to that customer.
+* Detaching a customer's default payment method unsets the default, as on Stripe.
 * `Idempotency-Key` on POST: the first answer (status and body, 500s included) is kept 24 h and
   replayed with `Idempotent-Replayed: true`; the same key with other parameters is a 400
   `idempotency_error`, as on Stripe.
@@ -190,6 +191,7 @@ def patch_live_api():
     SetupIntent._attach_pm = attach_pm
 
 
+
 async def create_price(request):
     data = await server.get_post_data(request) or {}
     recurring = data.get("recurring") or {}
@@ -245,6 +247,22 @@ async def create_portal_session(request):
         "return_url": return_url, "created": int(time.time()), "livemode": False,
         "url": "https://billing.stripe.com/p/session/test_" + session_id,
     })
+
+
+@web.middleware
+async def detach_middleware(request, handler):
+    # Live Stripe also unsets a customer's invoice_settings.default_payment_method when that
+    # payment method is detached; localstripe left the customer pointing at a detached card.
+    # A middleware, because localstripe binds its detach route to the function at import.
+    response = await handler(request)
+    parts = request.path.split("/")
+    if (request.method == "POST" and len(parts) == 5 and parts[1:3] == ["v1", "payment_methods"]
+            and parts[4] == "detach" and response.status == 200):
+        for key, customer in list(resources.store.items()):
+            settings = getattr(customer, "invoice_settings", None) if key.startswith("customer:") else None
+            if isinstance(settings, dict) and settings.get("default_payment_method") == parts[3]:
+                settings["default_payment_method"] = None
+    return response
 
 
 # ---- Idempotency-Key --------------------------------------------------------------------------
@@ -352,7 +370,9 @@ async def clear_faults(request):
 
 def install(app):
     patch_live_api()
-    # Outermost first: faults see every request, then idempotency, then localstripe's own.
+    # Outermost first: faults see every request, then idempotency, then the detach fix-up, then
+    # localstripe's own.
+    app.middlewares.insert(0, detach_middleware)
     app.middlewares.insert(0, idempotency_middleware)
     app.middlewares.insert(0, fault_middleware)
     app.middlewares.insert(0, request_log_middleware)

@@ -126,7 +126,8 @@ pub struct CustomerPolicy {
     pub require_verified_email: bool,
 }
 
-/// `POST /customers` with the default policy (anyone with an account).
+/// `POST /customers` with the default policy (anyone with an account): the tests' shorthand.
+#[cfg(test)]
 pub fn create_customer(ctx: &Ctx<'_>, user: &UserId, areas: &AreaIds) -> Result<Customer, Error> {
     create_customer_with(ctx, user, areas, CustomerPolicy::default())
 }
@@ -672,7 +673,7 @@ pub fn default_payment_method(ctx: &Ctx<'_>, user: &UserId) -> Result<Option<Pay
 /// The caller cancels at the period's end first, or puts another card. Stripe's own list is read
 /// rather than our mirror, which may not yet know a subscription made in Stripe's dashboard.
 ///
-/// Safe to send again after a failure: a default already detached is only cleared.
+/// A default that is not the customer's card any more is only cleared.
 pub fn remove_default_payment_method(ctx: &Ctx<'_>, user: &UserId) -> Result<(), Error> {
     let stripe_customer = stripe_customer_of(ctx.store, user)?;
     let none = || Error::NotFound { code: "no_payment_method", detail: "There is no default payment method to remove.".into() };
@@ -692,13 +693,15 @@ pub fn remove_default_payment_method(ctx: &Ctx<'_>, user: &UserId) -> Result<(),
         });
     }
     if ctx.stripe.payment_method(&id)?.is_some_and(|m| m.customer.as_deref() == Some(stripe_customer.as_str())) {
+        // Stripe clears the customer's default along with the card it detaches.
         let key = format!("payment-method-detach:{}:{}", key_part(user.as_str()), new_local_id());
         ctx.stripe.detach_payment_method(&id, &key)?;
+    } else {
+        // A default that is no longer the customer's card (gone, or moved elsewhere): only
+        // the default is left to clear.
+        let key = format!("payment-method-clear:{}:{}", key_part(user.as_str()), new_local_id());
+        ctx.stripe.clear_default_payment_method(&stripe_customer, &key)?;
     }
-    // Stripe clears the default of a card it detaches; said here too, for a default detached
-    // elsewhere and for stand-ins that do not.
-    let key = format!("payment-method-clear:{}:{}", key_part(user.as_str()), new_local_id());
-    ctx.stripe.clear_default_payment_method(&stripe_customer, &key)?;
     ctx.store.audit(
         ctx.now,
         user.as_str(),
@@ -1188,14 +1191,15 @@ pub(crate) mod tests {
         assert_eq!(default_payment_method(&ctx, &user("u1")).unwrap(), None);
         assert_eq!(remove_default_payment_method(&ctx, &user("u1")).unwrap_err().status(), 404);
 
-        // A default already detached elsewhere (or by a first try that failed after detaching) is
-        // only cleared; Stripe down is 503 and removes nothing.
+        // A default that is no longer the customer's card (Stripe clears it when it detaches one,
+        // but a default may still name a card moved elsewhere) is only cleared; Stripe down is
+        // 503 and removes nothing.
         fakes.stripe.add_card("pm_two", "1111");
         set_default_payment_method(&ctx, &user("u1"), &PaymentMethodId::parse("pm_two").unwrap()).unwrap();
         fakes.stripe.down.set(true);
         assert_eq!(remove_default_payment_method(&ctx, &user("u1")).unwrap_err().status(), 503);
         fakes.stripe.down.set(false);
-        fakes.stripe.detach_payment_method("pm_two", "elsewhere").unwrap();
+        fakes.stripe.payment_methods.borrow_mut().iter_mut().filter(|pm| pm.summary.id == "pm_two").for_each(|pm| pm.customer = None);
         remove_default_payment_method(&ctx, &user("u1")).unwrap();
         assert_eq!(default_payment_method(&ctx, &user("u1")).unwrap(), None);
         let events = fakes.store.audit_events();

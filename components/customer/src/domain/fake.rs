@@ -495,11 +495,15 @@ impl Billing for FakeStripe {
         self.check_up()?;
         let mut methods = self.payment_methods.borrow_mut();
         let pm = methods.iter_mut().find(|pm| pm.summary.id == id).ok_or_else(|| not_found("payment_method"))?;
-        if pm.customer.is_none() {
+        let Some(owner) = pm.customer.take() else {
             // As Stripe answers a detach of a payment method attached to no one.
             return Err(StripeError::InvalidRequest { message: "not attached".into(), param: None, code: None, status: 400 });
+        };
+        // As Stripe does, the owner's default goes with the card.
+        let mut defaults = self.default_payment_methods.borrow_mut();
+        if defaults.get(&owner).map(String::as_str) == Some(id) {
+            defaults.remove(&owner);
         }
-        pm.customer = None;
         Ok(())
     }
 }
