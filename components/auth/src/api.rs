@@ -10,7 +10,7 @@ use crate::domain::accounts::{self, Caller, Credentials, LogoutScope, ProfileCha
 use crate::domain::client_addr::{UNKNOWN_ADDRESS, parse_addr};
 use crate::domain::fields::{Name, parse_email};
 use crate::domain::password::Password;
-use crate::domain::ports::SessionRow;
+use crate::domain::ports::{OneTimeKind, SessionRow};
 use crate::domain::recovery::{self, IssuedToken, ResetToken, VerificationToken};
 use crate::domain::{Ctx, time};
 use crate::error::{Error, FieldError};
@@ -540,14 +540,31 @@ fn issued_token_json(issued: &IssuedToken) -> Value {
 
 /// `POST /users/password-resets` (a service in `password_reset_services`).
 pub fn issue_password_reset(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
+    issue_mailed_token(source, req, OneTimeKind::PasswordReset)
+}
+
+/// `POST /users/email-verifications` (a service in `email_verification_services`).
+pub fn issue_email_verification(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
+    issue_mailed_token(source, req, OneTimeKind::EmailVerification)
+}
+
+/// A mailer service's `{email}` for a token of `kind`, checked against that kind's own list.
+fn issue_mailed_token(source: &impl Source, req: &Incoming, kind: OneTimeKind) -> Result<Reply, Error> {
     let crypto = config::crypto(source)?;
     let caller = caller(source, &crypto, req)?;
-    let allowed = config::password_reset_services(source)?;
+    let allowed = match kind {
+        OneTimeKind::PasswordReset => config::password_reset_services(source)?,
+        OneTimeKind::EmailVerification => config::email_verification_services(source)?,
+    };
     let email = parse_mailer_request(json_object(req.content_type, req.body)?)?;
     let settings = config::settings(source)?;
     let mut store = open_store(source)?;
-    let reset = recovery::issue_reset(&mut store, &crypto, &settings, &req.ctx, &caller, &allowed, &email)?;
-    Ok(Reply::json(201, &issued_token_json(&reset)))
+    let issue = match kind {
+        OneTimeKind::PasswordReset => recovery::issue_reset,
+        OneTimeKind::EmailVerification => recovery::issue_verification,
+    };
+    let issued = issue(&mut store, &crypto, &settings, &req.ctx, &caller, &allowed, &email)?;
+    Ok(Reply::json(201, &issued_token_json(&issued)))
 }
 
 /// `POST /auth/password-reset` (anyone holding a reset token).
@@ -557,18 +574,6 @@ pub fn reset_password(source: &impl Source, req: &Incoming) -> Result<Reply, Err
     let mut store = open_store(source)?;
     recovery::reset_password(&mut store, &crypto, &req.ctx, token.as_ref(), &new)?;
     Ok(Reply::no_content())
-}
-
-/// `POST /users/email-verifications` (a service in `email_verification_services`).
-pub fn issue_email_verification(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
-    let crypto = config::crypto(source)?;
-    let caller = caller(source, &crypto, req)?;
-    let allowed = config::email_verification_services(source)?;
-    let email = parse_mailer_request(json_object(req.content_type, req.body)?)?;
-    let settings = config::settings(source)?;
-    let mut store = open_store(source)?;
-    let issued = recovery::issue_verification(&mut store, &crypto, &settings, &req.ctx, &caller, &allowed, &email)?;
-    Ok(Reply::json(201, &issued_token_json(&issued)))
 }
 
 /// `POST /auth/email-verification` (anyone holding a verification token).
