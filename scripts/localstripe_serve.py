@@ -18,7 +18,13 @@ accepts what the live Stripe API accepts for our calls:
   trial, as on Stripe; `trial_settings[end_behavior][missing_payment_method]` is checked and kept. An
   unknown price, on create or update, is a 400 `resource_missing` naming `items[N][price]`, as on
   Stripe (localstripe's own answer is a 404 "Not Found" without a `param`).
-* Invoices are exported with `number` and `hosted_invoice_url` (null when localstripe has none).
+* Invoices are exported with `number` and `hosted_invoice_url` (null when localstripe has none),
+  their lines with `price`.
+* `POST /v1/invoices/create_preview` takes `subscription_details[items][N][price]` (an unknown
+  one is a 400 naming that param), and has no invoice to preview for a subscription that is
+  canceled or set to cancel at its period's end (404 `invoice_upcoming_none`), as on Stripe.
+  localstripe's proration is cruder than Stripe's: a change credits the whole previous invoice
+  ("Unused time") and charges the whole new price.
 * `POST /v1/billing_portal/sessions` (customer, return_url) answers a customer-portal session
   with its `url`, as Stripe does; a missing `return_url` is refused as Stripe refuses it when the
   portal has no default. The portal page itself is not served.
@@ -177,6 +183,43 @@ def patch_live_api():
         return original_invoice_list(url, starting_after=starting_after, **kwargs)
 
     Invoice._api_list_all = classmethod(invoice_list)
+
+    original_next_invoice = Invoice._get_next_invoice
+
+    def next_invoice(cls, customer=None, subscription=None, subscription_items=None, upcoming=False, **kwargs):
+        # `POST /v1/invoices/create_preview` names the items' prices under
+        # `subscription_details[items][N][price]`; localstripe only knew `plan`, and refused the
+        # unknown one with a 404 without a param.
+        if isinstance(subscription_items, list):
+            for index, item in enumerate(subscription_items):
+                price = item.get("price") if isinstance(item, dict) else None
+                if isinstance(price, str) and resources.store.get("plan:" + price) is None:
+                    raise UserError(400, "No such price: '%s'" % price,
+                                    {"code": "resource_missing",
+                                     "param": "subscription_details[items][%d][price]" % index})
+            subscription_items = _price_to_plan(subscription_items)
+        # Live Stripe has no next invoice for a subscription that ends first; localstripe
+        # previewed one.
+        sub = resources.store.get("subscription:" + subscription) if isinstance(subscription, str) else None
+        if upcoming and sub is not None and (sub.status == "canceled" or sub.cancel_at_period_end):
+            raise UserError(404, "No upcoming invoices for customer", {"code": "invoice_upcoming_none"})
+        return original_next_invoice.__func__(cls, customer=customer, subscription=subscription,
+                                               subscription_items=subscription_items, upcoming=upcoming, **kwargs)
+
+    Invoice._get_next_invoice = classmethod(next_invoice)
+
+    InvoiceLineItem = resources.InvoiceLineItem
+    original_line_export = InvoiceLineItem._export
+
+    def line_export(self, expand=None):
+        exported = original_line_export(self, expand=expand)
+        plan = self.plan
+        if isinstance(plan, str):
+            plan = resources.store.get("plan:" + plan)
+        exported["price"] = _price_export(plan) if isinstance(plan, resources.Plan) else None
+        return exported
+
+    InvoiceLineItem._export = line_export
 
     SetupIntent = resources.SetupIntent
     original_attach_pm = SetupIntent._attach_pm

@@ -183,13 +183,7 @@ async fn a_first_subscription_gets_the_configured_trial_and_only_the_first() {
         vars.insert("subscription_trial_days".into(), "14".into());
     })
     .await;
-    app.stripe
-        .register_webhook(&app.url("/api/v3/billing/stripe/webhook"), &app.app.variables["stripe_webhook_secret"])
-        .await;
-    app.auth.add_user("u-1", "Ada Lovelace", "ada@example.org");
-    let (status, customer, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1]})), &[]).await;
-    assert_eq!(status, 201, "{customer}");
-    let stripe_customer = customer["stripe_customer_id"].as_str().unwrap().to_string();
+    let stripe_customer = app.billing_user().await;
     let price = app.stripe.price("900").await;
 
     let started = support::now();
@@ -237,13 +231,8 @@ async fn a_first_subscription_gets_the_configured_trial_and_only_the_first() {
 #[tokio::test]
 async fn a_first_payment_asking_for_3ds_is_finished_in_the_browser() {
     let app = spawn(|_| {}).await;
-    app.stripe
-        .register_webhook(&app.url("/api/v3/billing/stripe/webhook"), &app.app.variables["stripe_webhook_secret"])
-        .await;
-    app.auth.add_user("u-1", "Ada Lovelace", "ada@example.org");
-    let (status, customer, _) = app.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1]})), &[]).await;
-    assert_eq!(status, 201, "{customer}");
-    app.stripe.add_card_numbered(customer["stripe_customer_id"].as_str().unwrap(), "4000002500003155").await;
+    let stripe_customer = app.billing_user().await;
+    app.stripe.add_card_numbered(&stripe_customer, "4000002500003155").await;
     let price = app.stripe.price("700").await;
 
     let (status, sub, _) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": price})), &[]).await;
@@ -987,6 +976,61 @@ async fn a_portal_session_sends_the_user_to_stripe_and_back_to_the_app() {
     assert!(portal[0].2.as_deref().is_some_and(|key| key.starts_with("portal-session:")), "{sent:?}");
     assert_eq!(portal[0].3, Some(200), "{sent:?}");
     assert!(!app.app.host.log().contains(session["url"].as_str().unwrap()), "the URL is never logged");
+}
+
+/// What the next invoice will be (Cashier's `upcomingInvoice`), and what it would be after a
+/// change of price (`previewInvoice`), read from Stripe without changing anything there.
+#[tokio::test]
+async fn the_next_invoice_is_previewed_for_the_renewal_and_for_a_change_of_price() {
+    let app = spawn(|_| {}).await;
+    app.stripe.add_card(&app.billing_user().await).await;
+    let basic = app.stripe.price("1500").await;
+    let (status, sub, _) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": basic})), &[]).await;
+    assert_eq!(status, 201, "{sub}\n{}", app.app.host.log());
+    let stripe_sub = sub["stripe_subscription_id"].as_str().unwrap_or_default().to_string();
+    support::wait_for_applied_webhook(&app.app, &stripe_sub).await;
+    let path = format!("/api/v3/customers/me/subscriptions/{}/upcoming-invoice", sub["id"].as_str().unwrap_or_default());
+    let (_, sub, _) = app.call("GET", &format!("/api/v3/customers/me/subscriptions/{}", sub["id"].as_str().unwrap_or_default()), "u-1", None, &[]).await;
+    assert_eq!(sub["status"], "active", "{sub}");
+
+    // The renewal: the price again, charged when the period ends.
+    let (status, renewal, _) = app.call("GET", &path, "u-1", None, &[]).await;
+    assert_eq!(status, 200, "{renewal}\n{}", app.app.host.log());
+    assert_eq!((&renewal["amount_due"], &renewal["currency"]), (&json!(1500), &json!("eur")), "{renewal}");
+    assert_eq!(renewal["next_payment_attempt"], sub["current_period_end"], "{renewal}");
+    assert_eq!(renewal["lines"].as_array().map(Vec::len), Some(1), "{renewal}");
+    assert_eq!((&renewal["lines"][0]["price_id"], &renewal["lines"][0]["proration"]), (&json!(basic), &json!(false)), "{renewal}");
+
+    // A move to another price: the unused time on the old price is credited, the new one
+    // charged; the total is what the lines add up to. Nothing moved at Stripe.
+    let pro = app.stripe.price("2500").await;
+    let (status, moved, _) = app.call("GET", &format!("{path}?price_id={pro}"), "u-1", None, &[]).await;
+    assert_eq!(status, 200, "{moved}\n{}", app.app.host.log());
+    let lines = moved["lines"].as_array().cloned().unwrap_or_default();
+    let credit = lines.iter().find(|line| line["price_id"] == json!(basic) && line["proration"] == json!(true));
+    assert!(credit.is_some_and(|line| line["amount"].as_i64().is_some_and(|a| a < 0)), "{moved}");
+    assert!(lines.iter().any(|line| line["price_id"] == json!(pro) && line["amount"].as_i64().is_some_and(|a| a > 0)), "{moved}");
+    let sum: i64 = lines.iter().filter_map(|line| line["amount"].as_i64()).sum();
+    assert_eq!(moved["amount_due"], json!(sum), "{moved}");
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/subscriptions/{stripe_sub}")).await;
+    assert_eq!(at_stripe["items"]["data"][0]["price"]["id"], basic.as_str(), "{at_stripe}");
+
+    // Bad input: a price Stripe does not know names price_id; a malformed one is 400; another
+    // user's subscription and a path that is no id are not found.
+    let (status, problem, _) = app.call("GET", &format!("{path}?price_id=price_nothing"), "u-1", None, &[]).await;
+    assert_eq!((status, &problem["errors"][0]["field"], &problem["errors"][0]["code"]), (422, &json!("price_id"), &json!("not_found")), "{problem}");
+    let (status, problem, _) = app.call("GET", &format!("{path}?price_id=no%20price"), "u-1", None, &[]).await;
+    assert_eq!((status, &problem["code"]), (400, &json!("invalid_query")), "{problem}");
+    let (status, _, _) = app.call("GET", &path, "u-2", None, &[]).await;
+    assert_eq!(status, 404);
+    let (status, _, _) = app.call("GET", "/api/v3/customers/me/subscriptions/sub_x/upcoming-invoice", "u-1", None, &[]).await;
+    assert_eq!(status, 404);
+
+    // Set to end at the period's end: nothing more will be invoiced.
+    let (status, _, _) = app.call("DELETE", &path.replace("/upcoming-invoice", ""), "u-1", None, &[]).await;
+    assert_eq!(status, 200);
+    let (status, problem, _) = app.call("GET", &path, "u-1", None, &[]).await;
+    assert_eq!((status, &problem["code"]), (404, &json!("no_upcoming_invoice")), "{problem}");
 }
 
 /// `customer_require_verified_email`: with the real auth, a user whose email is not verified

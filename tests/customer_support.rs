@@ -524,6 +524,16 @@ impl CustomerApp {
         self.app.url(path)
     }
 
+    /// localstripe's webhooks sent to the app, and `u-1` (Ada Lovelace at auth) made a customer:
+    /// where most billing journeys start. Answers the Stripe customer's id.
+    pub async fn billing_user(&self) -> String {
+        self.stripe.register_webhook(&self.url("/api/v3/billing/stripe/webhook"), &self.app.variables["stripe_webhook_secret"]).await;
+        self.auth.add_user("u-1", "Ada Lovelace", "ada@example.org");
+        let (status, customer, _) = self.call("POST", "/api/v3/customers", "u-1", Some(json!({"area_ids": [1]})), &[]).await;
+        assert_eq!(status, 201, "{customer}");
+        customer["stripe_customer_id"].as_str().unwrap_or_default().to_string()
+    }
+
     pub fn token(&self, user: &str) -> String {
         self.key.access_token(user)
     }

@@ -971,6 +971,44 @@ pub fn get_subscription(request: Request, params: Params) -> Response {
     })
 }
 
+/// `GET /api/v3/customers/me/subscriptions/{id}/upcoming-invoice[?price_id=]`
+pub fn upcoming_invoice(request: Request, params: Params) -> Response {
+    let id = params.get("id").unwrap_or_default().to_string();
+    with_principal(&request, move |req, deps, principal| {
+        let user = user_only(principal)?;
+        if uuid::Uuid::parse_str(&id).is_err() {
+            return Err(Error::not_found("No such subscription."));
+        }
+        let price = match req.query_param("price_id")? {
+            None => None,
+            Some(raw) => Some(PriceId::parse(&raw).map_err(|detail| Error::bad_request("invalid_query", format!("price_id: {detail}")))?),
+        };
+        let preview = billing_run(deps, &user, |ctx| billing::upcoming_invoice(ctx, &user, &id, price.as_ref()))?;
+        Ok(Reply::json(
+            200,
+            &json!({
+                "subscription_id": id,
+                "amount_due": preview.amount_due,
+                "subtotal": preview.subtotal,
+                "total": preview.total,
+                "currency": preview.currency,
+                "next_payment_attempt": preview.next_payment_attempt.map(rfc3339::format),
+                "lines": preview.lines.iter().map(|line| json!({
+                    "description": line.description,
+                    "amount": line.amount,
+                    "currency": line.currency,
+                    "price_id": line.price_id,
+                    "proration": line.proration,
+                    "period": {
+                        "start": line.period_start.map(rfc3339::format),
+                        "end": line.period_end.map(rfc3339::format),
+                    },
+                })).collect::<Vec<_>>(),
+            }),
+        ))
+    })
+}
+
 /// `PATCH /api/v3/customers/me/subscriptions/{id}` {price_id?, cancel_at_period_end?}
 pub fn update_subscription(request: Request, params: Params) -> Response {
     let id = params.get("id").unwrap_or_default().to_string();

@@ -46,6 +46,7 @@ const ROUTES: &[(&str, &str, Handler)] = &[
     ("GET", "/api/v3/customers/me/subscriptions/:id", api::get_subscription),
     ("PATCH", "/api/v3/customers/me/subscriptions/:id", api::update_subscription),
     ("DELETE", "/api/v3/customers/me/subscriptions/:id", api::cancel_subscription),
+    ("GET", "/api/v3/customers/me/subscriptions/:id/upcoming-invoice", api::upcoming_invoice),
     ("GET", "/api/v3/customers/me/invoices", api::invoices),
     ("POST", "/api/v3/customers/me/setup-intents", api::create_setup_intent),
     ("POST", "/api/v3/customers/me/portal-sessions", api::create_portal_session),

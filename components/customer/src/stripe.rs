@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::domain::{
-    Billing, Invoice, InvoicePage, NewStripeCustomer, PriceId, Profile, SetupIntent, StripeCustomerRef, StripeError,
-    StripePaymentMethod, StripeSubscription, billing, is_stripe_id,
+    Billing, Invoice, InvoiceLine, InvoicePage, InvoicePreview, NewStripeCustomer, PriceChange, PriceId, Profile, SetupIntent,
+    StripeCustomerRef, StripeError, StripePaymentMethod, StripeSubscription, billing, is_stripe_id,
 };
 use crate::transport::{HttpRequest, HttpResponse, Timeouts, Transport, TransportError, send_logged};
 
@@ -250,6 +250,40 @@ fn invoice(value: &Value) -> Option<Invoice> {
     })
 }
 
+/// An invoice preview as Stripe answers `create_preview`: the amounts and currency are required,
+/// a line without its amount is unreadable.
+fn invoice_preview(value: &Value) -> Option<InvoicePreview> {
+    let amount = |v: &Value, name: &str| v.get(name).and_then(Value::as_i64);
+    let text = |v: &Value, name: &str| v.get(name).and_then(Value::as_str).map(str::to_string);
+    let lines = value.get("lines").and_then(|l| l.get("data")).and_then(Value::as_array)?;
+    let lines = lines
+        .iter()
+        .map(|line| {
+            let period = line.get("period");
+            let period_at = |name: &str| period.and_then(|p| p.get(name)).and_then(Value::as_i64);
+            // The price as an object (what 2024-06-20 answers), or expanded to its id alone.
+            let price = line.get("price").and_then(|p| p.get("id").unwrap_or(p).as_str()).map(str::to_string);
+            Some(InvoiceLine {
+                description: text(line, "description"),
+                amount: amount(line, "amount")?,
+                currency: text(line, "currency")?,
+                price_id: price,
+                proration: line.get("proration").and_then(Value::as_bool).unwrap_or(false),
+                period_start: period_at("start"),
+                period_end: period_at("end"),
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(InvoicePreview {
+        amount_due: amount(value, "amount_due")?,
+        subtotal: amount(value, "subtotal")?,
+        total: amount(value, "total")?,
+        currency: text(value, "currency")?,
+        next_payment_attempt: amount(value, "next_payment_attempt"),
+        lines,
+    })
+}
+
 impl StripeClient<'_> {
     /// One subscription; `None` when Stripe knows no such subscription.
     fn read_subscription(&self, path: &str) -> Result<Option<StripeSubscription>, StripeError> {
@@ -366,6 +400,24 @@ impl Billing for StripeClient<'_> {
         let value = self.call("GET", &format!("/v1/invoices?{}", form.encode()), None, None)?;
         let invoices = list_data(&value)?.iter().filter_map(invoice).collect();
         Ok(InvoicePage { invoices, has_more: value.get("has_more").and_then(Value::as_bool).unwrap_or(false) })
+    }
+
+    fn preview_invoice(&self, customer: &str, subscription: &str, change: Option<PriceChange<'_>>, idempotency_key: &str)
+    -> Result<Option<InvoicePreview>, StripeError> {
+        let mut form = Form::new().field(&["customer"], customer).field(&["subscription"], subscription);
+        if let Some(change) = change {
+            form = form
+                .field(&["subscription_details", "items", "0", "id"], change.item_id)
+                .field(&["subscription_details", "items", "0", "price"], change.price.as_str())
+                .field(&["subscription_details", "proration_date"], change.proration_date.to_string());
+        }
+        match self.call("POST", "/v1/invoices/create_preview", Some(&form), Some(idempotency_key)) {
+            Ok(value) => invoice_preview(&value).map(Some).ok_or_else(|| StripeError::Malformed("unreadable invoice preview".into())),
+            // Stripe's answer for a subscription that ends before it would invoice again.
+            Err(StripeError::InvalidRequest { code, status, param, .. })
+                if code.as_deref() == Some("invoice_upcoming_none") || (status == 404 && param.is_none()) => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 
     fn create_setup_intent(&self, customer: &str, user_id: &str, idempotency_key: &str) -> Result<SetupIntent, StripeError> {
@@ -587,6 +639,40 @@ mod tests {
         let method = StripePaymentMethod::from_json(&expanded).unwrap();
         assert_eq!((method.customer.as_deref(), method.summary.card), (Some("cus_2"), None));
         assert!(StripePaymentMethod::from_json(&serde_json::json!({"id":"pm/../x","type":"card"})).is_none());
+    }
+
+    #[test]
+    fn an_invoice_preview_sends_the_change_and_reads_the_lines() {
+        let preview = r#"{"object":"invoice","amount_due":1200,"subtotal":1200,"total":1200,"currency":"eur",
+            "next_payment_attempt":1800000000,"lines":{"data":[
+              {"amount":-400,"currency":"eur","description":"Unused time","proration":true,"price":{"id":"price_a"},
+               "period":{"start":1700000000,"end":1800000000}},
+              {"amount":1600,"currency":"eur","proration":false,"price":"price_b"}]}}"#;
+        let script = Script::new(vec![
+            answer(200, preview),
+            answer(404, r#"{"error":{"type":"invalid_request_error","code":"invoice_upcoming_none","message":"No upcoming invoices"}}"#),
+            answer(200, r#"{"amount_due":1,"currency":"eur","lines":{"data":[]}}"#),
+        ]);
+        let client = StripeClient::for_tests(&script);
+        let price = PriceId::parse("price_b").unwrap();
+        let change = PriceChange { item_id: "si_1", price: &price, proration_date: 1_750_000_000 };
+        let read = client.preview_invoice("cus_1", "sub_1", Some(change), "invoice-preview:1").unwrap().unwrap();
+        assert_eq!((read.amount_due, read.currency.as_str(), read.next_payment_attempt), (1200, "eur", Some(1_800_000_000)));
+        let lines: Vec<_> = read.lines.iter().map(|l| (l.amount, l.price_id.as_deref(), l.proration, l.period_end)).collect();
+        assert_eq!(lines, [(-400, Some("price_a"), true, Some(1_800_000_000)), (1600, Some("price_b"), false, None)]);
+        let sent = script.sent.borrow();
+        assert_eq!((sent[0].method, sent[0].url.as_str()), ("POST", "http://stripe.test/v1/invoices/create_preview"));
+        let body = String::from_utf8(sent[0].body.clone().unwrap_or_default()).unwrap_or_default();
+        let fields: Vec<_> = form_urlencoded::parse(body.as_bytes()).map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(
+            fields,
+            ["customer=cus_1", "subscription=sub_1", "subscription_details[items][0][id]=si_1",
+             "subscription_details[items][0][price]=price_b", "subscription_details[proration_date]=1750000000"]
+        );
+        drop(sent);
+        // Nothing to invoice is no preview; a preview without its amounts is unreadable.
+        assert_eq!(client.preview_invoice("cus_1", "sub_1", None, "k2").unwrap(), None);
+        assert!(matches!(client.preview_invoice("cus_1", "sub_1", None, "k3").unwrap_err(), StripeError::Malformed(_)));
     }
 
     #[test]

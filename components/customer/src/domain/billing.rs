@@ -9,8 +9,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 use super::{
-    AreaIds, Billing, Claim, Customer, InvoicePage, NewStripeCustomer, PaymentMethodId, PaymentMethodSummary,
-    PendingPayment, PriceId, Profile, ProfileLookup, ProfileSource, Profiles, SetupIntent, Store, StoreError, StripeCustomerRef, Subscription,
+    AreaIds, Billing, Claim, Customer, InvoicePage, InvoicePreview, NewStripeCustomer, PaymentMethodId, PaymentMethodSummary,
+    PendingPayment, PriceChange, PriceId, Profile, ProfileLookup, ProfileSource, Profiles, SetupIntent, Store, StoreError, StripeCustomerRef, Subscription,
     SubscriptionStatus, UserId,
 };
 use crate::error::Error;
@@ -589,22 +589,64 @@ pub fn change_price(ctx: &Ctx<'_>, user: &UserId, id: &str, price: &PriceId) -> 
         if sub.price_id == price.as_str() {
             return Ok(sub);
         }
-        let taken = store.subscriptions(user.as_str())?.into_iter().any(|other| {
-            other.id != sub.id && other.status.is_live() && other.price_id == price.as_str()
-        });
-        if taken {
-            return Err(crate::error::conflict_for_constraint("uq_subscriptions_live_price"));
-        }
-        // The item to move is Stripe's; our mirror does not keep it.
-        let item_id = ctx
-            .stripe
-            .subscription(&stripe_id)?
-            .and_then(|remote| remote.item_id)
-            .ok_or_else(|| Error::internal(format!("stripe subscription {stripe_id} has no item")))?;
+        ensure_price_free(store, user, &sub, price)?;
+        let item_id = stripe_item_id(ctx, &stripe_id)?;
         let remote = ctx.stripe.change_price(&stripe_id, &item_id, price, &subscription_change_key(&sub.id, "price"))?;
         let prices = format!(" from={} to={}", sub.price_id, price.as_str());
         record_change(ctx, user, sub, &remote, "subscription.price_changed", &prices)
     })
+}
+
+/// 409 `already_subscribed` when another live subscription of the user has `price`: moving `sub`
+/// to it would make two.
+fn ensure_price_free(store: &dyn Store, user: &UserId, sub: &Subscription, price: &PriceId) -> Result<(), Error> {
+    let taken = store
+        .subscriptions(user.as_str())?
+        .into_iter()
+        .any(|other| other.id != sub.id && other.status.is_live() && other.price_id == price.as_str());
+    if taken {
+        return Err(crate::error::conflict_for_constraint("uq_subscriptions_live_price"));
+    }
+    Ok(())
+}
+
+/// The Stripe subscription's item, which a change of price moves; our mirror does not keep it.
+fn stripe_item_id(ctx: &Ctx<'_>, stripe_id: &str) -> Result<String, Error> {
+    ctx.stripe
+        .subscription(stripe_id)?
+        .and_then(|remote| remote.item_id)
+        .ok_or_else(|| Error::internal(format!("stripe subscription {stripe_id} has no item")))
+}
+
+/// `GET /customers/me/subscriptions/{id}/upcoming-invoice[?price_id=]`: the invoice Stripe will
+/// make next for a subscription (Cashier's `upcomingInvoice`) or, with `price`, the one it would
+/// make after a move to that price now, its prorations included (Cashier's `previewInvoice`).
+/// Nothing is created or changed. A subscription that ends before it would invoice again
+/// (ended, or set to end at its period's end) is 404 `no_upcoming_invoice`; a price the change
+/// would refuse is refused as the change refuses it.
+pub fn upcoming_invoice(ctx: &Ctx<'_>, user: &UserId, id: &str, price: Option<&PriceId>) -> Result<InvoicePreview, Error> {
+    let none = || Error::NotFound {
+        code: "no_upcoming_invoice",
+        detail: "This subscription ends before it would be invoiced again.".into(),
+    };
+    let store = ctx.store;
+    let (sub, stripe_id) = subscription_at_stripe(store, user, id)?;
+    // The current price previews the renewal, as moving to it changes nothing.
+    let price = price.filter(|p| p.as_str() != sub.price_id);
+    let item_id = match price {
+        Some(price) => {
+            live_subscription(store, user, id)?;
+            ensure_price_free(store, user, &sub, price)?;
+            Some(stripe_item_id(ctx, &stripe_id)?)
+        }
+        None if !sub.status.is_live() || sub.cancel_at_period_end => return Err(none()),
+        None => None,
+    };
+    let stripe_customer = stripe_customer_of(store, user)?;
+    let change = price.zip(item_id.as_deref()).map(|(price, item_id)| PriceChange { item_id, price, proration_date: ctx.now });
+    // A preview changes nothing at Stripe; the key only makes our client's retries one request.
+    let key = format!("invoice-preview:{}:{}", sub.id, new_local_id());
+    ctx.stripe.preview_invoice(&stripe_customer, &stripe_id, change, &key)?.ok_or_else(none)
 }
 
 /// Counts a request of `user` that may call Stripe against the user's budget for this minute:
@@ -1084,14 +1126,19 @@ pub(crate) mod tests {
         assert_eq!(subscription_view(&ctx, &user("u2"), &view.subscription.id).unwrap_err().status(), 404);
     }
 
+    /// u1 made a customer, subscribed to `price_basic` and to `price_other`.
+    fn subscribed_to_basic_and_other(ctx: &Ctx<'_>) -> (Subscription, Subscription) {
+        create_customer(ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        let subscribe_to = |price: &str| subscribe(ctx, &user("u1"), &PriceId::parse(price).unwrap(), 0).unwrap().subscription;
+        (subscribe_to("price_basic"), subscribe_to("price_other"))
+    }
+
     #[test]
     fn a_subscription_moves_to_another_price_unless_another_one_has_it() {
         let fakes = Fakes::up();
         let ctx = fakes.ctx(1000);
-        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        let (basic, other) = subscribed_to_basic_and_other(&ctx);
         let price = |id: &str| PriceId::parse(id).unwrap();
-        let basic = subscribe(&ctx, &user("u1"), &price("price_basic"), 0).unwrap().subscription;
-        let other = subscribe(&ctx, &user("u1"), &price("price_other"), 0).unwrap().subscription;
         let at_stripe = |sub: &Subscription| {
             let id = sub.stripe_subscription_id.clone().unwrap();
             fakes.stripe.subscriptions.borrow().iter().find(|s| s.id == id).unwrap().price_id.clone().unwrap()
@@ -1118,6 +1165,53 @@ pub(crate) mod tests {
         let err = change_price(&ctx, &user("u1"), &other.id, &price("price_x")).unwrap_err();
         assert!(matches!(err, Error::Conflict { code: "subscription_ended", .. }), "{err:?}");
         assert!(fakes.store.audit_events().contains(&"subscription.price_changed".to_string()));
+    }
+
+    #[test]
+    fn the_next_invoice_is_previewed_for_the_renewal_or_a_change_of_price() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        let (basic, other) = subscribed_to_basic_and_other(&ctx);
+        let price = |id: &str| PriceId::parse(id).unwrap();
+        let prices = |preview: &InvoicePreview| preview.lines.iter().map(|l| (l.price_id.clone().unwrap_or_default(), l.amount, l.proration)).collect::<Vec<_>>();
+
+        // The renewal: the current price, charged when the period ends.
+        let renewal = upcoming_invoice(&ctx, &user("u1"), &basic.id, None).unwrap();
+        assert_eq!(prices(&renewal), [("price_basic".to_string(), 1000, false)]);
+        assert_eq!((renewal.amount_due, renewal.next_payment_attempt), (1000, basic.current_period_end));
+        // The current price previews the renewal too.
+        assert_eq!(upcoming_invoice(&ctx, &user("u1"), &basic.id, Some(&price("price_basic"))).unwrap(), renewal);
+
+        // A move to another price: the credit, the charge, then the renewal on the new price.
+        let moved = upcoming_invoice(&ctx, &user("u1"), &basic.id, Some(&price("price_pro"))).unwrap();
+        assert_eq!(
+            prices(&moved),
+            [("price_basic".to_string(), -400, true), ("price_pro".to_string(), 600, true), ("price_pro".to_string(), 1000, false)]
+        );
+        assert_eq!(moved.amount_due, 1200);
+        // Only previewed: the subscription did not move, here or at Stripe.
+        assert_eq!(fakes.store.subscription("u1", &basic.id).unwrap().unwrap().price_id, "price_basic");
+        assert_eq!(fakes.stripe.subscriptions.borrow()[0].price_id.as_deref(), Some("price_basic"));
+
+        // Refused as the change would be: another live subscription's price, an unknown price.
+        let err = upcoming_invoice(&ctx, &user("u1"), &basic.id, Some(&price("price_other"))).unwrap_err();
+        assert!(matches!(err, Error::Conflict { code: "already_subscribed", .. }), "{err:?}");
+        assert_eq!(upcoming_invoice(&ctx, &user("u1"), &basic.id, Some(&price("price_unknown"))).unwrap_err().status(), 422);
+        // Someone else's subscription is not found; Stripe down is 503.
+        assert_eq!(upcoming_invoice(&ctx, &user("u2"), &basic.id, None).unwrap_err().status(), 404);
+        fakes.stripe.down.set(true);
+        assert_eq!(upcoming_invoice(&ctx, &user("u1"), &basic.id, None).unwrap_err().status(), 503);
+        fakes.stripe.down.set(false);
+
+        // Set to end at the period's end, or ended: no next invoice; a change of an ended one is 409.
+        cancel_subscription(&ctx, &user("u1"), &basic.id, true).unwrap();
+        let err = upcoming_invoice(&ctx, &user("u1"), &basic.id, None).unwrap_err();
+        assert!(matches!(err, Error::NotFound { code: "no_upcoming_invoice", .. }), "{err:?}");
+        cancel_subscription(&ctx, &user("u1"), &other.id, false).unwrap();
+        let err = upcoming_invoice(&ctx, &user("u1"), &other.id, None).unwrap_err();
+        assert!(matches!(err, Error::NotFound { code: "no_upcoming_invoice", .. }), "{err:?}");
+        let err = upcoming_invoice(&ctx, &user("u1"), &other.id, Some(&price("price_pro"))).unwrap_err();
+        assert!(matches!(err, Error::Conflict { code: "subscription_ended", .. }), "{err:?}");
     }
 
     #[test]

@@ -447,6 +447,38 @@ impl Billing for FakeStripe {
         self.check_up()?;
         Ok(InvoicePage { invoices: Vec::new(), has_more: false })
     }
+    /// Every price costs 1000 a period; a change credits 400 of the old price and charges 600 of
+    /// the new one. A subscription set to end has nothing to invoice.
+    fn preview_invoice(&self, customer: &str, subscription: &str, change: Option<PriceChange<'_>>, _key: &str)
+    -> Result<Option<InvoicePreview>, StripeError> {
+        self.check_up()?;
+        let subs = self.subscriptions.borrow();
+        let s = subs.iter().find(|s| s.id == subscription && s.customer == customer).ok_or_else(|| not_found("subscription"))?;
+        if s.cancel_at_period_end || !s.status.is_live() {
+            return Ok(None);
+        }
+        let line = |price: Option<&str>, amount: i64, proration: bool| InvoiceLine {
+            description: None,
+            amount,
+            currency: "eur".into(),
+            price_id: price.map(str::to_string),
+            proration,
+            period_start: None,
+            period_end: None,
+        };
+        let mut lines = Vec::new();
+        if let Some(change) = change {
+            if change.price.as_str().contains("unknown") {
+                return Err(StripeError::InvalidRequest { message: "No such price".into(), param: Some("subscription_details[items][0][price]".into()), code: Some("resource_missing".into()), status: 400 });
+            }
+            lines.push(line(s.price_id.as_deref(), -400, true));
+            lines.push(line(Some(change.price.as_str()), 600, true));
+        }
+        let renewing = change.map_or(s.price_id.as_deref(), |c| Some(c.price.as_str()));
+        lines.push(line(renewing, 1000, false));
+        let total = lines.iter().map(|l| l.amount).sum();
+        Ok(Some(InvoicePreview { amount_due: total, subtotal: total, total, currency: "eur".into(), next_payment_attempt: s.current_period_end, lines }))
+    }
     fn create_setup_intent(&self, _customer: &str, _user_id: &str, _key: &str) -> Result<SetupIntent, StripeError> {
         self.check_up()?;
         let id = self.next_id("seti");

@@ -190,7 +190,9 @@ fn request_field(stripe_param: &str) -> Option<&'static str> {
     if stripe_param == "starting_after" {
         return Some("starting_after");
     }
-    let field = match stripe_param.strip_prefix("items[").and_then(|rest| rest.split_once("][")) {
+    // An invoice preview names a subscription's items under `subscription_details`.
+    let item = stripe_param.strip_prefix("items[").or_else(|| stripe_param.strip_prefix("subscription_details[items]["));
+    let field = match item.and_then(|rest| rest.split_once("][")) {
         Some((index, field)) if !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) => field.strip_suffix(']')?,
         Some(_) => return None,
         None => stripe_param,
@@ -245,6 +247,11 @@ pub trait Billing {
     fn change_price(&self, id: &str, item_id: &str, price: &PriceId, idempotency_key: &str)
     -> Result<StripeSubscription, StripeError>;
     fn invoices(&self, customer: &str, limit: u32, starting_after: Option<&str>) -> Result<InvoicePage, StripeError>;
+    /// The invoice Stripe would make next for `subscription` of `customer` (`create_preview`);
+    /// with `change`, as if the subscription moved to another price now, its prorations
+    /// included. None when Stripe says nothing will be invoiced (the subscription ends first).
+    fn preview_invoice(&self, customer: &str, subscription: &str, change: Option<PriceChange<'_>>, idempotency_key: &str)
+    -> Result<Option<InvoicePreview>, StripeError>;
     /// A SetupIntent for the customer (`usage=off_session`: for renewals without the user).
     fn create_setup_intent(&self, customer: &str, user_id: &str, idempotency_key: &str) -> Result<SetupIntent, StripeError>;
     /// None when Stripe knows no such payment method.
@@ -320,14 +327,15 @@ mod tests {
         assert_eq!(errors, [FieldError::new("price_id", "not_found", "No such price: 'price_x'")]);
         // An invoice list's cursor that names no invoice.
         assert_eq!(rejected(Some("starting_after"), Some("resource_missing")), [FieldError::new("starting_after", "not_found", "No such price: 'price_x'")]);
-        for param in ["items[12][plan]", "price", "plan"] {
+        for param in ["items[12][plan]", "price", "plan", "subscription_details[items][0][price]"] {
             assert_eq!(rejected(Some(param), Some("parameter_invalid")), [FieldError::new("price_id", "rejected", "No such price: 'price_x'")], "{param}");
         }
     }
 
     #[test]
     fn stripes_own_params_are_not_the_clients_fields() {
-        for param in [None, Some("customer"), Some("metadata[user_id]"), Some("items[0]"), Some("items[][price]"), Some("items[a][price]"), Some("items[0][price][x]")] {
+        for param in [None, Some("customer"), Some("metadata[user_id]"), Some("items[0]"), Some("items[][price]"), Some("items[a][price]"), Some("items[0][price][x]"),
+            Some("subscription_details[items][0][id]"), Some("subscription_details[proration_date]"), Some("subscription_details[items][x][price]")] {
             assert_eq!(rejected(param, Some("resource_missing")), [], "{param:?}");
         }
     }

@@ -461,6 +461,42 @@ pub struct Invoice {
     pub hosted_invoice_url: Option<String>,
 }
 
+/// A line of an invoice preview: what one charge or credit is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceLine {
+    pub description: Option<String>,
+    /// In the currency's smallest unit; a credit (unused time on a price left) is negative.
+    pub amount: i64,
+    pub currency: String,
+    pub price_id: Option<String>,
+    /// A charge or credit for part of a period, from a change of price.
+    pub proration: bool,
+    /// The service period the line pays for.
+    pub period_start: Option<i64>,
+    pub period_end: Option<i64>,
+}
+
+/// The invoice Stripe would make next for a subscription. Nothing is created: amounts are
+/// what Stripe computes now and may move (a change, a new tax rate) before it is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoicePreview {
+    pub amount_due: i64,
+    pub subtotal: i64,
+    pub total: i64,
+    pub currency: String,
+    /// When Stripe will try to charge it; None when it will not charge automatically.
+    pub next_payment_attempt: Option<i64>,
+    pub lines: Vec<InvoiceLine>,
+}
+
+/// A change of price to preview: the subscription's item moves to `price` at `proration_date`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PriceChange<'a> {
+    pub item_id: &'a str,
+    pub price: &'a PriceId,
+    pub proration_date: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvoicePage {
     pub invoices: Vec<Invoice>,
