@@ -18,7 +18,7 @@ accepts what the live Stripe API accepts for our calls:
   trial, as on Stripe; `trial_settings[end_behavior][missing_payment_method]` is checked and kept. An
   unknown price, on create or update, is a 400 `resource_missing` naming `items[N][price]`, as on
   Stripe (localstripe's own answer is a 404 "Not Found" without a `param`).
-* Invoices are exported with `number` and `hosted_invoice_url` (null when localstripe has none),
+* Invoices are exported with `number`, `hosted_invoice_url` and `invoice_pdf` (null when localstripe has none),
   their lines with `price`.
 * `POST /v1/invoices/create_preview` takes `subscription_details[items][N][price]` (an unknown
   one is a 400 naming that param), and has no invoice to preview for a subscription that is
@@ -169,6 +169,7 @@ def patch_live_api():
         exported = original_invoice_export(self, expand=expand)
         exported.setdefault("number", None)
         exported.setdefault("hosted_invoice_url", None)
+        exported.setdefault("invoice_pdf", None)
         return exported
 
     Invoice._export = invoice_export

@@ -39,6 +39,7 @@ async fn the_whole_journey_with_the_auth_stand_in() {
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["profile"]["name"], "Ada Lovelace");
     assert_eq!(me["profile"]["email"], "ada@example.org");
+    assert_eq!(me["profile"]["email_verified"], false, "the stand-in does not say: not proven");
     assert!(me["created_at"].as_str().unwrap().ends_with('Z'));
     // The caller's own profile is read with the caller's own token (least privilege): never
     // with customer's service token.
@@ -76,6 +77,7 @@ async fn the_whole_journey_with_the_auth_stand_in() {
     assert_eq!(first["status"], "paid", "{invoices}");
     assert_eq!(first["amount_paid"], 1500);
     assert_eq!(first["currency"], "eur");
+    assert!(first.get("invoice_pdf").is_some_and(|pdf| pdf.is_null() || pdf.is_string()), "{invoices}");
 
     let id = sub["id"].as_str().unwrap();
 
@@ -1073,6 +1075,9 @@ async fn billing_can_require_an_email_verified_at_auth() {
     let (status, customer, _) = as_user(&app, &token, "POST", "/api/v3/customers", Some(json!({"area_ids": [1]}))).await;
     assert_eq!(status, 201, "{customer}");
     assert_eq!(stripe.customers_of(&user).await.len(), 1);
+    // A billing page can tell a proven address from a typed one.
+    let (status, me, _) = as_user(&app, &token, "GET", "/api/v3/customers/me?include=profile", None).await;
+    assert_eq!((status, &me["profile"]["email_verified"]), (200, &json!(true)), "{me}");
 }
 
 /// An erasure that runs while the account's customer is being made (Stripe slow to create it):

@@ -247,6 +247,7 @@ fn invoice(value: &Value) -> Option<Invoice> {
         currency: text("currency").unwrap_or_default(),
         created: value.get("created").and_then(Value::as_i64).unwrap_or(0),
         hosted_invoice_url: text("hosted_invoice_url"),
+        invoice_pdf: text("invoice_pdf"),
     })
 }
 
@@ -639,6 +640,19 @@ mod tests {
         let method = StripePaymentMethod::from_json(&expanded).unwrap();
         assert_eq!((method.customer.as_deref(), method.summary.card), (Some("cus_2"), None));
         assert!(StripePaymentMethod::from_json(&serde_json::json!({"id":"pm/../x","type":"card"})).is_none());
+    }
+
+    #[test]
+    fn invoices_carry_their_links_and_need_an_id() {
+        let read = invoice(&serde_json::json!({"id":"in_1","number":"A-1","status":"paid","amount_due":1500,"amount_paid":1500,
+            "currency":"eur","created":1700000000,"hosted_invoice_url":"https://invoice.stripe.com/i/x",
+            "invoice_pdf":"https://pay.stripe.com/invoice/x/pdf"}))
+        .unwrap();
+        assert_eq!(read.invoice_pdf.as_deref(), Some("https://pay.stripe.com/invoice/x/pdf"));
+        assert_eq!(read.hosted_invoice_url.as_deref(), Some("https://invoice.stripe.com/i/x"));
+        let draft = invoice(&serde_json::json!({"id":"in_2","status":"draft","invoice_pdf":null})).unwrap();
+        assert_eq!((draft.invoice_pdf, draft.amount_due), (None, 0));
+        assert!(invoice(&serde_json::json!({"id":"../in_3"})).is_none());
     }
 
     #[test]

@@ -459,6 +459,8 @@ pub struct Invoice {
     pub currency: String,
     pub created: i64,
     pub hosted_invoice_url: Option<String>,
+    /// Stripe's link to the invoice as a PDF (None until the invoice is finalized).
+    pub invoice_pdf: Option<String>,
 }
 
 /// A line of an invoice preview: what one charge or credit is for.
