@@ -28,7 +28,8 @@ async fn register_returns_the_session_and_stores_only_sealed_data() {
     assert_eq!(user["email"], "ada@example.org");
     assert!(is_rfc3339_utc(&user["created_at"]) && is_rfc3339_utc(&user["updated_at"]), "{user}");
     assert_eq!(user["email_verified"], false, "a new account's email is not verified yet");
-    assert_eq!(user.as_object().map(|o| o.len()), Some(6), "no password hash or anything else: {user}");
+    assert_eq!(user["mfa_enabled"], false, "no second factor until the user adds one");
+    assert_eq!(user.as_object().map(|o| o.len()), Some(7), "no password hash or anything else: {user}");
     assert_eq!(session["token_type"], "Bearer");
     assert_eq!(session["expires_in"], 900);
     assert_eq!(refresh_token(&session).len(), 43);
@@ -692,4 +693,89 @@ async fn a_verification_token_mailed_to_the_address_verifies_it() {
     .collect();
     assert_eq!(audit, expected);
     assert!(!app.host.log().contains(&verification), "the token is never logged");
+}
+
+/// The code an authenticator app shows for `secret` (base32) at Unix time `at`, computed by
+/// another implementation of RFC 6238 than auth's.
+fn app_code(secret: &str, at: u64) -> String {
+    let key = data_encoding::BASE32_NOPAD.decode(secret.as_bytes()).expect("base32 secret");
+    totp_lite::totp_custom::<totp_lite::Sha1>(30, 6, &key, at)
+}
+
+/// A second factor, as Supabase's and Kratos's TOTP: added in two steps, then every login needs
+/// a code (once each) or a recovery code (once each); turning it off needs the password and a
+/// code. Nothing secret reaches the database in clear, the log or the audit trail.
+#[tokio::test]
+async fn an_authenticator_app_guards_every_login_once_confirmed() {
+    let app = app_with(&[("auth_mfa_issuer", "Acme Billing")]).await;
+    let session = register(&app, "Ada", "ada@example.org").await;
+    let bearer = token(&session);
+    let call = |method: &'static str, path: &'static str, body: Value| {
+        let (app, bearer) = (&app, bearer.clone());
+        async move { send(app, method, path, Some(&bearer), Some(body)).await }
+    };
+    assert_eq!(session["user"]["mfa_enabled"], false, "{session}");
+
+    // Step 1, the password again; step 2, a code from the app.
+    assert_problem(&call("POST", "/api/v3/users/me/mfa/totp", json!({"password": "wrong-password-1"})).await, 403, "wrong_password");
+    let enrolled = call("POST", "/api/v3/users/me/mfa/totp", json!({"password": PASSWORD})).await;
+    assert_eq!(enrolled.status, 201, "{}", enrolled.text);
+    let secret = enrolled.body["secret"].as_str().expect("secret").to_string();
+    assert_eq!(secret.len(), 32, "160 bits");
+    let uri = enrolled.body["otpauth_uri"].as_str().expect("uri");
+    assert!(uri.starts_with("otpauth://totp/Acme%20Billing:ada%40example%2Eorg?secret="), "{uri}");
+    assert!(uri.contains(&format!("secret={secret}&issuer=Acme%20Billing&algorithm=SHA1&digits=6&period=30")), "{uri}");
+    assert_eq!(login(&app, "ada@example.org", PASSWORD).await.status, 200, "not on before it is confirmed");
+    let wrong = call("POST", "/api/v3/users/me/mfa/totp/confirm", json!({"code": "12345"})).await;
+    assert_eq!((wrong.status, &wrong.body["errors"][0]["field"]), (422, &json!("code")), "{}", wrong.text);
+    let confirmed = call("POST", "/api/v3/users/me/mfa/totp/confirm", json!({"code": app_code(&secret, now())})).await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.text);
+    let recovery: Vec<String> = confirmed.body["recovery_codes"].as_array().expect("codes").iter().filter_map(|c| c.as_str().map(str::to_owned)).collect();
+    assert_eq!(recovery.len(), 10, "{}", confirmed.text);
+    assert_problem(&call("POST", "/api/v3/users/me/mfa/totp/confirm", json!({"code": app_code(&secret, now())})).await, 409, "mfa_enabled");
+    let me = send(&app, "GET", "/api/v3/users/me", Some(&bearer), None).await;
+    assert_eq!(me.body["user"]["mfa_enabled"], true, "{}", me.text);
+
+    // The password alone is not enough any more; the next step's code works once.
+    assert_problem(&login(&app, "ada@example.org", PASSWORD).await, 401, "mfa_required");
+    let next_code = app_code(&secret, now() + 30);
+    let with_code = json!({"email": "ada@example.org", "password": PASSWORD, "mfa_code": next_code});
+    let signed_in = post(&app, "/api/v3/auth/login", with_code.clone()).await;
+    assert_eq!((signed_in.status, &signed_in.body["user"]["mfa_enabled"]), (200, &json!(true)), "{}", signed_in.text);
+    assert_problem(&post(&app, "/api/v3/auth/login", with_code).await, 401, "invalid_mfa_code");
+    let wrong_password = json!({"email": "ada@example.org", "password": "wrong-password-1", "mfa_code": next_code});
+    assert_problem(&post(&app, "/api/v3/auth/login", wrong_password).await, 401, "invalid_credentials");
+
+    // A recovery code (any case, dashes or not) works once.
+    let with_recovery = json!({"email": "ada@example.org", "password": PASSWORD, "recovery_code": recovery[0].to_lowercase().replace('-', "")});
+    assert_eq!(post(&app, "/api/v3/auth/login", with_recovery.clone()).await.status, 200);
+    assert_problem(&post(&app, "/api/v3/auth/login", with_recovery).await, 401, "invalid_mfa_code");
+
+    // At rest: the secret sealed, the recovery codes as hashes (nine left).
+    let stored = rows(&app, "SELECT totp_secret, mfa_recovery_codes FROM client_auth").await;
+    assert!(stored[0][0].starts_with("v1.") && !stored[0][0].contains(&secret), "{stored:?}");
+    assert_eq!(stored[0][1].split(',').count(), 9);
+    assert!(recovery.iter().all(|code| !stored[0][1].contains(&code.replace('-', ""))));
+
+    // Off: the password and a code; a wrong code is refused and counted.
+    let no_code = call("DELETE", "/api/v3/users/me/mfa/totp", json!({"password": PASSWORD})).await;
+    assert_eq!((no_code.status, &no_code.body["errors"][0]["field"]), (422, &json!("mfa_code")), "{}", no_code.text);
+    assert_problem(&call("DELETE", "/api/v3/users/me/mfa/totp", json!({"password": PASSWORD, "mfa_code": "000000"})).await, 403, "wrong_mfa_code");
+    let off = call("DELETE", "/api/v3/users/me/mfa/totp", json!({"password": PASSWORD, "recovery_code": recovery[1]})).await;
+    assert_eq!(off.status, 204, "{}", off.text);
+    assert_eq!(login(&app, "ada@example.org", PASSWORD).await.status, 200);
+    assert_problem(&call("DELETE", "/api/v3/users/me/mfa/totp", json!({"password": PASSWORD})).await, 409, "mfa_not_enrolled");
+    assert_eq!(rows(&app, "SELECT COUNT(*) FROM client_auth WHERE totp_secret IS NULL AND mfa_recovery_codes IS NULL").await, vec![vec!["1".to_string()]]);
+
+    let audit = rows(&app, "SELECT event, success, COALESCE(reason, '') FROM audit_log WHERE event LIKE 'mfa%' OR reason LIKE '%mfa%' OR reason = 'recovery_code' ORDER BY id").await;
+    let audit: Vec<String> = audit.iter().map(|row| row.join(" ").trim().to_string()).collect();
+    assert_eq!(
+        audit,
+        [
+            "mfa_enroll 0 wrong_password", "mfa_enroll 1", "mfa_enable 1", "login 0 mfa_required", "login 0 wrong_mfa_code",
+            "login 1 recovery_code", "login 0 wrong_mfa_code", "mfa_disable 0 wrong_mfa_code", "mfa_disable 1",
+        ]
+    );
+    let log = app.host.log();
+    assert!(!log.contains(&secret) && recovery.iter().all(|code| !log.contains(code.as_str())), "nothing secret is logged");
 }

@@ -60,6 +60,8 @@ pub fn auth_request(data: &[u8]) {
             let _ = auth::api::parse_password_change(map.clone());
             let _ = auth::api::parse_password_confirmation(map.clone());
             let _ = auth::api::parse_mailer_request(map.clone());
+            let _ = auth::api::parse_mfa_confirmation(map.clone());
+            let _ = auth::api::parse_mfa_removal(map.clone());
             if let Ok((Some(token), _)) = auth::api::parse_password_reset(map.clone()) {
                 assert_eq!(token.as_str().len(), 43, "a reset token of another shape passed");
             }

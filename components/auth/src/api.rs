@@ -9,6 +9,7 @@ use crate::config::{self, Source};
 use crate::domain::accounts::{self, Caller, Credentials, LogoutScope, ProfileChange, Registration, Session, User};
 use crate::domain::client_addr::{UNKNOWN_ADDRESS, parse_addr};
 use crate::domain::fields::{Name, parse_email};
+use crate::domain::mfa::{self, RecoveryCode, SecondFactor, TotpCode};
 use crate::domain::password::Password;
 use crate::domain::ports::{OneTimeKind, SessionRow};
 use crate::domain::recovery::{self, IssuedToken, ResetToken, VerificationToken};
@@ -238,8 +239,44 @@ pub fn parse_credentials(map: Map<String, Value>) -> Result<Credentials, Error> 
     let mut f = Fields::new(map);
     let email = f.required("email").and_then(|v| f.check(parse_email("email", &v)));
     let password = f.required("password").map(|v| Password::presented(&v));
+    let second_factor = second_factor(&mut f);
     match (email, password) {
-        (Some(email), Some(password)) if f.errors.is_empty() => Ok(Credentials { email, password }),
+        (Some(email), Some(password)) if f.errors.is_empty() => Ok(Credentials { email, password, second_factor }),
+        _ => Err(f.finish().err().unwrap_or(Error::Internal)),
+    }
+}
+
+/// `mfa_code` (the authenticator app's six digits) or `recovery_code`, at most one of them.
+fn second_factor(f: &mut Fields) -> Option<SecondFactor> {
+    let code = f.optional("mfa_code").and_then(|v| f.check(TotpCode::parse("mfa_code", &v)));
+    let recovery = f.optional("recovery_code").and_then(|v| f.check(RecoveryCode::parse("recovery_code", &v)));
+    match (code, recovery) {
+        (Some(_), Some(_)) => {
+            f.errors.push(FieldError::new("recovery_code", "conflict", "give mfa_code or recovery_code, not both"));
+            None
+        }
+        (Some(code), None) => Some(SecondFactor::Totp(code)),
+        (None, Some(recovery)) => Some(SecondFactor::Recovery(recovery)),
+        (None, None) => None,
+    }
+}
+
+/// `{code}` confirming an authenticator app.
+pub fn parse_mfa_confirmation(map: Map<String, Value>) -> Result<TotpCode, Error> {
+    let mut f = Fields::new(map);
+    match f.required("code").and_then(|v| f.check(TotpCode::parse("code", &v))) {
+        Some(code) if f.errors.is_empty() => Ok(code),
+        _ => Err(f.finish().err().unwrap_or(Error::Internal)),
+    }
+}
+
+/// `{password, mfa_code | recovery_code}` turning the second factor off.
+pub fn parse_mfa_removal(map: Map<String, Value>) -> Result<(Password, Option<SecondFactor>), Error> {
+    let mut f = Fields::new(map);
+    let password = f.required("password").map(|v| Password::presented(&v));
+    let factor = second_factor(&mut f);
+    match password {
+        Some(password) if f.errors.is_empty() => Ok((password, factor)),
         _ => Err(f.finish().err().unwrap_or(Error::Internal)),
     }
 }
@@ -379,6 +416,7 @@ pub fn user_json(user: &User) -> Value {
         "name": user.name,
         "email": user.email,
         "email_verified": user.email_verified,
+        "mfa_enabled": user.mfa_enabled,
         "created_at": time::rfc3339(user.created_at),
         "updated_at": time::rfc3339(user.updated_at),
     })
@@ -494,6 +532,32 @@ pub fn delete_me(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
     let password = parse_password_confirmation(json_object(req.content_type, req.body)?)?;
     let settings = config::settings(source)?;
     accounts::delete_account(&mut store, &settings, &req.ctx, &user_id, &password)?;
+    Ok(Reply::no_content())
+}
+
+/// `POST /users/me/mfa/totp` {password}: 201 with the app's secret and `otpauth://` URI.
+pub fn enroll_totp(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
+    let (crypto, user_id, mut store) = signed_in(source, req)?;
+    let password = parse_password_confirmation(json_object(req.content_type, req.body)?)?;
+    let (settings, issuer) = (config::settings(source)?, config::mfa_issuer(source)?);
+    let enrollment = mfa::enroll(&mut store, &crypto, &settings, &req.ctx, &user_id, &password, &issuer)?;
+    Ok(Reply::json(201, &json!({"secret": enrollment.secret, "otpauth_uri": enrollment.otpauth_uri})))
+}
+
+/// `POST /users/me/mfa/totp/confirm` {code}: the factor on, and the recovery codes (shown once).
+pub fn confirm_totp(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
+    let (crypto, user_id, mut store) = signed_in(source, req)?;
+    let code = parse_mfa_confirmation(json_object(req.content_type, req.body)?)?;
+    let recovery_codes = mfa::confirm(&mut store, &crypto, &req.ctx, &user_id, &code)?;
+    Ok(Reply::json(200, &json!({ "recovery_codes": recovery_codes })))
+}
+
+/// `DELETE /users/me/mfa/totp` {password, mfa_code | recovery_code}.
+pub fn remove_totp(source: &impl Source, req: &Incoming) -> Result<Reply, Error> {
+    let (crypto, user_id, mut store) = signed_in(source, req)?;
+    let (password, factor) = parse_mfa_removal(json_object(req.content_type, req.body)?)?;
+    let settings = config::settings(source)?;
+    mfa::disable(&mut store, &crypto, &settings, &req.ctx, &user_id, &password, factor.as_ref())?;
     Ok(Reply::no_content())
 }
 
@@ -671,6 +735,33 @@ mod tests {
     }
 
     #[test]
+    fn a_second_factor_is_one_code_of_either_kind() {
+        let login = |body: Value| parse_credentials(obj(body));
+        let base = json!({"email": "a@example.org", "password": "x"});
+        assert_eq!(login(base.clone()).expect("ok").second_factor, None);
+        let mut with_code = base.clone();
+        with_code["mfa_code"] = json!("123 456");
+        assert!(matches!(login(with_code).expect("ok").second_factor, Some(SecondFactor::Totp(_))));
+        let mut with_recovery = base.clone();
+        with_recovery["recovery_code"] = json!("abcd-efgh-ijkl-mnop");
+        assert!(matches!(login(with_recovery).expect("ok").second_factor, Some(SecondFactor::Recovery(_))));
+        for (extra, field, code) in [
+            (json!({"mfa_code": "12345"}), "mfa_code", "invalid_format"),
+            (json!({"mfa_code": 123456}), "mfa_code", "invalid_type"),
+            (json!({"recovery_code": "nope"}), "recovery_code", "invalid_format"),
+            (json!({"mfa_code": "123456", "recovery_code": "ABCD-EFGH-IJKL-MNOP"}), "recovery_code", "conflict"),
+        ] {
+            let mut body = base.clone();
+            body.as_object_mut().expect("object").extend(obj(extra));
+            let Error::Validation(errors) = login(body).err().expect("refused") else { panic!("not validation") };
+            assert_eq!((errors[0].field.as_str(), errors[0].code), (field, code));
+        }
+        let Error::Validation(errors) = parse_mfa_confirmation(obj(json!({}))).unwrap_err() else { panic!("not validation") };
+        assert_eq!((errors[0].field.as_str(), errors[0].code), ("code", "required"));
+        assert!(parse_mfa_removal(obj(json!({"password": "x"}))).expect("ok").1.is_none());
+    }
+
+    #[test]
     fn profile_change_needs_a_field() {
         assert!(parse_profile_change(obj(json!({"current_password": "x"}))).is_err());
         assert!(parse_profile_change(obj(json!({"name": "New"}))).is_ok());
@@ -686,11 +777,19 @@ mod tests {
 
     #[test]
     fn users_render_rfc3339_and_no_secrets() {
-        let user = User { id: "u".into(), name: "N".into(), email: "e@example.org".into(), email_verified: false, created_at: 0, updated_at: 1_700_000_000 };
+        let user = User {
+            id: "u".into(),
+            name: "N".into(),
+            email: "e@example.org".into(),
+            email_verified: false,
+            mfa_enabled: true,
+            created_at: 0,
+            updated_at: 1_700_000_000,
+        };
         let v = user_json(&user);
         assert_eq!(v["created_at"], "1970-01-01T00:00:00Z");
         assert_eq!(v["updated_at"], "2023-11-14T22:13:20Z");
-        assert_eq!(v["email_verified"], false);
-        assert_eq!(v.as_object().map(|m| m.len()), Some(6));
+        assert_eq!((&v["email_verified"], &v["mfa_enabled"]), (&json!(false), &json!(true)));
+        assert_eq!(v.as_object().map(|m| m.len()), Some(7));
     }
 }

@@ -26,6 +26,9 @@ pub const PASSWORD_RESET_SERVICES: &str = "password_reset_services";
 /// Services (names as in `trusted_service_keys`, comma-separated) that may ask for
 /// email-verification tokens; empty (the default) lets none.
 pub const EMAIL_VERIFICATION_SERVICES: &str = "email_verification_services";
+/// The name authenticator apps show beside this service's codes (the `otpauth://` issuer);
+/// "auth" when empty.
+pub const MFA_ISSUER: &str = "mfa_issuer";
 /// Reverse proxies (`<ip>` or `<ip>/<prefix>`, comma-separated) believed about
 /// `X-Forwarded-For`; empty trusts nobody.
 pub const TRUSTED_PROXIES: &str = "trusted_proxies";
@@ -106,6 +109,22 @@ pub fn password_reset_services(source: &impl Source) -> Result<Vec<String>, Erro
 /// The services that may ask for email-verification tokens; none when the variable is empty.
 pub fn email_verification_services(source: &impl Source) -> Result<Vec<String>, Error> {
     service_names(source, EMAIL_VERIFICATION_SERVICES)
+}
+
+/// The issuer authenticator apps show: printable, at most 64 characters, no `:` (it separates
+/// the issuer from the account in the URI's label).
+pub fn mfa_issuer(source: &impl Source) -> Result<String, Error> {
+    let Some(value) = source.get(MFA_ISSUER)? else {
+        return Ok("auth".into());
+    };
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok("auth".into());
+    }
+    if value.chars().count() > 64 || value.chars().any(|c| c.is_control() || c == ':') {
+        return Err(Error::misconfigured(MFA_ISSUER, "is not valid: at most 64 printable characters, without `:`"));
+    }
+    Ok(value.to_owned())
 }
 
 /// A comma-separated list of service names; none when the variable is empty.

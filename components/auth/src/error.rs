@@ -48,6 +48,11 @@ pub enum Error {
     Validation(Vec<FieldError>),
     /// 401 `invalid_credentials`: unknown email or wrong password (one identical body).
     InvalidCredentials,
+    /// 401 `mfa_required`: the password is right and the account has a second factor; send
+    /// `mfa_code` (or `recovery_code`) with it.
+    MfaRequired,
+    /// 401 `invalid_mfa_code`: the password is right, the code is wrong, too old or already used.
+    InvalidMfaCode,
     /// 401 `missing_token`: no `Authorization: Bearer` header.
     MissingToken,
     /// 401 `invalid_token`: a bearer token that does not verify, or whose user no longer exists.
@@ -60,6 +65,8 @@ pub enum Error {
     InvalidVerificationToken,
     /// 403 `wrong_password`: the current password given to confirm a change is wrong.
     WrongPassword,
+    /// 403 `wrong_mfa_code`: the code given to confirm a change is wrong or already used.
+    WrongMfaCode,
     /// 403 `forbidden`: a caller proven, but not one allowed here (a user's token, or a service
     /// not in `password_reset_services`, asking for a reset token).
     Forbidden,
@@ -76,6 +83,10 @@ pub enum Error {
     EmailTaken,
     /// 409 `email_already_verified`: a verification token asked for an address already verified.
     EmailAlreadyVerified,
+    /// 409 `mfa_enabled`: an authenticator app is already on; turn it off first.
+    MfaAlreadyEnabled,
+    /// 409 `mfa_not_enrolled`: no authenticator app was added (nothing to confirm or turn off).
+    MfaNotEnrolled,
     /// 429 `too_many_attempts` + `Retry-After`: login throttled (account or address), or a
     /// registration from an address over its limit.
     Throttled { retry_after: u64 },
@@ -150,12 +161,15 @@ impl Error {
             Error::UnsupportedMediaType => (415, "unsupported_media_type", "Unsupported media type"),
             Error::Validation(_) => (422, "validation_failed", "Invalid fields"),
             Error::InvalidCredentials => (401, "invalid_credentials", "Invalid credentials"),
+            Error::MfaRequired => (401, "mfa_required", "Second factor required"),
+            Error::InvalidMfaCode => (401, "invalid_mfa_code", "Invalid code"),
             Error::MissingToken => (401, "missing_token", "Authentication required"),
             Error::InvalidToken => (401, "invalid_token", "Invalid token"),
             Error::InvalidRefreshToken => (401, "invalid_refresh_token", "Invalid refresh token"),
             Error::InvalidResetToken => (400, "invalid_reset_token", "Invalid reset token"),
             Error::InvalidVerificationToken => (400, "invalid_verification_token", "Invalid verification token"),
             Error::WrongPassword => (403, "wrong_password", "Wrong password"),
+            Error::WrongMfaCode => (403, "wrong_mfa_code", "Wrong code"),
             Error::Forbidden => (403, "forbidden", "Forbidden"),
             Error::UserNotFound => (404, "user_not_found", "User not found"),
             Error::SessionNotFound => (404, "session_not_found", "Session not found"),
@@ -163,6 +177,8 @@ impl Error {
             Error::MethodNotAllowed { .. } => (405, "method_not_allowed", "Method not allowed"),
             Error::EmailTaken => (409, "email_taken", "Email already registered"),
             Error::EmailAlreadyVerified => (409, "email_already_verified", "Email already verified"),
+            Error::MfaAlreadyEnabled => (409, "mfa_enabled", "Second factor already on"),
+            Error::MfaNotEnrolled => (409, "mfa_not_enrolled", "No second factor"),
             Error::Throttled { .. } => (429, "too_many_attempts", "Too many attempts"),
             Error::RateLimited { .. } => (429, "rate_limited", "Rate limit exceeded"),
             Error::Misconfigured { .. } => (500, "configuration_error", "Service misconfigured"),
@@ -180,12 +196,15 @@ impl Error {
             Error::UnsupportedMediaType => "Send the body as application/json.".into(),
             Error::Validation(_) => "One or more fields are invalid; see errors.".into(),
             Error::InvalidCredentials => "The email or password is incorrect.".into(),
+            Error::MfaRequired => "This account has a second factor: send mfa_code (the authenticator app's code) or a recovery_code with the email and password.".into(),
+            Error::InvalidMfaCode => "The code is wrong, expired or already used.".into(),
             Error::MissingToken => "Send an access token as Authorization: Bearer <token>.".into(),
             Error::InvalidToken => "The access token is invalid or expired.".into(),
             Error::InvalidRefreshToken => "The refresh token is invalid, expired or revoked; sign in again.".into(),
             Error::InvalidResetToken => "The reset token is unknown, expired or already used; ask for a new one.".into(),
             Error::InvalidVerificationToken => "The verification token is unknown, expired or already used; ask for a new one.".into(),
             Error::WrongPassword => "The current password is incorrect.".into(),
+            Error::WrongMfaCode => "The code is wrong, expired or already used.".into(),
             Error::Forbidden => "This caller may not do this.".into(),
             Error::UserNotFound => "No such user.".into(),
             Error::SessionNotFound => "You have no session with this id.".into(),
@@ -193,6 +212,8 @@ impl Error {
             Error::MethodNotAllowed { allow } => format!("Allowed methods: {allow}."),
             Error::EmailTaken => "An account with this email already exists.".into(),
             Error::EmailAlreadyVerified => "This account's email is already verified.".into(),
+            Error::MfaAlreadyEnabled => "An authenticator app is already on for this account; turn it off first.".into(),
+            Error::MfaNotEnrolled => "No authenticator app was added to this account.".into(),
             Error::Throttled { .. } => "Too many failed attempts; retry later.".into(),
             Error::RateLimited { .. } => "Too many requests from this service; retry later.".into(),
             Error::Misconfigured { variable, what } => format!("The variable `{variable}` {what}."),

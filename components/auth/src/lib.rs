@@ -104,6 +104,9 @@ fn dispatch(request: &Request, endpoint: Endpoint, id: Option<&str>) -> Result<R
         Endpoint::ResetPassword => api::reset_password(&source, &incoming),
         Endpoint::IssueEmailVerification => api::issue_email_verification(&source, &incoming),
         Endpoint::VerifyEmail => api::verify_email(&source, &incoming),
+        Endpoint::EnrollTotp => api::enroll_totp(&source, &incoming),
+        Endpoint::ConfirmTotp => api::confirm_totp(&source, &incoming),
+        Endpoint::RemoveTotp => api::remove_totp(&source, &incoming),
     }
 }
 

@@ -23,6 +23,9 @@ pub enum Endpoint {
     ResetPassword,
     IssueEmailVerification,
     VerifyEmail,
+    EnrollTotp,
+    ConfirmTotp,
+    RemoveTotp,
 }
 
 /// (method, path template, endpoint). `{id}` matches one path segment.
@@ -41,6 +44,9 @@ pub const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("PUT", "/api/v3/users/me/password", Endpoint::ChangePassword),
     ("GET", "/api/v3/users/me/sessions", Endpoint::Sessions),
     ("DELETE", "/api/v3/users/me/sessions/{id}", Endpoint::RevokeSession),
+    ("POST", "/api/v3/users/me/mfa/totp", Endpoint::EnrollTotp),
+    ("DELETE", "/api/v3/users/me/mfa/totp", Endpoint::RemoveTotp),
+    ("POST", "/api/v3/users/me/mfa/totp/confirm", Endpoint::ConfirmTotp),
     ("POST", "/api/v3/users/batch", Endpoint::Batch),
     ("POST", "/api/v3/users/password-resets", Endpoint::IssuePasswordReset),
     ("POST", "/api/v3/users/email-verifications", Endpoint::IssueEmailVerification),
@@ -84,6 +90,7 @@ fn allow(template: &str) -> &'static str {
         "/api/v3/users/me" => "GET, HEAD, PATCH, DELETE",
         "/api/v3/users/me/password" => "PUT",
         "/api/v3/users/me/sessions/{id}" => "DELETE",
+        "/api/v3/users/me/mfa/totp" => "POST, DELETE",
         "/api/v3/users/{id}" | "/api/v3/users/me/sessions" | "/api/v3/auth/health" | "/.well-known/jwks.json" => "GET, HEAD",
         _ => "POST",
     }

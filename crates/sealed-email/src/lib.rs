@@ -456,6 +456,16 @@ impl EmailKeyring {
     /// # Panics
     /// Only if the operating system's random source fails (no randomness means no safe nonce).
     pub fn seal_with_aad(&self, email: &NormalizedEmail, context: &[u8]) -> String {
+        self.seal_text_with_aad(email.as_str(), context)
+    }
+
+    /// Seals any short text with the active key, as an email is sealed: auth's other secrets at
+    /// rest (an authenticator app's shared secret) use the same keys and rotation. Give each kind
+    /// of value its own `context`, so that one can never be opened as another.
+    ///
+    /// # Panics
+    /// Only if the operating system's random source fails (no randomness means no safe nonce).
+    pub fn seal_text_with_aad(&self, text: &str, context: &[u8]) -> String {
         let key = &self.keys[0];
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("the OS random source failed");
@@ -465,7 +475,7 @@ impl EmailKeyring {
             .encrypt(
                 &Nonce::from(nonce),
                 Payload {
-                    msg: email.as_str().as_bytes(),
+                    msg: text.as_bytes(),
                     aad: &aad,
                 },
             )

@@ -89,7 +89,7 @@ mod tests;
 
 pub use jwt::{AccessClaims, AccessTokenConfig, AccessTokenToCheck, IssuedToken, ServiceClaims, claimed_subject};
 pub use keys::{SigningKeys, TrustedServiceKeys, Verifier};
-pub use refresh::{REFRESH_TOKEN_LEN, RefreshToken, RefreshTokenError, constant_time_eq};
+pub use refresh::{REFRESH_TOKEN_LEN, RefreshToken, RefreshTokenError, constant_time_eq, sha256_hex};
 
 /// `typ` header of access tokens (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";

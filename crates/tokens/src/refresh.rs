@@ -72,7 +72,7 @@ impl RefreshToken {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// SHA-256 of `bytes`, lowercase hex (64 characters).
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     let mut out = String::with_capacity(64);
     for b in digest.iter() {

@@ -6,6 +6,7 @@ use tokens::{AccessTokenToCheck, IssuedToken, RefreshToken, TrustedServiceKeys, 
 
 use super::fields::Name;
 use super::ids::{is_plausible_user_id, new_user_id};
+use super::mfa::{self, SecondFactor};
 use super::password::{self, Password, Verified};
 use super::ports::{
     Attempt, AuditEvent, CheckStart, Counter, EMAIL_UNIQUE, NewRefresh, NewUser, OneTimeKind, RefreshRow, SessionRow, Store, StoreError,
@@ -25,6 +26,8 @@ pub struct User {
     pub email: String,
     /// The owner proved they read this email (a verification token the mailer sent).
     pub email_verified: bool,
+    /// A login needs a second factor (an authenticator app's code) after the password.
+    pub mfa_enabled: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -46,6 +49,9 @@ pub struct Registration {
 pub struct Credentials {
     pub email: NormalizedEmail,
     pub password: Password,
+    /// A code from the authenticator app, or a recovery code: needed once the user turned on
+    /// a second factor, ignored otherwise.
+    pub second_factor: Option<SecondFactor>,
 }
 
 /// `PATCH /users/me`: at least one of name and email.
@@ -79,7 +85,7 @@ pub(super) fn event(event: &'static str, success: bool, reason: Option<&'static 
     }
 }
 
-fn user_event(name: &'static str, success: bool, reason: Option<&'static str>, ctx: &Ctx, user_id: &str) -> AuditEvent {
+pub(super) fn user_event(name: &'static str, success: bool, reason: Option<&'static str>, ctx: &Ctx, user_id: &str) -> AuditEvent {
     AuditEvent {
         actor: format!("user:{user_id}"),
         subject: Some(user_id.to_owned()),
@@ -113,6 +119,7 @@ pub fn to_user(crypto: &Crypto, row: &UserRow) -> Result<User, Error> {
         name: row.name.clone(),
         email,
         email_verified: row.email_verified_at.is_some(),
+        mfa_enabled: row.totp.enabled_at.is_some(),
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
@@ -167,7 +174,7 @@ fn start_session<S: Store>(
 /// The user's row, locked until the transaction ends, provided its password hash is still the
 /// one a password was just checked against: a password change committed since then wins. It is
 /// neither undone by this request's write nor outlived by a session this request would start.
-fn lock_confirmed<S: Store>(store: &mut S, checked: &UserRow) -> Result<UserRow, Error> {
+pub(super) fn lock_confirmed<S: Store>(store: &mut S, checked: &UserRow) -> Result<UserRow, Error> {
     match store.lock_user(&checked.id)? {
         None => Err(Error::InvalidToken),
         Some(locked) if locked.password_hash != checked.password_hash => Err(Error::WrongPassword),
@@ -235,14 +242,17 @@ impl<'a> CountedAttempt<'a> {
 }
 
 /// Checks a password of a signed-in user who confirms a sensitive change: throttled like a
-/// login on the same account, and a wrong one counts as a failure.
-fn reauthenticate<S: Store>(
+/// login on the same account, and a wrong one counts as a failure. `second_factor_ok` is the
+/// check of a second factor given with it (true when none is asked): false (a wrong code) is a
+/// failure of the same attempt (403 `wrong_mfa_code`), so codes cannot be guessed faster than
+/// passwords.
+pub(super) fn reauthenticate<S: Store>(
     store: &mut S,
     settings: &Settings,
     ctx: &Ctx,
     user: &UserRow,
     password: &Password,
-    action: &'static str,
+    (action, second_factor_ok): (&'static str, bool),
 ) -> Result<Verified, Error> {
     let attempt = match CountedAttempt::reserve(store, settings, ctx, &user.email_hash)? {
         Ok(attempt) => attempt,
@@ -251,13 +261,19 @@ fn reauthenticate<S: Store>(
             return Err(Error::Throttled { retry_after });
         }
     };
-    match password::verify(password, user.password_hash.as_deref())? {
-        Verified::Mismatch => {
+    let verified = password::verify(password, user.password_hash.as_deref())?;
+    let refused = match verified {
+        Verified::Mismatch => Some(("wrong_password", Error::WrongPassword)),
+        _ if !second_factor_ok => Some(("wrong_mfa_code", Error::WrongMfaCode)),
+        _ => None,
+    };
+    match refused {
+        Some((reason, err)) => {
             attempt.settle(store, settings, ctx, Attempt::Failed)?;
-            store.audit(&user_event(action, false, Some("wrong_password"), ctx, &user.id))?;
-            Err(Error::WrongPassword)
+            store.audit(&user_event(action, false, Some(reason), ctx, &user.id))?;
+            Err(err)
         }
-        verified => {
+        None => {
             attempt.settle(store, settings, ctx, Attempt::Succeeded)?;
             Ok(verified)
         }
@@ -272,6 +288,7 @@ pub(super) fn write_of(user: &UserRow) -> UserWrite {
         password_hash: user.password_hash.clone(),
         must_reset_password: user.must_reset_password,
         email_verified_at: user.email_verified_at,
+        totp: user.totp.clone(),
     }
 }
 
@@ -287,7 +304,7 @@ pub(super) fn reseal_if_needed(crypto: &Crypto, user: &UserRow, write: &mut User
     Ok(true)
 }
 
-fn current_user<S: Store>(store: &mut S, user_id: &str) -> Result<UserRow, Error> {
+pub(super) fn current_user<S: Store>(store: &mut S, user_id: &str) -> Result<UserRow, Error> {
     // A valid token whose user has been deleted is no longer a credential.
     store.user_by_id(user_id)?.ok_or(Error::InvalidToken)
 }
@@ -383,12 +400,35 @@ pub fn login<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ctx:
             return Err(Error::InvalidCredentials);
         }
     };
+    // The second factor, once the password is right (so only the password's owner learns that
+    // one is needed). Missing: counted nowhere; wrong: a failure, as a wrong password is.
+    let matched = match (row.totp.enabled_at, &input.second_factor) {
+        (None, _) => None,
+        (Some(_), None) => {
+            attempt.settle(store, settings, ctx, Attempt::Refused)?;
+            store.audit(&user_event("login", false, Some("mfa_required"), ctx, &row.id))?;
+            return Err(Error::MfaRequired);
+        }
+        (Some(_), Some(factor)) => match mfa::check(crypto, &row, factor, ctx.now)? {
+            Some(matched) => Some(matched),
+            None => {
+                attempt.settle(store, settings, ctx, Attempt::Failed)?;
+                store.audit(&user_event("login", false, Some("wrong_mfa_code"), ctx, &row.id))?;
+                return Err(Error::InvalidMfaCode);
+            }
+        },
+    };
     attempt.settle(store, settings, ctx, Attempt::Succeeded)?;
     let rehash = match verified {
         Verified::OkNeedsRehash => Some(password::hash(&input.password)?),
         _ => None,
     };
-    let audit = user_event("login", true, rehash.as_ref().map(|_| "rehashed"), ctx, &row.id);
+    let reason = match (&matched, &rehash) {
+        (Some(mfa::Matched::Recovery(_)), _) => Some("recovery_code"),
+        (_, Some(_)) => Some("rehashed"),
+        _ => None,
+    };
+    let audit = user_event("login", true, reason, ctx, &row.id);
     let session = start_session(store, crypto, settings, ctx, &row.id, audit, |store| {
         // A password changed (or the account deleted) since the check: no session, as for a
         // wrong password.
@@ -397,18 +437,28 @@ pub fn login<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ctx:
             other => other,
         })?;
         let mut write = write_of(&locked);
-        let resealed = reseal_if_needed(crypto, &locked, &mut write)?;
+        reseal_if_needed(crypto, &locked, &mut write)?;
         if let Some(hash) = rehash {
             write.password_hash = Some(hash);
         }
-        if !resealed && write.password_hash == locked.password_hash {
+        if let Some(matched) = &matched {
+            // The second factor changed meanwhile (turned off, or this code spent by another
+            // request): refused as a wrong code.
+            if locked.totp.secret_sealed != row.totp.secret_sealed {
+                return Err(Error::InvalidMfaCode);
+            }
+            mfa::spend(&locked, &mut write, matched)?;
+        }
+        if write == write_of(&locked) {
             return Ok(locked);
         }
         store.update_user(&locked.id, &write)?;
         Ok(store.user_by_id(&locked.id)?.unwrap_or(locked))
     });
-    if session.as_ref().is_err_and(|err| *err == Error::InvalidCredentials) {
-        store.audit(&user_event("login", false, Some("password_changed"), ctx, &row.id))?;
+    match &session {
+        Err(Error::InvalidCredentials) => store.audit(&user_event("login", false, Some("password_changed"), ctx, &row.id))?,
+        Err(Error::InvalidMfaCode) => store.audit(&user_event("login", false, Some("mfa_code_spent"), ctx, &row.id))?,
+        _ => {}
     }
     session
 }
@@ -621,7 +671,7 @@ pub fn update_profile<S: Store>(
         return Err(Error::field("current_password", "required", "is required to change the email"));
     }
     if let Some(password) = &change.current_password {
-        reauthenticate(store, settings, ctx, &row, password, "profile_change")?;
+        reauthenticate(store, settings, ctx, &row, password, ("profile_change", true))?;
     }
     let new_name = change.name.map(|name| name.as_str().to_owned()).filter(|name| *name != row.name);
     let sealed_email = new_email.map(|email| (crypto.email.blind_index(&email), crypto.email.seal_with_aad(&email, row.id.as_bytes())));
@@ -690,7 +740,7 @@ pub fn change_password<S: Store>(
     new: &Password,
 ) -> Result<(), Error> {
     let row = current_user(store, user_id)?;
-    reauthenticate(store, settings, ctx, &row, current, "password_change")?;
+    reauthenticate(store, settings, ctx, &row, current, ("password_change", true))?;
     let new_hash = password::hash(new)?;
     in_transaction(store, |store| {
         // Changed by another request since our check, the password given is no longer current.
@@ -718,7 +768,7 @@ pub fn delete_account<S: Store>(
     password: &Password,
 ) -> Result<(), Error> {
     let row = current_user(store, user_id)?;
-    reauthenticate(store, settings, ctx, &row, password, "account_delete")?;
+    reauthenticate(store, settings, ctx, &row, password, ("account_delete", true))?;
     in_transaction(store, |store| {
         lock_confirmed(store, &row)?;
         store.revoke_user_families(&row.id, None, ctx.now, "account_deleted")?;

@@ -29,7 +29,7 @@ fn registration(email: &str, password: &str) -> Registration {
 }
 
 fn credentials(email: &str, password: &str) -> Credentials {
-    Credentials { email: parse_email("email", email).expect("email"), password: Password::presented(password) }
+    Credentials { email: parse_email("email", email).expect("email"), password: Password::presented(password), second_factor: None }
 }
 
 fn setup() -> (MemoryStore, Crypto, Settings, Session) {
@@ -732,4 +732,117 @@ mod verification {
         let rename = ProfileChange { name: Some(Name::parse("name", "Augusta Ada King").expect("name")), email: None, current_password: None };
         assert!(update_profile(&mut store, &crypto, &settings, &ctx(NOW + 9), &id, rename).expect("renamed").email_verified);
     }
+}
+
+// ---- the second factor -------------------------------------------------------------------------
+
+/// The code the user's app shows at `now`, from the secret enrolment gave it.
+fn app_code(enrollment: &mfa::Enrollment, now: u64) -> mfa::TotpCode {
+    let secret = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, &enrollment.secret).expect("base32");
+    mfa::TotpCode::parse("mfa_code", &format!("{:06}", mfa::code_at(&secret, now / mfa::STEP_SECS))).expect("six digits")
+}
+
+fn with_factor(email: &str, password: &str, factor: mfa::SecondFactor) -> Credentials {
+    Credentials { second_factor: Some(factor), ..credentials(email, password) }
+}
+
+#[test]
+fn an_authenticator_app_is_added_in_two_steps_and_then_every_login_needs_its_code_once() {
+    let (mut store, crypto, settings, session) = setup();
+    let id = session.user.id.clone();
+    let password = Password::presented("analytical-engine-1843");
+    let wrong = Password::presented("difference-engine");
+    assert_eq!(mfa::enroll(&mut store, &crypto, &settings, &ctx(NOW), &id, &wrong, "Acme").unwrap_err(), Error::WrongPassword);
+    let enrollment = mfa::enroll(&mut store, &crypto, &settings, &ctx(NOW), &id, &password, "Acme").expect("enrolled");
+    assert!(enrollment.otpauth_uri.starts_with("otpauth://totp/Acme:ada%40example%2Eorg?secret="), "{}", enrollment.otpauth_uri);
+    let sealed = store.state.users[&id].totp.secret_sealed.clone().expect("stored");
+    assert!(sealed.starts_with("v1.k1.") && !sealed.contains(&enrollment.secret), "sealed at rest");
+    assert!(!format!("{enrollment:?}").contains(&enrollment.secret));
+
+    // Not on until confirmed: logins need only the password, and a wrong code is the field's.
+    assert!(login(&mut store, &crypto, &settings, &ctx(NOW), credentials("ada@example.org", "analytical-engine-1843")).is_ok());
+    let wrong_code = mfa::TotpCode::parse("code", "000000").expect("digits");
+    let Err(Error::Validation(errors)) = mfa::confirm(&mut store, &crypto, &ctx(NOW), &id, &wrong_code) else { panic!("a wrong code confirmed") };
+    assert_eq!((errors[0].field.as_str(), errors[0].code), ("code", "incorrect"));
+    let recovery = mfa::confirm(&mut store, &crypto, &ctx(NOW), &id, &app_code(&enrollment, NOW)).expect("confirmed");
+    assert_eq!(recovery.len(), mfa::RECOVERY_CODE_COUNT);
+    assert!(recovery.iter().all(|code| code.len() == 19 && code.matches('-').count() == 3), "{recovery:?}");
+    assert!(to_user(&crypto, &store.state.users[&id]).expect("user").mfa_enabled);
+    assert_eq!(mfa::enroll(&mut store, &crypto, &settings, &ctx(NOW), &id, &password, "Acme").unwrap_err(), Error::MfaAlreadyEnabled);
+
+    // The password alone: 401 mfa_required. The confirming code was spent; the next step's works once.
+    let later = NOW + mfa::STEP_SECS;
+    let password_only = || credentials("ada@example.org", "analytical-engine-1843");
+    assert_eq!(login(&mut store, &crypto, &settings, &ctx(later), password_only()).unwrap_err(), Error::MfaRequired);
+    let spent = with_factor("ada@example.org", "analytical-engine-1843", mfa::SecondFactor::Totp(app_code(&enrollment, NOW)));
+    assert_eq!(login(&mut store, &crypto, &settings, &ctx(later), spent).unwrap_err(), Error::InvalidMfaCode);
+    let fresh = || with_factor("ada@example.org", "analytical-engine-1843", mfa::SecondFactor::Totp(app_code(&enrollment, later)));
+    let signed_in = login(&mut store, &crypto, &settings, &ctx(later), fresh()).expect("password and code");
+    assert!(signed_in.user.mfa_enabled);
+    assert_eq!(login(&mut store, &crypto, &settings, &ctx(later), fresh()).unwrap_err(), Error::InvalidMfaCode, "replayed");
+    // A wrong password with a right code is the usual invalid_credentials.
+    let wrong_password = with_factor("ada@example.org", "difference-engine", mfa::SecondFactor::Totp(app_code(&enrollment, later + 30)));
+    assert_eq!(login(&mut store, &crypto, &settings, &ctx(later + 30), wrong_password).unwrap_err(), Error::InvalidCredentials);
+
+    // A recovery code signs in once.
+    let recovery_code = mfa::RecoveryCode::parse("recovery_code", &recovery[3].to_lowercase()).expect("code");
+    let with_recovery = || with_factor("ada@example.org", "analytical-engine-1843", mfa::SecondFactor::Recovery(recovery_code.clone()));
+    assert!(login(&mut store, &crypto, &settings, &ctx(later), with_recovery()).is_ok());
+    assert_eq!(login(&mut store, &crypto, &settings, &ctx(later), with_recovery()).unwrap_err(), Error::InvalidMfaCode);
+    assert_eq!(store.state.users[&id].totp.recovery_hashes.len(), mfa::RECOVERY_CODE_COUNT - 1);
+    let reasons: Vec<_> = store.events().into_iter().filter(|(event, _, _)| *event == "login").map(|(_, ok, reason)| (ok, reason)).collect();
+    assert!(reasons.contains(&(false, Some("mfa_required"))) && reasons.contains(&(true, Some("recovery_code"))), "{reasons:?}");
+}
+
+#[test]
+fn wrong_codes_count_as_failed_logins_and_turning_the_app_off_needs_a_right_one() {
+    let (mut store, crypto, settings, session) = setup();
+    let id = session.user.id.clone();
+    let password = Password::presented("analytical-engine-1843");
+    let enrollment = mfa::enroll(&mut store, &crypto, &settings, &ctx(NOW), &id, &password, "auth").expect("enrolled");
+    let recovery = mfa::confirm(&mut store, &crypto, &ctx(NOW), &id, &app_code(&enrollment, NOW)).expect("confirmed");
+    let guess = |n: u32| mfa::SecondFactor::Totp(mfa::TotpCode::parse("c", &format!("{:06}", 100_000 + n)).expect("digits"));
+
+    // Off needs a code; a wrong one is 403 and a failure.
+    let none = mfa::disable(&mut store, &crypto, &settings, &ctx(NOW + 1), &id, &password, None).unwrap_err();
+    assert!(matches!(none, Error::Validation(ref errors) if errors[0].field == "mfa_code"), "{none:?}");
+    assert_eq!(mfa::disable(&mut store, &crypto, &settings, &ctx(NOW + 1), &id, &password, Some(&guess(0))).unwrap_err(), Error::WrongMfaCode);
+
+    // Guessing codes at login throttles the account as guessing passwords does (10 in a row,
+    // the disable's included): then even the right code waits.
+    for n in 1..settings.account_max_failures {
+        let attempt = with_factor("ada@example.org", "analytical-engine-1843", guess(n));
+        assert_eq!(login(&mut store, &crypto, &settings, &ctx(NOW + 2), attempt).unwrap_err(), Error::InvalidMfaCode, "guess {n}");
+    }
+    let right = with_factor("ada@example.org", "analytical-engine-1843", mfa::SecondFactor::Totp(app_code(&enrollment, NOW + 30)));
+    assert!(matches!(login(&mut store, &crypto, &settings, &ctx(NOW + 30), right).unwrap_err(), Error::Throttled { .. }));
+
+    // After the window, a recovery code turns it off; the password alone signs in again.
+    let after = NOW + settings.throttle_window_secs + 60;
+    let recovery_code = mfa::SecondFactor::Recovery(mfa::RecoveryCode::parse("r", &recovery[0]).expect("code"));
+    mfa::disable(&mut store, &crypto, &settings, &ctx(after), &id, &password, Some(&recovery_code)).expect("off");
+    assert_eq!(store.state.users[&id].totp, crate::domain::ports::TotpRow::default());
+    assert!(login(&mut store, &crypto, &settings, &ctx(after), credentials("ada@example.org", "analytical-engine-1843")).is_ok());
+    assert_eq!(mfa::disable(&mut store, &crypto, &settings, &ctx(after), &id, &password, None).unwrap_err(), Error::MfaNotEnrolled);
+    let events = store.events();
+    assert!(events.contains(&("mfa_disable", false, Some("wrong_mfa_code"))) && events.contains(&("mfa_disable", true, None)), "{events:?}");
+}
+
+#[test]
+fn an_app_added_but_never_confirmed_is_dropped_with_the_password_and_a_reset_keeps_a_confirmed_one() {
+    let (mut store, crypto, settings, session) = setup();
+    let id = session.user.id.clone();
+    let password = Password::presented("analytical-engine-1843");
+    mfa::enroll(&mut store, &crypto, &settings, &ctx(NOW), &id, &password, "auth").expect("enrolled");
+    let code = mfa::TotpCode::parse("code", "123456").expect("digits");
+    mfa::disable(&mut store, &crypto, &settings, &ctx(NOW), &id, &password, None).expect("dropped");
+    assert_eq!(mfa::confirm(&mut store, &crypto, &ctx(NOW), &id, &code).unwrap_err(), Error::MfaNotEnrolled);
+
+    // Changing the password keeps the factor: a password is not a second factor.
+    let enrollment = mfa::enroll(&mut store, &crypto, &settings, &ctx(NOW), &id, &password, "auth").expect("enrolled");
+    mfa::confirm(&mut store, &crypto, &ctx(NOW), &id, &app_code(&enrollment, NOW)).expect("confirmed");
+    let new = Password::new_secret("jacquard-loom-1804").expect("password");
+    change_password(&mut store, &crypto, &settings, &ctx(NOW + 5), &id, &password, &new).expect("changed");
+    let attempt = credentials("ada@example.org", "jacquard-loom-1804");
+    assert_eq!(login(&mut store, &crypto, &settings, &ctx(NOW + 60), attempt).unwrap_err(), Error::MfaRequired);
 }

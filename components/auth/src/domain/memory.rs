@@ -99,6 +99,7 @@ impl Store for MemoryStore {
                 created_at: 1_700_000_000 + self.clock,
                 updated_at: 1_700_000_000 + self.clock,
                 email_verified_at: None,
+                totp: TotpRow::default(),
             },
         );
         Ok(())
@@ -143,6 +144,7 @@ impl Store for MemoryStore {
             user.password_hash = write.password_hash.clone();
             user.must_reset_password = write.must_reset_password;
             user.email_verified_at = write.email_verified_at;
+            user.totp = write.totp.clone();
             user.updated_at = 1_700_000_000 + clock;
         }
         Ok(())

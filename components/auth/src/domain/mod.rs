@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod client_addr;
 pub mod fields;
 pub mod ids;
+pub mod mfa;
 pub mod password;
 pub mod ports;
 pub mod recovery;

@@ -14,6 +14,20 @@ pub struct UserRow {
     pub updated_at: i64,
     /// When the owner proved they read the current email (Unix seconds); None: not yet.
     pub email_verified_at: Option<i64>,
+    pub totp: TotpRow,
+}
+
+/// A user's authenticator-app (TOTP) second factor, as stored; all empty when it has none.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TotpRow {
+    /// The shared secret (base32), sealed with the email keys and the user's id as context.
+    pub secret_sealed: Option<String>,
+    /// When the user proved their app holds the secret; None while only enrolled.
+    pub enabled_at: Option<i64>,
+    /// The last 30-second step whose code was accepted: each code works once.
+    pub last_step: Option<i64>,
+    /// SHA-256 (hex) of each recovery code not used yet.
+    pub recovery_hashes: Vec<String>,
 }
 
 /// A user to insert.
@@ -35,6 +49,7 @@ pub struct UserWrite {
     pub password_hash: Option<String>,
     pub must_reset_password: bool,
     pub email_verified_at: Option<i64>,
+    pub totp: TotpRow,
 }
 
 /// A refresh token with its family, as locked for rotation.

@@ -6,7 +6,7 @@ use spin_sdk::mysql::{Connection, DbValue, MysqlError as SpinError, ParameterVal
 
 use crate::domain::ports::{
     Attempt, AuditEvent, CHECK_EXPIRY_SECS, CheckStart, Counter, EMAIL_UNIQUE, NewRefresh, NewUser, OneTimeKind, RefreshRow, SessionOrigin,
-    SessionRow, Store, StoreError, UserRow, UserWrite,
+    SessionRow, Store, StoreError, TotpRow, UserRow, UserWrite,
 };
 
 /// Unique keys whose violation the domain may turn into a client error.
@@ -151,7 +151,11 @@ fn one_time_table(kind: OneTimeKind) -> &'static str {
 }
 
 const USER_COLUMNS: &str = "id, name, email_encrypted, email_hash, password_hash, must_reset_password, \
-     CAST(UNIX_TIMESTAMP(created_at) AS SIGNED), CAST(UNIX_TIMESTAMP(updated_at) AS SIGNED), email_verified_at";
+     CAST(UNIX_TIMESTAMP(created_at) AS SIGNED), CAST(UNIX_TIMESTAMP(updated_at) AS SIGNED), email_verified_at, \
+     totp_secret, totp_enabled_at, totp_last_step, mfa_recovery_codes";
+
+/// How many columns `USER_COLUMNS` names: a query's own columns come after them.
+const USER_COLUMN_COUNT: usize = 13;
 
 fn user_row(row: &[DbValue]) -> Result<UserRow, StoreError> {
     Ok(UserRow {
@@ -164,6 +168,14 @@ fn user_row(row: &[DbValue]) -> Result<UserRow, StoreError> {
         created_at: col(row, 6, "created_at", int)?,
         updated_at: col(row, 7, "updated_at", int)?,
         email_verified_at: opt_col(row, 8, "email_verified_at", int)?,
+        totp: TotpRow {
+            secret_sealed: opt_col(row, 9, "totp_secret", text)?,
+            enabled_at: opt_col(row, 10, "totp_enabled_at", int)?,
+            last_step: opt_col(row, 11, "totp_last_step", int)?,
+            recovery_hashes: opt_col(row, 12, "mfa_recovery_codes", text)?
+                .map(|codes| codes.split(',').filter(|hash| !hash.is_empty()).map(str::to_owned).collect())
+                .unwrap_or_default(),
+        },
     })
 }
 
@@ -240,7 +252,7 @@ impl Store for MysqlStore {
         );
         self.rows("user and access record", &sql, &[s(access_token_hash), s(id)])?
             .first()
-            .map(|row| Ok((user_row(row)?, col(row, 9, "recorded", int)? != 0)))
+            .map(|row| Ok((user_row(row)?, col(row, USER_COLUMN_COUNT, "recorded", int)? != 0)))
             .transpose()
     }
 
@@ -266,7 +278,8 @@ impl Store for MysqlStore {
         self.exec(
             "update user",
             "UPDATE client_auth SET name = ?, email_encrypted = ?, email_hash = ?, password_hash = ?, \
-             must_reset_password = ?, email_verified_at = ? WHERE id = ?",
+             must_reset_password = ?, email_verified_at = ?, totp_secret = ?, totp_enabled_at = ?, \
+             totp_last_step = ?, mfa_recovery_codes = ? WHERE id = ?",
             &[
                 s(&write.name),
                 s(&write.email_encrypted),
@@ -274,6 +287,10 @@ impl Store for MysqlStore {
                 opt_s(write.password_hash.as_deref()),
                 ParameterValue::Int8(i8::from(write.must_reset_password)),
                 write.email_verified_at.map_or(ParameterValue::DbNull, ParameterValue::Int64),
+                opt_s(write.totp.secret_sealed.as_deref()),
+                write.totp.enabled_at.map_or(ParameterValue::DbNull, ParameterValue::Int64),
+                write.totp.last_step.map_or(ParameterValue::DbNull, ParameterValue::Int64),
+                opt_s(Some(write.totp.recovery_hashes.join(",")).filter(|codes| !codes.is_empty()).as_deref()),
                 s(id),
             ],
         )
@@ -575,6 +592,12 @@ mod tests {
         assert!(matches!(classify("q", &io), StoreError::Unavailable(_)));
         let syntax = SpinError::QueryFailed("Server(ServerError { code: 1064 })".into());
         assert!(matches!(classify("q", &syntax), StoreError::Failed(_)));
+    }
+
+    #[test]
+    fn a_query_reads_its_own_columns_after_the_users() {
+        // No column expression in USER_COLUMNS has a comma of its own.
+        assert_eq!(USER_COLUMNS.split(',').count(), USER_COLUMN_COUNT);
     }
 
     #[test]
