@@ -437,7 +437,8 @@ pub fn login<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ctx:
             other => other,
         })?;
         let mut write = write_of(&locked);
-        reseal_if_needed(crypto, &locked, &mut write)?;
+        let resealed = reseal_if_needed(crypto, &locked, &mut write)?;
+        let rehashed = rehash.is_some();
         if let Some(hash) = rehash {
             write.password_hash = Some(hash);
         }
@@ -449,7 +450,7 @@ pub fn login<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ctx:
             }
             mfa::spend(&locked, &mut write, matched)?;
         }
-        if write == write_of(&locked) {
+        if !resealed && !rehashed && matched.is_none() {
             return Ok(locked);
         }
         store.update_user(&locked.id, &write)?;
