@@ -725,7 +725,8 @@ async fn an_authenticator_app_guards_every_login_once_confirmed() {
     let uri = enrolled.body["otpauth_uri"].as_str().expect("uri");
     assert!(uri.starts_with("otpauth://totp/Acme%20Billing:ada%40example%2Eorg?secret="), "{uri}");
     assert!(uri.contains(&format!("secret={secret}&issuer=Acme%20Billing&algorithm=SHA1&digits=6&period=30")), "{uri}");
-    assert_eq!(login(&app, "ada@example.org", PASSWORD).await.status, 200, "not on before it is confirmed");
+    let other_device = login(&app, "ada@example.org", PASSWORD).await;
+    assert_eq!(other_device.status, 200, "not on before it is confirmed");
     let wrong = call("POST", "/api/v3/users/me/mfa/totp/confirm", json!({"code": "12345"})).await;
     assert_eq!((wrong.status, &wrong.body["errors"][0]["field"]), (422, &json!("code")), "{}", wrong.text);
     let confirmed = call("POST", "/api/v3/users/me/mfa/totp/confirm", json!({"code": app_code(&secret, now())})).await;
@@ -733,6 +734,11 @@ async fn an_authenticator_app_guards_every_login_once_confirmed() {
     let recovery: Vec<String> = confirmed.body["recovery_codes"].as_array().expect("codes").iter().filter_map(|c| c.as_str().map(str::to_owned)).collect();
     assert_eq!(recovery.len(), 10, "{}", confirmed.text);
     assert_problem(&call("POST", "/api/v3/users/me/mfa/totp/confirm", json!({"code": app_code(&secret, now())})).await, 409, "mfa_enabled");
+    // Every session began with the password alone: all have ended, as after a password change
+    // (the access token in hand runs out within its 15 minutes).
+    for ended in [refresh_token(&other_device.body), refresh_token(&session)] {
+        assert_problem(&post(&app, "/api/v3/auth/refresh", json!({"refresh_token": ended})).await, 401, "invalid_refresh_token");
+    }
     let me = send(&app, "GET", "/api/v3/users/me", Some(&bearer), None).await;
     assert_eq!(me.body["user"]["mfa_enabled"], true, "{}", me.text);
 

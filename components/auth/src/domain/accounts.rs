@@ -442,13 +442,14 @@ pub fn login<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ctx:
         if let Some(hash) = rehash {
             write.password_hash = Some(hash);
         }
-        if let Some(matched) = &matched {
+        match &matched {
+            // Turned on since the password was checked: the code is needed after all.
+            None if locked.totp.enabled_at.is_some() => return Err(Error::MfaRequired),
+            None => {}
             // The second factor changed meanwhile (turned off, or this code spent by another
             // request): refused as a wrong code.
-            if locked.totp.secret_sealed != row.totp.secret_sealed {
-                return Err(Error::InvalidMfaCode);
-            }
-            mfa::spend(&locked, &mut write, matched)?;
+            Some(_) if locked.totp.secret_sealed != row.totp.secret_sealed => return Err(Error::InvalidMfaCode),
+            Some(matched) => mfa::spend(&locked, &mut write, matched)?,
         }
         if !resealed && !rehashed && matched.is_none() {
             return Ok(locked);

@@ -760,12 +760,16 @@ fn an_authenticator_app_is_added_in_two_steps_and_then_every_login_needs_its_cod
     assert!(!format!("{enrollment:?}").contains(&enrollment.secret));
 
     // Not on until confirmed: logins need only the password, and a wrong code is the field's.
-    assert!(login(&mut store, &crypto, &settings, &ctx(NOW), credentials("ada@example.org", "analytical-engine-1843")).is_ok());
+    let other_device = login(&mut store, &crypto, &settings, &ctx(NOW), credentials("ada@example.org", "analytical-engine-1843")).expect("password only");
     let wrong_code = mfa::TotpCode::parse("code", "000000").expect("digits");
     let Err(Error::Validation(errors)) = mfa::confirm(&mut store, &crypto, &ctx(NOW), &id, &wrong_code) else { panic!("a wrong code confirmed") };
     assert_eq!((errors[0].field.as_str(), errors[0].code), ("code", "incorrect"));
     let recovery = mfa::confirm(&mut store, &crypto, &ctx(NOW), &id, &app_code(&enrollment, NOW)).expect("confirmed");
     assert_eq!(recovery.len(), mfa::RECOVERY_CODE_COUNT);
+    // Every session began with the password alone: all end, as after a password change.
+    for ended in [&other_device.refresh, &session.refresh] {
+        assert_eq!(refresh(&mut store, &crypto, &settings, &ctx(NOW + 1), ended).unwrap_err(), Error::InvalidRefreshToken);
+    }
     assert!(recovery.iter().all(|code| code.len() == 19 && code.matches('-').count() == 3), "{recovery:?}");
     assert!(to_user(&crypto, &store.state.users[&id]).expect("user").mfa_enabled);
     assert_eq!(mfa::enroll(&mut store, &crypto, &settings, &ctx(NOW), &id, &password, "Acme").unwrap_err(), Error::MfaAlreadyEnabled);
@@ -845,4 +849,22 @@ fn an_app_added_but_never_confirmed_is_dropped_with_the_password_and_a_reset_kee
     change_password(&mut store, &crypto, &settings, &ctx(NOW + 5), &id, &password, &new).expect("changed");
     let attempt = credentials("ada@example.org", "jacquard-loom-1804");
     assert_eq!(login(&mut store, &crypto, &settings, &ctx(NOW + 60), attempt).unwrap_err(), Error::MfaRequired);
+}
+
+/// An app confirmed while a login with the password alone was between its check and its
+/// session: the login is refused (401 mfa_required), as it would have been a moment later.
+#[test]
+fn a_login_racing_the_confirmation_of_an_app_needs_its_code() {
+    let (mut store, crypto, settings, _) = setup();
+    fn confirmed_meanwhile(state: &mut crate::domain::memory::State) {
+        for user in state.users.values_mut() {
+            user.totp.secret_sealed = Some("v1.k1.sealed".into());
+            user.totp.enabled_at = Some(1);
+        }
+    }
+    store.before_lock_user = Some(confirmed_meanwhile);
+    let sessions = store.state.families.len();
+    let attempt = credentials("ada@example.org", "analytical-engine-1843");
+    assert_eq!(login(&mut store, &crypto, &settings, &ctx(NOW), attempt).unwrap_err(), Error::MfaRequired);
+    assert_eq!(store.state.families.len(), sessions, "no session began");
 }

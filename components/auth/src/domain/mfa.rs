@@ -219,20 +219,30 @@ fn random_bytes<const N: usize>(what: &str) -> Result<[u8; N], Error> {
     Ok(bytes)
 }
 
+/// How a change of the second factor is made (see [`write_totp`]).
+struct TotpChange {
+    /// A password this request checked must still be the current one.
+    password_checked: bool,
+    /// Ends every session of the user, as a password change does.
+    sign_out: bool,
+    event: &'static str,
+}
+
 /// Writes the user's second factor as `next` makes it from the row as locked now (which may
-/// refuse) and audits `event`. With `password_checked`, a password changed since this request
-/// checked it wins (403 `wrong_password`), as for any change confirmed with the password. One
-/// function for the three changes, `next` as `dyn`, so that each adds no copy of the transaction.
+/// refuse) and audits the change's event. With `password_checked`, a password changed since
+/// this request checked it wins (403 `wrong_password`), as for any change confirmed with the
+/// password. One function for the three changes, `next` as `dyn`, so that each adds no copy of
+/// the transaction.
 fn write_totp<S: Store>(
     store: &mut S,
     crypto: &Crypto,
     ctx: &Ctx,
-    (row, password_checked): (&UserRow, bool),
-    event: &'static str,
+    row: &UserRow,
+    change: TotpChange,
     next: &dyn Fn(&UserRow) -> Result<TotpRow, Error>,
 ) -> Result<(), Error> {
     in_transaction(store, |store| {
-        let locked = match password_checked {
+        let locked = match change.password_checked {
             true => lock_confirmed(store, row)?,
             false => store.lock_user(&row.id)?.ok_or(Error::InvalidToken)?,
         };
@@ -240,7 +250,10 @@ fn write_totp<S: Store>(
         reseal_if_needed(crypto, &locked, &mut write)?;
         write.totp = next(&locked)?;
         store.update_user(&locked.id, &write)?;
-        store.audit(&user_event(event, true, None, ctx, &row.id))?;
+        if change.sign_out {
+            store.revoke_user_families(&row.id, None, ctx.now, change.event)?;
+        }
+        store.audit(&user_event(change.event, true, None, ctx, &row.id))?;
         Ok(())
     })
 }
@@ -266,7 +279,8 @@ pub fn enroll<S: Store>(
     let secret = base32::encode(BASE32, &random_bytes::<SECRET_BYTES>("drawing a TOTP secret")?);
     let sealed = crypto.email.seal_text_with_aad(&secret, &secret_context(&row.id));
     let email = to_user(crypto, &row)?.email;
-    write_totp(store, crypto, ctx, (&row, true), "mfa_enroll", &|locked| match locked.totp.enabled_at {
+    let change = TotpChange { password_checked: true, sign_out: false, event: "mfa_enroll" };
+    write_totp(store, crypto, ctx, &row, change, &|locked| match locked.totp.enabled_at {
         Some(_) => Err(Error::MfaAlreadyEnabled),
         None => Ok(TotpRow { secret_sealed: Some(sealed.clone()), ..TotpRow::default() }),
     })?;
@@ -275,6 +289,8 @@ pub fn enroll<S: Store>(
 
 /// `POST /users/me/mfa/totp/confirm`: a code from the app proves it holds the secret; the factor
 /// is on from now, and the user gets the recovery codes (shown once; only their hashes are kept).
+/// Every session of the user ends (each began with the password alone): the user signs in
+/// again with a code; access tokens already issued run out within their 15 minutes.
 pub fn confirm<S: Store>(store: &mut S, crypto: &Crypto, ctx: &Ctx, user_id: &str, code: &TotpCode) -> Result<Vec<String>, Error> {
     let row = current_user(store, user_id)?;
     if row.totp.enabled_at.is_some() {
@@ -286,7 +302,10 @@ pub fn confirm<S: Store>(store: &mut S, crypto: &Crypto, ctx: &Ctx, user_id: &st
     let codes = (0..RECOVERY_CODE_COUNT)
         .map(|_| Ok(RecoveryCode(base32::encode(BASE32, &random_bytes::<RECOVERY_CODE_BYTES>("drawing a recovery code")?))))
         .collect::<Result<Vec<_>, Error>>()?;
-    write_totp(store, crypto, ctx, (&row, false), "mfa_enable", &|locked| {
+    // Every session began with the password alone: they all end (the confirming one too, as a
+    // password change ends them), so from now on each one had both factors.
+    let change = TotpChange { password_checked: false, sign_out: true, event: "mfa_enable" };
+    write_totp(store, crypto, ctx, &row, change, &|locked| {
         if locked.totp.enabled_at.is_some() {
             return Err(Error::MfaAlreadyEnabled);
         }
@@ -331,7 +350,8 @@ pub fn disable<S: Store>(
         _ => None,
     };
     reauthenticate(store, settings, ctx, &row, password, ("mfa_disable", !matches!(matched, Some(None))))?;
-    write_totp(store, crypto, ctx, (&row, true), "mfa_disable", &|locked| {
+    let change = TotpChange { password_checked: true, sign_out: false, event: "mfa_disable" };
+    write_totp(store, crypto, ctx, &row, change, &|locked| {
         if let Some(Some(matched)) = &matched {
             // Spent by a login meanwhile: this code no longer proves anything.
             spend(locked, &mut write_of(locked), matched).map_err(|_| Error::WrongMfaCode)?;
