@@ -785,3 +785,37 @@ async fn an_authenticator_app_guards_every_login_once_confirmed() {
     let log = app.host.log();
     assert!(!log.contains(&secret) && recovery.iter().all(|code| !log.contains(code.as_str())), "nothing secret is logged");
 }
+
+/// A key rotation re-seals the authenticator-app secrets along with the emails (`admin
+/// reencrypt`), so the old key can be retired without locking anyone out of their account.
+#[tokio::test]
+async fn a_key_rotation_reseals_authenticator_secrets_with_the_emails() {
+    let app = app().await;
+    let session = register(&app, "Ada", "ada@example.org").await;
+    let bearer = token(&session);
+    let enrolled = send(&app, "POST", "/api/v3/users/me/mfa/totp", Some(&bearer), Some(json!({"password": PASSWORD}))).await;
+    let secret = enrolled.body["secret"].as_str().expect("secret").to_string();
+    let confirmed = send(&app, "POST", "/api/v3/users/me/mfa/totp/confirm", Some(&bearer), Some(json!({"code": app_code(&secret, now())}))).await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.text);
+
+    // A new key prepended: it seals from now on; the old one only opens.
+    let rotation = admin::keys::rotate_encryption_key(&app.variables["encryption_key"], admin::keys::Stage::Add).expect("rotation");
+    let rotated = rotation.vars[0].1.clone();
+    let new_key = rotated.split(',').next().expect("the new key").to_string();
+    let new_kid = new_key.split(':').next().expect("its kid").to_string();
+    let cross = admin::legacy::CrossDb::new(Some(&app.auth_db.url), None, Some(&rotated));
+    let report = admin::reencrypt::run(&cross, admin::reencrypt::Target::Auth, false).await.expect("reencrypt");
+    let secrets = report.tables.iter().find(|t| t.table == "client_auth.totp_secret").expect("a line for the secrets");
+    assert_eq!((secrets.checked, secrets.resealed, secrets.unreadable), (1, 1, 0), "{report:?}");
+    assert_eq!(secrets.sealed_by_kid, std::collections::BTreeMap::from([(new_kid, 1)]));
+    assert!(admin::reencrypt::render(&report).contains("may be retired"), "{}", admin::reencrypt::render(&report));
+
+    // The new key alone opens it, under the secret's own context, to the same secret.
+    let stored = rows(&app, "SELECT id, totp_secret FROM client_auth").await;
+    let new_only = sealed_email::EmailKeyring::parse(&new_key).expect("keyring");
+    let opened = new_only.open_with_aad(&stored[0][1], &sealed_email::totp_secret_context(&stored[0][0]));
+    assert_eq!(opened.as_deref(), Ok(secret.as_str()));
+    assert!(new_only.open_with_aad(&stored[0][1], stored[0][0].as_bytes()).is_err(), "never opens as an email");
+    let again = admin::reencrypt::run(&cross, admin::reencrypt::Target::Auth, false).await.expect("reencrypt");
+    assert!(again.tables.iter().all(|t| t.resealed == 0), "a second run has nothing to do");
+}

@@ -1,6 +1,7 @@
 //! `admin reencrypt`: after an `encryption_key` rotation (a new key prepended, see
-//! `admin keys rotate encryption-key`), re-seal every stored email that is not sealed with the
-//! active (first) key, so the old key can be retired.
+//! `admin keys rotate encryption-key`), re-seal every stored email (and every authenticator-app
+//! secret auth keeps, `client_auth.totp_secret`) that is not sealed with the active (first) key,
+//! so the old key can be retired.
 //!
 //! Tables: auth's `client_auth.email_encrypted`, and the legacy `customers.email_encrypted` while
 //! customer migration 6 is not applied. Values are opened with the whole keyring (AAD = the row's
@@ -122,6 +123,9 @@ pub async fn run_with(cross: &CrossDb, target: Target, dry_run: bool, reindex_to
         report
             .tables
             .push(reseal_table(&mut auth, "client_auth", &keyring, old, cross, dry_run).await?);
+        if let Some(secrets) = reseal_totp_secrets(&mut auth, &keyring, old, cross, dry_run).await? {
+            report.tables.push(secrets);
+        }
         auth.close().await.ok();
     }
     if matches!(target, Target::Customer | Target::All) {
@@ -274,6 +278,100 @@ async fn reseal_table(
         .map(|(k, n)| (k, u64::try_from(n).unwrap_or(0)))
         .collect();
     Ok(out)
+}
+
+/// The authenticator-app secrets in `client_auth.totp_secret` (auth migration 11), re-sealed as
+/// the emails are but with the context auth seals them with
+/// ([`sealed_email::totp_secret_context`]): a key is retired only once none of them needs it
+/// either. `None` (no line in the report) before migration 11 or while no user has a secret.
+async fn reseal_totp_secrets(
+    conn: &mut MySqlConnection,
+    keyring: &EmailKeyring,
+    old: Option<&EmailKeyring>,
+    cross: &CrossDb,
+    dry_run: bool,
+) -> Result<Option<TableReport>> {
+    const NAME: &str = "client_auth.totp_secret";
+    if !legacy::column_exists(conn, "client_auth", "totp_secret").await? {
+        return Ok(None);
+    }
+    let total = legacy::count(conn, "SELECT COUNT(*) FROM client_auth WHERE totp_secret IS NOT NULL").await?;
+    if total == 0 {
+        return Ok(None);
+    }
+    let mut out = TableReport { table: NAME.to_owned(), ..TableReport::default() };
+    let mut progress = Progress::new("reseal totp", total, cross.progress);
+    let limit = i64::try_from(cross.batch_size.max(1)).unwrap_or(i64::MAX);
+    // Ids are never empty: every id sorts after "".
+    let mut after = String::new();
+    loop {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, totp_secret FROM client_auth WHERE totp_secret IS NOT NULL AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(&after)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await
+        .context("Failed to read a batch of TOTP secrets")?;
+        let Some(last) = rows.last() else { break };
+        after = last.0.clone();
+        let mut writes: Vec<(String, &str, &str)> = Vec::new();
+        for (id, sealed) in &rows {
+            out.checked += 1;
+            if !keyring.needs_reseal(sealed) {
+                out.current += 1;
+                continue;
+            }
+            let context = sealed_email::totp_secret_context(id);
+            let opened = keyring
+                .open_with_aad(sealed, &context)
+                .or_else(|e| old.map_or(Err(e), |o| o.open_with_aad(sealed, &context)));
+            match opened {
+                Ok(secret) => writes.push((keyring.seal_text_with_aad(&secret, &context), id, sealed)),
+                Err(_) => {
+                    out.unreadable += 1;
+                    if out.unreadable_ids.len() < MAX_IDS_PER_KIND {
+                        out.unreadable_ids.push(id.clone());
+                    }
+                }
+            }
+        }
+        if dry_run {
+            out.resealed += writes.len() as u64;
+        } else if !writes.is_empty() {
+            let mut tx = conn.begin().await.context("Failed to start a transaction")?;
+            for (new, id, previous) in &writes {
+                // Only if auth did not change it meanwhile (a new enrolment, the factor turned off).
+                let done = sqlx::query(
+                    "UPDATE client_auth SET totp_secret = ?, updated_at = updated_at WHERE id = ? AND totp_secret = ?",
+                )
+                .bind(new)
+                .bind(*id)
+                .bind(*previous)
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("Failed to re-seal the TOTP secret of {id}"))?;
+                if done.rows_affected() == 1 {
+                    out.resealed += 1;
+                } else {
+                    out.skipped_concurrent += 1;
+                }
+            }
+            tx.commit().await.context("Failed to commit a batch")?;
+        }
+        progress.inc(rows.len() as u64);
+    }
+    progress.finish();
+    let kids: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT CAST(CASE WHEN totp_secret LIKE 'v1.%.%' \
+                THEN SUBSTRING_INDEX(SUBSTRING_INDEX(totp_secret, '.', 2), '.', -1) ELSE '?' END AS CHAR) AS kid, \
+                COUNT(*) FROM client_auth WHERE totp_secret IS NOT NULL GROUP BY kid ORDER BY kid",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .context("Failed to count TOTP secrets by key id")?;
+    out.sealed_by_kid = kids.into_iter().map(|(k, n)| (k, u64::try_from(n).unwrap_or(0))).collect();
+    Ok(Some(out))
 }
 
 pub fn render(r: &Report) -> String {

@@ -359,6 +359,13 @@ impl fmt::Debug for EmailKeyring {
     }
 }
 
+/// The context auth seals a user's authenticator-app (TOTP) secret with: `totp:<user id>`. An
+/// email is sealed with the bare id, so neither kind of value ever opens as the other; the
+/// migrations tool re-seals both after a key rotation.
+pub fn totp_secret_context(user_id: &str) -> Vec<u8> {
+    [b"totp:".as_slice(), user_id.as_bytes()].concat()
+}
+
 /// Whether `kid` is a valid key id: 1..=32 characters of `A-Z a-z 0-9 _ -`.
 pub fn is_valid_kid(kid: &str) -> bool {
     !kid.is_empty()

@@ -460,6 +460,7 @@ pub fn login<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ctx:
     match &session {
         Err(Error::InvalidCredentials) => store.audit(&user_event("login", false, Some("password_changed"), ctx, &row.id))?,
         Err(Error::InvalidMfaCode) => store.audit(&user_event("login", false, Some("mfa_code_spent"), ctx, &row.id))?,
+        Err(Error::MfaRequired) => store.audit(&user_event("login", false, Some("mfa_required"), ctx, &row.id))?,
         _ => {}
     }
     session

@@ -867,4 +867,5 @@ fn a_login_racing_the_confirmation_of_an_app_needs_its_code() {
     let attempt = credentials("ada@example.org", "analytical-engine-1843");
     assert_eq!(login(&mut store, &crypto, &settings, &ctx(NOW), attempt).unwrap_err(), Error::MfaRequired);
     assert_eq!(store.state.families.len(), sessions, "no session began");
+    assert_eq!(store.events().last(), Some(&("login", false, Some("mfa_required"))));
 }

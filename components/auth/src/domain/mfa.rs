@@ -147,11 +147,6 @@ fn accepted_step(secret: &[u8], code: &TotpCode, now: u64, last_step: Option<i64
     matched.filter(|step| last_step.is_none_or(|last| i64::try_from(*step).is_ok_and(|step| step > last)))
 }
 
-/// The context the secret is sealed with: the user's id, and a label no email seal uses.
-fn secret_context(user_id: &str) -> Vec<u8> {
-    [b"totp:".as_slice(), user_id.as_bytes()].concat()
-}
-
 /// The user's TOTP secret (raw bytes), if they have one.
 fn open_secret(crypto: &Crypto, user: &UserRow) -> Result<Option<Vec<u8>>, Error> {
     let Some(sealed) = &user.totp.secret_sealed else {
@@ -159,7 +154,7 @@ fn open_secret(crypto: &Crypto, user: &UserRow) -> Result<Option<Vec<u8>>, Error
     };
     let secret = crypto
         .email
-        .open_with_aad(sealed, &secret_context(&user.id))
+        .open_with_aad(sealed, &sealed_email::totp_secret_context(&user.id))
         .map_err(|err| Error::internal(&format!("the TOTP secret of user {} does not open", user.id), &err))?;
     base32::decode(BASE32, &secret)
         .map(Some)
@@ -277,7 +272,7 @@ pub fn enroll<S: Store>(
         return Err(Error::MfaAlreadyEnabled);
     }
     let secret = base32::encode(BASE32, &random_bytes::<SECRET_BYTES>("drawing a TOTP secret")?);
-    let sealed = crypto.email.seal_text_with_aad(&secret, &secret_context(&row.id));
+    let sealed = crypto.email.seal_text_with_aad(&secret, &sealed_email::totp_secret_context(&row.id));
     let email = to_user(crypto, &row)?.email;
     let change = TotpChange { password_checked: true, sign_out: false, event: "mfa_enroll" };
     write_totp(store, crypto, ctx, &row, change, &|locked| match locked.totp.enabled_at {
