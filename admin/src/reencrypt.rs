@@ -85,6 +85,39 @@ pub struct Report {
     pub duration_ms: u128,
 }
 
+impl TableReport {
+    /// A value no configured key opens (its id kept, up to [`MAX_IDS_PER_KIND`]).
+    fn record_unreadable(&mut self, id: &str) {
+        self.unreadable += 1;
+        if self.unreadable_ids.len() < MAX_IDS_PER_KIND {
+            self.unreadable_ids.push(id.to_owned());
+        }
+    }
+
+    /// A conditional re-seal: one row changed, or none because the value changed meanwhile.
+    fn record_write(&mut self, rows_affected: u64) {
+        if rows_affected == 1 {
+            self.resealed += 1;
+        } else {
+            self.skipped_concurrent += 1;
+        }
+    }
+}
+
+/// How many values of `column` in `table` (rows where `filter` holds) each key id seals; `?`
+/// for values not in the v1 format. `column`, `table` and `filter` are constants of ours.
+async fn count_by_kid(conn: &mut MySqlConnection, column: &str, table: &str, filter: &str) -> Result<BTreeMap<String, u64>> {
+    let kids: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT CAST(CASE WHEN {column} LIKE 'v1.%.%' \
+                THEN SUBSTRING_INDEX(SUBSTRING_INDEX({column}, '.', 2), '.', -1) ELSE '?' END AS CHAR) AS kid, \
+                COUNT(*) FROM {table} WHERE {filter} GROUP BY kid ORDER BY kid"
+    )))
+    .fetch_all(&mut *conn)
+    .await
+    .with_context(|| format!("Failed to count {table}.{column} values by key id"))?;
+    Ok(kids.into_iter().map(|(k, n)| (k, u64::try_from(n).unwrap_or(0))).collect())
+}
+
 impl Report {
     pub fn unreadable(&self) -> u64 {
         self.tables.iter().map(|t| t.unreadable).sum()
@@ -228,12 +261,7 @@ async fn reseal_table(
                     id,
                     sealed,
                 )),
-                Err(_) => {
-                    out.unreadable += 1;
-                    if out.unreadable_ids.len() < MAX_IDS_PER_KIND {
-                        out.unreadable_ids.push(id.clone());
-                    }
-                }
+                Err(_) => out.record_unreadable(id),
             }
         }
         if dry_run {
@@ -251,11 +279,7 @@ async fn reseal_table(
                     .execute(&mut *tx)
                     .await
                     .with_context(|| format!("Failed to re-seal {table} row {id}"))?;
-                if done.rows_affected() == 1 {
-                    out.resealed += 1;
-                } else {
-                    out.skipped_concurrent += 1;
-                }
+                out.record_write(done.rows_affected());
             }
             tx.commit().await.context("Failed to commit a batch")?;
             if !cross.pause.is_zero() {
@@ -265,18 +289,7 @@ async fn reseal_table(
         progress.inc(rows.len() as u64);
     }
     progress.finish();
-    let kids: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT CAST(CASE WHEN email_encrypted LIKE 'v1.%.%' \
-                THEN SUBSTRING_INDEX(SUBSTRING_INDEX(email_encrypted, '.', 2), '.', -1) ELSE '?' END AS CHAR) AS kid, \
-                COUNT(*) FROM {table} WHERE email_encrypted <> '' GROUP BY kid ORDER BY kid"
-    )))
-    .fetch_all(&mut *conn)
-    .await
-    .with_context(|| format!("Failed to count {table} values by key id"))?;
-    out.sealed_by_kid = kids
-        .into_iter()
-        .map(|(k, n)| (k, u64::try_from(n).unwrap_or(0)))
-        .collect();
+    out.sealed_by_kid = count_by_kid(conn, "email_encrypted", table, "email_encrypted <> ''").await?;
     Ok(out)
 }
 
@@ -328,12 +341,7 @@ async fn reseal_totp_secrets(
                 .or_else(|e| old.map_or(Err(e), |o| o.open_with_aad(sealed, &context)));
             match opened {
                 Ok(secret) => writes.push((keyring.seal_text_with_aad(&secret, &context), id, sealed)),
-                Err(_) => {
-                    out.unreadable += 1;
-                    if out.unreadable_ids.len() < MAX_IDS_PER_KIND {
-                        out.unreadable_ids.push(id.clone());
-                    }
-                }
+                Err(_) => out.record_unreadable(id),
             }
         }
         if dry_run {
@@ -351,26 +359,14 @@ async fn reseal_totp_secrets(
                 .execute(&mut *tx)
                 .await
                 .with_context(|| format!("Failed to re-seal the TOTP secret of {id}"))?;
-                if done.rows_affected() == 1 {
-                    out.resealed += 1;
-                } else {
-                    out.skipped_concurrent += 1;
-                }
+                out.record_write(done.rows_affected());
             }
             tx.commit().await.context("Failed to commit a batch")?;
         }
         progress.inc(rows.len() as u64);
     }
     progress.finish();
-    let kids: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT CAST(CASE WHEN totp_secret LIKE 'v1.%.%' \
-                THEN SUBSTRING_INDEX(SUBSTRING_INDEX(totp_secret, '.', 2), '.', -1) ELSE '?' END AS CHAR) AS kid, \
-                COUNT(*) FROM client_auth WHERE totp_secret IS NOT NULL GROUP BY kid ORDER BY kid",
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .context("Failed to count TOTP secrets by key id")?;
-    out.sealed_by_kid = kids.into_iter().map(|(k, n)| (k, u64::try_from(n).unwrap_or(0))).collect();
+    out.sealed_by_kid = count_by_kid(conn, "totp_secret", "client_auth", "totp_secret IS NOT NULL").await?;
     Ok(Some(out))
 }
 
