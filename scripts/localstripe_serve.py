@@ -17,7 +17,8 @@ accepts what the live Stripe API accepts for our calls:
   created with `trial_period_days` (or `trial_end`) starts `trialing`, its period ending with the
   trial, as on Stripe; `trial_settings[end_behavior][missing_payment_method]` is checked and kept. An
   unknown price, on create or update, is a 400 `resource_missing` naming `items[N][price]`, as on
-  Stripe (localstripe's own answer is a 404 "Not Found" without a `param`).
+  Stripe (localstripe's own answer is a 404 "Not Found" without a `param`). An update sends
+  `customer.subscription.updated`, as Stripe does (localstripe sent no event for it).
 * Invoices are exported with `number`, `hosted_invoice_url` and `invoice_pdf` (null when localstripe has none),
   their lines with `price`.
 * `POST /v1/invoices/create_preview` takes `subscription_details[items][N][price]` (an unknown
@@ -56,6 +57,7 @@ import time
 from aiohttp import web
 from localstripe import resources, server
 from localstripe.errors import UserError
+from localstripe.webhooks import schedule_webhook
 
 IDEMPOTENCY_TTL = 24 * 3600
 
@@ -150,7 +152,9 @@ def patch_live_api():
 
     def update(self, items=None, **kwargs):
         _refuse_unknown_prices(items)
-        return original_update(self, items=_price_to_plan(items), **kwargs)
+        result = original_update(self, items=_price_to_plan(items), **kwargs)
+        schedule_webhook(resources.Event("customer.subscription.updated", self))
+        return result
 
     Subscription._update = update
 

@@ -1035,6 +1035,80 @@ async fn the_next_invoice_is_previewed_for_the_renewal_and_for_a_change_of_price
     assert_eq!((status, &problem["code"]), (404, &json!("no_upcoming_invoice")), "{problem}");
 }
 
+/// Seats (Cashier's `quantity`): a subscription bills its quantity from the first invoice,
+/// a change of quantity is previewed and made at Stripe, and the mirror follows; a change of
+/// price keeps the seats.
+#[tokio::test]
+async fn a_subscription_bills_its_seats_and_their_number_changes() {
+    let app = spawn(|_| {}).await;
+    app.stripe.add_card(&app.billing_user().await).await;
+    let team = app.stripe.price("1500").await;
+    let subscriptions = "/api/v3/customers/me/subscriptions";
+    let (status, problem, _) = app.call("POST", subscriptions, "u-1", Some(json!({"price_id": team, "quantity": 10_001})), &[]).await;
+    assert_eq!((status, &problem["errors"][0]["field"], &problem["errors"][0]["code"]), (422, &json!("quantity"), &json!("out_of_range")), "{problem}");
+    let (status, sub, _) = app.call("POST", subscriptions, "u-1", Some(json!({"price_id": team, "quantity": 3})), &[]).await;
+    assert_eq!((status, &sub["quantity"]), (201, &json!(3)), "{sub}\n{}", app.app.host.log());
+    let stripe_sub = sub["stripe_subscription_id"].as_str().unwrap_or_default().to_string();
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/subscriptions/{stripe_sub}")).await;
+    assert_eq!(at_stripe["items"]["data"][0]["quantity"], 3, "{at_stripe}");
+    support::wait_for_applied_webhook(&app.app, &stripe_sub).await;
+    // The first invoice charged three seats.
+    let (_, invoices, _) = app.call("GET", "/api/v3/customers/me/invoices", "u-1", None, &[]).await;
+    assert_eq!(invoices["invoices"][0]["amount_paid"], 4500, "{invoices}");
+
+    // Five seats, previewed: the renewal bills five; the proration charges the two added.
+    let path = format!("{subscriptions}/{}", sub["id"].as_str().unwrap_or_default());
+    let (status, preview, _) = app.call("GET", &format!("{path}/upcoming-invoice?quantity=5"), "u-1", None, &[]).await;
+    assert_eq!(status, 200, "{preview}\n{}", app.app.host.log());
+    let lines = preview["lines"].as_array().cloned().unwrap_or_default();
+    assert!(lines.iter().any(|line| line["proration"] == json!(false) && line["amount"] == json!(7500)), "{preview}");
+    let sum: i64 = lines.iter().filter_map(|line| line["amount"].as_i64()).sum();
+    assert_eq!(preview["amount_due"], json!(sum), "{preview}");
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/subscriptions/{stripe_sub}")).await;
+    assert_eq!(at_stripe["items"]["data"][0]["quantity"], 3, "only previewed: {at_stripe}");
+
+    // Made: Stripe's item has five seats of the same price, and so has the mirror.
+    let (status, grown, _) = app.call("PATCH", &path, "u-1", Some(json!({"quantity": 5})), &[]).await;
+    assert_eq!((status, &grown["quantity"], &grown["price_id"]), (200, &json!(5), &json!(team)), "{grown}\n{}", app.app.host.log());
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/subscriptions/{stripe_sub}")).await;
+    let item = &at_stripe["items"]["data"][0];
+    assert_eq!((&item["quantity"], &item["price"]["id"]), (&json!(5), &json!(team)), "{at_stripe}");
+
+    // Another price keeps the five seats.
+    let pro = app.stripe.price("2500").await;
+    let (status, moved, _) = app.call("PATCH", &path, "u-1", Some(json!({"price_id": pro})), &[]).await;
+    assert_eq!((status, &moved["quantity"], &moved["price_id"]), (200, &json!(5), &json!(pro)), "{moved}");
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/subscriptions/{stripe_sub}")).await;
+    assert_eq!(at_stripe["items"]["data"][0]["quantity"], 5, "{at_stripe}");
+    let (_, read, _) = app.call("GET", &path, "u-1", None, &[]).await;
+    assert_eq!((&read["quantity"], &read["price_id"]), (&json!(5), &json!(pro)), "{read}");
+
+    // Bad input loses nothing.
+    for (body, code) in [(json!({"quantity": 0}), "out_of_range"), (json!({"quantity": "5"}), "invalid_type"), (json!({"quantity": 1.5}), "invalid_type")] {
+        let (status, problem, _) = app.call("PATCH", &path, "u-1", Some(body.clone()), &[]).await;
+        assert_eq!((status, &problem["errors"][0]["field"], &problem["errors"][0]["code"]), (422, &json!("quantity"), &json!(code)), "{body}: {problem}");
+    }
+    let (status, problem, _) = app.call("GET", &format!("{path}/upcoming-invoice?quantity=many"), "u-1", None, &[]).await;
+    assert_eq!((status, &problem["code"]), (400, &json!("invalid_query")), "{problem}");
+    let (_, read, _) = app.call("GET", &path, "u-1", None, &[]).await;
+    assert_eq!(read["quantity"], 5, "{read}");
+
+    // Seats changed at Stripe (its dashboard, the customer portal) reach the mirror by webhook.
+    let item = at_stripe["items"]["data"][0]["id"].as_str().unwrap_or_default().to_string();
+    app.stripe.post(&format!("/v1/subscriptions/{stripe_sub}"), &[("items[0][id]", &item), ("items[0][quantity]", "7")]).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        // The list reads only the mirror (a read of one subscription may ask Stripe, within the
+        // user's budget of Stripe-bound requests).
+        let (_, list, _) = app.call("GET", subscriptions, "u-1", None, &[]).await;
+        if list["subscriptions"][0]["quantity"] == 7 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the mirror kept {list}\n{}", app.app.host.log());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// `customer_require_verified_email`: with the real auth, a user whose email is not verified
 /// cannot become a customer; once the mailer's token verified it, the same request can.
 #[tokio::test]

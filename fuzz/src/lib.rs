@@ -90,7 +90,9 @@ pub fn auth_request(data: &[u8]) {
 /// customer's request decoding: the JSON body rules into each DTO and on into the domain
 /// values, the value parsers (ids, keys), the idempotency fingerprint and the webhook event.
 pub fn customer_request(data: &[u8]) {
-    use customer::domain::model::{AreaIds, IdempotencyKey, PaymentMethodId, PriceId, StripePaymentMethod, StripeSubscription, UserId, is_stripe_id};
+    use customer::domain::model::{
+        AreaIds, IdempotencyKey, PaymentMethodId, PriceId, Quantity, StripePaymentMethod, StripeSubscription, SubscriptionOrder, UserId, is_stripe_id,
+    };
     let (head, body) = split(data);
     let head = text(head);
     if let Ok(dto) = customer::api::parse_json_object::<customer::api::AreaIdsDto>(body)
@@ -101,13 +103,17 @@ pub fn customer_request(data: &[u8]) {
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "area ids not sorted and distinct: {ids:?}");
         assert!(ids.iter().all(|&id| id >= 1 && i64::from(id) <= AreaIds::MAX_VALUE));
     }
-    if let Ok(dto) = customer::api::parse_json_object::<customer::api::SubscribeDto>(body) {
-        let _ = PriceId::try_from(dto);
+    let seats_ok = |q: Quantity| (1..=Quantity::MAX).contains(&q.get());
+    if let Ok(dto) = customer::api::parse_json_object::<customer::api::SubscribeDto>(body)
+        && let Ok(order) = SubscriptionOrder::try_from(dto)
+    {
+        assert!(seats_ok(order.quantity), "quantity {} passed", order.quantity.get());
     }
     if let Ok(dto) = customer::api::parse_json_object::<customer::api::SubscriptionChangeDto>(body)
         && let Ok(change) = customer::api::SubscriptionChange::try_from(dto)
     {
-        assert!(change.price.is_some() || change.cancel_at_period_end.is_some(), "an empty change passed");
+        assert!(change.price.is_some() || change.quantity.is_some() || change.cancel_at_period_end.is_some(), "an empty change passed");
+        assert!(change.quantity.is_none_or(seats_ok), "quantity {:?} passed", change.quantity);
     }
     if let Ok(dto) = customer::api::parse_json_object::<customer::api::PaymentMethodDto>(body)
         && let Ok(id) = PaymentMethodId::try_from(dto)

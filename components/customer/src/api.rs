@@ -16,7 +16,7 @@ use crate::domain::idempotency::{self, Begin};
 use crate::domain::webhook::{self, Event, Outcome};
 use crate::domain::{
     AreaIds, AreaIdsError, Customer, IdempotencyKey, PaymentMethodId, PaymentMethodSummary, PriceId, ProfileError,
-    ProfileLookup, ProfileSource, Profiles, SetupIntent, Store, Subscription, UserId, is_stripe_id,
+    ProfileLookup, ProfileSource, Profiles, Quantity, SetupIntent, Store, Subscription, SubscriptionOrder, UserId, is_stripe_id,
 };
 use crate::error::Error;
 use crate::kv::SpinKv;
@@ -141,6 +141,7 @@ fn subscription_json(s: &Subscription) -> Value {
         "stripe_subscription_id": s.stripe_subscription_id,
         "status": s.status.as_str(),
         "price_id": s.price_id,
+        "quantity": s.quantity,
         "current_period_end": s.current_period_end.map(rfc3339::format),
         "cancel_at_period_end": s.cancel_at_period_end,
     })
@@ -226,13 +227,48 @@ impl TryFrom<AreaIdsDto> for AreaIds {
 #[derive(Debug, Deserialize)]
 pub struct SubscribeDto {
     pub price_id: Option<Value>,
+    pub quantity: Option<Value>,
 }
 
-impl TryFrom<SubscribeDto> for PriceId {
+impl TryFrom<SubscribeDto> for SubscriptionOrder {
     type Error = Error;
 
+    /// `quantity` defaults to 1.
     fn try_from(dto: SubscribeDto) -> Result<Self, Error> {
-        required_string("price_id", dto.price_id, PriceId::parse)
+        let mut errors = Vec::new();
+        let price = collect(required_string("price_id", dto.price_id, PriceId::parse), &mut errors)?;
+        let quantity = optional_quantity(dto.quantity).map_err(|err| errors.push(err)).ok().flatten();
+        match (price, errors.is_empty()) {
+            (Some(price), true) => Ok(Self { price, quantity: quantity.unwrap_or(Quantity::ONE) }),
+            _ => Err(Error::Validation(errors)),
+        }
+    }
+}
+
+/// The value of a field parsed on its own, its field errors moved into `errors` (None then);
+/// any other error is returned.
+fn collect<T>(parsed: Result<T, Error>, errors: &mut Vec<FieldError>) -> Result<Option<T>, Error> {
+    match parsed {
+        Ok(value) => Ok(Some(value)),
+        Err(Error::Validation(mut field)) => {
+            errors.append(&mut field);
+            Ok(None)
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// An optional `quantity`: absent or null is None; else an integer from 1 to [`Quantity::MAX`].
+fn optional_quantity(raw: Option<Value>) -> Result<Option<Quantity>, FieldError> {
+    let out_of_range = |detail: &str| FieldError::new("quantity", "out_of_range", detail);
+    match raw {
+        None => Ok(None),
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
+            (Some(v), _) => Quantity::parse(v).map(Some).map_err(out_of_range),
+            (None, Some(_)) => Err(out_of_range("must be from 1 to 10000")),
+            (None, None) => Err(FieldError::new("quantity", "invalid_type", "must be an integer")),
+        },
+        Some(_) => Err(FieldError::new("quantity", "invalid_type", "must be an integer")),
     }
 }
 
@@ -249,14 +285,17 @@ fn required_string<T>(field: &str, raw: Option<Value>, parse: impl Fn(&str) -> R
 #[derive(Debug, Deserialize)]
 pub struct SubscriptionChangeDto {
     pub price_id: Option<Value>,
+    pub quantity: Option<Value>,
     pub cancel_at_period_end: Option<Value>,
 }
 
-/// What `PATCH /customers/me/subscriptions/{id}` asks for: another price, a cancellation at
-/// period end scheduled (`true`, as `DELETE`) or withdrawn (`false`), or both.
+/// What `PATCH /customers/me/subscriptions/{id}` asks for: another price, another quantity, a
+/// cancellation at period end scheduled (`true`, as `DELETE`) or withdrawn (`false`), or any
+/// of them together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionChange {
     pub price: Option<PriceId>,
+    pub quantity: Option<Quantity>,
     pub cancel_at_period_end: Option<bool>,
 }
 
@@ -264,25 +303,20 @@ impl TryFrom<SubscriptionChangeDto> for SubscriptionChange {
     type Error = Error;
 
     fn try_from(dto: SubscriptionChangeDto) -> Result<Self, Error> {
-        if dto.price_id.is_none() && dto.cancel_at_period_end.is_none() {
-            let detail = "give price_id, cancel_at_period_end or both";
+        if dto.price_id.is_none() && dto.quantity.is_none() && dto.cancel_at_period_end.is_none() {
+            let detail = "give price_id, quantity, cancel_at_period_end or several of them";
             return Err(Error::Validation(vec![
                 FieldError::new("price_id", "required", detail),
+                FieldError::new("quantity", "required", detail),
                 FieldError::new("cancel_at_period_end", "required", detail),
             ]));
         }
         let mut errors = Vec::new();
         let price = match dto.price_id {
             None => None,
-            Some(raw) => match required_string("price_id", Some(raw), PriceId::parse) {
-                Ok(price) => Some(price),
-                Err(Error::Validation(mut field)) => {
-                    errors.append(&mut field);
-                    None
-                }
-                Err(other) => return Err(other),
-            },
+            Some(raw) => collect(required_string("price_id", Some(raw), PriceId::parse), &mut errors)?,
         };
+        let quantity = optional_quantity(dto.quantity).map_err(|err| errors.push(err)).ok().flatten();
         let cancel_at_period_end = match dto.cancel_at_period_end {
             None => None,
             Some(Value::Bool(flag)) => Some(flag),
@@ -294,7 +328,7 @@ impl TryFrom<SubscriptionChangeDto> for SubscriptionChange {
         if !errors.is_empty() {
             return Err(Error::Validation(errors));
         }
-        Ok(Self { price, cancel_at_period_end })
+        Ok(Self { price, quantity, cancel_at_period_end })
     }
 }
 
@@ -922,9 +956,9 @@ pub fn create_subscription(request: Request, _params: Params) -> Response {
     with_principal(&request, |req, deps, principal| {
         idempotent(req, deps, &principal, || {
             let user = user_only(principal.clone())?;
-            let price = PriceId::try_from(json_body::<SubscribeDto>(req)?)?;
+            let order = SubscriptionOrder::try_from(json_body::<SubscribeDto>(req)?)?;
             let trial_days = config::trial_days()?;
-            let view = billing_run(deps, &user, |ctx| billing::subscribe(ctx, &user, &price, trial_days))?;
+            let view = billing_run(deps, &user, |ctx| billing::subscribe(ctx, &user, &order, trial_days))?;
             Ok(Reply::json(201, &subscription_view_json(&view)))
         })
     })
@@ -972,7 +1006,7 @@ pub fn get_subscription(request: Request, params: Params) -> Response {
     })
 }
 
-/// `GET /api/v3/customers/me/subscriptions/{id}/upcoming-invoice[?price_id=]`
+/// `GET /api/v3/customers/me/subscriptions/{id}/upcoming-invoice[?price_id=][&quantity=]`
 pub fn upcoming_invoice(request: Request, params: Params) -> Response {
     let id = params.get("id").unwrap_or_default().to_string();
     with_principal(&request, move |req, deps, principal| {
@@ -984,7 +1018,14 @@ pub fn upcoming_invoice(request: Request, params: Params) -> Response {
             None => None,
             Some(raw) => Some(PriceId::parse(&raw).map_err(|detail| Error::bad_request("invalid_query", format!("price_id: {detail}")))?),
         };
-        let preview = billing_run(deps, &user, |ctx| billing::upcoming_invoice(ctx, &user, &id, price.as_ref()))?;
+        let quantity = match req.query_param("quantity")? {
+            None => None,
+            Some(raw) => {
+                let parsed = raw.parse::<i64>().map_err(|_| "must be from 1 to 10000").and_then(Quantity::parse);
+                Some(parsed.map_err(|detail| Error::bad_request("invalid_query", format!("quantity: {detail}")))?)
+            }
+        };
+        let preview = billing_run(deps, &user, |ctx| billing::upcoming_invoice(ctx, &user, &id, price.as_ref(), quantity))?;
         Ok(Reply::json(
             200,
             &json!({
@@ -1010,7 +1051,7 @@ pub fn upcoming_invoice(request: Request, params: Params) -> Response {
     })
 }
 
-/// `PATCH /api/v3/customers/me/subscriptions/{id}` {price_id?, cancel_at_period_end?}
+/// `PATCH /api/v3/customers/me/subscriptions/{id}` {price_id?, quantity?, cancel_at_period_end?}
 pub fn update_subscription(request: Request, params: Params) -> Response {
     let id = params.get("id").unwrap_or_default().to_string();
     with_principal(&request, move |req, deps, principal| {
@@ -1021,10 +1062,10 @@ pub fn update_subscription(request: Request, params: Params) -> Response {
             }
             let change = SubscriptionChange::try_from(json_body::<SubscriptionChangeDto>(req)?)?;
             let sub = billing_run(deps, &user, |ctx| {
-                // The price first: a subscription moved and then scheduled to end ends on the new price.
+                // The item first: a subscription changed and then scheduled to end ends as changed.
                 let mut sub = None;
-                if let Some(price) = &change.price {
-                    sub = Some(billing::change_price(ctx, &user, &id, price)?);
+                if change.price.is_some() || change.quantity.is_some() {
+                    sub = Some(billing::change_item(ctx, &user, &id, change.price.as_ref(), change.quantity)?);
                 }
                 match change.cancel_at_period_end {
                     Some(true) => billing::cancel_subscription(ctx, &user, &id, true),
@@ -1387,12 +1428,29 @@ mod tests {
     }
 
     #[test]
-    fn price_dtos() {
-        let parse = |v: Value| PriceId::try_from(serde_json::from_value::<SubscribeDto>(v).unwrap());
-        assert!(parse(json!({"price_id": "price_123"})).is_ok());
-        assert!(parse(json!({"price_id": 5})).is_err());
-        assert!(parse(json!({"price_id": "price 1"})).is_err());
-        assert!(parse(json!({})).is_err());
+    fn subscribe_dtos() {
+        let parse = |v: Value| SubscriptionOrder::try_from(serde_json::from_value::<SubscribeDto>(v).unwrap());
+        let order = |quantity: i64| SubscriptionOrder { price: PriceId::parse("price_123").unwrap(), quantity: Quantity::parse(quantity).unwrap() };
+        assert_eq!(parse(json!({"price_id": "price_123"})).unwrap(), order(1));
+        assert_eq!(parse(json!({"price_id": "price_123", "quantity": null})).unwrap(), order(1));
+        assert_eq!(parse(json!({"price_id": "price_123", "quantity": 25})).unwrap(), order(25));
+        assert_eq!(parse(json!({"price_id": "price_123", "quantity": 10_000})).unwrap(), order(10_000));
+        for (body, fields) in [
+            (json!({}), vec![("price_id", "required")]),
+            (json!({"price_id": 5}), vec![("price_id", "invalid_type")]),
+            (json!({"price_id": "price 1"}), vec![("price_id", "invalid_format")]),
+            (json!({"price_id": "price_123", "quantity": 0}), vec![("quantity", "out_of_range")]),
+            (json!({"price_id": "price_123", "quantity": 10_001}), vec![("quantity", "out_of_range")]),
+            (json!({"price_id": "price_123", "quantity": u64::MAX}), vec![("quantity", "out_of_range")]),
+            (json!({"price_id": "price_123", "quantity": -3}), vec![("quantity", "out_of_range")]),
+            (json!({"price_id": "price_123", "quantity": 2.5}), vec![("quantity", "invalid_type")]),
+            (json!({"price_id": "price_123", "quantity": "2"}), vec![("quantity", "invalid_type")]),
+            (json!({"quantity": 0}), vec![("price_id", "required"), ("quantity", "out_of_range")]),
+        ] {
+            let Err(Error::Validation(errors)) = parse(body.clone()) else { panic!("{body} was accepted") };
+            let got: Vec<_> = errors.iter().map(|e| (e.field.as_str(), e.code.as_str())).collect();
+            assert_eq!(got, fields, "{body}");
+        }
     }
 
     #[test]
@@ -1415,14 +1473,19 @@ mod tests {
     #[test]
     fn subscription_change_dtos() {
         let parse = |v: Value| SubscriptionChange::try_from(serde_json::from_value::<SubscriptionChangeDto>(v).unwrap());
-        let change = |price: Option<&str>, cancel: Option<bool>| SubscriptionChange { price: price.map(|p| PriceId::parse(p).unwrap()), cancel_at_period_end: cancel };
+        let change = |price: Option<&str>, cancel: Option<bool>| SubscriptionChange { price: price.map(|p| PriceId::parse(p).unwrap()), quantity: None, cancel_at_period_end: cancel };
         assert_eq!(parse(json!({"cancel_at_period_end": false})).unwrap(), change(None, Some(false)));
         assert_eq!(parse(json!({"cancel_at_period_end": true, "other": 1})).unwrap(), change(None, Some(true)));
         assert_eq!(parse(json!({"price_id": "price_pro"})).unwrap(), change(Some("price_pro"), None));
         assert_eq!(parse(json!({"price_id": "price_pro", "cancel_at_period_end": true})).unwrap(), change(Some("price_pro"), Some(true)));
+        let seats = SubscriptionChange { quantity: Some(Quantity::parse(12).unwrap()), ..change(Some("price_pro"), None) };
+        assert_eq!(parse(json!({"price_id": "price_pro", "quantity": 12})).unwrap(), seats);
+        assert_eq!(parse(json!({"quantity": 12})).unwrap(), SubscriptionChange { price: None, ..seats });
+        let none_given = vec![("price_id", "required"), ("quantity", "required"), ("cancel_at_period_end", "required")];
         for (body, fields) in [
-            (json!({}), vec![("price_id", "required"), ("cancel_at_period_end", "required")]),
-            (json!({"cancel_at_period_end": null}), vec![("price_id", "required"), ("cancel_at_period_end", "required")]),
+            (json!({}), none_given.clone()),
+            (json!({"cancel_at_period_end": null, "quantity": null}), none_given),
+            (json!({"quantity": 0, "price_id": 5}), vec![("price_id", "invalid_type"), ("quantity", "out_of_range")]),
             (json!({"cancel_at_period_end": "false"}), vec![("cancel_at_period_end", "invalid_type")]),
             (json!({"price_id": 5, "cancel_at_period_end": 1}), vec![("price_id", "invalid_type"), ("cancel_at_period_end", "invalid_type")]),
             (json!({"price_id": "price 1"}), vec![("price_id", "invalid_format")]),

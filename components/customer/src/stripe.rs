@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::domain::{
-    Billing, Invoice, InvoiceLine, InvoicePage, InvoicePreview, NewStripeCustomer, PriceChange, PriceId, Profile, SetupIntent,
-    StripeCustomerRef, StripeError, StripePaymentMethod, StripeSubscription, billing, is_stripe_id,
+    Billing, Invoice, InvoiceLine, InvoicePage, InvoicePreview, ItemChange, NewStripeCustomer, Profile, SetupIntent,
+    StripeCustomerRef, StripeError, StripePaymentMethod, StripeSubscription, SubscriptionOrder, billing, is_stripe_id,
 };
 use crate::transport::{HttpRequest, HttpResponse, Timeouts, Transport, TransportError, send_logged};
 
@@ -340,7 +340,7 @@ impl Billing for StripeClient<'_> {
     fn create_subscription(
         &self,
         customer: &str,
-        price: &PriceId,
+        order: &SubscriptionOrder,
         trial_days: Option<u32>,
         user_id: &str,
         local_id: &str,
@@ -348,7 +348,8 @@ impl Billing for StripeClient<'_> {
     ) -> Result<StripeSubscription, StripeError> {
         let mut form = Form::new()
             .field(&["customer"], customer)
-            .field(&["items", "0", "price"], price.as_str())
+            .field(&["items", "0", "price"], order.price.as_str())
+            .field(&["items", "0", "quantity"], order.quantity.get().to_string())
             .field(&["metadata", "user_id"], user_id)
             .field(&["metadata", "subscription_id"], local_id)
             .field(&["expand", "0"], "latest_invoice.payment_intent");
@@ -381,10 +382,11 @@ impl Billing for StripeClient<'_> {
         subscription(&self.call("POST", &format!("/v1/subscriptions/{}", path_segment(id)?), Some(&form), Some(idempotency_key))?)
     }
 
-    fn change_price(&self, id: &str, item_id: &str, price: &PriceId, idempotency_key: &str) -> Result<StripeSubscription, StripeError> {
+    fn change_item(&self, id: &str, change: ItemChange<'_>, idempotency_key: &str) -> Result<StripeSubscription, StripeError> {
         let form = Form::new()
-            .field(&["items", "0", "id"], item_id)
-            .field(&["items", "0", "price"], price.as_str())
+            .field(&["items", "0", "id"], change.item_id)
+            .field(&["items", "0", "price"], change.price.as_str())
+            .field(&["items", "0", "quantity"], change.quantity.to_string())
             .field(&["expand", "0"], "latest_invoice.payment_intent");
         subscription(&self.call("POST", &format!("/v1/subscriptions/{}", path_segment(id)?), Some(&form), Some(idempotency_key))?)
     }
@@ -403,14 +405,15 @@ impl Billing for StripeClient<'_> {
         Ok(InvoicePage { invoices, has_more: value.get("has_more").and_then(Value::as_bool).unwrap_or(false) })
     }
 
-    fn preview_invoice(&self, customer: &str, subscription: &str, change: Option<PriceChange<'_>>, idempotency_key: &str)
+    fn preview_invoice(&self, customer: &str, subscription: &str, change: Option<(ItemChange<'_>, i64)>, idempotency_key: &str)
     -> Result<Option<InvoicePreview>, StripeError> {
         let mut form = Form::new().field(&["customer"], customer).field(&["subscription"], subscription);
-        if let Some(change) = change {
+        if let Some((change, proration_date)) = change {
             form = form
                 .field(&["subscription_details", "items", "0", "id"], change.item_id)
                 .field(&["subscription_details", "items", "0", "price"], change.price.as_str())
-                .field(&["subscription_details", "proration_date"], change.proration_date.to_string());
+                .field(&["subscription_details", "items", "0", "quantity"], change.quantity.to_string())
+                .field(&["subscription_details", "proration_date"], proration_date.to_string());
         }
         match self.call("POST", "/v1/invoices/create_preview", Some(&form), Some(idempotency_key)) {
             Ok(value) => invoice_preview(&value).map(Some).ok_or_else(|| StripeError::Malformed("unreadable invoice preview".into())),
@@ -486,6 +489,8 @@ mod tests {
     use std::cell::RefCell;
 
     use super::*;
+    use crate::domain::billing::tests::one;
+    use crate::domain::{PriceId, Quantity};
 
     /// Answers from a script, records what was sent.
     struct Script {
@@ -564,7 +569,7 @@ mod tests {
         let script = Script::new(vec![answer(402, r#"{"error":{"type":"card_error","message":"Your card was declined.","decline_code":"generic_decline"}}"#)]);
         let client = StripeClient::for_tests(&script);
         let err = client
-            .create_subscription("cus_1", &PriceId::parse("price_1").unwrap(), None, "u1", "l1", "k")
+            .create_subscription("cus_1", &one(&PriceId::parse("price_1").unwrap()), None, "u1", "l1", "k")
             .unwrap_err();
         assert_eq!(err, StripeError::Card { message: "Your card was declined.".into(), code: Some("generic_decline".into()) });
         assert_eq!(script.sent.borrow().len(), 1);
@@ -599,14 +604,15 @@ mod tests {
     fn subscriptions_read_live_and_legacy_shapes() {
         let live = serde_json::json!({"id":"sub_1","customer":"cus_1","status":"active","created":10,
             "current_period_end":99,"cancel_at_period_end":true,"metadata":{"subscription_id":"l1"},
-            "items":{"data":[{"price":{"id":"price_1"}}]}});
+            "items":{"data":[{"price":{"id":"price_1"},"quantity":7}]}});
         let sub = StripeSubscription::from_json(&live).unwrap();
-        assert_eq!(sub.price_id.as_deref(), Some("price_1"));
+        assert_eq!((sub.price_id.as_deref(), sub.quantity), (Some("price_1"), Some(7)));
         assert_eq!(sub.current_period_end, Some(99));
         assert!(sub.cancel_at_period_end);
         assert_eq!(sub.local_id.as_deref(), Some("l1"));
         let legacy = serde_json::json!({"id":"sub_1","customer":{"id":"cus_1"},"status":"past_due","plan":{"id":"plan_1"}});
-        assert_eq!(StripeSubscription::from_json(&legacy).unwrap().price_id.as_deref(), Some("plan_1"));
+        let sub = StripeSubscription::from_json(&legacy).unwrap();
+        assert_eq!((sub.price_id.as_deref(), sub.quantity), (Some("plan_1"), None));
         assert!(StripeSubscription::from_json(&serde_json::json!({"id":"sub_1"})).is_none());
     }
 
@@ -669,24 +675,46 @@ mod tests {
         ]);
         let client = StripeClient::for_tests(&script);
         let price = PriceId::parse("price_b").unwrap();
-        let change = PriceChange { item_id: "si_1", price: &price, proration_date: 1_750_000_000 };
-        let read = client.preview_invoice("cus_1", "sub_1", Some(change), "invoice-preview:1").unwrap().unwrap();
+        let change = ItemChange { item_id: "si_1", price: &price, quantity: 3 };
+        let read = client.preview_invoice("cus_1", "sub_1", Some((change, 1_750_000_000)), "invoice-preview:1").unwrap().unwrap();
         assert_eq!((read.amount_due, read.currency.as_str(), read.next_payment_attempt), (1200, "eur", Some(1_800_000_000)));
         let lines: Vec<_> = read.lines.iter().map(|l| (l.amount, l.price_id.as_deref(), l.proration, l.period_end)).collect();
         assert_eq!(lines, [(-400, Some("price_a"), true, Some(1_800_000_000)), (1600, Some("price_b"), false, None)]);
         let sent = script.sent.borrow();
         assert_eq!((sent[0].method, sent[0].url.as_str()), ("POST", "http://stripe.test/v1/invoices/create_preview"));
-        let body = String::from_utf8(sent[0].body.clone().unwrap_or_default()).unwrap_or_default();
-        let fields: Vec<_> = form_urlencoded::parse(body.as_bytes()).map(|(k, v)| format!("{k}={v}")).collect();
         assert_eq!(
-            fields,
+            form_fields(&sent[0]),
             ["customer=cus_1", "subscription=sub_1", "subscription_details[items][0][id]=si_1",
-             "subscription_details[items][0][price]=price_b", "subscription_details[proration_date]=1750000000"]
+             "subscription_details[items][0][price]=price_b", "subscription_details[items][0][quantity]=3",
+             "subscription_details[proration_date]=1750000000"]
         );
         drop(sent);
         // Nothing to invoice is no preview; a preview without its amounts is unreadable.
         assert_eq!(client.preview_invoice("cus_1", "sub_1", None, "k2").unwrap(), None);
         assert!(matches!(client.preview_invoice("cus_1", "sub_1", None, "k3").unwrap_err(), StripeError::Malformed(_)));
+    }
+
+    /// A request's form body as `key=value` strings, in order.
+    fn form_fields(request: &HttpRequest) -> Vec<String> {
+        let body = request.body.clone().unwrap_or_default();
+        form_urlencoded::parse(&body).map(|(k, v)| format!("{k}={v}")).collect()
+    }
+
+    #[test]
+    fn subscriptions_are_made_and_changed_with_their_price_and_quantity() {
+        let sub = r#"{"id":"sub_1","customer":"cus_1","status":"active","items":{"data":[{"id":"si_1","price":{"id":"price_b"},"quantity":4}]}}"#;
+        let script = Script::new(vec![answer(200, sub), answer(200, sub)]);
+        let client = StripeClient::for_tests(&script);
+        let order = SubscriptionOrder { price: PriceId::parse("price_a").unwrap(), quantity: Quantity::parse(2).unwrap() };
+        client.create_subscription("cus_1", &order, None, "u1", "l1", "k1").unwrap();
+        let price = PriceId::parse("price_b").unwrap();
+        let changed = client.change_item("sub_1", ItemChange { item_id: "si_1", price: &price, quantity: 4 }, "k2").unwrap();
+        assert_eq!((changed.item_id.as_deref(), changed.quantity), (Some("si_1"), Some(4)));
+        let sent = script.sent.borrow();
+        let items = |i: usize| form_fields(&sent[i]).into_iter().filter(|f| f.starts_with("items[")).collect::<Vec<_>>();
+        assert_eq!(items(0), ["items[0][price]=price_a", "items[0][quantity]=2"]);
+        assert_eq!(items(1), ["items[0][id]=si_1", "items[0][price]=price_b", "items[0][quantity]=4"]);
+        assert_eq!(sent[1].url, "http://stripe.test/v1/subscriptions/sub_1");
     }
 
     #[test]

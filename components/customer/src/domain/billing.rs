@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 
 use super::{
     AreaIds, Billing, Claim, Customer, InvoicePage, InvoicePreview, NewStripeCustomer, PaymentMethodId, PaymentMethodSummary,
-    PendingPayment, PriceChange, PriceId, Profile, ProfileLookup, ProfileSource, Profiles, SetupIntent, Store, StoreError, StripeCustomerRef, Subscription,
-    SubscriptionStatus, UserId,
+    ItemChange, PendingPayment, PriceId, Profile, ProfileLookup, ProfileSource, Profiles, Quantity, SetupIntent, Store, StoreError, StripeCustomerRef,
+    Subscription, SubscriptionOrder, SubscriptionStatus, UserId,
 };
 use crate::error::Error;
 
@@ -366,7 +366,8 @@ pub struct SubscriptionView {
 /// given to a user's first subscription only: one who ever had a subscription, here or at
 /// Stripe, or a trial (`trial_grants` outlives leaving billing), cannot get a new trial by
 /// cancelling, or leaving and coming back, and subscribing again.
-pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId, trial_days: u32) -> Result<SubscriptionView, Error> {
+pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, order: &SubscriptionOrder, trial_days: u32) -> Result<SubscriptionView, Error> {
+    let price = &order.price;
     // A deleted account must not start paying: its access token outlives it (up to 15 min), its
     // profile does not (gone at auth, and from our cache after `profile_cache_ttl_secs`). Auth
     // down: a cached profile (even stale) lets the subscription through, none is a 503.
@@ -403,11 +404,11 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId, trial_days: u32)
         // sends the profile once more.)
         sync_stripe_profile_or_log(ctx, user, &stripe_customer, &profile);
         let local_id = new_local_id();
-        let mut sub = pending_subscription(local_id.clone(), user.as_str(), price.as_str().to_string());
+        let mut sub = pending_subscription(local_id.clone(), user.as_str(), price.as_str().to_string(), order.quantity.get());
         store.insert_subscription(&sub)?;
         let remote = ctx.stripe.create_subscription(
             &stripe_customer,
-            price,
+            order,
             trial,
             user.as_str(),
             &local_id,
@@ -425,10 +426,11 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, price: &PriceId, trial_days: u32)
             "subscription.created",
             Some(user.as_str()),
             &format!(
-                "subscription={} stripe_subscription={} price={} status={} trial_days={}",
+                "subscription={} stripe_subscription={} price={} quantity={} status={} trial_days={}",
                 sub.id,
                 remote.id,
                 price.as_str(),
+                sub.quantity,
                 sub.status.as_str(),
                 trial.unwrap_or(0)
             ),
@@ -466,12 +468,13 @@ pub fn subscription_view(ctx: &Ctx<'_>, user: &UserId, id: &str) -> Result<Subsc
 }
 
 /// Our row for a subscription not yet confirmed by Stripe.
-fn pending_subscription(id: String, customer_id: &str, price_id: String) -> Subscription {
+fn pending_subscription(id: String, customer_id: &str, price_id: String, quantity: u32) -> Subscription {
     Subscription {
         id,
         customer_id: customer_id.to_string(),
         stripe_subscription_id: None,
         price_id,
+        quantity,
         status: SubscriptionStatus::Pending,
         current_period_end: None,
         cancel_at_period_end: false,
@@ -489,7 +492,7 @@ pub(super) fn mirror_subscription(
 ) -> Result<Subscription, Error> {
     // A subscription without a price (not one of ours) is still mirrored, under "unknown".
     let price_id = remote.price_id.clone().unwrap_or_else(|| "unknown".into());
-    let mut sub = pending_subscription(adoptable_local_id(store, remote)?, customer_id, price_id);
+    let mut sub = pending_subscription(adoptable_local_id(store, remote)?, customer_id, price_id, remote.quantity.unwrap_or(1));
     sub.apply(remote);
     Ok(sub)
 }
@@ -578,72 +581,109 @@ pub fn resume_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str) -> Result<Sub
     })
 }
 
-/// `PATCH /customers/me/subscriptions/{id}` with `price_id`: moves a live subscription to
-/// another price (Cashier's `swap`); Stripe prorates the rest of the period on the next invoice.
-/// The same price is a no-op; a price another live subscription of the customer already has is
-/// 409 `already_subscribed`, as when subscribing.
-pub fn change_price(ctx: &Ctx<'_>, user: &UserId, id: &str, price: &PriceId) -> Result<Subscription, Error> {
+/// `PATCH /customers/me/subscriptions/{id}` with `price_id`, `quantity` or both: moves a live
+/// subscription to another price (Cashier's `swap`) and/or sets how many units it bills
+/// (Cashier's `updateQuantity`); Stripe prorates the rest of the period on the next invoice.
+/// What the subscription already has is a no-op; a price another live subscription of the
+/// customer already has is 409 `already_subscribed`, as when subscribing.
+pub fn change_item(ctx: &Ctx<'_>, user: &UserId, id: &str, price: Option<&PriceId>, quantity: Option<Quantity>) -> Result<Subscription, Error> {
     let store = ctx.store;
     with_customer_locked(store, user, || {
         let (sub, stripe_id) = live_subscription(store, user, id)?;
-        if sub.price_id == price.as_str() {
+        let Some(target) = ItemTarget::of(&sub, price, quantity) else {
             return Ok(sub);
-        }
-        ensure_price_free(store, user, &sub, price)?;
-        let item_id = stripe_item_id(ctx, &stripe_id)?;
-        let remote = ctx.stripe.change_price(&stripe_id, &item_id, price, &subscription_change_key(&sub.id, "price"))?;
-        let prices = format!(" from={} to={}", sub.price_id, price.as_str());
-        record_change(ctx, user, sub, &remote, "subscription.price_changed", &prices)
+        };
+        target.ensure_price_free(store, user, &sub)?;
+        let item = stripe_item(ctx, &stripe_id)?;
+        let change = target.change(&item);
+        let remote = ctx.stripe.change_item(&stripe_id, change, &subscription_change_key(&sub.id, "item"))?;
+        let (action, detail) = match target.price {
+            Some(price) => ("subscription.price_changed", format!(" from={} to={} quantity={}", sub.price_id, price.as_str(), change.quantity)),
+            None => ("subscription.quantity_changed", format!(" from={} to={}", sub.quantity, change.quantity)),
+        };
+        record_change(ctx, user, sub, &remote, action, &detail)
     })
 }
 
-/// 409 `already_subscribed` when another live subscription of the user has `price`: moving `sub`
-/// to it would make two.
-fn ensure_price_free(store: &dyn Store, user: &UserId, sub: &Subscription, price: &PriceId) -> Result<(), Error> {
-    let taken = store
-        .subscriptions(user.as_str())?
-        .into_iter()
-        .any(|other| other.id != sub.id && other.status.is_live() && other.price_id == price.as_str());
-    if taken {
-        return Err(crate::error::conflict_for_constraint("uq_subscriptions_live_price"));
+/// What a change asks of a subscription's item, when it asks anything new of it.
+struct ItemTarget<'a> {
+    /// None: the price Stripe has now.
+    price: Option<&'a PriceId>,
+    /// None: the quantity Stripe has now.
+    quantity: Option<Quantity>,
+}
+
+impl<'a> ItemTarget<'a> {
+    /// The price and quantity `sub`'s item is to have, or None when they are what it has.
+    fn of(sub: &Subscription, price: Option<&'a PriceId>, quantity: Option<Quantity>) -> Option<Self> {
+        let price = price.filter(|p| p.as_str() != sub.price_id);
+        let quantity = quantity.filter(|q| q.get() != sub.quantity);
+        if price.is_none() && quantity.is_none() {
+            return None;
+        }
+        Some(Self { price, quantity })
     }
-    Ok(())
+
+    /// 409 `already_subscribed` when another live subscription of the user has the new price:
+    /// moving `sub` to it would make two.
+    fn ensure_price_free(&self, store: &dyn Store, user: &UserId, sub: &Subscription) -> Result<(), Error> {
+        let Some(price) = self.price else { return Ok(()) };
+        let taken = store
+            .subscriptions(user.as_str())?
+            .into_iter()
+            .any(|other| other.id != sub.id && other.status.is_live() && other.price_id == price.as_str());
+        if taken {
+            return Err(crate::error::conflict_for_constraint("uq_subscriptions_live_price"));
+        }
+        Ok(())
+    }
+
+    fn change(&self, item: &'a StripeItem) -> ItemChange<'a> {
+        ItemChange { item_id: &item.id, price: self.price.unwrap_or(&item.price), quantity: self.quantity.map_or(item.quantity, Quantity::get) }
+    }
 }
 
-/// The Stripe subscription's item, which a change of price moves; our mirror does not keep it.
-fn stripe_item_id(ctx: &Ctx<'_>, stripe_id: &str) -> Result<String, Error> {
-    ctx.stripe
-        .subscription(stripe_id)?
-        .and_then(|remote| remote.item_id)
-        .ok_or_else(|| Error::internal(format!("stripe subscription {stripe_id} has no item")))
+/// The Stripe subscription's item as Stripe has it now: what a change names (our mirror does not
+/// keep the item's id), and the price and quantity a change keeps when it names only the other
+/// (Stripe's, not our mirror's, which a webhook may not have brought up to date yet).
+struct StripeItem {
+    id: String,
+    price: PriceId,
+    quantity: u32,
 }
 
-/// `GET /customers/me/subscriptions/{id}/upcoming-invoice[?price_id=]`: the invoice Stripe will
-/// make next for a subscription (Cashier's `upcomingInvoice`) or, with `price`, the one it would
-/// make after a move to that price now, its prorations included (Cashier's `previewInvoice`).
-/// Nothing is created or changed. A subscription that ends before it would invoice again
-/// (ended, or set to end at its period's end) is 404 `no_upcoming_invoice`; a price the change
-/// would refuse is refused as the change refuses it.
-pub fn upcoming_invoice(ctx: &Ctx<'_>, user: &UserId, id: &str, price: Option<&PriceId>) -> Result<InvoicePreview, Error> {
+fn stripe_item(ctx: &Ctx<'_>, stripe_id: &str) -> Result<StripeItem, Error> {
+    let remote = ctx.stripe.subscription(stripe_id)?;
+    remote
+        .and_then(|remote| Some(StripeItem { id: remote.item_id?, price: PriceId::parse(remote.price_id.as_deref()?).ok()?, quantity: remote.quantity.unwrap_or(1) }))
+        .ok_or_else(|| Error::internal(format!("stripe subscription {stripe_id} has no readable item")))
+}
+
+/// `GET /customers/me/subscriptions/{id}/upcoming-invoice[?price_id=][&quantity=]`: the invoice
+/// Stripe will make next for a subscription (Cashier's `upcomingInvoice`) or, with a price or a
+/// quantity, the one it would make after that change now, its prorations included (Cashier's
+/// `previewInvoice`). Nothing is created or changed. A subscription that ends before it would
+/// invoice again (ended, or set to end at its period's end) is 404 `no_upcoming_invoice`; a
+/// change the PATCH would refuse is refused as the PATCH refuses it.
+pub fn upcoming_invoice(ctx: &Ctx<'_>, user: &UserId, id: &str, price: Option<&PriceId>, quantity: Option<Quantity>) -> Result<InvoicePreview, Error> {
     let none = || Error::NotFound {
         code: "no_upcoming_invoice",
         detail: "This subscription ends before it would be invoiced again.".into(),
     };
     let store = ctx.store;
     let (sub, stripe_id) = subscription_at_stripe(store, user, id)?;
-    // The current price previews the renewal, as moving to it changes nothing.
-    let price = price.filter(|p| p.as_str() != sub.price_id);
-    let item_id = match price {
-        Some(price) => {
+    // What the subscription already has previews the renewal, as changing to it changes nothing.
+    let item = match ItemTarget::of(&sub, price, quantity) {
+        Some(target) => {
             live_subscription(store, user, id)?;
-            ensure_price_free(store, user, &sub, price)?;
-            Some(stripe_item_id(ctx, &stripe_id)?)
+            target.ensure_price_free(store, user, &sub)?;
+            Some((target, stripe_item(ctx, &stripe_id)?))
         }
         None if !sub.status.is_live() || sub.cancel_at_period_end => return Err(none()),
         None => None,
     };
     let stripe_customer = stripe_customer_of(store, user)?;
-    let change = price.zip(item_id.as_deref()).map(|(price, item_id)| PriceChange { item_id, price, proration_date: ctx.now });
+    let change = item.as_ref().map(|(target, item)| (target.change(item), ctx.now));
     // A preview changes nothing at Stripe; the key only makes our client's retries one request.
     let key = format!("invoice-preview:{}:{}", sub.id, new_local_id());
     ctx.stripe.preview_invoice(&stripe_customer, &stripe_id, change, &key)?.ok_or_else(none)
@@ -849,6 +889,11 @@ pub(crate) mod tests {
         }
     }
 
+    /// One unit of `price`.
+    pub(crate) fn one(price: &PriceId) -> SubscriptionOrder {
+        SubscriptionOrder { price: price.clone(), quantity: Quantity::ONE }
+    }
+
     fn user(id: &str) -> UserId {
         UserId::parse(id).unwrap()
     }
@@ -1008,16 +1053,16 @@ pub(crate) mod tests {
         let ctx = fakes.ctx(1000);
         create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
         let price = PriceId::parse("price_basic").unwrap();
-        let sub = subscribe(&ctx, &user("u1"), &price, 0).unwrap().subscription;
+        let sub = subscribe(&ctx, &user("u1"), &one(&price), 0).unwrap().subscription;
         assert_eq!(sub.status, SubscriptionStatus::Active);
-        assert_eq!(subscribe(&ctx, &user("u1"), &price, 0).unwrap_err().status(), 409);
+        assert_eq!(subscribe(&ctx, &user("u1"), &one(&price), 0).unwrap_err().status(), 409);
         assert_eq!(fakes.stripe.subscriptions.borrow().len(), 1);
         let canceled = cancel_subscription(&ctx, &user("u1"), &sub.id, true).unwrap();
         assert!(canceled.cancel_at_period_end);
         let canceled = cancel_subscription(&ctx, &user("u1"), &sub.id, false).unwrap();
         assert_eq!(canceled.status, SubscriptionStatus::Canceled);
         // Ended: a new one may start.
-        assert!(subscribe(&ctx, &user("u1"), &price, 0).is_ok());
+        assert!(subscribe(&ctx, &user("u1"), &one(&price), 0).is_ok());
     }
 
     #[test]
@@ -1026,15 +1071,15 @@ pub(crate) mod tests {
         let ctx = fakes.ctx(1000);
         create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
         let basic = PriceId::parse("price_basic").unwrap();
-        let first = subscribe(&ctx, &user("u1"), &basic, 14).unwrap();
+        let first = subscribe(&ctx, &user("u1"), &one(&basic), 14).unwrap();
         assert_eq!(first.subscription.status, SubscriptionStatus::Trialing);
         assert_eq!(first.subscription.current_period_end, Some(1000 + 14 * 86_400), "the trial's end is the first period's");
         assert_eq!(first.pending_payment, None);
         // A second price, or the first again after cancelling: no new trial.
-        let other = subscribe(&ctx, &user("u1"), &PriceId::parse("price_pro").unwrap(), 14).unwrap();
+        let other = subscribe(&ctx, &user("u1"), &one(&PriceId::parse("price_pro").unwrap()), 14).unwrap();
         assert_eq!(other.subscription.status, SubscriptionStatus::Active);
         cancel_subscription(&ctx, &user("u1"), &first.subscription.id, false).unwrap();
-        assert_eq!(subscribe(&ctx, &user("u1"), &basic, 14).unwrap().subscription.status, SubscriptionStatus::Active);
+        assert_eq!(subscribe(&ctx, &user("u1"), &one(&basic), 14).unwrap().subscription.status, SubscriptionStatus::Active);
         let events = fakes.store.audit_events();
         assert_eq!(events.iter().filter(|e| *e == "subscription.created").count(), 3, "{events:?}");
 
@@ -1042,13 +1087,13 @@ pub(crate) mod tests {
         let customer = create_customer(&ctx, &user("u2"), &AreaIds::parse(&[1]).unwrap()).unwrap();
         fakes
             .stripe
-            .create_subscription(customer.stripe_customer_id.as_deref().unwrap(), &basic, None, "u2", "dashboard", "k2")
+            .create_subscription(customer.stripe_customer_id.as_deref().unwrap(), &one(&basic), None, "u2", "dashboard", "k2")
             .unwrap();
-        let pro = subscribe(&ctx, &user("u2"), &PriceId::parse("price_pro").unwrap(), 14).unwrap();
+        let pro = subscribe(&ctx, &user("u2"), &one(&PriceId::parse("price_pro").unwrap()), 14).unwrap();
         assert_eq!(pro.subscription.status, SubscriptionStatus::Active);
         // No trial configured: none given.
         create_customer(&ctx, &user("u3"), &AreaIds::parse(&[1]).unwrap()).unwrap();
-        assert_eq!(subscribe(&ctx, &user("u3"), &basic, 0).unwrap().subscription.status, SubscriptionStatus::Active);
+        assert_eq!(subscribe(&ctx, &user("u3"), &one(&basic), 0).unwrap().subscription.status, SubscriptionStatus::Active);
     }
 
     /// Leaving billing (every row and the Stripe customer deleted) and coming back as a new
@@ -1059,11 +1104,11 @@ pub(crate) mod tests {
         let ctx = fakes.ctx(1000);
         let basic = PriceId::parse("price_basic").unwrap();
         create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
-        assert_eq!(subscribe(&ctx, &user("u1"), &basic, 14).unwrap().subscription.status, SubscriptionStatus::Trialing);
+        assert_eq!(subscribe(&ctx, &user("u1"), &one(&basic), 14).unwrap().subscription.status, SubscriptionStatus::Trialing);
         delete_customer(&ctx, &user("u1")).unwrap();
         create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
         assert!(fakes.store.subscriptions("u1").unwrap().is_empty(), "a new customer, with nothing of the old");
-        assert_eq!(subscribe(&ctx, &user("u1"), &basic, 14).unwrap().subscription.status, SubscriptionStatus::Active);
+        assert_eq!(subscribe(&ctx, &user("u1"), &one(&basic), 14).unwrap().subscription.status, SubscriptionStatus::Active);
         assert!(fakes.store.trial_granted("u1").unwrap());
         fakes.store.forget_trial("u1").unwrap();
         assert!(!fakes.store.trial_granted("u1").unwrap());
@@ -1074,7 +1119,7 @@ pub(crate) mod tests {
         let fakes = Fakes::up();
         let ctx = fakes.ctx(1000);
         create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
-        let sub = subscribe(&ctx, &user("u1"), &PriceId::parse("price_basic").unwrap(), 0).unwrap().subscription;
+        let sub = subscribe(&ctx, &user("u1"), &one(&PriceId::parse("price_basic").unwrap()), 0).unwrap().subscription;
         let stripe_id = sub.stripe_subscription_id.clone().unwrap();
         let at_stripe = || fakes.stripe.subscriptions.borrow().iter().find(|s| s.id == stripe_id).unwrap().cancel_at_period_end;
 
@@ -1106,12 +1151,12 @@ pub(crate) mod tests {
         let fakes = Fakes::up();
         let ctx = fakes.ctx(1000);
         create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
-        let plain = subscribe(&ctx, &user("u1"), &PriceId::parse("price_plain").unwrap(), 0).unwrap();
+        let plain = subscribe(&ctx, &user("u1"), &one(&PriceId::parse("price_plain").unwrap()), 0).unwrap();
         assert_eq!(plain.pending_payment, None);
         assert_eq!(subscription_view(&ctx, &user("u1"), &plain.subscription.id).unwrap().pending_payment, None);
 
         fakes.stripe.card_needs_3ds.set(true);
-        let view = subscribe(&ctx, &user("u1"), &PriceId::parse("price_3ds").unwrap(), 0).unwrap();
+        let view = subscribe(&ctx, &user("u1"), &one(&PriceId::parse("price_3ds").unwrap()), 0).unwrap();
         assert_eq!(view.subscription.status, SubscriptionStatus::Incomplete);
         let pending = view.pending_payment.clone().expect("the payment waits for the user");
         assert_eq!(pending.status, "requires_action");
@@ -1129,7 +1174,7 @@ pub(crate) mod tests {
     /// u1 made a customer, subscribed to `price_basic` and to `price_other`.
     fn subscribed_to_basic_and_other(ctx: &Ctx<'_>) -> (Subscription, Subscription) {
         create_customer(ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
-        let subscribe_to = |price: &str| subscribe(ctx, &user("u1"), &PriceId::parse(price).unwrap(), 0).unwrap().subscription;
+        let subscribe_to = |price: &str| subscribe(ctx, &user("u1"), &one(&PriceId::parse(price).unwrap()), 0).unwrap().subscription;
         (subscribe_to("price_basic"), subscribe_to("price_other"))
     }
 
@@ -1144,27 +1189,77 @@ pub(crate) mod tests {
             fakes.stripe.subscriptions.borrow().iter().find(|s| s.id == id).unwrap().price_id.clone().unwrap()
         };
 
-        let moved = change_price(&ctx, &user("u1"), &basic.id, &price("price_pro")).unwrap();
+        let moved = change_item(&ctx, &user("u1"), &basic.id, Some(&price("price_pro")), None).unwrap();
         assert_eq!(moved.price_id, "price_pro");
         assert_eq!(at_stripe(&basic), "price_pro");
         assert_eq!(fakes.store.subscription("u1", &basic.id).unwrap().unwrap().price_id, "price_pro");
         // The same price again: nothing to do. Another live subscription's price: 409.
-        assert_eq!(change_price(&ctx, &user("u1"), &basic.id, &price("price_pro")).unwrap(), moved);
-        let err = change_price(&ctx, &user("u1"), &basic.id, &price("price_other")).unwrap_err();
+        assert_eq!(change_item(&ctx, &user("u1"), &basic.id, Some(&price("price_pro")), None).unwrap(), moved);
+        let err = change_item(&ctx, &user("u1"), &basic.id, Some(&price("price_other")), None).unwrap_err();
         assert!(matches!(err, Error::Conflict { code: "already_subscribed", .. }), "{err:?}");
         assert_eq!(at_stripe(&basic), "price_pro");
         // The old price is free again.
-        assert!(subscribe(&ctx, &user("u1"), &price("price_basic"), 0).is_ok());
+        assert!(subscribe(&ctx, &user("u1"), &one(&price("price_basic")), 0).is_ok());
         // A price Stripe does not know: 422 naming price_id; nothing changed.
-        let err = change_price(&ctx, &user("u1"), &other.id, &price("price_unknown")).unwrap_err();
+        let err = change_item(&ctx, &user("u1"), &other.id, Some(&price("price_unknown")), None).unwrap_err();
         assert_eq!(err.status(), 422);
         assert_eq!(fakes.store.subscription("u1", &other.id).unwrap().unwrap().price_id, "price_other");
         // Someone else's; an ended one.
-        assert_eq!(change_price(&ctx, &user("u2"), &other.id, &price("price_x")).unwrap_err().status(), 404);
+        assert_eq!(change_item(&ctx, &user("u2"), &other.id, Some(&price("price_x")), None).unwrap_err().status(), 404);
         cancel_subscription(&ctx, &user("u1"), &other.id, false).unwrap();
-        let err = change_price(&ctx, &user("u1"), &other.id, &price("price_x")).unwrap_err();
+        let err = change_item(&ctx, &user("u1"), &other.id, Some(&price("price_x")), None).unwrap_err();
         assert!(matches!(err, Error::Conflict { code: "subscription_ended", .. }), "{err:?}");
         assert!(fakes.store.audit_events().contains(&"subscription.price_changed".to_string()));
+    }
+
+    #[test]
+    fn a_subscription_bills_its_quantity_which_changes_alone_or_with_the_price() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        let price = |id: &str| PriceId::parse(id).unwrap();
+        let seats = |n: i64| Quantity::parse(n).unwrap();
+        let at_stripe = |sub: &Subscription| {
+            let id = sub.stripe_subscription_id.clone().unwrap();
+            let remote = fakes.stripe.subscriptions.borrow().iter().find(|s| s.id == id).cloned().unwrap();
+            (remote.price_id.unwrap(), remote.quantity.unwrap())
+        };
+        let order = SubscriptionOrder { price: price("price_team"), quantity: seats(5) };
+        let sub = subscribe(&ctx, &user("u1"), &order, 0).unwrap().subscription;
+        assert_eq!(sub.quantity, 5);
+        assert_eq!(at_stripe(&sub), ("price_team".to_string(), 5));
+        assert_eq!(fakes.store.subscription("u1", &sub.id).unwrap().unwrap().quantity, 5);
+
+        // The quantity alone: the price stays.
+        let grown = change_item(&ctx, &user("u1"), &sub.id, None, Some(seats(8))).unwrap();
+        assert_eq!((grown.price_id.as_str(), grown.quantity), ("price_team", 8));
+        assert_eq!(at_stripe(&sub), ("price_team".to_string(), 8));
+        assert!(fakes.store.audit_events().contains(&"subscription.quantity_changed".to_string()));
+        // What it has already: nothing is sent (Stripe down would otherwise fail it).
+        fakes.stripe.down.set(true);
+        assert_eq!(change_item(&ctx, &user("u1"), &sub.id, Some(&price("price_team")), Some(seats(8))).unwrap(), grown);
+        fakes.stripe.down.set(false);
+
+        // The price alone keeps the quantity Stripe has, even when our mirror has not seen it yet.
+        fakes.stripe.subscriptions.borrow_mut()[0].quantity = Some(12);
+        let moved = change_item(&ctx, &user("u1"), &sub.id, Some(&price("price_pro")), None).unwrap();
+        assert_eq!((moved.price_id.as_str(), moved.quantity), ("price_pro", 12));
+        // Both at once.
+        let both = change_item(&ctx, &user("u1"), &sub.id, Some(&price("price_team")), Some(seats(2))).unwrap();
+        assert_eq!((both.price_id.as_str(), both.quantity), ("price_team", 2));
+        assert_eq!(at_stripe(&sub), ("price_team".to_string(), 2));
+
+        // A preview of more seats: the credit and charge for the units, the renewal with them.
+        let preview = upcoming_invoice(&ctx, &user("u1"), &sub.id, None, Some(seats(3))).unwrap();
+        let lines: Vec<_> = preview.lines.iter().map(|l| (l.price_id.clone().unwrap_or_default(), l.amount)).collect();
+        assert_eq!(lines, [("price_team".to_string(), -800), ("price_team".to_string(), 1800), ("price_team".to_string(), 3000)]);
+        assert_eq!(at_stripe(&sub), ("price_team".to_string(), 2), "only previewed");
+        assert_eq!(upcoming_invoice(&ctx, &user("u1"), &sub.id, None, Some(seats(2))).unwrap().lines.len(), 1, "the quantity it has: the renewal");
+
+        // An ended subscription's quantity cannot change.
+        cancel_subscription(&ctx, &user("u1"), &sub.id, false).unwrap();
+        let err = change_item(&ctx, &user("u1"), &sub.id, None, Some(seats(4))).unwrap_err();
+        assert!(matches!(err, Error::Conflict { code: "subscription_ended", .. }), "{err:?}");
     }
 
     #[test]
@@ -1176,14 +1271,14 @@ pub(crate) mod tests {
         let prices = |preview: &InvoicePreview| preview.lines.iter().map(|l| (l.price_id.clone().unwrap_or_default(), l.amount, l.proration)).collect::<Vec<_>>();
 
         // The renewal: the current price, charged when the period ends.
-        let renewal = upcoming_invoice(&ctx, &user("u1"), &basic.id, None).unwrap();
+        let renewal = upcoming_invoice(&ctx, &user("u1"), &basic.id, None, None).unwrap();
         assert_eq!(prices(&renewal), [("price_basic".to_string(), 1000, false)]);
         assert_eq!((renewal.amount_due, renewal.next_payment_attempt), (1000, basic.current_period_end));
         // The current price previews the renewal too.
-        assert_eq!(upcoming_invoice(&ctx, &user("u1"), &basic.id, Some(&price("price_basic"))).unwrap(), renewal);
+        assert_eq!(upcoming_invoice(&ctx, &user("u1"), &basic.id, Some(&price("price_basic")), None).unwrap(), renewal);
 
         // A move to another price: the credit, the charge, then the renewal on the new price.
-        let moved = upcoming_invoice(&ctx, &user("u1"), &basic.id, Some(&price("price_pro"))).unwrap();
+        let moved = upcoming_invoice(&ctx, &user("u1"), &basic.id, Some(&price("price_pro")), None).unwrap();
         assert_eq!(
             prices(&moved),
             [("price_basic".to_string(), -400, true), ("price_pro".to_string(), 600, true), ("price_pro".to_string(), 1000, false)]
@@ -1194,23 +1289,23 @@ pub(crate) mod tests {
         assert_eq!(fakes.stripe.subscriptions.borrow()[0].price_id.as_deref(), Some("price_basic"));
 
         // Refused as the change would be: another live subscription's price, an unknown price.
-        let err = upcoming_invoice(&ctx, &user("u1"), &basic.id, Some(&price("price_other"))).unwrap_err();
+        let err = upcoming_invoice(&ctx, &user("u1"), &basic.id, Some(&price("price_other")), None).unwrap_err();
         assert!(matches!(err, Error::Conflict { code: "already_subscribed", .. }), "{err:?}");
-        assert_eq!(upcoming_invoice(&ctx, &user("u1"), &basic.id, Some(&price("price_unknown"))).unwrap_err().status(), 422);
+        assert_eq!(upcoming_invoice(&ctx, &user("u1"), &basic.id, Some(&price("price_unknown")), None).unwrap_err().status(), 422);
         // Someone else's subscription is not found; Stripe down is 503.
-        assert_eq!(upcoming_invoice(&ctx, &user("u2"), &basic.id, None).unwrap_err().status(), 404);
+        assert_eq!(upcoming_invoice(&ctx, &user("u2"), &basic.id, None, None).unwrap_err().status(), 404);
         fakes.stripe.down.set(true);
-        assert_eq!(upcoming_invoice(&ctx, &user("u1"), &basic.id, None).unwrap_err().status(), 503);
+        assert_eq!(upcoming_invoice(&ctx, &user("u1"), &basic.id, None, None).unwrap_err().status(), 503);
         fakes.stripe.down.set(false);
 
         // Set to end at the period's end, or ended: no next invoice; a change of an ended one is 409.
         cancel_subscription(&ctx, &user("u1"), &basic.id, true).unwrap();
-        let err = upcoming_invoice(&ctx, &user("u1"), &basic.id, None).unwrap_err();
+        let err = upcoming_invoice(&ctx, &user("u1"), &basic.id, None, None).unwrap_err();
         assert!(matches!(err, Error::NotFound { code: "no_upcoming_invoice", .. }), "{err:?}");
         cancel_subscription(&ctx, &user("u1"), &other.id, false).unwrap();
-        let err = upcoming_invoice(&ctx, &user("u1"), &other.id, None).unwrap_err();
+        let err = upcoming_invoice(&ctx, &user("u1"), &other.id, None, None).unwrap_err();
         assert!(matches!(err, Error::NotFound { code: "no_upcoming_invoice", .. }), "{err:?}");
-        let err = upcoming_invoice(&ctx, &user("u1"), &other.id, Some(&price("price_pro"))).unwrap_err();
+        let err = upcoming_invoice(&ctx, &user("u1"), &other.id, Some(&price("price_pro")), None).unwrap_err();
         assert!(matches!(err, Error::Conflict { code: "subscription_ended", .. }), "{err:?}");
     }
 
@@ -1273,7 +1368,7 @@ pub(crate) mod tests {
         let owner = || fakes.stripe.payment_method("pm_one").unwrap().unwrap().customer;
 
         // A subscription that renews needs the card; one set to end at its period's end does not.
-        let sub = subscribe(&ctx, &user("u1"), &PriceId::parse("price_basic").unwrap(), 0).unwrap().subscription;
+        let sub = subscribe(&ctx, &user("u1"), &one(&PriceId::parse("price_basic").unwrap()), 0).unwrap().subscription;
         let in_use = remove_default_payment_method(&ctx, &user("u1")).unwrap_err();
         assert!(matches!(&in_use, Error::Conflict { code: "payment_method_in_use", detail } if detail.contains(&sub.id)), "{in_use:?}");
         assert_eq!(owner().as_deref(), Some("cus_1"), "nothing detached");
@@ -1321,14 +1416,14 @@ pub(crate) mod tests {
         create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
         let price = PriceId::parse("price_basic").unwrap();
         let gone = FakeProfiles::users_gone();
-        let err = subscribe(&Ctx { profiles: &gone, ..fakes.ctx(1000) }, &user("u1"), &price, 0).unwrap_err();
+        let err = subscribe(&Ctx { profiles: &gone, ..fakes.ctx(1000) }, &user("u1"), &one(&price), 0).unwrap_err();
         assert!(matches!(err, Error::NotFound { code: "profile_not_found", .. }), "{err:?}");
         let down = FakeProfiles::down();
-        let err = subscribe(&Ctx { profiles: &down, ..fakes.ctx(1000) }, &user("u1"), &price, 0).unwrap_err();
+        let err = subscribe(&Ctx { profiles: &down, ..fakes.ctx(1000) }, &user("u1"), &one(&price), 0).unwrap_err();
         assert_eq!(err.status(), 503);
         assert!(fakes.stripe.subscriptions.borrow().is_empty(), "nothing reached Stripe");
         assert!(fakes.store.subscriptions("u1").unwrap().is_empty());
-        assert!(subscribe(&ctx, &user("u1"), &price, 0).is_ok(), "the live user still can");
+        assert!(subscribe(&ctx, &user("u1"), &one(&price), 0).is_ok(), "the live user still can");
     }
 
     #[test]
@@ -1339,9 +1434,9 @@ pub(crate) mod tests {
         let price = PriceId::parse("price_basic").unwrap();
         fakes
             .stripe
-            .create_subscription(customer.stripe_customer_id.as_deref().unwrap(), &price, None, "u1", "lost", "k")
+            .create_subscription(customer.stripe_customer_id.as_deref().unwrap(), &one(&price), None, "u1", "lost", "k")
             .unwrap();
-        assert_eq!(subscribe(&ctx, &user("u1"), &price, 0).unwrap_err().status(), 409);
+        assert_eq!(subscribe(&ctx, &user("u1"), &one(&price), 0).unwrap_err().status(), 409);
         assert_eq!(fakes.stripe.subscriptions.borrow().len(), 1);
         assert_eq!(fakes.store.subscriptions("u1").unwrap().len(), 1);
     }
@@ -1402,7 +1497,7 @@ pub(crate) mod tests {
         let ctx = fakes.ctx(1000);
         create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
         *fakes.profiles.email_domain.borrow_mut() = "new.example".into();
-        subscribe(&ctx, &user("u1"), &PriceId::parse("price_basic").unwrap(), 0).unwrap();
+        subscribe(&ctx, &user("u1"), &one(&PriceId::parse("price_basic").unwrap()), 0).unwrap();
         assert_eq!(stripe_updates(&fakes), ["u1@new.example"]);
     }
 
@@ -1424,7 +1519,7 @@ pub(crate) mod tests {
         let fakes = Fakes::up();
         let ctx = fakes.ctx(1000);
         create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
-        subscribe(&ctx, &user("u1"), &PriceId::parse("price_basic").unwrap(), 0).unwrap();
+        subscribe(&ctx, &user("u1"), &one(&PriceId::parse("price_basic").unwrap()), 0).unwrap();
         delete_customer(&ctx, &user("u1")).unwrap();
         assert!(fakes.stripe.customers.borrow().is_empty());
         assert!(fakes.stripe.subscriptions.borrow().iter().all(|s| s.status == SubscriptionStatus::Canceled));

@@ -371,7 +371,7 @@ impl Billing for FakeStripe {
     fn create_subscription(
         &self,
         customer: &str,
-        price: &PriceId,
+        order: &SubscriptionOrder,
         trial_days: Option<u32>,
         _user: &str,
         local_id: &str,
@@ -392,7 +392,8 @@ impl Billing for FakeStripe {
                 (None, Some(_)) => SubscriptionStatus::Incomplete,
                 (None, None) => SubscriptionStatus::Active,
             },
-            price_id: Some(price.as_str().into()),
+            price_id: Some(order.price.as_str().into()),
+            quantity: Some(order.quantity.get()),
             current_period_end: Some(trial_days.map_or(5000, |days| 1000 + i64::from(days) * 86_400)),
             cancel_at_period_end: false,
             created: 1000,
@@ -426,14 +427,15 @@ impl Billing for FakeStripe {
         self.period_end_replies.borrow_mut().insert(key.into(), s.clone());
         Ok(s.clone())
     }
-    fn change_price(&self, id: &str, item_id: &str, price: &PriceId, _key: &str) -> Result<StripeSubscription, StripeError> {
+    fn change_item(&self, id: &str, change: ItemChange<'_>, _key: &str) -> Result<StripeSubscription, StripeError> {
         self.check_up()?;
-        if price.as_str().contains("unknown") {
+        if change.price.as_str().contains("unknown") {
             return Err(StripeError::InvalidRequest { message: "No such price".into(), param: Some("items[0][price]".into()), code: Some("resource_missing".into()), status: 400 });
         }
         let mut subs = self.subscriptions.borrow_mut();
-        let s = subs.iter_mut().find(|s| s.id == id && s.item_id.as_deref() == Some(item_id)).ok_or_else(|| not_found("items[0][id]"))?;
-        s.price_id = Some(price.as_str().into());
+        let s = subs.iter_mut().find(|s| s.id == id && s.item_id.as_deref() == Some(change.item_id)).ok_or_else(|| not_found("items[0][id]"))?;
+        s.price_id = Some(change.price.as_str().into());
+        s.quantity = Some(change.quantity);
         Ok(s.clone())
     }
     fn cancel_now(&self, id: &str) -> Result<StripeSubscription, StripeError> {
@@ -447,9 +449,9 @@ impl Billing for FakeStripe {
         self.check_up()?;
         Ok(InvoicePage { invoices: Vec::new(), has_more: false })
     }
-    /// Every price costs 1000 a period; a change credits 400 of the old price and charges 600 of
-    /// the new one. A subscription set to end has nothing to invoice.
-    fn preview_invoice(&self, customer: &str, subscription: &str, change: Option<PriceChange<'_>>, _key: &str)
+    /// Every unit of every price costs 1000 a period; a change credits 400 a unit of the old item
+    /// and charges 600 a unit of the new one. A subscription set to end has nothing to invoice.
+    fn preview_invoice(&self, customer: &str, subscription: &str, change: Option<(ItemChange<'_>, i64)>, _key: &str)
     -> Result<Option<InvoicePreview>, StripeError> {
         self.check_up()?;
         let subs = self.subscriptions.borrow();
@@ -467,15 +469,16 @@ impl Billing for FakeStripe {
             period_end: None,
         };
         let mut lines = Vec::new();
-        if let Some(change) = change {
+        let units = i64::from(s.quantity.unwrap_or(1));
+        if let Some((change, _)) = change {
             if change.price.as_str().contains("unknown") {
                 return Err(StripeError::InvalidRequest { message: "No such price".into(), param: Some("subscription_details[items][0][price]".into()), code: Some("resource_missing".into()), status: 400 });
             }
-            lines.push(line(s.price_id.as_deref(), -400, true));
-            lines.push(line(Some(change.price.as_str()), 600, true));
+            lines.push(line(s.price_id.as_deref(), -400 * units, true));
+            lines.push(line(Some(change.price.as_str()), 600 * i64::from(change.quantity), true));
         }
-        let renewing = change.map_or(s.price_id.as_deref(), |c| Some(c.price.as_str()));
-        lines.push(line(renewing, 1000, false));
+        let (renewing, units) = change.map_or((s.price_id.as_deref(), units), |(c, _)| (Some(c.price.as_str()), i64::from(c.quantity)));
+        lines.push(line(renewing, 1000 * units, false));
         let total = lines.iter().map(|l| l.amount).sum();
         Ok(Some(InvoicePreview { amount_due: total, subtotal: total, total, currency: "eur".into(), next_payment_attempt: s.current_period_end, lines }))
     }

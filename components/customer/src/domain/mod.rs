@@ -182,8 +182,8 @@ impl From<StripeError> for Error {
     }
 }
 
-/// The field of our own request that a Stripe `param` came from. Only the price and the invoice
-/// list's cursor are a client's values that reach Stripe; any other param (`customer`,
+/// The field of our own request that a Stripe `param` came from. Only the price, the quantity
+/// and the invoice list's cursor are a client's values that reach Stripe; any other param (`customer`,
 /// `metadata[...]`) is ours, and naming it in `errors` would tell a client to fix a field it
 /// never sent.
 fn request_field(stripe_param: &str) -> Option<&'static str> {
@@ -197,7 +197,11 @@ fn request_field(stripe_param: &str) -> Option<&'static str> {
         Some(_) => return None,
         None => stripe_param,
     };
-    matches!(field, "price" | "plan").then_some("price_id")
+    match field {
+        "price" | "plan" => Some("price_id"),
+        "quantity" => Some("quantity"),
+        _ => None,
+    }
 }
 
 /// What Stripe needs to create a customer.
@@ -227,7 +231,7 @@ pub trait Billing {
     fn create_subscription(
         &self,
         customer: &str,
-        price: &PriceId,
+        order: &SubscriptionOrder,
         trial_days: Option<u32>,
         user_id: &str,
         local_id: &str,
@@ -243,14 +247,13 @@ pub trait Billing {
     fn set_cancel_at_period_end(&self, id: &str, cancel: bool, idempotency_key: &str)
     -> Result<StripeSubscription, StripeError>;
     fn cancel_now(&self, id: &str) -> Result<StripeSubscription, StripeError>;
-    /// Moves the subscription's item `item_id` to another price (Stripe prorates by default).
-    fn change_price(&self, id: &str, item_id: &str, price: &PriceId, idempotency_key: &str)
-    -> Result<StripeSubscription, StripeError>;
+    /// Sets the price and quantity of the subscription's item (Stripe prorates by default).
+    fn change_item(&self, id: &str, change: ItemChange<'_>, idempotency_key: &str) -> Result<StripeSubscription, StripeError>;
     fn invoices(&self, customer: &str, limit: u32, starting_after: Option<&str>) -> Result<InvoicePage, StripeError>;
     /// The invoice Stripe would make next for `subscription` of `customer` (`create_preview`);
-    /// with `change`, as if the subscription moved to another price now, its prorations
-    /// included. None when Stripe says nothing will be invoiced (the subscription ends first).
-    fn preview_invoice(&self, customer: &str, subscription: &str, change: Option<PriceChange<'_>>, idempotency_key: &str)
+    /// with `change`, as if its item were changed at `proration_date`, its prorations included.
+    /// None when Stripe says nothing will be invoiced (the subscription ends first).
+    fn preview_invoice(&self, customer: &str, subscription: &str, change: Option<(ItemChange<'_>, i64)>, idempotency_key: &str)
     -> Result<Option<InvoicePreview>, StripeError>;
     /// A SetupIntent for the customer (`usage=off_session`: for renewals without the user).
     fn create_setup_intent(&self, customer: &str, user_id: &str, idempotency_key: &str) -> Result<SetupIntent, StripeError>;
@@ -329,6 +332,9 @@ mod tests {
         assert_eq!(rejected(Some("starting_after"), Some("resource_missing")), [FieldError::new("starting_after", "not_found", "No such price: 'price_x'")]);
         for param in ["items[12][plan]", "price", "plan", "subscription_details[items][0][price]"] {
             assert_eq!(rejected(Some(param), Some("parameter_invalid")), [FieldError::new("price_id", "rejected", "No such price: 'price_x'")], "{param}");
+        }
+        for param in ["items[0][quantity]", "subscription_details[items][0][quantity]"] {
+            assert_eq!(rejected(Some(param), Some("parameter_invalid")), [FieldError::new("quantity", "rejected", "No such price: 'price_x'")], "{param}");
         }
     }
 

@@ -127,6 +127,34 @@ impl PriceId {
     }
 }
 
+/// How many units of its price a subscription bills (seats, say): 1 to [`Quantity::MAX`]. The
+/// bound is ours, not Stripe's: it stops a typo from billing a million seats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quantity(u32);
+
+impl Quantity {
+    pub const MAX: u32 = 10_000;
+    pub const ONE: Self = Self(1);
+
+    pub fn parse(raw: i64) -> Result<Self, &'static str> {
+        match u32::try_from(raw) {
+            Ok(n) if (1..=Self::MAX).contains(&n) => Ok(Self(n)),
+            _ => Err("must be from 1 to 10000"),
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// What a user subscribes to: a price, and how many units of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionOrder {
+    pub price: PriceId,
+    pub quantity: Quantity,
+}
+
 /// A Stripe PaymentMethod id (`pm_...`), as Stripe.js hands it to the browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentMethodId(String);
@@ -299,6 +327,9 @@ pub struct Subscription {
     pub customer_id: String,
     pub stripe_subscription_id: Option<String>,
     pub price_id: String,
+    /// Units of the price billed (Stripe's item `quantity`; as Stripe has it, even above
+    /// [`Quantity::MAX`] when set there).
+    pub quantity: u32,
     pub status: SubscriptionStatus,
     pub current_period_end: Option<i64>,
     pub cancel_at_period_end: bool,
@@ -313,6 +344,9 @@ impl Subscription {
         self.stripe_subscription_id = Some(remote.id.clone());
         if let Some(price) = &remote.price_id {
             self.price_id = price.clone();
+        }
+        if let Some(quantity) = remote.quantity {
+            self.quantity = quantity;
         }
         self.status = remote.status;
         self.current_period_end = remote.current_period_end;
@@ -356,6 +390,8 @@ pub struct StripeSubscription {
     pub customer: String,
     pub status: SubscriptionStatus,
     pub price_id: Option<String>,
+    /// The first item's `quantity`.
+    pub quantity: Option<u32>,
     pub current_period_end: Option<i64>,
     pub cancel_at_period_end: bool,
     pub created: i64,
@@ -417,6 +453,7 @@ impl StripeSubscription {
             customer,
             status,
             price_id,
+            quantity: first_item.and_then(|item| item.get("quantity")).and_then(Value::as_u64).and_then(|q| u32::try_from(q).ok()),
             current_period_end,
             cancel_at_period_end: value.get("cancel_at_period_end").and_then(Value::as_bool).unwrap_or(false),
             created: value.get("created").and_then(Value::as_i64).unwrap_or(0),
@@ -491,12 +528,13 @@ pub struct InvoicePreview {
     pub lines: Vec<InvoiceLine>,
 }
 
-/// A change of price to preview: the subscription's item moves to `price` at `proration_date`.
+/// A change of a subscription's item, made or previewed: the item as it is to be, its price
+/// and quantity (both always given, so Stripe never fills one in from a state we did not read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PriceChange<'a> {
+pub struct ItemChange<'a> {
     pub item_id: &'a str,
     pub price: &'a PriceId,
-    pub proration_date: i64,
+    pub quantity: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -539,6 +577,14 @@ mod tests {
                     prop_assert_eq!(ids.as_slice(), expected.as_slice());
                 }
                 Err(_) => prop_assert!(!valid),
+            }
+        }
+
+        #[test]
+        fn quantities_parse_exactly_1_to_max(raw in prop_oneof![any::<i64>(), -3i64..10_005]) {
+            match Quantity::parse(raw) {
+                Ok(q) => prop_assert!((1..=i64::from(Quantity::MAX)).contains(&raw) && i64::from(q.get()) == raw),
+                Err(_) => prop_assert!(!(1..=i64::from(Quantity::MAX)).contains(&raw)),
             }
         }
 

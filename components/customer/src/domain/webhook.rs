@@ -402,7 +402,7 @@ fn customer_deleted(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::billing::tests::Fakes;
+    use crate::domain::billing::tests::{Fakes, one};
     use crate::domain::fake::FakeProfiles;
     use crate::domain::billing::{create_customer, subscribe};
     use crate::domain::{AreaIds, PriceId, SubscriptionStatus, UserId};
@@ -456,7 +456,7 @@ mod tests {
         let ctx = fakes.ctx(1000);
         let user = UserId::parse("u1").unwrap();
         create_customer(&ctx, &user, &AreaIds::parse(&[1]).unwrap()).unwrap();
-        let sub = subscribe(&ctx, &user, &PriceId::parse("price_a").unwrap(), 0).unwrap().subscription;
+        let sub = subscribe(&ctx, &user, &one(&PriceId::parse("price_a").unwrap()), 0).unwrap().subscription;
         let cus = fakes.store.customer("u1").unwrap().unwrap().stripe_customer_id.unwrap();
         (sub.stripe_subscription_id.unwrap(), cus)
     }

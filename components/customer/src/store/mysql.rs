@@ -111,7 +111,7 @@ fn customer_from(row: &[DbValue], area_ids: AreaIds) -> Result<Customer, StoreEr
 }
 
 const SUBSCRIPTION_COLUMNS: &str = "id, customer_id, stripe_subscription_id, price_id, status, current_period_end, \
-     cancel_at_period_end, stripe_created, last_event_at";
+     cancel_at_period_end, stripe_created, last_event_at, quantity";
 
 fn subscription_from(row: &[DbValue]) -> Result<Subscription, StoreError> {
     let status = req_text(row, 4)?;
@@ -125,12 +125,13 @@ fn subscription_from(row: &[DbValue]) -> Result<Subscription, StoreError> {
         cancel_at_period_end: req_int(row, 6)? != 0,
         stripe_created: int(col(row, 7)?),
         last_event_at: req_int(row, 8)?,
+        quantity: u32::try_from(req_int(row, 9)?).map_err(|_| StoreError::Other("quantity out of range".into()))?,
     })
 }
 
 /// The values of the columns a sync may change, in `SUBSCRIPTION_COLUMNS` order (after `id,
 /// customer_id`).
-fn subscription_state(sub: &Subscription) -> [ParameterValue; 7] {
+fn subscription_state(sub: &Subscription) -> [ParameterValue; 8] {
     [
         opt_s(sub.stripe_subscription_id.as_deref()),
         s(&sub.price_id),
@@ -139,6 +140,7 @@ fn subscription_state(sub: &Subscription) -> [ParameterValue; 7] {
         i(i64::from(sub.cancel_at_period_end)),
         opt_i(sub.stripe_created),
         i(sub.last_event_at),
+        i(i64::from(sub.quantity)),
     ]
 }
 
@@ -365,7 +367,7 @@ impl Store for MysqlStore {
     fn insert_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
         let mut params = vec![s(&sub.id), s(&sub.customer_id)];
         params.extend(subscription_state(sub));
-        self.exec(&format!("INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"), &params)
+        self.exec(&format!("INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), &params)
     }
 
     fn update_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
@@ -373,7 +375,7 @@ impl Store for MysqlStore {
         params.push(s(&sub.id));
         self.exec(
             "UPDATE subscriptions SET stripe_subscription_id = ?, price_id = ?, status = ?, current_period_end = ?, \
-             cancel_at_period_end = ?, stripe_created = ?, last_event_at = ? WHERE id = ?",
+             cancel_at_period_end = ?, stripe_created = ?, last_event_at = ?, quantity = ? WHERE id = ?",
             &params,
         )
     }
