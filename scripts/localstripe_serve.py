@@ -29,6 +29,12 @@ accepts what the live Stripe API accepts for our calls:
 * `POST /v1/billing_portal/sessions` (customer, return_url) answers a customer-portal session
   with its `url`, as Stripe does; a missing `return_url` is refused as Stripe refuses it when the
   portal has no default. The portal page itself is not served.
+* Customer tax ids (`POST`/`GET /v1/customers/{id}/tax_ids`) take the common types of live
+  Stripe (localstripe knew four) and refuse as Stripe does, naming the param: an unknown `type`
+  (400, `param: type`), a value that does not fit its type (400 `tax_id_invalid`,
+  `param: value`; the formats checked are simpler than Stripe's). The list takes `limit`. A new
+  tax id's verification is `pending` (a value containing 111111111 is `unverified`, as in
+  Stripe's test mode).
 * A SetupIntent for a customer that succeeds attaches its payment method to that customer.
 * Detaching a customer's default payment method unsets the default, as on Stripe.
 * `Idempotency-Key` on POST: the first answer (status and body, 500s included) is kept 24 h and
@@ -51,6 +57,7 @@ import hashlib
 import json
 import logging
 import pickle
+import re
 import socket
 import time
 
@@ -313,6 +320,53 @@ async def detach_middleware(request, handler):
     return response
 
 
+# ---- Tax ids ----------------------------------------------------------------------------------
+
+# The value formats of the live API's common tax id types (Stripe checks more, and more closely).
+TAX_ID_FORMATS = {
+    "eu_vat": r"[A-Z]{2}[0-9A-Z+*.]{2,13}",
+    "gb_vat": r"GB[0-9]{9}([0-9]{3})?",
+    "ch_vat": r"CHE-?[0-9]{3}\.?[0-9]{3}\.?[0-9]{3} ?(MWST|TVA|IVA)",
+    "no_vat": r"[0-9]{9}MVA",
+    "us_ein": r"[0-9]{2}-[0-9]{7}",
+    "ca_bn": r"[0-9]{9}",
+    "au_abn": r"[0-9]{11}",
+    "nz_gst": r"[0-9]{8,9}",
+    "in_gst": r"[0-9]{2}[A-Z]{5}[0-9]{4}[A-Z][0-9A-Z]Z[0-9A-Z]",
+    "jp_cn": r"[0-9]{13}",
+    "es_cif": r"[A-Z][0-9]{8}",
+}
+TAX_IDS_PATH = re.compile(r"/v1/customers/(cus_[A-Za-z0-9]+)/tax_ids")
+
+
+@web.middleware
+async def tax_id_middleware(request, handler):
+    # Innermost, so that localstripe's error middleware answers the UserErrors raised here; a
+    # middleware, because localstripe binds its tax id routes to its functions at import.
+    match = TAX_IDS_PATH.fullmatch(request.path)
+    if match is None or request.method not in ("GET", "POST"):
+        return await handler(request)
+    customer = resources.Customer._api_retrieve(match.group(1))
+    if request.method == "GET":
+        return server.json_response(customer.tax_ids._export())
+    data = await server.get_post_data(request) or {}
+    kind, value = data.get("type"), data.get("value")
+    if kind not in TAX_ID_FORMATS:
+        raise UserError(400, "Invalid value for type.", {"code": "parameter_invalid_string", "param": "type"})
+    if not isinstance(value, str) or re.fullmatch(TAX_ID_FORMATS[kind], value) is None:
+        raise UserError(400, "Invalid value for %s." % kind, {"code": "tax_id_invalid", "param": "value"})
+    tax_id = resources.TaxId.__new__(resources.TaxId)
+    resources.StripeObject.__init__(tax_id)
+    tax_id.customer = customer.id
+    tax_id.type = kind
+    tax_id.value = value
+    tax_id.country = value[:2] if kind == "eu_vat" else kind[:2].upper()
+    status = "unverified" if "111111111" in value else "pending"
+    tax_id.verification = {"status": status, "verified_name": None, "verified_address": None}
+    customer.tax_ids._list.append(tax_id)
+    return server.json_response(tax_id._export())
+
+
 # ---- Idempotency-Key --------------------------------------------------------------------------
 
 _idempotency = {}  # key -> (fingerprint, status, body bytes, content type, stored at)
@@ -424,6 +478,7 @@ def install(app):
     app.middlewares.insert(0, idempotency_middleware)
     app.middlewares.insert(0, fault_middleware)
     app.middlewares.insert(0, request_log_middleware)
+    app.middlewares.append(tax_id_middleware)
     app.router.add_get("/_config/requests", list_requests)
     app.router.add_delete("/_config/requests", clear_requests)
     app.router.add_post("/_config/faults", add_fault)

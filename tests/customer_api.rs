@@ -1109,6 +1109,59 @@ async fn a_subscription_bills_its_seats_and_their_number_changes() {
     }
 }
 
+/// Tax ids for invoices (Cashier's `createTaxId`, `taxIds`, `deleteTaxId`): kept at Stripe on
+/// the caller's Stripe customer, refused as Stripe refuses them, never reachable by another user.
+#[tokio::test]
+async fn a_customer_adds_lists_and_deletes_tax_ids_for_its_invoices() {
+    let app = spawn(|_| {}).await;
+    let stripe_customer = app.billing_user().await;
+    app.auth.add_user("u-2", "Grace Hopper", "grace@example.org");
+    let (status, _, _) = app.call("POST", "/api/v3/customers", "u-2", Some(json!({"area_ids": [2]})), &[]).await;
+    assert_eq!(status, 201);
+    let path = "/api/v3/customers/me/tax-ids";
+    let (status, list, _) = app.call("GET", path, "u-1", None, &[]).await;
+    assert_eq!((status, &list["tax_ids"]), (200, &json!([])), "{list}\n{}", app.app.host.log());
+
+    // A pasted VAT number, spaces around it: trimmed, added at Stripe, listed.
+    let (status, added, _) = app.call("POST", path, "u-1", Some(json!({"type": "eu_vat", "value": " DE123456789 "})), &[]).await;
+    assert_eq!(status, 201, "{added}\n{}", app.app.host.log());
+    assert_eq!((&added["type"], &added["value"], &added["country"]), (&json!("eu_vat"), &json!("DE123456789"), &json!("DE")), "{added}");
+    assert_eq!(added["verification_status"], "pending", "{added}");
+    let id = added["id"].as_str().unwrap_or_default().to_string();
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/customers/{stripe_customer}/tax_ids")).await;
+    assert_eq!(at_stripe["data"][0]["id"], id.as_str(), "{at_stripe}");
+    let (_, list, _) = app.call("GET", path, "u-1", None, &[]).await;
+    assert_eq!(list["tax_ids"], json!([added]), "{list}");
+
+    // Refused by Stripe, naming the field; refused by us before Stripe; nothing added.
+    let (status, problem, _) = app.call("POST", path, "u-1", Some(json!({"type": "eu_vat", "value": "DE1"})), &[]).await;
+    assert_eq!((status, &problem["code"], &problem["errors"][0]["field"]), (422, &json!("billing_rejected"), &json!("value")), "{problem}");
+    let (status, problem, _) = app.call("POST", path, "u-1", Some(json!({"type": "zz_vat", "value": "123456"})), &[]).await;
+    assert_eq!((status, &problem["errors"][0]["field"]), (422, &json!("type")), "{problem}");
+    let (status, problem, _) = app.call("POST", path, "u-1", Some(json!({"type": "EU VAT", "value": 5})), &[]).await;
+    let fields: Vec<_> = problem["errors"].as_array().into_iter().flatten().map(|e| e["field"].clone()).collect();
+    assert_eq!((status, fields), (422, vec![json!("type"), json!("value")]), "{problem}");
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/customers/{stripe_customer}/tax_ids")).await;
+    assert_eq!(at_stripe["data"].as_array().map(Vec::len), Some(1), "{at_stripe}");
+
+    // Another customer neither sees nor deletes it; its owner deletes it, once.
+    let (_, list, _) = app.call("GET", path, "u-2", None, &[]).await;
+    assert_eq!(list["tax_ids"], json!([]), "{list}");
+    let (status, _, _) = app.call("DELETE", &format!("{path}/{id}"), "u-2", None, &[]).await;
+    assert_eq!(status, 404);
+    let (status, _, _) = app.call("DELETE", &format!("{path}/{id}"), "u-1", None, &[]).await;
+    assert_eq!(status, 204, "{}", app.app.host.log());
+    let (status, _, _) = app.call("DELETE", &format!("{path}/{id}"), "u-1", None, &[]).await;
+    assert_eq!(status, 404);
+    let (status, _, _) = app.call("DELETE", &format!("{path}/not-an-id"), "u-1", None, &[]).await;
+    assert_eq!(status, 404);
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/customers/{stripe_customer}/tax_ids")).await;
+    assert_eq!(at_stripe["data"], json!([]), "{at_stripe}");
+    // A user who is not a customer has no tax ids to keep.
+    let (status, problem, _) = app.call("GET", path, "u-3", None, &[]).await;
+    assert_eq!(status, 404, "{problem}");
+}
+
 /// `customer_require_verified_email`: with the real auth, a user whose email is not verified
 /// cannot become a customer; once the mailer's token verified it, the same request can.
 #[tokio::test]

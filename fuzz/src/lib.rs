@@ -115,6 +115,13 @@ pub fn customer_request(data: &[u8]) {
         assert!(change.price.is_some() || change.quantity.is_some() || change.cancel_at_period_end.is_some(), "an empty change passed");
         assert!(change.quantity.is_none_or(seats_ok), "quantity {:?} passed", change.quantity);
     }
+    if let Ok(dto) = customer::api::parse_json_object::<customer::api::TaxIdDto>(body)
+        && let Ok(tax_id) = customer::domain::model::NewTaxId::try_from(dto)
+    {
+        let value = tax_id.value();
+        assert!(!value.is_empty() && value.len() <= 64 && value.trim() == value, "tax id value {value:?} passed");
+        assert!(tax_id.kind().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "tax id type {:?} passed", tax_id.kind());
+    }
     if let Ok(dto) = customer::api::parse_json_object::<customer::api::PaymentMethodDto>(body)
         && let Ok(id) = PaymentMethodId::try_from(dto)
     {

@@ -16,7 +16,7 @@ use crate::domain::idempotency::{self, Begin};
 use crate::domain::webhook::{self, Event, Outcome};
 use crate::domain::{
     AreaIds, AreaIdsError, Customer, IdempotencyKey, PaymentMethodId, PaymentMethodSummary, PriceId, ProfileError,
-    ProfileLookup, ProfileSource, Profiles, Quantity, SetupIntent, Store, Subscription, SubscriptionOrder, UserId, is_stripe_id,
+    ProfileLookup, ProfileSource, Profiles, Quantity, SetupIntent, Store, Subscription, SubscriptionOrder, TaxId, NewTaxId, UserId, is_stripe_id,
 };
 use crate::error::Error;
 use crate::kv::SpinKv;
@@ -163,6 +163,10 @@ fn payment_method_json(m: &PaymentMethodSummary) -> Value {
         "type": m.kind,
         "card": m.card.as_ref().map(|c| json!({"brand": c.brand, "last4": c.last4, "exp_month": c.exp_month, "exp_year": c.exp_year})),
     })
+}
+
+fn tax_id_json(t: &TaxId) -> Value {
+    json!({"id": t.id, "type": t.kind, "value": t.value, "country": t.country, "verification_status": t.verification_status})
 }
 
 fn setup_intent_json(intent: &SetupIntent) -> Value {
@@ -342,6 +346,28 @@ impl TryFrom<PaymentMethodDto> for PaymentMethodId {
 
     fn try_from(dto: PaymentMethodDto) -> Result<Self, Error> {
         required_string("payment_method_id", dto.payment_method_id, PaymentMethodId::parse)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TaxIdDto {
+    #[serde(rename = "type")]
+    pub kind: Option<Value>,
+    pub value: Option<Value>,
+}
+
+impl TryFrom<TaxIdDto> for NewTaxId {
+    type Error = Error;
+
+    /// The value is trimmed first: a pasted VAT number often brings a space along.
+    fn try_from(dto: TaxIdDto) -> Result<Self, Error> {
+        let mut errors = Vec::new();
+        let kind = collect(required_string("type", dto.kind, |k| NewTaxId::parse_type(k).map(str::to_string)), &mut errors)?;
+        let value = collect(required_string("value", dto.value, |v| NewTaxId::parse_value(v.trim()).map(str::to_string)), &mut errors)?;
+        match (kind, value) {
+            (Some(kind), Some(value)) if errors.is_empty() => NewTaxId::new(&kind, &value).map_err(|detail| Error::field("value", "invalid_format", detail)),
+            _ => Err(Error::Validation(errors)),
+        }
     }
 }
 
@@ -1138,6 +1164,42 @@ pub fn remove_payment_method(request: Request, _params: Params) -> Response {
     })
 }
 
+/// `GET /api/v3/customers/me/tax-ids`
+pub fn list_tax_ids(request: Request, _params: Params) -> Response {
+    with_principal(&request, |_req, deps, principal| {
+        let user = user_only(principal)?;
+        let ids = billing_run(deps, &user, |ctx| billing::tax_ids(ctx, &user))?;
+        Ok(Reply::json(200, &json!({"tax_ids": ids.iter().map(tax_id_json).collect::<Vec<_>>()})))
+    })
+}
+
+/// `POST /api/v3/customers/me/tax-ids` {type, value}
+pub fn add_tax_id(request: Request, _params: Params) -> Response {
+    with_principal(&request, |req, deps, principal| {
+        idempotent(req, deps, &principal, || {
+            let user = user_only(principal.clone())?;
+            let tax_id = NewTaxId::try_from(json_body::<TaxIdDto>(req)?)?;
+            let added = billing_run(deps, &user, |ctx| billing::add_tax_id(ctx, &user, &tax_id))?;
+            Ok(Reply::json(201, &tax_id_json(&added)))
+        })
+    })
+}
+
+/// `DELETE /api/v3/customers/me/tax-ids/{id}`
+pub fn delete_tax_id(request: Request, params: Params) -> Response {
+    let id = params.get("id").unwrap_or_default().to_string();
+    with_principal(&request, move |req, deps, principal| {
+        idempotent(req, deps, &principal, || {
+            let user = user_only(principal.clone())?;
+            if !id.starts_with("txi_") || !is_stripe_id(&id) {
+                return Err(Error::not_found("No such tax id."));
+            }
+            billing_run(deps, &user, |ctx| billing::delete_tax_id(ctx, &user, &id))?;
+            Ok(Reply::no_content())
+        })
+    })
+}
+
 /// `GET /api/v3/customers/me/invoices[?limit=&starting_after=]`
 pub fn invoices(request: Request, _params: Params) -> Response {
     with_principal(&request, |req, deps, principal| {
@@ -1446,6 +1508,23 @@ mod tests {
             (json!({"price_id": "price_123", "quantity": 2.5}), vec![("quantity", "invalid_type")]),
             (json!({"price_id": "price_123", "quantity": "2"}), vec![("quantity", "invalid_type")]),
             (json!({"quantity": 0}), vec![("price_id", "required"), ("quantity", "out_of_range")]),
+        ] {
+            let Err(Error::Validation(errors)) = parse(body.clone()) else { panic!("{body} was accepted") };
+            let got: Vec<_> = errors.iter().map(|e| (e.field.as_str(), e.code.as_str())).collect();
+            assert_eq!(got, fields, "{body}");
+        }
+    }
+
+    #[test]
+    fn tax_id_dtos() {
+        let parse = |v: Value| NewTaxId::try_from(serde_json::from_value::<TaxIdDto>(v).unwrap());
+        let vat = parse(json!({"type": "eu_vat", "value": " DE123456789 "})).unwrap();
+        assert_eq!((vat.kind(), vat.value()), ("eu_vat", "DE123456789"), "the value is trimmed");
+        for (body, fields) in [
+            (json!({}), vec![("type", "required"), ("value", "required")]),
+            (json!({"type": "eu_vat", "value": "   "}), vec![("value", "invalid_format")]),
+            (json!({"type": "EU VAT", "value": 5}), vec![("type", "invalid_format"), ("value", "invalid_type")]),
+            (json!({"type": "eu_vat", "value": "DE<script>"}), vec![("value", "invalid_format")]),
         ] {
             let Err(Error::Validation(errors)) = parse(body.clone()) else { panic!("{body} was accepted") };
             let got: Vec<_> = errors.iter().map(|e| (e.field.as_str(), e.code.as_str())).collect();

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::domain::{
     Billing, Invoice, InvoiceLine, InvoicePage, InvoicePreview, ItemChange, NewStripeCustomer, Profile, SetupIntent,
-    StripeCustomerRef, StripeError, StripePaymentMethod, StripeSubscription, SubscriptionOrder, billing, is_stripe_id,
+    StripeCustomerRef, StripeError, StripePaymentMethod, StripeSubscription, SubscriptionOrder, TaxId, NewTaxId, billing, is_stripe_id,
 };
 use crate::transport::{HttpRequest, HttpResponse, Timeouts, Transport, TransportError, send_logged};
 
@@ -480,6 +480,25 @@ impl Billing for StripeClient<'_> {
         match value.get("url").and_then(Value::as_str) {
             Some(url) if url.starts_with("https://") || url.starts_with("http://") => Ok(url.to_string()),
             _ => Err(StripeError::Malformed("unreadable portal session".into())),
+        }
+    }
+
+    fn tax_ids(&self, customer: &str) -> Result<Vec<TaxId>, StripeError> {
+        let value = self.call("GET", &format!("/v1/customers/{}/tax_ids?limit=100", path_segment(customer)?), None, None)?;
+        list_data(&value)?.iter().map(|t| TaxId::from_json(t).ok_or_else(|| StripeError::Malformed("unreadable tax id".into()))).collect()
+    }
+
+    fn add_tax_id(&self, customer: &str, tax_id: &NewTaxId, idempotency_key: &str) -> Result<TaxId, StripeError> {
+        let form = Form::new().field(&["type"], tax_id.kind()).field(&["value"], tax_id.value());
+        let value = self.call("POST", &format!("/v1/customers/{}/tax_ids", path_segment(customer)?), Some(&form), Some(idempotency_key))?;
+        TaxId::from_json(&value).ok_or_else(|| StripeError::Malformed("unreadable tax id".into()))
+    }
+
+    fn delete_tax_id(&self, customer: &str, id: &str) -> Result<bool, StripeError> {
+        match self.call("DELETE", &format!("/v1/customers/{}/tax_ids/{}", path_segment(customer)?, path_segment(id)?), None, None) {
+            Ok(_) => Ok(true),
+            Err(err) if err.is_not_found() => Ok(false),
+            Err(err) => Err(err),
         }
     }
 }

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::{
     AreaIds, Billing, Claim, Customer, InvoicePage, InvoicePreview, NewStripeCustomer, PaymentMethodId, PaymentMethodSummary,
     ItemChange, PendingPayment, PriceId, Profile, ProfileLookup, ProfileSource, Profiles, Quantity, SetupIntent, Store, StoreError, StripeCustomerRef,
-    Subscription, SubscriptionOrder, SubscriptionStatus, UserId,
+    Subscription, SubscriptionOrder, SubscriptionStatus, TaxId, NewTaxId, UserId,
 };
 use crate::error::Error;
 
@@ -807,6 +807,36 @@ pub fn create_portal_session(ctx: &Ctx<'_>, user: &UserId, return_url: Option<&s
     Ok(url)
 }
 
+/// `GET /customers/me/tax-ids`: the tax ids Stripe prints on the caller's invoices.
+pub fn tax_ids(ctx: &Ctx<'_>, user: &UserId) -> Result<Vec<TaxId>, Error> {
+    let stripe_customer = stripe_customer_of(ctx.store, user)?;
+    Ok(ctx.stripe.tax_ids(&stripe_customer)?)
+}
+
+/// `POST /customers/me/tax-ids`: a tax id (a VAT number, say) for the caller's invoices
+/// (Cashier's `createTaxId`); Stripe checks the value against its type, and verifies some types
+/// (EU VAT with VIES) afterwards. Audited with its id and type (not its value).
+pub fn add_tax_id(ctx: &Ctx<'_>, user: &UserId, tax_id: &NewTaxId) -> Result<TaxId, Error> {
+    let stripe_customer = stripe_customer_of(ctx.store, user)?;
+    let key = format!("tax-id:{}:{}", key_part(user.as_str()), new_local_id());
+    let added = ctx.stripe.add_tax_id(&stripe_customer, tax_id, &key)?;
+    let detail = format!("stripe_customer={stripe_customer} tax_id={} type={}", added.id, added.kind);
+    ctx.store.audit(ctx.now, user.as_str(), "customer.tax_id_added", Some(user.as_str()), &detail)?;
+    Ok(added)
+}
+
+/// `DELETE /customers/me/tax-ids/{id}`: 404 when the caller's Stripe customer has no such tax id
+/// (another customer's id included: Stripe looks it up under the caller's customer only).
+pub fn delete_tax_id(ctx: &Ctx<'_>, user: &UserId, id: &str) -> Result<(), Error> {
+    let stripe_customer = stripe_customer_of(ctx.store, user)?;
+    if !ctx.stripe.delete_tax_id(&stripe_customer, id)? {
+        return Err(Error::not_found("No such tax id."));
+    }
+    let detail = format!("stripe_customer={stripe_customer} tax_id={id}");
+    ctx.store.audit(ctx.now, user.as_str(), "customer.tax_id_deleted", Some(user.as_str()), &detail)?;
+    Ok(())
+}
+
 /// `GET /customers/me/invoices`: bill_to from auth, invoices from Stripe.
 pub fn invoices(
     ctx: &Ctx<'_>,
@@ -1260,6 +1290,32 @@ pub(crate) mod tests {
         cancel_subscription(&ctx, &user("u1"), &sub.id, false).unwrap();
         let err = change_item(&ctx, &user("u1"), &sub.id, None, Some(seats(4))).unwrap_err();
         assert!(matches!(err, Error::Conflict { code: "subscription_ended", .. }), "{err:?}");
+    }
+
+    #[test]
+    fn tax_ids_are_added_listed_and_deleted_on_the_callers_stripe_customer_only() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        let vat = NewTaxId::new("eu_vat", "DE123456789").unwrap();
+        assert_eq!(add_tax_id(&ctx, &user("u1"), &vat).unwrap_err().status(), 404, "not a customer yet");
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        create_customer(&ctx, &user("u2"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        let added = add_tax_id(&ctx, &user("u1"), &vat).unwrap();
+        assert_eq!((added.kind.as_str(), added.value.as_str(), added.country.as_deref()), ("eu_vat", "DE123456789", Some("DE")));
+        assert_eq!(tax_ids(&ctx, &user("u1")).unwrap(), std::slice::from_ref(&added));
+        assert!(tax_ids(&ctx, &user("u2")).unwrap().is_empty());
+        // Stripe finds the value invalid: 422 naming `value`, nothing added.
+        let err = add_tax_id(&ctx, &user("u1"), &NewTaxId::new("eu_vat", "DE000").unwrap()).unwrap_err();
+        let problem = err.problem();
+        assert_eq!((problem.status, problem.errors[0].field.as_str()), (422, "value"));
+        assert_eq!(tax_ids(&ctx, &user("u1")).unwrap().len(), 1);
+        // Another user cannot delete it; its owner can, once.
+        assert_eq!(delete_tax_id(&ctx, &user("u2"), &added.id).unwrap_err().status(), 404);
+        delete_tax_id(&ctx, &user("u1"), &added.id).unwrap();
+        assert_eq!(delete_tax_id(&ctx, &user("u1"), &added.id).unwrap_err().status(), 404);
+        assert!(tax_ids(&ctx, &user("u1")).unwrap().is_empty());
+        let audit = fakes.store.audit_events();
+        assert!(audit.contains(&"customer.tax_id_added".to_string()) && audit.contains(&"customer.tax_id_deleted".to_string()));
     }
 
     #[test]

@@ -294,6 +294,8 @@ pub struct FakeStripe {
     pub down: Cell<bool>,
     /// New subscriptions' first payment waits for 3-D Secure (status `incomplete`).
     pub card_needs_3ds: Cell<bool>,
+    /// Tax ids: (Stripe customer, tax id).
+    pub tax_ids: RefCell<Vec<(String, TaxId)>>,
     counter: Cell<u32>,
 }
 
@@ -525,6 +527,33 @@ impl Billing for FakeStripe {
             return Err(StripeError::InvalidRequest { message: "no return_url".into(), param: Some("return_url".into()), code: None, status: 400 });
         };
         Ok(format!("https://billing.stripe.test/p/session/{customer}?return={return_url}"))
+    }
+    fn tax_ids(&self, customer: &str) -> Result<Vec<TaxId>, StripeError> {
+        self.check_up()?;
+        Ok(self.tax_ids.borrow().iter().filter(|(owner, _)| owner == customer).map(|(_, t)| t.clone()).collect())
+    }
+    /// A value with `000` in it is one Stripe finds invalid for its type.
+    fn add_tax_id(&self, customer: &str, tax_id: &NewTaxId, _key: &str) -> Result<TaxId, StripeError> {
+        self.check_up()?;
+        if tax_id.value().contains("000") {
+            return Err(StripeError::InvalidRequest { message: "Invalid value for eu_vat.".into(), param: Some("value".into()), code: Some("tax_id_invalid".into()), status: 400 });
+        }
+        let added = TaxId {
+            id: self.next_id("txi"),
+            kind: tax_id.kind().into(),
+            value: tax_id.value().into(),
+            country: tax_id.value().get(..2).map(str::to_ascii_uppercase),
+            verification_status: Some("pending".into()),
+        };
+        self.tax_ids.borrow_mut().push((customer.into(), added.clone()));
+        Ok(added)
+    }
+    fn delete_tax_id(&self, customer: &str, id: &str) -> Result<bool, StripeError> {
+        self.check_up()?;
+        let mut all = self.tax_ids.borrow_mut();
+        let before = all.len();
+        all.retain(|(owner, t)| !(owner == customer && t.id == id));
+        Ok(all.len() < before)
     }
     fn detach_payment_method(&self, id: &str, _key: &str) -> Result<(), StripeError> {
         self.check_up()?;

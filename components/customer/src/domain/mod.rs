@@ -182,13 +182,13 @@ impl From<StripeError> for Error {
     }
 }
 
-/// The field of our own request that a Stripe `param` came from. Only the price, the quantity
-/// and the invoice list's cursor are a client's values that reach Stripe; any other param (`customer`,
+/// The field of our own request that a Stripe `param` came from. Only the price, the quantity,
+/// a tax id's type and value and the invoice list's cursor are a client's values that reach Stripe; any other param (`customer`,
 /// `metadata[...]`) is ours, and naming it in `errors` would tell a client to fix a field it
 /// never sent.
 fn request_field(stripe_param: &str) -> Option<&'static str> {
-    if stripe_param == "starting_after" {
-        return Some("starting_after");
+    if let Some(field) = ["starting_after", "type", "value"].into_iter().find(|field| *field == stripe_param) {
+        return Some(field);
     }
     // An invoice preview names a subscription's items under `subscription_details`.
     let item = stripe_param.strip_prefix("items[").or_else(|| stripe_param.strip_prefix("subscription_details[items]["));
@@ -271,6 +271,11 @@ pub trait Billing {
     /// A customer-portal session: the URL of Stripe's hosted page where the customer manages
     /// cards, subscriptions and invoices, back to `return_url` (else the portal's default).
     fn create_portal_session(&self, customer: &str, return_url: Option<&str>, idempotency_key: &str) -> Result<String, StripeError>;
+    /// The customer's tax ids (all of them: Stripe allows far fewer than a page of 100).
+    fn tax_ids(&self, customer: &str) -> Result<Vec<TaxId>, StripeError>;
+    fn add_tax_id(&self, customer: &str, tax_id: &NewTaxId, idempotency_key: &str) -> Result<TaxId, StripeError>;
+    /// False when the customer has no such tax id.
+    fn delete_tax_id(&self, customer: &str, id: &str) -> Result<bool, StripeError>;
 }
 
 /// Why a profile could not be had.
@@ -330,6 +335,9 @@ mod tests {
         assert_eq!(errors, [FieldError::new("price_id", "not_found", "No such price: 'price_x'")]);
         // An invoice list's cursor that names no invoice.
         assert_eq!(rejected(Some("starting_after"), Some("resource_missing")), [FieldError::new("starting_after", "not_found", "No such price: 'price_x'")]);
+        // A tax id's type and value.
+        assert_eq!(rejected(Some("value"), Some("tax_id_invalid")), [FieldError::new("value", "rejected", "No such price: 'price_x'")]);
+        assert_eq!(rejected(Some("type"), None), [FieldError::new("type", "rejected", "No such price: 'price_x'")]);
         for param in ["items[12][plan]", "price", "plan", "subscription_details[items][0][price]"] {
             assert_eq!(rejected(Some(param), Some("parameter_invalid")), [FieldError::new("price_id", "rejected", "No such price: 'price_x'")], "{param}");
         }

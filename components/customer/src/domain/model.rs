@@ -224,6 +224,75 @@ impl StripePaymentMethod {
     }
 }
 
+/// A tax id to print on the customer's invoices (a VAT number, say), typed as Stripe types them:
+/// `eu_vat`, `gb_vat`, `us_ein`, `ca_pst_bc`... The type's shape is checked here; whether Stripe
+/// knows it, and whether the value is valid for it, Stripe decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTaxId {
+    kind: String,
+    value: String,
+}
+
+impl NewTaxId {
+    /// `kind`: a two-letter country or region, then one or two lowercase parts (`eu_vat`,
+    /// `ca_pst_bc`). `value`: 1 to 64 letters, digits, spaces and `-./`, without surrounding
+    /// spaces (a pasted value is trimmed first by the caller).
+    pub fn parse_type(kind: &str) -> Result<&str, &'static str> {
+        let mut parts = kind.split('_');
+        let region_ok = parts.next().is_some_and(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_lowercase()));
+        let rest: Vec<&str> = parts.collect();
+        let rest_ok = (1..=2).contains(&rest.len()) && rest.iter().all(|p| (2..=6).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_lowercase()));
+        if region_ok && rest_ok { Ok(kind) } else { Err("must be a Stripe tax id type such as eu_vat, gb_vat or us_ein") }
+    }
+
+    pub fn parse_value(value: &str) -> Result<&str, &'static str> {
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b' ' | b'-' | b'.' | b'/');
+        if value.is_empty() || value.len() > 64 || !value.bytes().all(allowed) || value.starts_with(' ') || value.ends_with(' ') {
+            return Err("must be 1 to 64 letters, digits, spaces and - . /");
+        }
+        Ok(value)
+    }
+
+    pub fn new(kind: &str, value: &str) -> Result<Self, &'static str> {
+        Ok(Self { kind: Self::parse_type(kind)?.to_string(), value: Self::parse_value(value)?.to_string() })
+    }
+
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+}
+
+/// A tax id of a customer, as Stripe holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaxId {
+    /// `txi_...`
+    pub id: String,
+    pub kind: String,
+    pub value: String,
+    /// Two letters, when Stripe knows the country.
+    pub country: Option<String>,
+    /// Stripe's `verification.status` (`pending`, `verified`, `unverified`, `unavailable`).
+    pub verification_status: Option<String>,
+}
+
+impl TaxId {
+    pub fn from_json(value: &serde_json::Value) -> Option<Self> {
+        use serde_json::Value;
+        let text = |v: &Value, name: &str| v.get(name).and_then(Value::as_str).map(str::to_string);
+        Some(Self {
+            id: text(value, "id").filter(|id| is_stripe_id(id))?,
+            kind: text(value, "type")?,
+            value: text(value, "value")?,
+            country: text(value, "country"),
+            verification_status: value.get("verification").and_then(|v| text(v, "status")),
+        })
+    }
+}
+
 /// A SetupIntent, for the browser to collect a payment method with Stripe.js: its
 /// `client_secret` is what Stripe.js needs (it is the owner's to have, and never logged).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -624,6 +693,27 @@ mod tests {
                 Err(_) => prop_assert!(!visible, "{raw:?} refused"),
             }
         }
+    }
+
+    #[test]
+    fn tax_ids_have_stripes_type_shape_and_a_plain_value() {
+        for kind in ["eu_vat", "gb_vat", "us_ein", "ca_pst_bc", "eu_oss_vat", "ch_uid"] {
+            assert!(NewTaxId::parse_type(kind).is_ok(), "{kind}");
+        }
+        for kind in ["", "eu", "EU_VAT", "e_vat", "eur_vat", "eu_v", "eu_vat_x_y", "eu-vat", "eu_vatvatv", "eu__vat", "eu_vat_"] {
+            assert!(NewTaxId::parse_type(kind).is_err(), "{kind}");
+        }
+        for value in ["DE123456789", "12-3456789", "123456789 RT0001", "CHE-123.456.788", "A/1"] {
+            assert!(NewTaxId::parse_value(value).is_ok(), "{value}");
+        }
+        let long = "1".repeat(65);
+        for value in ["", " DE1", "DE1 ", "DE1\n", "DE<1>", "DÉ1", long.as_str()] {
+            assert!(NewTaxId::parse_value(value).is_err(), "{value:?}");
+        }
+        let read = TaxId::from_json(&serde_json::json!({"id":"txi_1","type":"eu_vat","value":"DE123456789","country":"DE",
+            "verification":{"status":"pending"}})).unwrap();
+        assert_eq!((read.country.as_deref(), read.verification_status.as_deref()), (Some("DE"), Some("pending")));
+        assert!(TaxId::from_json(&serde_json::json!({"id":"txi/../1","type":"eu_vat","value":"x"})).is_none());
     }
 
     #[test]
