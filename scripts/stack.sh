@@ -30,6 +30,8 @@ LOCALSTRIPE_VERSION="1.15.10"
 # API contract checks (scripts/conformance.sh), same venv.
 SCHEMATHESIS_VERSION="4.32.5"
 STRIPE_PID_FILE="$LOCAL/localstripe.pid"
+# The digest of the stand-in's script the running localstripe was started from.
+STRIPE_DIGEST_FILE="$LOCAL/localstripe.sha256"
 STRIPE_LOG="$LOG_DIR/localstripe.log"
 DB_START_TIMEOUT="${DB_START_TIMEOUT:-60}"
 STRIPE_START_TIMEOUT="${STRIPE_START_TIMEOUT:-30}"
@@ -282,12 +284,19 @@ urllib.request.urlopen(req, timeout=1).read()
 PY
 }
 
+stand_in_digest() { sha256sum "$ROOT/scripts/localstripe_serve.py" | cut -d' ' -f1; }
+
 cmd_stripe_start() {
     load_stack_env
     [ -x "$VENV/bin/python" ] || die "no .local/venv: run scripts/stack.sh deps"
     if stripe_running; then
-        say "localstripe already running (pid $(cat "$STRIPE_PID_FILE"), port $STRIPE_PORT)"
-        return 0
+        # A stand-in started before a pull would keep answering as the old script did.
+        if [ "$(cat "$STRIPE_DIGEST_FILE" 2>/dev/null)" = "$(stand_in_digest)" ]; then
+            say "localstripe already running (pid $(cat "$STRIPE_PID_FILE"), port $STRIPE_PORT)"
+            return 0
+        fi
+        say "scripts/localstripe_serve.py changed since localstripe started: restarting it"
+        cmd_stripe_stop
     fi
     rm -f "$STRIPE_PID_FILE"
     port_in_use "$STRIPE_PORT" && die "port $STRIPE_PORT is taken by another program; set STRIPE_PORT in .local/stack.env (and fix .env)"
@@ -298,6 +307,7 @@ cmd_stripe_start() {
         </dev/null >>"$STRIPE_LOG" 2>&1 &
     local pid=$! i
     echo "$pid" >"$STRIPE_PID_FILE"
+    stand_in_digest >"$STRIPE_DIGEST_FILE"
     for ((i = 0; i < STRIPE_START_TIMEOUT * 5; i++)); do
         if ! kill -0 "$pid" 2>/dev/null; then
             rm -f "$STRIPE_PID_FILE"
