@@ -35,6 +35,9 @@ accepts what the live Stripe API accepts for our calls:
   `param: value`; the formats checked are simpler than Stripe's). The list takes `limit`. A new
   tax id's verification is `pending` (a value containing 111111111 is `unverified`, as in
   Stripe's test mode).
+* `POST /v1/invoices/{id}/pay` whose charge is declined answers 402 `card_declined`, and one
+  whose payment waits for 3-D Secure 402 `invoice_payment_intent_requires_action`, as Stripe
+  does (localstripe answered 200 with the invoice still open).
 * A SetupIntent for a customer that succeeds attaches its payment method to that customer.
 * Detaching a customer's default payment method unsets the default, as on Stripe.
 * `Idempotency-Key` on POST: the first answer (status and body, 500s included) is kept 24 h and
@@ -367,6 +370,28 @@ async def tax_id_middleware(request, handler):
     return server.json_response(tax_id._export())
 
 
+INVOICE_PAY_PATH = re.compile(r"/v1/invoices/(in_[A-Za-z0-9]+)/pay")
+
+
+@web.middleware
+async def invoice_pay_middleware(request, handler):
+    # Innermost, as tax_id_middleware, so that the UserErrors raised here become Stripe's answers.
+    response = await handler(request)
+    match = INVOICE_PAY_PATH.fullmatch(request.path)
+    if request.method != "POST" or match is None or response.status != 200:
+        return response
+    invoice = resources.store.get("invoice:" + match.group(1))
+    intent = resources.store.get("payment_intent:" + invoice.payment_intent) if invoice and invoice.payment_intent else None
+    if invoice is None or invoice.status != "open" or intent is None:
+        return response
+    if intent.status == "requires_action":
+        raise UserError(402, "This payment requires additional user action before it can be completed successfully.",
+                        {"code": "invoice_payment_intent_requires_action"})
+    if intent.status == "requires_payment_method":
+        raise UserError(402, "Your card was declined.", {"code": "card_declined", "decline_code": "generic_decline"})
+    return response
+
+
 # ---- Idempotency-Key --------------------------------------------------------------------------
 
 _idempotency = {}  # key -> (fingerprint, status, body bytes, content type, stored at)
@@ -479,6 +504,7 @@ def install(app):
     app.middlewares.insert(0, fault_middleware)
     app.middlewares.insert(0, request_log_middleware)
     app.middlewares.append(tax_id_middleware)
+    app.middlewares.append(invoice_pay_middleware)
     app.router.add_get("/_config/requests", list_requests)
     app.router.add_delete("/_config/requests", clear_requests)
     app.router.add_post("/_config/faults", add_fault)

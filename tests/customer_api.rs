@@ -1162,6 +1162,49 @@ async fn a_customer_adds_lists_and_deletes_tax_ids_for_its_invoices() {
     assert_eq!(status, 404, "{problem}");
 }
 
+/// A declined first payment, a new card, then the open invoice paid at once (rather than at
+/// Stripe's next retry, days later): the subscription is active in our mirror on the answer.
+#[tokio::test]
+async fn an_open_invoice_is_paid_after_the_card_is_replaced() {
+    let app = spawn(|_| {}).await;
+    let stripe_customer = app.billing_user().await;
+    app.auth.add_user("u-2", "Grace Hopper", "grace@example.org");
+    // Attached fine, declined at every charge.
+    app.stripe.add_card_numbered(&stripe_customer, "4000000000000341").await;
+    let price = app.stripe.price("1500").await;
+    let (status, sub, _) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": price})), &[]).await;
+    assert_eq!((status, &sub["status"]), (201, &json!("incomplete")), "{sub}\n{}", app.app.host.log());
+    let (_, invoices, _) = app.call("GET", "/api/v3/customers/me/invoices", "u-1", None, &[]).await;
+    let open = &invoices["invoices"][0];
+    assert_eq!(open["status"], "open", "{invoices}");
+    let pay = format!("/api/v3/customers/me/invoices/{}/pay", open["id"].as_str().unwrap_or_default());
+
+    // The same card again: declined, nothing paid.
+    let (status, problem, _) = app.call("POST", &pay, "u-1", None, &[]).await;
+    assert_eq!((status, &problem["code"]), (402, &json!("payment_failed")), "{problem}");
+    // Not the caller's, or no invoice id: not found.
+    let (status, _, _) = app.call("POST", &pay, "u-2", None, &[]).await;
+    assert_eq!(status, 404);
+    let (status, _, _) = app.call("POST", "/api/v3/customers/me/invoices/sub_1/pay", "u-1", None, &[]).await;
+    assert_eq!(status, 404);
+
+    // A card whose bank asks for 3-D Secure: still open, the payment handed to Stripe.js.
+    app.stripe.add_card_numbered(&stripe_customer, "4000002500003155").await;
+    let (status, asked, _) = app.call("POST", &pay, "u-1", None, &[]).await;
+    assert_eq!((status, &asked["status"], &asked["pending_payment"]["status"]), (200, &json!("open"), &json!("requires_action")), "{asked}");
+    assert!(asked["pending_payment"]["client_secret"].as_str().is_some_and(|s| s.contains("_secret_")), "{asked}");
+
+    // A card that works: paid, and the subscription is active in the mirror on the answer.
+    app.stripe.add_card(&stripe_customer).await;
+    let (status, paid, _) = app.call("POST", &pay, "u-1", None, &[]).await;
+    assert_eq!(status, 200, "{paid}\n{}", app.app.host.log());
+    assert_eq!((&paid["status"], &paid["amount_paid"], &paid["pending_payment"]), (&json!("paid"), &json!(1500), &Value::Null), "{paid}");
+    let (_, list, _) = app.call("GET", "/api/v3/customers/me/subscriptions", "u-1", None, &[]).await;
+    assert_eq!(list["subscriptions"][0]["status"], "active", "{list}");
+    let (status, problem, _) = app.call("POST", &pay, "u-1", None, &[]).await;
+    assert_eq!((status, &problem["code"]), (409, &json!("invoice_paid")), "{problem}");
+}
+
 /// `customer_require_verified_email`: with the real auth, a user whose email is not verified
 /// cannot become a customer; once the mailer's token verified it, the same request can.
 #[tokio::test]

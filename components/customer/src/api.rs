@@ -16,7 +16,7 @@ use crate::domain::idempotency::{self, Begin};
 use crate::domain::webhook::{self, Event, Outcome};
 use crate::domain::{
     AreaIds, AreaIdsError, Customer, IdempotencyKey, PaymentMethodId, PaymentMethodSummary, PriceId, ProfileError,
-    ProfileLookup, ProfileSource, Profiles, Quantity, SetupIntent, Store, Subscription, SubscriptionOrder, TaxId, NewTaxId, UserId, is_stripe_id,
+    ProfileLookup, ProfileSource, Profiles, Quantity, SetupIntent, Store, Subscription, SubscriptionOrder, TaxId, NewTaxId, UserId, Invoice, PendingPayment, is_stripe_id,
 };
 use crate::error::Error;
 use crate::kv::SpinKv;
@@ -150,11 +150,16 @@ fn subscription_json(s: &Subscription) -> Value {
 /// A subscription with the payment waiting for its user (`null` when none does).
 fn subscription_view_json(view: &billing::SubscriptionView) -> Value {
     let mut body = subscription_json(&view.subscription);
-    body["pending_payment"] = match &view.pending_payment {
+    body["pending_payment"] = pending_payment_json(view.pending_payment.as_ref());
+    body
+}
+
+/// A payment waiting for its user (3-D Secure), for Stripe.js; `null` when none does.
+fn pending_payment_json(payment: Option<&PendingPayment>) -> Value {
+    match payment {
         Some(payment) => json!({"status": payment.status, "client_secret": payment.client_secret}),
         None => Value::Null,
-    };
-    body
+    }
 }
 
 fn payment_method_json(m: &PaymentMethodSummary) -> Value {
@@ -162,6 +167,20 @@ fn payment_method_json(m: &PaymentMethodSummary) -> Value {
         "id": m.id,
         "type": m.kind,
         "card": m.card.as_ref().map(|c| json!({"brand": c.brand, "last4": c.last4, "exp_month": c.exp_month, "exp_year": c.exp_year})),
+    })
+}
+
+fn invoice_json(i: &Invoice) -> Value {
+    json!({
+        "id": i.id,
+        "number": i.number,
+        "status": i.status,
+        "amount_due": i.amount_due,
+        "amount_paid": i.amount_paid,
+        "currency": i.currency,
+        "created": rfc3339::format(i.created),
+        "hosted_invoice_url": i.hosted_invoice_url,
+        "invoice_pdf": i.invoice_pdf,
     })
 }
 
@@ -1200,6 +1219,23 @@ pub fn delete_tax_id(request: Request, params: Params) -> Response {
     })
 }
 
+/// `POST /api/v3/customers/me/invoices/{id}/pay` (no body)
+pub fn pay_invoice(request: Request, params: Params) -> Response {
+    let id = params.get("id").unwrap_or_default().to_string();
+    with_principal(&request, move |req, deps, principal| {
+        idempotent(req, deps, &principal, || {
+            let user = user_only(principal.clone())?;
+            if !id.starts_with("in_") || !is_stripe_id(&id) {
+                return Err(Error::not_found("No such invoice."));
+            }
+            let paid = billing_run(deps, &user, |ctx| billing::pay_invoice(ctx, &user, &id))?;
+            let mut body = invoice_json(&paid.invoice);
+            body["pending_payment"] = pending_payment_json(paid.pending_payment.as_ref());
+            Ok(Reply::json(200, &body))
+        })
+    })
+}
+
 /// `GET /api/v3/customers/me/invoices[?limit=&starting_after=]`
 pub fn invoices(request: Request, _params: Params) -> Response {
     with_principal(&request, |req, deps, principal| {
@@ -1223,17 +1259,7 @@ pub fn invoices(request: Request, _params: Params) -> Response {
             200,
             &json!({
                 "bill_to": {"name": bill_to["name"], "email": bill_to["email"], "source": bill_to["source"], "stale": bill_to["stale"]},
-                "invoices": page.invoices.iter().map(|i| json!({
-                    "id": i.id,
-                    "number": i.number,
-                    "status": i.status,
-                    "amount_due": i.amount_due,
-                    "amount_paid": i.amount_paid,
-                    "currency": i.currency,
-                    "created": rfc3339::format(i.created),
-                    "hosted_invoice_url": i.hosted_invoice_url,
-                    "invoice_pdf": i.invoice_pdf,
-                })).collect::<Vec<_>>(),
+                "invoices": page.invoices.iter().map(invoice_json).collect::<Vec<_>>(),
                 "has_more": page.has_more,
                 "next_cursor": next_cursor,
             }),

@@ -48,6 +48,7 @@ const ROUTES: &[(&str, &str, Handler)] = &[
     ("DELETE", "/api/v3/customers/me/subscriptions/:id", api::cancel_subscription),
     ("GET", "/api/v3/customers/me/subscriptions/:id/upcoming-invoice", api::upcoming_invoice),
     ("GET", "/api/v3/customers/me/invoices", api::invoices),
+    ("POST", "/api/v3/customers/me/invoices/:id/pay", api::pay_invoice),
     ("POST", "/api/v3/customers/me/setup-intents", api::create_setup_intent),
     ("POST", "/api/v3/customers/me/portal-sessions", api::create_portal_session),
     ("GET", "/api/v3/customers/me/payment-method", api::get_payment_method),

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::domain::{
     Billing, Invoice, InvoiceLine, InvoicePage, InvoicePreview, ItemChange, NewStripeCustomer, Profile, SetupIntent,
-    StripeCustomerRef, StripeError, StripePaymentMethod, StripeSubscription, SubscriptionOrder, TaxId, NewTaxId, billing, is_stripe_id,
+    StripeCustomerRef, StripeError, StripePaymentMethod, StripeSubscription, SubscriptionOrder, TaxId, NewTaxId, StripeInvoice, PendingPayment, billing, is_stripe_id,
 };
 use crate::transport::{HttpRequest, HttpResponse, Timeouts, Transport, TransportError, send_logged};
 
@@ -251,6 +251,21 @@ fn invoice(value: &Value) -> Option<Invoice> {
     })
 }
 
+/// An invoice with its customer, subscription and expanded PaymentIntent. The subscription is
+/// `subscription` in the pinned API version, `parent.subscription_details.subscription` in newer
+/// ones.
+fn stripe_invoice(value: &Value) -> Result<StripeInvoice, StripeError> {
+    let id_of = |v: Option<&Value>| v.and_then(|v| v.as_str().or_else(|| v.get("id").and_then(Value::as_str))).map(str::to_string);
+    let subscription = id_of(value.get("subscription"))
+        .or_else(|| id_of(value.get("parent").and_then(|p| p.get("subscription_details")).and_then(|d| d.get("subscription"))));
+    Ok(StripeInvoice {
+        invoice: invoice(value).ok_or_else(|| StripeError::Malformed("unreadable invoice".into()))?,
+        customer: id_of(value.get("customer")),
+        subscription,
+        pending_payment: value.get("payment_intent").and_then(PendingPayment::from_payment_intent),
+    })
+}
+
 /// An invoice preview as Stripe answers `create_preview`: the amounts and currency are required,
 /// a line without its amount is unreadable.
 fn invoice_preview(value: &Value) -> Option<InvoicePreview> {
@@ -481,6 +496,19 @@ impl Billing for StripeClient<'_> {
             Some(url) if url.starts_with("https://") || url.starts_with("http://") => Ok(url.to_string()),
             _ => Err(StripeError::Malformed("unreadable portal session".into())),
         }
+    }
+
+    fn invoice(&self, id: &str) -> Result<Option<StripeInvoice>, StripeError> {
+        match self.call("GET", &format!("/v1/invoices/{}?expand%5B0%5D=payment_intent", path_segment(id)?), None, None) {
+            Ok(value) => stripe_invoice(&value).map(Some),
+            Err(err) if err.is_not_found() => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn pay_invoice(&self, id: &str, idempotency_key: &str) -> Result<StripeInvoice, StripeError> {
+        let form = Form::new().field(&["expand", "0"], "payment_intent");
+        stripe_invoice(&self.call("POST", &format!("/v1/invoices/{}/pay", path_segment(id)?), Some(&form), Some(idempotency_key))?)
     }
 
     fn tax_ids(&self, customer: &str) -> Result<Vec<TaxId>, StripeError> {

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::{
     AreaIds, Billing, Claim, Customer, InvoicePage, InvoicePreview, NewStripeCustomer, PaymentMethodId, PaymentMethodSummary,
     ItemChange, PendingPayment, PriceId, Profile, ProfileLookup, ProfileSource, Profiles, Quantity, SetupIntent, Store, StoreError, StripeCustomerRef,
-    Subscription, SubscriptionOrder, SubscriptionStatus, TaxId, NewTaxId, UserId,
+    StripeError, StripeInvoice, Subscription, SubscriptionOrder, SubscriptionStatus, TaxId, NewTaxId, UserId,
 };
 use crate::error::Error;
 
@@ -837,6 +837,68 @@ pub fn delete_tax_id(ctx: &Ctx<'_>, user: &UserId, id: &str) -> Result<(), Error
     Ok(())
 }
 
+/// `POST /customers/me/invoices/{id}/pay`: charges one of the caller's open invoices now with the
+/// default payment method, as a user does after putting a new card in place of one that was
+/// declined, rather than waiting days for Stripe's next retry. An invoice of another customer is
+/// 404, as one Stripe does not know; a paid one 409 `invoice_paid`, a draft, void or
+/// uncollectible one 409 `invoice_not_payable`; a declined card 402. When the bank asks for 3-D
+/// Secure the invoice stays open and `pending_payment` carries the PaymentIntent's
+/// `client_secret` for Stripe.js. A paid invoice's subscription is read from Stripe into the
+/// mirror at once (the webhook would bring the same state a moment later).
+pub fn pay_invoice(ctx: &Ctx<'_>, user: &UserId, id: &str) -> Result<StripeInvoice, Error> {
+    let stripe_customer = stripe_customer_of(ctx.store, user)?;
+    let found = ctx
+        .stripe
+        .invoice(id)?
+        .filter(|found| found.customer.as_deref() == Some(stripe_customer.as_str()))
+        .ok_or_else(|| Error::not_found("No such invoice."))?;
+    match found.invoice.status.as_deref() {
+        Some("open") => {}
+        Some("paid") => return Err(Error::Conflict { code: "invoice_paid", detail: "This invoice is already paid.".into() }),
+        other => {
+            let detail = format!("Only an open invoice can be paid; this one is {}.", other.unwrap_or("of unknown status"));
+            return Err(Error::Conflict { code: "invoice_not_payable", detail });
+        }
+    }
+    let key = format!("invoice-pay:{id}:{}", new_local_id());
+    let paid = match ctx.stripe.pay_invoice(id, &key) {
+        Ok(paid) => paid,
+        // Stripe's answer when the bank wants 3-D Secure: the PaymentIntent waits for the user.
+        Err(StripeError::Card { code: Some(code), .. }) if code == "invoice_payment_intent_requires_action" => {
+            ctx.stripe.invoice(id)?.ok_or_else(|| Error::internal(format!("invoice {id} vanished while being paid")))?
+        }
+        Err(err) => {
+            ctx.store.audit(ctx.now, user.as_str(), "invoice.payment_failed", Some(user.as_str()), &format!("invoice={id}"))?;
+            return Err(err.into());
+        }
+    };
+    let status = paid.invoice.status.as_deref().unwrap_or("unknown");
+    ctx.store.audit(ctx.now, user.as_str(), "invoice.paid_by_user", Some(user.as_str()), &format!("invoice={id} status={status}"))?;
+    if status == "paid"
+        && let Some(sub_id) = &paid.subscription
+        && let Err(err) = refresh_subscription(ctx, user, sub_id)
+    {
+        // The payment is made; the webhook brings the subscription's new state anyway.
+        telemetry::warn("subscription not refreshed after an invoice was paid", &[("cause", err.to_string().into())]);
+    }
+    Ok(paid)
+}
+
+/// Stores Stripe's current state of the caller's subscription `stripe_id` in the mirror.
+fn refresh_subscription(ctx: &Ctx<'_>, user: &UserId, stripe_id: &str) -> Result<(), Error> {
+    let store = ctx.store;
+    with_customer_locked(store, user, || {
+        let Some(mut sub) = store.subscription_by_stripe_id(stripe_id)?.filter(|sub| sub.customer_id == user.as_str()) else {
+            return Ok(());
+        };
+        if let Some(remote) = ctx.stripe.subscription(stripe_id)?.filter(|remote| sub.stripe_subscription_id.as_deref() == Some(remote.id.as_str())) {
+            sub.apply(&remote);
+            store.update_subscription(&sub)?;
+        }
+        Ok(())
+    })
+}
+
 /// `GET /customers/me/invoices`: bill_to from auth, invoices from Stripe.
 pub fn invoices(
     ctx: &Ctx<'_>,
@@ -901,6 +963,7 @@ fn sync_stripe_profile_or_log(ctx: &Ctx<'_>, user: &UserId, stripe_customer: &st
 pub(crate) mod tests {
     use super::*;
     use crate::domain::fake::{FakeProfiles, FakeStripe, MemoryStore};
+    use crate::domain::Invoice;
 
     /// The ports of a request, all fakes, auth up.
     pub(crate) struct Fakes {
@@ -1316,6 +1379,49 @@ pub(crate) mod tests {
         assert!(tax_ids(&ctx, &user("u1")).unwrap().is_empty());
         let audit = fakes.store.audit_events();
         assert!(audit.contains(&"customer.tax_id_added".to_string()) && audit.contains(&"customer.tax_id_deleted".to_string()));
+    }
+
+    #[test]
+    fn an_open_invoice_is_paid_on_request_and_its_subscription_follows() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        create_customer(&ctx, &user("u2"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        fakes.stripe.card_needs_3ds.set(true);
+        let sub = subscribe(&ctx, &user("u1"), &one(&PriceId::parse("price_basic").unwrap()), 0).unwrap().subscription;
+        fakes.stripe.card_needs_3ds.set(false);
+        assert_eq!(sub.status, SubscriptionStatus::Incomplete);
+        let stripe_customer = fakes.store.customer("u1").unwrap().unwrap().stripe_customer_id.unwrap();
+        let invoice = |id: &str, status: &str| StripeInvoice {
+            invoice: Invoice { id: id.into(), number: None, status: Some(status.into()), amount_due: 1500, amount_paid: 0, currency: "eur".into(), created: 1000, hosted_invoice_url: None, invoice_pdf: None },
+            customer: Some(stripe_customer.clone()),
+            subscription: sub.stripe_subscription_id.clone(),
+            pending_payment: None,
+        };
+        fakes.stripe.invoices.borrow_mut().extend([invoice("in_open", "open"), invoice("in_draft", "draft")]);
+
+        // Someone else's invoice is not found; a draft cannot be paid; a declined card is 402.
+        assert_eq!(pay_invoice(&ctx, &user("u2"), "in_open").unwrap_err().status(), 404);
+        assert_eq!(pay_invoice(&ctx, &user("u1"), "in_nothing").unwrap_err().status(), 404);
+        assert!(matches!(pay_invoice(&ctx, &user("u1"), "in_draft").unwrap_err(), Error::Conflict { code: "invoice_not_payable", .. }));
+        fakes.stripe.card_declines.set(true);
+        assert_eq!(pay_invoice(&ctx, &user("u1"), "in_open").unwrap_err().status(), 402);
+        fakes.stripe.card_declines.set(false);
+        // The bank asks for 3-D Secure: the invoice stays open and its payment waits for the user.
+        let waiting = PendingPayment { status: "requires_action".into(), client_secret: "pi_1_secret_x".into() };
+        fakes.stripe.invoices.borrow_mut()[0].pending_payment = Some(waiting.clone());
+        fakes.stripe.card_needs_3ds.set(true);
+        let asked = pay_invoice(&ctx, &user("u1"), "in_open").unwrap();
+        assert_eq!((asked.invoice.status.as_deref(), asked.pending_payment), (Some("open"), Some(waiting)));
+        fakes.stripe.card_needs_3ds.set(false);
+
+        // Paid: the subscription is active in the mirror at once; paying again is 409.
+        let paid = pay_invoice(&ctx, &user("u1"), "in_open").unwrap();
+        assert_eq!((paid.invoice.status.as_deref(), paid.invoice.amount_paid), (Some("paid"), 1500));
+        assert_eq!(fakes.store.subscription("u1", &sub.id).unwrap().unwrap().status, SubscriptionStatus::Active);
+        assert!(matches!(pay_invoice(&ctx, &user("u1"), "in_open").unwrap_err(), Error::Conflict { code: "invoice_paid", .. }));
+        let audit = fakes.store.audit_events();
+        assert!(audit.contains(&"invoice.paid_by_user".to_string()) && audit.contains(&"invoice.payment_failed".to_string()));
     }
 
     #[test]

@@ -296,6 +296,9 @@ pub struct FakeStripe {
     pub card_needs_3ds: Cell<bool>,
     /// Tax ids: (Stripe customer, tax id).
     pub tax_ids: RefCell<Vec<(String, TaxId)>>,
+    /// Invoices; paying an open one succeeds unless `card_declines` (or `card_needs_3ds`).
+    pub invoices: RefCell<Vec<StripeInvoice>>,
+    pub card_declines: Cell<bool>,
     counter: Cell<u32>,
 }
 
@@ -527,6 +530,29 @@ impl Billing for FakeStripe {
             return Err(StripeError::InvalidRequest { message: "no return_url".into(), param: Some("return_url".into()), code: None, status: 400 });
         };
         Ok(format!("https://billing.stripe.test/p/session/{customer}?return={return_url}"))
+    }
+    fn invoice(&self, id: &str) -> Result<Option<StripeInvoice>, StripeError> {
+        self.check_up()?;
+        Ok(self.invoices.borrow().iter().find(|i| i.invoice.id == id).cloned())
+    }
+    fn pay_invoice(&self, id: &str, _key: &str) -> Result<StripeInvoice, StripeError> {
+        self.check_up()?;
+        if self.card_declines.get() {
+            return Err(StripeError::Card { message: "Your card was declined.".into(), code: Some("card_declined".into()) });
+        }
+        if self.card_needs_3ds.get() {
+            return Err(StripeError::Card { message: "This payment requires additional user action.".into(), code: Some("invoice_payment_intent_requires_action".into()) });
+        }
+        let mut invoices = self.invoices.borrow_mut();
+        let found = invoices.iter_mut().find(|i| i.invoice.id == id).ok_or_else(|| not_found("invoice"))?;
+        found.invoice.status = Some("paid".into());
+        found.invoice.amount_paid = found.invoice.amount_due;
+        // As Stripe does: a subscription whose first or overdue invoice is paid becomes active.
+        if let Some(sub) = &found.subscription
+            && let Some(remote) = self.subscriptions.borrow_mut().iter_mut().find(|s| &s.id == sub) {
+                remote.status = SubscriptionStatus::Active;
+            }
+        Ok(found.clone())
     }
     fn tax_ids(&self, customer: &str) -> Result<Vec<TaxId>, StripeError> {
         self.check_up()?;

@@ -250,6 +250,10 @@ pub trait Billing {
     /// Sets the price and quantity of the subscription's item (Stripe prorates by default).
     fn change_item(&self, id: &str, change: ItemChange<'_>, idempotency_key: &str) -> Result<StripeSubscription, StripeError>;
     fn invoices(&self, customer: &str, limit: u32, starting_after: Option<&str>) -> Result<InvoicePage, StripeError>;
+    /// One invoice, its PaymentIntent expanded; None when Stripe knows no such invoice.
+    fn invoice(&self, id: &str) -> Result<Option<StripeInvoice>, StripeError>;
+    /// Charges an open invoice now with the customer's default payment method (`/pay`).
+    fn pay_invoice(&self, id: &str, idempotency_key: &str) -> Result<StripeInvoice, StripeError>;
     /// The invoice Stripe would make next for `subscription` of `customer` (`create_preview`);
     /// with `change`, as if its item were changed at `proration_date`, its prorations included.
     /// None when Stripe says nothing will be invoiced (the subscription ends first).

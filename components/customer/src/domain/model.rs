@@ -484,7 +484,7 @@ pub struct PendingPayment {
 
 impl PendingPayment {
     /// From an expanded PaymentIntent, when it waits for the user.
-    fn from_payment_intent(intent: &serde_json::Value) -> Option<Self> {
+    pub fn from_payment_intent(intent: &serde_json::Value) -> Option<Self> {
         let status = intent.get("status")?.as_str()?;
         if !matches!(status, "requires_action" | "requires_payment_method" | "requires_confirmation") {
             return None;
@@ -567,6 +567,17 @@ pub struct Invoice {
     pub hosted_invoice_url: Option<String>,
     /// Stripe's link to the invoice as a PDF (None until the invoice is finalized).
     pub invoice_pdf: Option<String>,
+}
+
+/// One invoice as Stripe holds it, with whose it is and what waits for its payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeInvoice {
+    pub invoice: Invoice,
+    pub customer: Option<String>,
+    /// The subscription it bills, if any.
+    pub subscription: Option<String>,
+    /// Read when the answer expands `payment_intent`: a payment waiting for the user (3-D Secure).
+    pub pending_payment: Option<PendingPayment>,
 }
 
 /// A line of an invoice preview: what one charge or credit is for.
