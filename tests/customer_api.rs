@@ -1205,6 +1205,47 @@ async fn an_open_invoice_is_paid_after_the_card_is_replaced() {
     assert_eq!((status, &problem["code"]), (409, &json!("invoice_paid")), "{problem}");
 }
 
+/// Entitlements: another service of the app (with its own service token) reads whether a user
+/// pays, for which price and how many seats, from our mirror: alone, in a list, with profiles.
+#[tokio::test]
+async fn services_read_a_customers_subscriptions_to_unlock_paid_features() {
+    let ops = Key::generate("ops-1");
+    let trusted = format!("ops:{}:{}", ops.kid, ops.public_b64());
+    let app = spawn(move |vars| {
+        vars.insert("customer_trusted_service_keys".into(), trusted);
+    })
+    .await;
+    app.stripe.add_card(&app.billing_user().await).await;
+    let price = app.stripe.price("1500").await;
+    let (status, sub, _) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": price, "quantity": 4})), &[]).await;
+    assert_eq!(status, 201, "{sub}");
+    app.customer("u-8").await;
+    let read = |path: String| {
+        let request = app.app.client.get(app.url(&path)).bearer_auth(ops.service_token("ops"));
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, one) = read("/api/v3/customers/u-1?include=subscriptions".into()).await;
+    assert_eq!(status, 200, "{one}");
+    let paid = &one["subscriptions"][0];
+    assert_eq!((&paid["id"], &paid["price_id"], &paid["quantity"]), (&sub["id"], &json!(price), &json!(4)), "{one}");
+    assert!(one.get("profile").is_none(), "only what was asked: {one}");
+    let (status, page) = read("/api/v3/customers?include=subscriptions,profile".into()).await;
+    assert_eq!(status, 200, "{page}");
+    let customers = page["customers"].as_array().cloned().unwrap_or_default();
+    let of = |id: &str| customers.iter().find(|c| c["id"] == id).cloned().unwrap_or(Value::Null);
+    assert_eq!(of("u-1")["subscriptions"][0]["id"], sub["id"], "{page}");
+    assert_eq!(of("u-1")["profile"]["name"], "Ada Lovelace", "{page}");
+    assert_eq!(of("u-8")["subscriptions"], json!([]), "a customer without any: {page}");
+    // The user itself may ask too; an unknown include is refused.
+    let (status, me, _) = app.call("GET", "/api/v3/customers/me?include=profile,subscriptions", "u-1", None, &[]).await;
+    assert_eq!((status, &me["subscriptions"][0]["quantity"], &me["profile"]["name"]), (200, &json!(4), &json!("Ada Lovelace")), "{me}");
+    let (status, problem) = read("/api/v3/customers/u-1?include=subscriptions,invoices".into()).await;
+    assert_eq!((status, &problem["code"]), (400, &json!("invalid_query")), "{problem}");
+}
+
 /// `customer_require_verified_email`: with the real auth, a user whose email is not verified
 /// cannot become a customer; once the mailer's token verified it, the same request can.
 #[tokio::test]

@@ -753,8 +753,8 @@ pub fn get_me(request: Request, _params: Params) -> Response {
     // With include=profile, auth is asked for the caller's profile, with the caller's own token,
     // before this component verifies that token: auth checks it itself, and works while we do.
     // The answer is used only once our own check says the caller is the user it is for.
-    let early = match include_profile(&req) {
-        Ok(true) => deps.start_caller_profile(),
+    let early = match includes(&req) {
+        Ok(Includes { profile: true, .. }) => deps.start_caller_profile(),
         _ => None,
     };
     respond(authenticate(&req, &deps).and_then(|principal| {
@@ -763,19 +763,31 @@ pub fn get_me(request: Request, _params: Params) -> Response {
     }))
 }
 
-/// `?include=profile` (true), nothing (false), or anything else (400).
-fn include_profile(req: &Req) -> Result<bool, Error> {
-    match req.query_param("include")?.as_deref() {
-        None | Some("") => Ok(false),
-        Some("profile") => Ok(true),
-        Some(_) => Err(Error::bad_request("invalid_query", "include may only be `profile`.")),
+/// What `?include=` adds to a customer: `profile` (from auth), `subscriptions` (our mirror:
+/// what a service checks before it unlocks a paid feature), or both, comma-separated.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Includes {
+    profile: bool,
+    subscriptions: bool,
+}
+
+fn includes(req: &Req) -> Result<Includes, Error> {
+    let mut asked = Includes::default();
+    for part in req.query_param("include")?.unwrap_or_default().split(',').filter(|part| !part.is_empty()) {
+        match part {
+            "profile" => asked.profile = true,
+            "subscriptions" => asked.subscriptions = true,
+            _ => return Err(Error::bad_request("invalid_query", "include may only list `profile` and `subscriptions`, comma-separated.")),
+        }
     }
+    Ok(asked)
 }
 
 /// The customer, with its profile when asked: the lookup `early` started if it is for `user`,
 /// else one started here, before our own query (auth looks the profile up while we read).
 fn customer_reply<'a>(req: &Req, deps: &'a Deps, user: &UserId, early: Option<(AuthClient<'a>, ProfileFetch<'a>)>) -> Result<Reply, Error> {
-    let with_profile = include_profile(req)?;
+    let asked = includes(req)?;
+    let with_profile = asked.profile;
     let started = match early {
         Some((auth, fetch)) if with_profile && fetch.id() == user.as_str() => Some((auth, fetch)),
         _ if with_profile => {
@@ -787,6 +799,9 @@ fn customer_reply<'a>(req: &Req, deps: &'a Deps, user: &UserId, early: Option<(A
     };
     let customer = billing::get_customer(deps.store()?, user)?;
     let mut body = customer_json(&customer);
+    if asked.subscriptions {
+        body["subscriptions"] = deps.store()?.subscriptions(user.as_str())?.iter().map(subscription_json).collect();
+    }
     if let Some((auth, profile)) = started {
         // Auth being down never fails this read: the profile is left out and said so.
         match auth.finish_profile(profile) {
@@ -962,14 +977,18 @@ pub fn list_customers(request: Request, _params: Params) -> Response {
         if let Some(a) = &after {
             UserId::parse(a).map_err(|_| Error::bad_request("invalid_query", "after must be a customer id."))?;
         }
-        let with_profiles = match req.query_param("include")?.as_deref() {
-            None | Some("") => false,
-            Some("profile") => true,
-            Some(_) => return Err(Error::bad_request("invalid_query", "include may only be `profile`.")),
-        };
+        let asked = includes(req)?;
+        let with_profiles = asked.profile;
         let customers = deps.store()?.customers(after.as_deref(), limit)?;
         telemetry::info("service lists customers", &[("service", service.as_str().into()), ("count", customers.len().into())]);
         let mut items: Vec<Value> = customers.iter().map(customer_json).collect();
+        if asked.subscriptions {
+            let ids: Vec<&str> = customers.iter().map(|c| c.id.as_str()).collect();
+            let subscriptions = deps.store()?.subscriptions_of_customers(&ids)?;
+            for (item, customer) in items.iter_mut().zip(&customers) {
+                item["subscriptions"] = subscriptions.iter().filter(|s| s.customer_id == customer.id).map(subscription_json).collect();
+            }
+        }
         let mut body = json!({});
         if with_profiles && !customers.is_empty() {
             let ids: Vec<String> = customers.iter().map(|c| c.id.clone()).collect();
@@ -1538,6 +1557,21 @@ mod tests {
             let Err(Error::Validation(errors)) = parse(body.clone()) else { panic!("{body} was accepted") };
             let got: Vec<_> = errors.iter().map(|e| (e.field.as_str(), e.code.as_str())).collect();
             assert_eq!(got, fields, "{body}");
+        }
+    }
+
+    #[test]
+    fn include_lists_profile_and_subscriptions() {
+        let asked = |query: &str| includes(&Req { method: "GET".into(), path: "/".into(), query: query.into(), headers: Vec::new(), body: Vec::new() });
+        let both = Includes { profile: true, subscriptions: true };
+        assert_eq!(asked("").unwrap(), Includes::default());
+        assert_eq!(asked("include=").unwrap(), Includes::default());
+        assert_eq!(asked("include=profile").unwrap(), Includes { profile: true, subscriptions: false });
+        assert_eq!(asked("include=subscriptions").unwrap(), Includes { profile: false, subscriptions: true });
+        assert_eq!(asked("include=profile,subscriptions").unwrap(), both);
+        assert_eq!(asked("include=subscriptions%2Cprofile").unwrap(), both);
+        for bad in ["include=invoices", "include=profile,x", "include=Profile", "include=profile&include=subscriptions"] {
+            assert_eq!(asked(bad).unwrap_err().problem().code, "invalid_query", "{bad}");
         }
     }
 

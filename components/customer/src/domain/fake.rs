@@ -150,6 +150,9 @@ impl Store for MemoryStore {
     fn subscriptions(&self, customer_id: &str) -> Result<Vec<Subscription>, StoreError> {
         Ok(self.state.borrow().subscriptions.iter().filter(|s| s.customer_id == customer_id).cloned().collect())
     }
+    fn subscriptions_of_customers(&self, customer_ids: &[&str]) -> Result<Vec<Subscription>, StoreError> {
+        Ok(self.state.borrow().subscriptions.iter().filter(|s| customer_ids.contains(&s.customer_id.as_str())).cloned().collect())
+    }
     fn subscription(&self, customer_id: &str, id: &str) -> Result<Option<Subscription>, StoreError> {
         Ok(self.subscriptions(customer_id)?.into_iter().find(|s| s.id == id))
     }

@@ -94,6 +94,8 @@ pub trait Store {
     fn delete_provisioning(&self, id: &str) -> Result<(), StoreError>;
 
     fn subscriptions(&self, customer_id: &str) -> Result<Vec<Subscription>, StoreError>;
+    /// The subscriptions of several customers (a page of a list), in one query.
+    fn subscriptions_of_customers(&self, customer_ids: &[&str]) -> Result<Vec<Subscription>, StoreError>;
     fn subscription(&self, customer_id: &str, id: &str) -> Result<Option<Subscription>, StoreError>;
     fn subscription_by_stripe_id(&self, stripe_subscription_id: &str) -> Result<Option<Subscription>, StoreError>;
     fn subscription_by_id(&self, id: &str) -> Result<Option<Subscription>, StoreError>;

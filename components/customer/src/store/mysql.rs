@@ -352,6 +352,18 @@ impl Store for MysqlStore {
             .collect()
     }
 
+    fn subscriptions_of_customers(&self, customer_ids: &[&str]) -> Result<Vec<Subscription>, StoreError> {
+        if customer_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = vec!["?"; customer_ids.len()].join(", ");
+        let params: Vec<ParameterValue> = customer_ids.iter().map(|id| s(id)).collect();
+        self.subscription_rows(&format!("customer_id IN ({placeholders}) ORDER BY customer_id, created_at, id"), &params)?
+            .iter()
+            .map(|row| subscription_from(row))
+            .collect()
+    }
+
     fn subscription(&self, customer_id: &str, id: &str) -> Result<Option<Subscription>, StoreError> {
         self.first_subscription("customer_id = ? AND id = ?", &[s(customer_id), s(id)])
     }
