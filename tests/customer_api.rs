@@ -1109,6 +1109,41 @@ async fn a_subscription_bills_its_seats_and_their_number_changes() {
     }
 }
 
+/// The billing address Stripe prints on invoices: kept at Stripe on the caller's customer only,
+/// replaced whole, refused with the field named.
+#[tokio::test]
+async fn a_customer_keeps_its_billing_address_at_stripe() {
+    let app = spawn(|_| {}).await;
+    let stripe_customer = app.billing_user().await;
+    let path = "/api/v3/customers/me/billing-address";
+    let (status, problem, _) = app.call("GET", path, "u-1", None, &[]).await;
+    assert_eq!((status, &problem["code"]), (404, &json!("no_billing_address")), "{problem}");
+
+    let address = json!({"line1": "Unter den Linden 1", "postal_code": "10117", "city": "Berlin", "country": "de"});
+    let (status, stored, _) = app.call("PUT", path, "u-1", Some(address), &[]).await;
+    assert_eq!(status, 200, "{stored}\n{}", app.app.host.log());
+    assert_eq!((&stored["country"], &stored["line2"], &stored["city"]), (&json!("DE"), &Value::Null, &json!("Berlin")), "{stored}");
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/customers/{stripe_customer}")).await;
+    assert_eq!((&at_stripe["address"]["line1"], &at_stripe["address"]["country"]), (&json!("Unter den Linden 1"), &json!("DE")), "{at_stripe}");
+    let (status, read, _) = app.call("GET", path, "u-1", None, &[]).await;
+    assert_eq!((status, &read), (200, &stored));
+
+    // Replaced whole: a line left out is cleared at Stripe too.
+    let (status, moved, _) = app.call("PUT", path, "u-1", Some(json!({"line1": "1 Rue de Rivoli", "country": "FR"})), &[]).await;
+    assert_eq!((status, &moved["city"], &moved["postal_code"]), (200, &Value::Null, &Value::Null), "{moved}");
+    let (_, read, _) = app.call("GET", path, "u-1", None, &[]).await;
+    assert_eq!(read, moved);
+
+    // Bad input names its fields and changes nothing; a user who is not a customer has none.
+    let (status, problem, _) = app.call("PUT", path, "u-1", Some(json!({"line1": "", "country": "France"})), &[]).await;
+    let fields: Vec<_> = problem["errors"].as_array().into_iter().flatten().map(|e| e["field"].clone()).collect();
+    assert_eq!((status, fields), (422, vec![json!("line1"), json!("country")]), "{problem}");
+    let (_, read, _) = app.call("GET", path, "u-1", None, &[]).await;
+    assert_eq!(read, moved);
+    let (status, _, _) = app.call("PUT", path, "u-3", Some(json!({"line1": "x", "country": "FR"})), &[]).await;
+    assert_eq!(status, 404);
+}
+
 /// Tax ids for invoices (Cashier's `createTaxId`, `taxIds`, `deleteTaxId`): kept at Stripe on
 /// the caller's Stripe customer, refused as Stripe refuses them, never reachable by another user.
 #[tokio::test]

@@ -115,6 +115,12 @@ pub fn customer_request(data: &[u8]) {
         assert!(change.price.is_some() || change.quantity.is_some() || change.cancel_at_period_end.is_some(), "an empty change passed");
         assert!(change.quantity.is_none_or(seats_ok), "quantity {:?} passed", change.quantity);
     }
+    if let Ok(dto) = customer::api::parse_json_object::<customer::api::BillingAddressDto>(body)
+        && let Ok(address) = customer::domain::model::BillingAddress::try_from(dto)
+    {
+        assert!(!address.line1.is_empty() && address.line1.chars().count() <= 200, "line1 {:?} passed", address.line1);
+        assert!(address.country.len() == 2 && address.country.bytes().all(|b| b.is_ascii_uppercase()), "country {:?} passed", address.country);
+    }
     if let Ok(dto) = customer::api::parse_json_object::<customer::api::TaxIdDto>(body)
         && let Ok(tax_id) = customer::domain::model::NewTaxId::try_from(dto)
     {

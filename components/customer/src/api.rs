@@ -16,7 +16,7 @@ use crate::domain::idempotency::{self, Begin};
 use crate::domain::webhook::{self, Event, Outcome};
 use crate::domain::{
     AreaIds, AreaIdsError, Customer, IdempotencyKey, PaymentMethodId, PaymentMethodSummary, PriceId, ProfileError,
-    ProfileLookup, ProfileSource, Profiles, Quantity, SetupIntent, Store, Subscription, SubscriptionOrder, TaxId, NewTaxId, UserId, Invoice, PendingPayment, is_stripe_id,
+    ProfileLookup, ProfileSource, Profiles, Quantity, SetupIntent, Store, Subscription, SubscriptionOrder, TaxId, NewTaxId, UserId, Invoice, PendingPayment, BillingAddress, is_stripe_id,
 };
 use crate::error::Error;
 use crate::kv::SpinKv;
@@ -182,6 +182,10 @@ fn invoice_json(i: &Invoice) -> Value {
         "hosted_invoice_url": i.hosted_invoice_url,
         "invoice_pdf": i.invoice_pdf,
     })
+}
+
+fn billing_address_json(a: &BillingAddress) -> Value {
+    json!({"line1": a.line1, "line2": a.line2, "city": a.city, "postal_code": a.postal_code, "state": a.state, "country": a.country})
 }
 
 fn tax_id_json(t: &TaxId) -> Value {
@@ -365,6 +369,46 @@ impl TryFrom<PaymentMethodDto> for PaymentMethodId {
 
     fn try_from(dto: PaymentMethodDto) -> Result<Self, Error> {
         required_string("payment_method_id", dto.payment_method_id, PaymentMethodId::parse)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BillingAddressDto {
+    pub line1: Option<Value>,
+    pub line2: Option<Value>,
+    pub city: Option<Value>,
+    pub postal_code: Option<Value>,
+    pub state: Option<Value>,
+    pub country: Option<Value>,
+}
+
+impl TryFrom<BillingAddressDto> for BillingAddress {
+    type Error = Error;
+
+    /// `line1` and `country` are required; the other lines may be absent, null or empty.
+    fn try_from(dto: BillingAddressDto) -> Result<Self, Error> {
+        let mut errors = Vec::new();
+        let mut line = |field: &'static str, raw: Option<Value>| match raw {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => BillingAddress::parse_line(&s).map_err(|detail| errors.push(FieldError::new(field, "invalid_format", detail))).ok().flatten(),
+            Some(_) => {
+                errors.push(FieldError::new(field, "invalid_type", "must be a string"));
+                None
+            }
+        };
+        let line1 = line("line1", dto.line1);
+        let line2 = line("line2", dto.line2);
+        let city = line("city", dto.city);
+        let postal_code = line("postal_code", dto.postal_code);
+        let state = line("state", dto.state);
+        let country = collect(required_string("country", dto.country, BillingAddress::parse_country), &mut errors)?;
+        if line1.is_none() && !errors.iter().any(|e| e.field == "line1") {
+            errors.insert(0, FieldError::new("line1", "required", "is required"));
+        }
+        match (line1, country) {
+            (Some(line1), Some(country)) if errors.is_empty() => Ok(Self { line1, line2, city, postal_code, state, country }),
+            _ => Err(Error::Validation(errors)),
+        }
     }
 }
 
@@ -1202,6 +1246,27 @@ pub fn remove_payment_method(request: Request, _params: Params) -> Response {
     })
 }
 
+/// `GET /api/v3/customers/me/billing-address`
+pub fn get_billing_address(request: Request, _params: Params) -> Response {
+    with_principal(&request, |_req, deps, principal| {
+        let user = user_only(principal)?;
+        let address = billing_run(deps, &user, |ctx| billing::billing_address(ctx, &user))?;
+        Ok(Reply::json(200, &billing_address_json(&address)))
+    })
+}
+
+/// `PUT /api/v3/customers/me/billing-address` {line1, line2?, city?, postal_code?, state?, country}
+pub fn put_billing_address(request: Request, _params: Params) -> Response {
+    with_principal(&request, |req, deps, principal| {
+        idempotent(req, deps, &principal, || {
+            let user = user_only(principal.clone())?;
+            let address = BillingAddress::try_from(json_body::<BillingAddressDto>(req)?)?;
+            let stored = billing_run(deps, &user, |ctx| billing::set_billing_address(ctx, &user, &address))?;
+            Ok(Reply::json(200, &billing_address_json(&stored)))
+        })
+    })
+}
+
 /// `GET /api/v3/customers/me/tax-ids`
 pub fn list_tax_ids(request: Request, _params: Params) -> Response {
     with_principal(&request, |_req, deps, principal| {
@@ -1572,6 +1637,25 @@ mod tests {
         assert_eq!(asked("include=subscriptions%2Cprofile").unwrap(), both);
         for bad in ["include=invoices", "include=profile,x", "include=Profile", "include=profile&include=subscriptions"] {
             assert_eq!(asked(bad).unwrap_err().problem().code, "invalid_query", "{bad}");
+        }
+    }
+
+    #[test]
+    fn billing_address_dtos() {
+        let parse = |v: Value| BillingAddress::try_from(serde_json::from_value::<BillingAddressDto>(v).unwrap());
+        let full = parse(json!({"line1": " 1 Rue de Rivoli ", "line2": "", "city": "Paris", "postal_code": "75001", "state": null, "country": "fr"})).unwrap();
+        assert_eq!((full.line1.as_str(), full.line2, full.city.as_deref(), full.state, full.country.as_str()), ("1 Rue de Rivoli", None, Some("Paris"), None, "FR"));
+        let long = "x".repeat(201);
+        for (body, fields) in [
+            (json!({}), vec![("line1", "required"), ("country", "required")]),
+            (json!({"line1": "  ", "country": "DE"}), vec![("line1", "required")]),
+            (json!({"line1": "A", "country": "DEU"}), vec![("country", "invalid_format")]),
+            (json!({"line1": 7, "city": ["x"], "country": 49}), vec![("line1", "invalid_type"), ("city", "invalid_type"), ("country", "invalid_type")]),
+            (json!({"line1": "A\nB", "postal_code": long, "country": "DE"}), vec![("line1", "invalid_format"), ("postal_code", "invalid_format")]),
+        ] {
+            let Err(Error::Validation(errors)) = parse(body.clone()) else { panic!("{body} was accepted") };
+            let got: Vec<_> = errors.iter().map(|e| (e.field.as_str(), e.code.as_str())).collect();
+            assert_eq!(got, fields, "{body}");
         }
     }
 

@@ -54,6 +54,8 @@ const ROUTES: &[(&str, &str, Handler)] = &[
     ("GET", "/api/v3/customers/me/payment-method", api::get_payment_method),
     ("PUT", "/api/v3/customers/me/payment-method", api::set_payment_method),
     ("DELETE", "/api/v3/customers/me/payment-method", api::remove_payment_method),
+    ("GET", "/api/v3/customers/me/billing-address", api::get_billing_address),
+    ("PUT", "/api/v3/customers/me/billing-address", api::put_billing_address),
     ("GET", "/api/v3/customers/me/tax-ids", api::list_tax_ids),
     ("POST", "/api/v3/customers/me/tax-ids", api::add_tax_id),
     ("DELETE", "/api/v3/customers/me/tax-ids/:id", api::delete_tax_id),

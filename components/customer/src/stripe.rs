@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::domain::{
     Billing, Invoice, InvoiceLine, InvoicePage, InvoicePreview, ItemChange, NewStripeCustomer, Profile, SetupIntent,
-    StripeCustomerRef, StripeError, StripePaymentMethod, StripeSubscription, SubscriptionOrder, TaxId, NewTaxId, StripeInvoice, PendingPayment, billing, is_stripe_id,
+    StripeCustomerRef, StripeError, StripePaymentMethod, StripeSubscription, SubscriptionOrder, TaxId, NewTaxId, StripeInvoice, PendingPayment, BillingAddress, billing, is_stripe_id,
 };
 use crate::transport::{HttpRequest, HttpResponse, Timeouts, Transport, TransportError, send_logged};
 
@@ -509,6 +509,23 @@ impl Billing for StripeClient<'_> {
     fn pay_invoice(&self, id: &str, idempotency_key: &str) -> Result<StripeInvoice, StripeError> {
         let form = Form::new().field(&["expand", "0"], "payment_intent");
         stripe_invoice(&self.call("POST", &format!("/v1/invoices/{}/pay", path_segment(id)?), Some(&form), Some(idempotency_key))?)
+    }
+
+    fn billing_address(&self, customer: &str) -> Result<Option<BillingAddress>, StripeError> {
+        let value = self.call("GET", &format!("/v1/customers/{}", path_segment(customer)?), None, None)?;
+        Ok(value.get("address").and_then(BillingAddress::from_json))
+    }
+
+    fn set_billing_address(&self, customer: &str, address: &BillingAddress, idempotency_key: &str) -> Result<(), StripeError> {
+        let optional = |field: &Option<String>| field.clone().unwrap_or_default();
+        let form = Form::new()
+            .field(&["address", "line1"], address.line1.as_str())
+            .field(&["address", "line2"], optional(&address.line2))
+            .field(&["address", "city"], optional(&address.city))
+            .field(&["address", "postal_code"], optional(&address.postal_code))
+            .field(&["address", "state"], optional(&address.state))
+            .field(&["address", "country"], address.country.as_str());
+        self.call("POST", &format!("/v1/customers/{}", path_segment(customer)?), Some(&form), Some(idempotency_key)).map(drop)
     }
 
     fn tax_ids(&self, customer: &str) -> Result<Vec<TaxId>, StripeError> {

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::{
     AreaIds, Billing, Claim, Customer, InvoicePage, InvoicePreview, NewStripeCustomer, PaymentMethodId, PaymentMethodSummary,
     ItemChange, PendingPayment, PriceId, Profile, ProfileLookup, ProfileSource, Profiles, Quantity, SetupIntent, Store, StoreError, StripeCustomerRef,
-    StripeError, StripeInvoice, Subscription, SubscriptionOrder, SubscriptionStatus, TaxId, NewTaxId, UserId,
+    BillingAddress, StripeError, StripeInvoice, Subscription, SubscriptionOrder, SubscriptionStatus, TaxId, NewTaxId, UserId,
 };
 use crate::error::Error;
 
@@ -807,6 +807,27 @@ pub fn create_portal_session(ctx: &Ctx<'_>, user: &UserId, return_url: Option<&s
     Ok(url)
 }
 
+/// `GET /customers/me/billing-address`: 404 `no_billing_address` when Stripe holds none.
+pub fn billing_address(ctx: &Ctx<'_>, user: &UserId) -> Result<BillingAddress, Error> {
+    let stripe_customer = stripe_customer_of(ctx.store, user)?;
+    ctx.stripe.billing_address(&stripe_customer)?.ok_or_else(|| Error::NotFound {
+        code: "no_billing_address",
+        detail: "No billing address; set one with PUT.".into(),
+    })
+}
+
+/// `PUT /customers/me/billing-address`: the address Stripe prints on the caller's invoices
+/// (Cashier's `updateStripeCustomer` with an address), replaced whole. Audited without its
+/// content.
+pub fn set_billing_address(ctx: &Ctx<'_>, user: &UserId, address: &BillingAddress) -> Result<BillingAddress, Error> {
+    let stripe_customer = stripe_customer_of(ctx.store, user)?;
+    let key = format!("billing-address:{}:{}", key_part(user.as_str()), new_local_id());
+    ctx.stripe.set_billing_address(&stripe_customer, address, &key)?;
+    let detail = format!("stripe_customer={stripe_customer} country={}", address.country);
+    ctx.store.audit(ctx.now, user.as_str(), "customer.billing_address_set", Some(user.as_str()), &detail)?;
+    Ok(address.clone())
+}
+
 /// `GET /customers/me/tax-ids`: the tax ids Stripe prints on the caller's invoices.
 pub fn tax_ids(ctx: &Ctx<'_>, user: &UserId) -> Result<Vec<TaxId>, Error> {
     let stripe_customer = stripe_customer_of(ctx.store, user)?;
@@ -1353,6 +1374,23 @@ pub(crate) mod tests {
         cancel_subscription(&ctx, &user("u1"), &sub.id, false).unwrap();
         let err = change_item(&ctx, &user("u1"), &sub.id, None, Some(seats(4))).unwrap_err();
         assert!(matches!(err, Error::Conflict { code: "subscription_ended", .. }), "{err:?}");
+    }
+
+    #[test]
+    fn the_billing_address_is_kept_at_stripe_and_refusals_name_the_field() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        let address = BillingAddress { line1: "1 Main St".into(), line2: None, city: Some("Springfield".into()), postal_code: Some("12345".into()), state: None, country: "US".into() };
+        assert_eq!(set_billing_address(&ctx, &user("u1"), &address).unwrap_err().status(), 404, "not a customer yet");
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        assert!(matches!(billing_address(&ctx, &user("u1")).unwrap_err(), Error::NotFound { code: "no_billing_address", .. }));
+        assert_eq!(set_billing_address(&ctx, &user("u1"), &address).unwrap(), address);
+        assert_eq!(billing_address(&ctx, &user("u1")).unwrap(), address);
+        let refused = BillingAddress { postal_code: Some("00000".into()), ..address.clone() };
+        let problem = set_billing_address(&ctx, &user("u1"), &refused).unwrap_err().problem();
+        assert_eq!((problem.status, problem.errors[0].field.as_str()), (422, "postal_code"));
+        assert_eq!(billing_address(&ctx, &user("u1")).unwrap(), address, "unchanged");
+        assert!(fakes.store.audit_events().contains(&"customer.billing_address_set".to_string()));
     }
 
     #[test]

@@ -302,6 +302,8 @@ pub struct FakeStripe {
     /// Invoices; paying an open one succeeds unless `card_declines` (or `card_needs_3ds`).
     pub invoices: RefCell<Vec<StripeInvoice>>,
     pub card_declines: Cell<bool>,
+    /// Each customer's address.
+    pub addresses: RefCell<BTreeMap<String, BillingAddress>>,
     counter: Cell<u32>,
 }
 
@@ -556,6 +558,19 @@ impl Billing for FakeStripe {
                 remote.status = SubscriptionStatus::Active;
             }
         Ok(found.clone())
+    }
+    fn billing_address(&self, customer: &str) -> Result<Option<BillingAddress>, StripeError> {
+        self.check_up()?;
+        Ok(self.addresses.borrow().get(customer).cloned())
+    }
+    /// A postal code `00000` is one Stripe refuses for the country.
+    fn set_billing_address(&self, customer: &str, address: &BillingAddress, _key: &str) -> Result<(), StripeError> {
+        self.check_up()?;
+        if address.postal_code.as_deref() == Some("00000") {
+            return Err(StripeError::InvalidRequest { message: "Invalid postal code.".into(), param: Some("address[postal_code]".into()), code: None, status: 400 });
+        }
+        self.addresses.borrow_mut().insert(customer.into(), address.clone());
+        Ok(())
     }
     fn tax_ids(&self, customer: &str) -> Result<Vec<TaxId>, StripeError> {
         self.check_up()?;

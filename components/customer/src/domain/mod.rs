@@ -192,6 +192,10 @@ fn request_field(stripe_param: &str) -> Option<&'static str> {
     if let Some(field) = ["starting_after", "type", "value"].into_iter().find(|field| *field == stripe_param) {
         return Some(field);
     }
+    // An address field: `address[postal_code]` is the client's `postal_code`.
+    if let Some(field) = stripe_param.strip_prefix("address[").and_then(|rest| rest.strip_suffix(']')) {
+        return ["line1", "line2", "city", "postal_code", "state", "country"].into_iter().find(|known| *known == field);
+    }
     // An invoice preview names a subscription's items under `subscription_details`.
     let item = stripe_param.strip_prefix("items[").or_else(|| stripe_param.strip_prefix("subscription_details[items]["));
     let field = match item.and_then(|rest| rest.split_once("][")) {
@@ -277,6 +281,10 @@ pub trait Billing {
     /// A customer-portal session: the URL of Stripe's hosted page where the customer manages
     /// cards, subscriptions and invoices, back to `return_url` (else the portal's default).
     fn create_portal_session(&self, customer: &str, return_url: Option<&str>, idempotency_key: &str) -> Result<String, StripeError>;
+    /// The address Stripe holds for the customer, if any.
+    fn billing_address(&self, customer: &str) -> Result<Option<BillingAddress>, StripeError>;
+    /// Replaces it: every field is sent, an absent one as empty, which Stripe clears.
+    fn set_billing_address(&self, customer: &str, address: &BillingAddress, idempotency_key: &str) -> Result<(), StripeError>;
     /// The customer's tax ids (all of them: Stripe allows far fewer than a page of 100).
     fn tax_ids(&self, customer: &str) -> Result<Vec<TaxId>, StripeError>;
     fn add_tax_id(&self, customer: &str, tax_id: &NewTaxId, idempotency_key: &str) -> Result<TaxId, StripeError>;
@@ -344,6 +352,7 @@ mod tests {
         // A tax id's type and value.
         assert_eq!(rejected(Some("value"), Some("tax_id_invalid")), [FieldError::new("value", "rejected", "No such price: 'price_x'")]);
         assert_eq!(rejected(Some("type"), None), [FieldError::new("type", "rejected", "No such price: 'price_x'")]);
+        assert_eq!(rejected(Some("address[postal_code]"), None), [FieldError::new("postal_code", "rejected", "No such price: 'price_x'")]);
         for param in ["items[12][plan]", "price", "plan", "subscription_details[items][0][price]"] {
             assert_eq!(rejected(Some(param), Some("parameter_invalid")), [FieldError::new("price_id", "rejected", "No such price: 'price_x'")], "{param}");
         }
@@ -355,7 +364,8 @@ mod tests {
     #[test]
     fn stripes_own_params_are_not_the_clients_fields() {
         for param in [None, Some("customer"), Some("metadata[user_id]"), Some("items[0]"), Some("items[][price]"), Some("items[a][price]"), Some("items[0][price][x]"),
-            Some("subscription_details[items][0][id]"), Some("subscription_details[proration_date]"), Some("subscription_details[items][x][price]")] {
+            Some("subscription_details[items][0][id]"), Some("subscription_details[proration_date]"), Some("subscription_details[items][x][price]"),
+            Some("address[x]"), Some("address[line1"), Some("shipping[address][line1]")] {
             assert_eq!(rejected(param, Some("resource_missing")), [], "{param:?}");
         }
     }

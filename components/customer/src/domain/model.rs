@@ -224,6 +224,56 @@ impl StripePaymentMethod {
     }
 }
 
+/// The postal address Stripe prints on the customer's invoices (the buyer's address an EU VAT
+/// invoice must carry) and Stripe Tax computes with. Each line is trimmed, 1 to 200 characters
+/// without control characters; `country` is an ISO 3166-1 alpha-2 code, kept upper case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillingAddress {
+    pub line1: String,
+    pub line2: Option<String>,
+    pub city: Option<String>,
+    pub postal_code: Option<String>,
+    pub state: Option<String>,
+    pub country: String,
+}
+
+impl BillingAddress {
+    pub const MAX_LINE: usize = 200;
+
+    /// A line of the address: trimmed; None when empty.
+    pub fn parse_line(raw: &str) -> Result<Option<String>, &'static str> {
+        let line = raw.trim();
+        if line.chars().count() > Self::MAX_LINE {
+            return Err("must be at most 200 characters");
+        }
+        if line.chars().any(char::is_control) {
+            return Err("must not contain control characters");
+        }
+        Ok((!line.is_empty()).then(|| line.to_string()))
+    }
+
+    pub fn parse_country(raw: &str) -> Result<String, &'static str> {
+        let code = raw.trim();
+        if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err("must be a two-letter ISO 3166-1 country code");
+        }
+        Ok(code.to_ascii_uppercase())
+    }
+
+    /// From Stripe's `address` object; None when Stripe holds none (no line or no country).
+    pub fn from_json(value: &serde_json::Value) -> Option<Self> {
+        let text = |name: &str| value.get(name).and_then(serde_json::Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+        Some(Self {
+            line1: text("line1")?,
+            line2: text("line2"),
+            city: text("city"),
+            postal_code: text("postal_code"),
+            state: text("state"),
+            country: text("country")?,
+        })
+    }
+}
+
 /// A tax id to print on the customer's invoices (a VAT number, say), typed as Stripe types them:
 /// `eu_vat`, `gb_vat`, `us_ein`, `ca_pst_bc`... The type's shape is checked here; whether Stripe
 /// knows it, and whether the value is valid for it, Stripe decides.
