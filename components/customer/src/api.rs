@@ -292,7 +292,7 @@ fn optional_quantity(raw: Option<Value>) -> Result<Option<Quantity>, FieldError>
         None => Ok(None),
         Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
             (Some(v), _) => Quantity::parse(v).map(Some).map_err(out_of_range),
-            (None, Some(_)) => Err(out_of_range("must be from 1 to 10000")),
+            (None, Some(_)) => Err(out_of_range(Quantity::OUT_OF_RANGE)),
             (None, None) => Err(FieldError::new("quantity", "invalid_type", "must be an integer")),
         },
         Some(_) => Err(FieldError::new("quantity", "invalid_type", "must be an integer")),
@@ -1129,7 +1129,7 @@ pub fn upcoming_invoice(request: Request, params: Params) -> Response {
         let quantity = match req.query_param("quantity")? {
             None => None,
             Some(raw) => {
-                let parsed = raw.parse::<i64>().map_err(|_| "must be from 1 to 10000").and_then(Quantity::parse);
+                let parsed = raw.parse::<i64>().map_err(|_| Quantity::OUT_OF_RANGE).and_then(Quantity::parse);
                 Some(parsed.map_err(|detail| Error::bad_request("invalid_query", format!("quantity: {detail}")))?)
             }
         };

@@ -135,11 +135,13 @@ pub struct Quantity(u32);
 impl Quantity {
     pub const MAX: u32 = 10_000;
     pub const ONE: Self = Self(1);
+    /// Why a quantity was refused.
+    pub const OUT_OF_RANGE: &'static str = "must be from 1 to 10000";
 
     pub fn parse(raw: i64) -> Result<Self, &'static str> {
         match u32::try_from(raw) {
             Ok(n) if (1..=Self::MAX).contains(&n) => Ok(Self(n)),
-            _ => Err("must be from 1 to 10000"),
+            _ => Err(Self::OUT_OF_RANGE),
         }
     }
 
@@ -225,8 +227,9 @@ impl StripePaymentMethod {
 }
 
 /// The postal address Stripe prints on the customer's invoices (the buyer's address an EU VAT
-/// invoice must carry) and Stripe Tax computes with. Each line is trimmed, 1 to 200 characters
-/// without control characters; `country` is an ISO 3166-1 alpha-2 code, kept upper case.
+/// invoice must carry) and Stripe Tax computes with. Each line given is trimmed, at most 200
+/// characters without control characters (`line1` is required); `country` is an ISO 3166-1
+/// alpha-2 code, kept upper case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BillingAddress {
     pub line1: String,
