@@ -19,6 +19,12 @@ accepts what the live Stripe API accepts for our calls:
   unknown price, on create or update, is a 400 `resource_missing` naming `items[N][price]`, as on
   Stripe (localstripe's own answer is a 404 "Not Found" without a `param`). An update sends
   `customer.subscription.updated`, as Stripe does (localstripe sent no event for it).
+* Promotion codes: `POST /v1/promotion_codes` (coupon, code, active, max_redemptions) and
+  `GET /v1/promotion_codes?code=&active=` (the code compared without regard to case), and a
+  subscription created with `discounts[0][promotion_code]` (an unknown, inactive or used-up one is
+  a 400 naming that param). Its coupon discounts the subscription's invoices: `percent_off` of
+  the subtotal or `amount_off`, on every invoice (`forever`, and `repeating`, whose months are
+  not counted) or the first only (`once`). localstripe applied no discount at all.
 * Invoices are exported with `number`, `hosted_invoice_url` and `invoice_pdf` (null when localstripe has none),
   their lines with `price`.
 * `POST /v1/invoices/create_preview` takes `subscription_details[items][N][price]` (an unknown
@@ -126,10 +132,14 @@ def patch_live_api():
 
     original_init = Subscription.__init__
 
-    def init(self, *args, items=None, payment_behavior="allow_incomplete", trial_settings=None, **kwargs):
+    def init(self, *args, items=None, payment_behavior="allow_incomplete", trial_settings=None, discounts=None, **kwargs):
         if payment_behavior == "default_incomplete":
             payment_behavior = "allow_incomplete"
         _refuse_unknown_prices(items)
+        promotion = _redeemable_promotion_code(discounts)
+        # Set before localstripe's own __init__, which makes the first invoice.
+        self._coupon = resources.Coupon._api_retrieve(promotion["coupon"]["id"]) if promotion else None
+        self._coupon_first_invoice = None
         end = trial_settings.get("end_behavior") if isinstance(trial_settings, dict) else None
         behavior = end.get("missing_payment_method") if isinstance(end, dict) else None
         if trial_settings is not None and behavior not in ("cancel", "create_invoice", "pause"):
@@ -137,6 +147,10 @@ def patch_live_api():
                             {"param": "trial_settings[end_behavior][missing_payment_method]"})
         original_init(self, *args, items=_price_to_plan(items),
                       payment_behavior=payment_behavior, **kwargs)
+        if promotion is not None:
+            promotion["times_redeemed"] += 1
+            self._coupon_first_invoice = self.latest_invoice
+            self.discount = {"object": "discount", "coupon": self._coupon._export(), "promotion_code": promotion["id"]}
         # Live Stripe starts a subscription with a trial `trialing`, its first period being the
         # trial; localstripe left it `incomplete`, with the plan's period.
         days = self.trial_period_days
@@ -176,6 +190,20 @@ def patch_live_api():
         return exported
 
     SubscriptionItem._export = item_export
+
+    original_total = Invoice.total
+
+    def total(self):
+        amount = original_total.fget(self)
+        sub = resources.store.get("subscription:" + self.subscription) if self.subscription else None
+        coupon = getattr(sub, "_coupon", None)
+        first = getattr(sub, "_coupon_first_invoice", None)
+        if coupon is None or (coupon.duration == "once" and first is not None and first != self.id):
+            return amount
+        off = coupon.amount_off if coupon.amount_off is not None else round(self.subtotal * coupon.percent_off / 100)
+        return max(0, amount - off)
+
+    Invoice.total = property(total)
 
     original_invoice_export = Invoice._export
 
@@ -248,6 +276,55 @@ def patch_live_api():
 
     SetupIntent._attach_pm = attach_pm
 
+
+
+def _redeemable_promotion_code(discounts):
+    """The promotion code a subscription's `discounts` names, refused as Stripe refuses it."""
+    if discounts is None:
+        return None
+    param = "discounts[0][promotion_code]"
+    first = discounts[0] if isinstance(discounts, list) and discounts and isinstance(discounts[0], dict) else None
+    promo_id = first.get("promotion_code") if first else None
+    promotion = resources.store.get("promotion_code:" + promo_id) if isinstance(promo_id, str) else None
+    if promotion is None:
+        raise UserError(400, "No such promotion code: '%s'" % promo_id, {"code": "resource_missing", "param": param})
+    used_up = promotion["max_redemptions"] is not None and promotion["times_redeemed"] >= promotion["max_redemptions"]
+    if not promotion["active"] or used_up:
+        raise UserError(400, "This promotion code cannot be redeemed.", {"param": param})
+    return promotion
+
+
+async def create_promotion_code(request):
+    data = await server.get_post_data(request) or {}
+    coupon = resources.Coupon._api_retrieve(str(data.get("coupon")))
+    code = data.get("code")
+    if not isinstance(code, str) or not code:
+        raise UserError(400, "Missing required param: code.", {"param": "code"})
+    max_redemptions = data.get("max_redemptions")
+    promotion = {
+        "id": "promo_" + resources.random_id(14),
+        "object": "promotion_code",
+        "code": code,
+        "coupon": coupon._export(),
+        "active": str(data.get("active", "true")).lower() != "false",
+        "max_redemptions": int(max_redemptions) if max_redemptions is not None else None,
+        "times_redeemed": 0,
+        "created": int(time.time()),
+        "livemode": False,
+    }
+    resources.store["promotion_code:" + promotion["id"]] = promotion
+    return server.json_response(promotion)
+
+
+async def list_promotion_codes(request):
+    code = request.query.get("code")
+    active = request.query.get("active")
+    found = [p for key, p in resources.store.items() if key.startswith("promotion_code:")
+             and (code is None or p["code"].lower() == code.lower())
+             and (active is None or p["active"] == (active == "true"))]
+    limit = int(request.query.get("limit", "10"))
+    return server.json_response({"object": "list", "url": "/v1/promotion_codes", "has_more": len(found) > limit,
+                                 "data": found[:limit]})
 
 
 async def create_price(request):
@@ -516,6 +593,8 @@ def install(app):
     app.router.add_get("/v1/prices/{id}", retrieve_price)
     app.router.add_get("/v1/prices", list_prices)
     app.router.add_post("/v1/billing_portal/sessions", create_portal_session)
+    app.router.add_post("/v1/promotion_codes", create_promotion_code)
+    app.router.add_get("/v1/promotion_codes", list_promotion_codes)
 
 
 def main():

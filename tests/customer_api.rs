@@ -1109,6 +1109,46 @@ async fn a_subscription_bills_its_seats_and_their_number_changes() {
     }
 }
 
+/// A promotion code the user types (Cashier's `withPromotionCode`): its coupon discounts the
+/// invoices; an unknown or used-up code is refused naming `promotion_code`, and nothing is made.
+#[tokio::test]
+async fn a_promotion_code_discounts_the_subscription_and_a_bad_one_makes_nothing() {
+    let app = spawn(|_| {}).await;
+    let stripe_customer = app.billing_user().await;
+    app.stripe.add_card(&stripe_customer).await;
+    app.stripe.post("/v1/coupons", &[("id", "launch20"), ("percent_off", "20"), ("duration", "forever")]).await;
+    app.stripe.post("/v1/promotion_codes", &[("coupon", "launch20"), ("code", "LAUNCH20")]).await;
+    app.stripe.post("/v1/promotion_codes", &[("coupon", "launch20"), ("code", "ONCEONLY"), ("max_redemptions", "1")]).await;
+    let basic = app.stripe.price("1500").await;
+    let pro = app.stripe.price("2500").await;
+    let team = app.stripe.price("4000").await;
+    let subscribe = |price: &str, code: &str| json!({"price_id": price, "promotion_code": code});
+    let path = "/api/v3/customers/me/subscriptions";
+
+    let (status, problem, _) = app.call("POST", path, "u-1", Some(subscribe(&basic, "NOSUCHCODE")), &[]).await;
+    let error = &problem["errors"][0];
+    assert_eq!((status, &error["field"], &error["code"]), (422, &json!("promotion_code"), &json!("not_found")), "{problem}");
+    assert!(app.stripe.subscriptions_of(&stripe_customer).await.is_empty(), "nothing made at Stripe");
+
+    // 20% off a 1,500 price: the first invoice charged 1,200, and so will the renewal.
+    let (status, sub, _) = app.call("POST", path, "u-1", Some(subscribe(&basic, "LAUNCH20")), &[]).await;
+    assert_eq!((status, &sub["status"]), (201, &json!("active")), "{sub}\n{}", app.app.host.log());
+    let (_, invoices, _) = app.call("GET", "/api/v3/customers/me/invoices", "u-1", None, &[]).await;
+    assert_eq!(invoices["invoices"][0]["amount_paid"], 1200, "{invoices}");
+    let renewal = format!("{path}/{}/upcoming-invoice", sub["id"].as_str().unwrap_or_default());
+    let (_, preview, _) = app.call("GET", &renewal, "u-1", None, &[]).await;
+    assert_eq!(preview["amount_due"], 1200, "{preview}");
+
+    // A code with one redemption: the second is refused by Stripe, naming the field.
+    let (status, _, _) = app.call("POST", path, "u-1", Some(subscribe(&pro, "ONCEONLY")), &[]).await;
+    assert_eq!(status, 201);
+    let (status, problem, _) = app.call("POST", path, "u-1", Some(subscribe(&team, "ONCEONLY")), &[]).await;
+    assert_eq!((status, &problem["errors"][0]["field"]), (422, &json!("promotion_code")), "{problem}");
+    assert_eq!(app.stripe.subscriptions_of(&stripe_customer).await.len(), 2, "no third subscription");
+    let (_, list, _) = app.call("GET", path, "u-1", None, &[]).await;
+    assert_eq!(list["subscriptions"].as_array().map(Vec::len), Some(2), "{list}");
+}
+
 /// The billing address Stripe prints on invoices: kept at Stripe on the caller's customer only,
 /// replaced whole, refused with the field named.
 #[tokio::test]

@@ -108,6 +108,10 @@ pub fn customer_request(data: &[u8]) {
         && let Ok(order) = SubscriptionOrder::try_from(dto)
     {
         assert!(seats_ok(order.quantity), "quantity {} passed", order.quantity.get());
+        if let Some(code) = &order.promotion_code {
+            let plain = code.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            assert!(plain && (1..=64).contains(&code.as_str().len()), "promotion code {:?} passed", code.as_str());
+        }
     }
     if let Ok(dto) = customer::api::parse_json_object::<customer::api::SubscriptionChangeDto>(body)
         && let Ok(change) = customer::api::SubscriptionChange::try_from(dto)

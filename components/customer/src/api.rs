@@ -16,7 +16,7 @@ use crate::domain::idempotency::{self, Begin};
 use crate::domain::webhook::{self, Event, Outcome};
 use crate::domain::{
     AreaIds, AreaIdsError, Customer, IdempotencyKey, PaymentMethodId, PaymentMethodSummary, PriceId, ProfileError,
-    ProfileLookup, ProfileSource, Profiles, Quantity, SetupIntent, Store, Subscription, SubscriptionOrder, TaxId, NewTaxId, UserId, Invoice, PendingPayment, BillingAddress, is_stripe_id,
+    ProfileLookup, ProfileSource, Profiles, Quantity, SetupIntent, Store, Subscription, SubscriptionOrder, TaxId, NewTaxId, UserId, Invoice, PendingPayment, BillingAddress, PromotionCode, is_stripe_id,
 };
 use crate::error::Error;
 use crate::kv::SpinKv;
@@ -255,18 +255,23 @@ impl TryFrom<AreaIdsDto> for AreaIds {
 pub struct SubscribeDto {
     pub price_id: Option<Value>,
     pub quantity: Option<Value>,
+    pub promotion_code: Option<Value>,
 }
 
 impl TryFrom<SubscribeDto> for SubscriptionOrder {
     type Error = Error;
 
-    /// `quantity` defaults to 1.
+    /// `quantity` defaults to 1; `promotion_code` is optional (null as absent).
     fn try_from(dto: SubscribeDto) -> Result<Self, Error> {
         let mut errors = Vec::new();
         let price = collect(required_string("price_id", dto.price_id, PriceId::parse), &mut errors)?;
         let quantity = optional_quantity(dto.quantity).map_err(|err| errors.push(err)).ok().flatten();
+        let promotion_code = match dto.promotion_code {
+            None => None,
+            Some(raw) => collect(required_string("promotion_code", Some(raw), PromotionCode::parse), &mut errors)?,
+        };
         match (price, errors.is_empty()) {
-            (Some(price), true) => Ok(Self { price, quantity: quantity.unwrap_or(Quantity::ONE) }),
+            (Some(price), true) => Ok(Self { price, quantity: quantity.unwrap_or(Quantity::ONE), promotion_code }),
             _ => Err(Error::Validation(errors)),
         }
     }
@@ -1602,11 +1607,14 @@ mod tests {
     #[test]
     fn subscribe_dtos() {
         let parse = |v: Value| SubscriptionOrder::try_from(serde_json::from_value::<SubscribeDto>(v).unwrap());
-        let order = |quantity: i64| SubscriptionOrder { price: PriceId::parse("price_123").unwrap(), quantity: Quantity::parse(quantity).unwrap() };
+        let order = |quantity: i64| SubscriptionOrder { price: PriceId::parse("price_123").unwrap(), quantity: Quantity::parse(quantity).unwrap(), promotion_code: None };
         assert_eq!(parse(json!({"price_id": "price_123"})).unwrap(), order(1));
         assert_eq!(parse(json!({"price_id": "price_123", "quantity": null})).unwrap(), order(1));
         assert_eq!(parse(json!({"price_id": "price_123", "quantity": 25})).unwrap(), order(25));
         assert_eq!(parse(json!({"price_id": "price_123", "quantity": 10_000})).unwrap(), order(10_000));
+        let coded = SubscriptionOrder { promotion_code: PromotionCode::parse("LAUNCH-20").ok(), ..order(1) };
+        assert_eq!(parse(json!({"price_id": "price_123", "promotion_code": " LAUNCH-20 "})).unwrap(), coded);
+        assert_eq!(parse(json!({"price_id": "price_123", "promotion_code": null})).unwrap(), order(1));
         for (body, fields) in [
             (json!({}), vec![("price_id", "required")]),
             (json!({"price_id": 5}), vec![("price_id", "invalid_type")]),
@@ -1618,6 +1626,9 @@ mod tests {
             (json!({"price_id": "price_123", "quantity": 2.5}), vec![("quantity", "invalid_type")]),
             (json!({"price_id": "price_123", "quantity": "2"}), vec![("quantity", "invalid_type")]),
             (json!({"quantity": 0}), vec![("price_id", "required"), ("quantity", "out_of_range")]),
+            (json!({"price_id": "price_123", "promotion_code": "20% OFF"}), vec![("promotion_code", "invalid_format")]),
+            (json!({"price_id": "price_123", "promotion_code": 20}), vec![("promotion_code", "invalid_type")]),
+            (json!({"price_id": "price_123", "promotion_code": ""}), vec![("promotion_code", "invalid_format")]),
         ] {
             let Err(Error::Validation(errors)) = parse(body.clone()) else { panic!("{body} was accepted") };
             let got: Vec<_> = errors.iter().map(|e| (e.field.as_str(), e.code.as_str())).collect();

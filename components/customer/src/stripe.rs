@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::domain::{
     Billing, Invoice, InvoiceLine, InvoicePage, InvoicePreview, ItemChange, NewStripeCustomer, Profile, SetupIntent,
-    StripeCustomerRef, StripeError, StripePaymentMethod, StripeSubscription, SubscriptionOrder, TaxId, NewTaxId, StripeInvoice, PendingPayment, BillingAddress, billing, is_stripe_id,
+    StripeCustomerRef, StripeError, StripePaymentMethod, StripeSubscription, NewSubscription, TaxId, NewTaxId, StripeInvoice, PendingPayment, BillingAddress, billing, is_stripe_id,
 };
 use crate::transport::{HttpRequest, HttpResponse, Timeouts, Transport, TransportError, send_logged};
 
@@ -352,23 +352,18 @@ impl Billing for StripeClient<'_> {
         billing::profile_digest(self.secret.0.as_bytes(), profile)
     }
 
-    fn create_subscription(
-        &self,
-        customer: &str,
-        order: &SubscriptionOrder,
-        trial_days: Option<u32>,
-        user_id: &str,
-        local_id: &str,
-        idempotency_key: &str,
-    ) -> Result<StripeSubscription, StripeError> {
+    fn create_subscription(&self, new: &NewSubscription<'_>, idempotency_key: &str) -> Result<StripeSubscription, StripeError> {
         let mut form = Form::new()
-            .field(&["customer"], customer)
-            .field(&["items", "0", "price"], order.price.as_str())
-            .field(&["items", "0", "quantity"], order.quantity.get().to_string())
-            .field(&["metadata", "user_id"], user_id)
-            .field(&["metadata", "subscription_id"], local_id)
+            .field(&["customer"], new.customer)
+            .field(&["items", "0", "price"], new.order.price.as_str())
+            .field(&["items", "0", "quantity"], new.order.quantity.get().to_string())
+            .field(&["metadata", "user_id"], new.user_id)
+            .field(&["metadata", "subscription_id"], new.local_id)
             .field(&["expand", "0"], "latest_invoice.payment_intent");
-        if let Some(days) = trial_days {
+        if let Some(promotion) = new.promotion {
+            form = form.field(&["discounts", "0", "promotion_code"], promotion);
+        }
+        if let Some(days) = new.trial_days {
             // A trial that ends with no card on file cancels instead of leaving an unpaid
             // invoice and a past_due subscription behind.
             form = form
@@ -376,6 +371,13 @@ impl Billing for StripeClient<'_> {
                 .field(&["trial_settings", "end_behavior", "missing_payment_method"], "cancel");
         }
         subscription(&self.call("POST", "/v1/subscriptions", Some(&form), Some(idempotency_key))?)
+    }
+
+    fn promotion_code_id(&self, code: &str) -> Result<Option<String>, StripeError> {
+        let query = Form::new().field(&["code"], code).field(&["active"], "true").field(&["limit"], "1").encode();
+        let value = self.call("GET", &format!("/v1/promotion_codes?{query}"), None, None)?;
+        let first = list_data(&value)?.first();
+        Ok(first.and_then(|p| p.get("id")).and_then(Value::as_str).filter(|id| is_stripe_id(id)).map(str::to_string))
     }
 
     fn subscription(&self, id: &str) -> Result<Option<StripeSubscription>, StripeError> {
@@ -554,7 +556,7 @@ mod tests {
 
     use super::*;
     use crate::domain::billing::tests::one;
-    use crate::domain::{PriceId, Quantity};
+    use crate::domain::{PriceId, Quantity, SubscriptionOrder};
 
     /// Answers from a script, records what was sent.
     struct Script {
@@ -633,7 +635,7 @@ mod tests {
         let script = Script::new(vec![answer(402, r#"{"error":{"type":"card_error","message":"Your card was declined.","decline_code":"generic_decline"}}"#)]);
         let client = StripeClient::for_tests(&script);
         let err = client
-            .create_subscription("cus_1", &one(&PriceId::parse("price_1").unwrap()), None, "u1", "l1", "k")
+            .create_subscription(&NewSubscription { customer: "cus_1", order: &one(&PriceId::parse("price_1").unwrap()), promotion: None, trial_days: None, user_id: "u1", local_id: "l1" }, "k")
             .unwrap_err();
         assert_eq!(err, StripeError::Card { message: "Your card was declined.".into(), code: Some("generic_decline".into()) });
         assert_eq!(script.sent.borrow().len(), 1);
@@ -769,14 +771,17 @@ mod tests {
         let sub = r#"{"id":"sub_1","customer":"cus_1","status":"active","items":{"data":[{"id":"si_1","price":{"id":"price_b"},"quantity":4}]}}"#;
         let script = Script::new(vec![answer(200, sub), answer(200, sub)]);
         let client = StripeClient::for_tests(&script);
-        let order = SubscriptionOrder { price: PriceId::parse("price_a").unwrap(), quantity: Quantity::parse(2).unwrap() };
-        client.create_subscription("cus_1", &order, None, "u1", "l1", "k1").unwrap();
+        let code = crate::domain::PromotionCode::parse("LAUNCH20").ok();
+        let order = SubscriptionOrder { price: PriceId::parse("price_a").unwrap(), quantity: Quantity::parse(2).unwrap(), promotion_code: code };
+        client.create_subscription(&NewSubscription { customer: "cus_1", order: &order, promotion: Some("promo_1"), trial_days: None, user_id: "u1", local_id: "l1" }, "k1").unwrap();
         let price = PriceId::parse("price_b").unwrap();
         let changed = client.change_item("sub_1", ItemChange { item_id: "si_1", price: &price, quantity: 4 }, "k2").unwrap();
         assert_eq!((changed.item_id.as_deref(), changed.quantity), (Some("si_1"), Some(4)));
         let sent = script.sent.borrow();
         let items = |i: usize| form_fields(&sent[i]).into_iter().filter(|f| f.starts_with("items[")).collect::<Vec<_>>();
         assert_eq!(items(0), ["items[0][price]=price_a", "items[0][quantity]=2"]);
+        // The promotion code's id, never the code the user typed.
+        assert!(form_fields(&sent[0]).contains(&"discounts[0][promotion_code]=promo_1".to_string()));
         assert_eq!(items(1), ["items[0][id]=si_1", "items[0][price]=price_b", "items[0][quantity]=4"]);
         assert_eq!(sent[1].url, "http://stripe.test/v1/subscriptions/sub_1");
     }

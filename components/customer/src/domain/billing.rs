@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::{
     AreaIds, Billing, Claim, Customer, InvoicePage, InvoicePreview, NewStripeCustomer, PaymentMethodId, PaymentMethodSummary,
     ItemChange, PendingPayment, PriceId, Profile, ProfileLookup, ProfileSource, Profiles, Quantity, SetupIntent, Store, StoreError, StripeCustomerRef,
-    BillingAddress, StripeError, StripeInvoice, Subscription, SubscriptionOrder, SubscriptionStatus, TaxId, NewTaxId, UserId,
+    BillingAddress, NewSubscription, StripeError, StripeInvoice, Subscription, SubscriptionOrder, SubscriptionStatus, TaxId, NewTaxId, UserId,
 };
 use crate::error::Error;
 
@@ -403,17 +403,26 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, order: &SubscriptionOrder, trial_
         // email. (Should the subscription fail, the digest rolls back with it and the next read
         // sends the profile once more.)
         sync_stripe_profile_or_log(ctx, user, &stripe_customer, &profile);
+        // The code the user typed, as Stripe's id; one Stripe does not know (or no longer offers)
+        // is refused before anything is made.
+        let promotion = match &order.promotion_code {
+            Some(code) => Some(ctx.stripe.promotion_code_id(code.as_str())?.ok_or_else(|| {
+                Error::field("promotion_code", "not_found", "There is no active promotion code by that name.")
+            })?),
+            None => None,
+        };
         let local_id = new_local_id();
         let mut sub = pending_subscription(local_id.clone(), user.as_str(), price.as_str().to_string(), order.quantity.get());
         store.insert_subscription(&sub)?;
-        let remote = ctx.stripe.create_subscription(
-            &stripe_customer,
+        let new = NewSubscription {
+            customer: &stripe_customer,
             order,
-            trial,
-            user.as_str(),
-            &local_id,
-            &subscription_create_key(&local_id),
-        )?;
+            promotion: promotion.as_deref(),
+            trial_days: trial,
+            user_id: user.as_str(),
+            local_id: &local_id,
+        };
+        let remote = ctx.stripe.create_subscription(&new, &subscription_create_key(&local_id))?;
         sub.apply(&remote);
         pending_payment = remote.pending_payment;
         store.update_subscription(&sub)?;
@@ -426,13 +435,14 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, order: &SubscriptionOrder, trial_
             "subscription.created",
             Some(user.as_str()),
             &format!(
-                "subscription={} stripe_subscription={} price={} quantity={} status={} trial_days={}",
+                "subscription={} stripe_subscription={} price={} quantity={} status={} trial_days={} promotion={}",
                 sub.id,
                 remote.id,
                 price.as_str(),
                 sub.quantity,
                 sub.status.as_str(),
-                trial.unwrap_or(0)
+                trial.unwrap_or(0),
+                promotion.as_deref().unwrap_or("none")
             ),
         )?;
         Ok(sub)
@@ -984,7 +994,7 @@ fn sync_stripe_profile_or_log(ctx: &Ctx<'_>, user: &UserId, stripe_customer: &st
 pub(crate) mod tests {
     use super::*;
     use crate::domain::fake::{FakeProfiles, FakeStripe, MemoryStore};
-    use crate::domain::Invoice;
+    use crate::domain::{Invoice, PromotionCode};
 
     /// The ports of a request, all fakes, auth up.
     pub(crate) struct Fakes {
@@ -1005,7 +1015,7 @@ pub(crate) mod tests {
 
     /// One unit of `price`.
     pub(crate) fn one(price: &PriceId) -> SubscriptionOrder {
-        SubscriptionOrder { price: price.clone(), quantity: Quantity::ONE }
+        SubscriptionOrder { price: price.clone(), quantity: Quantity::ONE, promotion_code: None }
     }
 
     fn user(id: &str) -> UserId {
@@ -1201,7 +1211,7 @@ pub(crate) mod tests {
         let customer = create_customer(&ctx, &user("u2"), &AreaIds::parse(&[1]).unwrap()).unwrap();
         fakes
             .stripe
-            .create_subscription(customer.stripe_customer_id.as_deref().unwrap(), &one(&basic), None, "u2", "dashboard", "k2")
+            .create_subscription(&NewSubscription { customer: customer.stripe_customer_id.as_deref().unwrap(), order: &one(&basic), promotion: None, trial_days: None, user_id: "u2", local_id: "dashboard" }, "k2")
             .unwrap();
         let pro = subscribe(&ctx, &user("u2"), &one(&PriceId::parse("price_pro").unwrap()), 14).unwrap();
         assert_eq!(pro.subscription.status, SubscriptionStatus::Active);
@@ -1338,7 +1348,7 @@ pub(crate) mod tests {
             let remote = fakes.stripe.subscriptions.borrow().iter().find(|s| s.id == id).cloned().unwrap();
             (remote.price_id.unwrap(), remote.quantity.unwrap())
         };
-        let order = SubscriptionOrder { price: price("price_team"), quantity: seats(5) };
+        let order = SubscriptionOrder { price: price("price_team"), quantity: seats(5), promotion_code: None };
         let sub = subscribe(&ctx, &user("u1"), &order, 0).unwrap().subscription;
         assert_eq!(sub.quantity, 5);
         assert_eq!(at_stripe(&sub), ("price_team".to_string(), 5));
@@ -1374,6 +1384,25 @@ pub(crate) mod tests {
         cancel_subscription(&ctx, &user("u1"), &sub.id, false).unwrap();
         let err = change_item(&ctx, &user("u1"), &sub.id, None, Some(seats(4))).unwrap_err();
         assert!(matches!(err, Error::Conflict { code: "subscription_ended", .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_promotion_code_is_redeemed_by_its_id_and_an_unknown_one_makes_nothing() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        let order = |price: &str, code: &str| SubscriptionOrder {
+            promotion_code: Some(PromotionCode::parse(code).unwrap()),
+            ..one(&PriceId::parse(price).unwrap())
+        };
+        let err = subscribe(&ctx, &user("u1"), &order("price_basic", "NOTHING"), 0).unwrap_err();
+        let problem = err.problem();
+        assert_eq!((problem.status, problem.errors[0].field.as_str(), problem.errors[0].code.as_str()), (422, "promotion_code", "not_found"));
+        assert!(fakes.stripe.subscriptions.borrow().is_empty(), "nothing made at Stripe");
+        assert!(fakes.store.subscriptions("u1").unwrap().is_empty(), "nor here");
+        let sub = subscribe(&ctx, &user("u1"), &order("price_basic", "LAUNCH20"), 0).unwrap().subscription;
+        let stripe_id = sub.stripe_subscription_id.unwrap();
+        assert_eq!(*fakes.stripe.redeemed.borrow(), [(stripe_id, "promo_launch20".to_string())]);
     }
 
     #[test]
@@ -1634,7 +1663,7 @@ pub(crate) mod tests {
         let price = PriceId::parse("price_basic").unwrap();
         fakes
             .stripe
-            .create_subscription(customer.stripe_customer_id.as_deref().unwrap(), &one(&price), None, "u1", "lost", "k")
+            .create_subscription(&NewSubscription { customer: customer.stripe_customer_id.as_deref().unwrap(), order: &one(&price), promotion: None, trial_days: None, user_id: "u1", local_id: "lost" }, "k")
             .unwrap();
         assert_eq!(subscribe(&ctx, &user("u1"), &one(&price), 0).unwrap_err().status(), 409);
         assert_eq!(fakes.stripe.subscriptions.borrow().len(), 1);

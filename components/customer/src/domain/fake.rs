@@ -302,6 +302,8 @@ pub struct FakeStripe {
     /// Invoices; paying an open one succeeds unless `card_declines` (or `card_needs_3ds`).
     pub invoices: RefCell<Vec<StripeInvoice>>,
     pub card_declines: Cell<bool>,
+    /// Promotion codes redeemed: (Stripe subscription, promotion code id).
+    pub redeemed: RefCell<Vec<(String, String)>>,
     /// Each customer's address.
     pub addresses: RefCell<BTreeMap<String, BillingAddress>>,
     counter: Cell<u32>,
@@ -378,15 +380,8 @@ impl Billing for FakeStripe {
     fn profile_digest(&self, profile: &Profile) -> String {
         billing::profile_digest(b"sk_test_fake", profile)
     }
-    fn create_subscription(
-        &self,
-        customer: &str,
-        order: &SubscriptionOrder,
-        trial_days: Option<u32>,
-        _user: &str,
-        local_id: &str,
-        _key: &str,
-    ) -> Result<StripeSubscription, StripeError> {
+    fn create_subscription(&self, new: &NewSubscription<'_>, _key: &str) -> Result<StripeSubscription, StripeError> {
+        let NewSubscription { customer, order, promotion, trial_days, local_id, .. } = *new;
         self.check_up()?;
         let id = self.next_id("sub");
         // A trial charges nothing: no first payment to authenticate.
@@ -412,7 +407,15 @@ impl Billing for FakeStripe {
             item_id: Some(self.next_id("si")),
         };
         self.subscriptions.borrow_mut().push(sub.clone());
+        if let Some(promotion) = promotion {
+            self.redeemed.borrow_mut().push((sub.id.clone(), promotion.to_string()));
+        }
         Ok(sub)
+    }
+    /// `LAUNCH20` is the one active code (`promo_launch20`).
+    fn promotion_code_id(&self, code: &str) -> Result<Option<String>, StripeError> {
+        self.check_up()?;
+        Ok((code == "LAUNCH20").then(|| "promo_launch20".to_string()))
     }
     fn subscription(&self, id: &str) -> Result<Option<StripeSubscription>, StripeError> {
         self.check_up()?;

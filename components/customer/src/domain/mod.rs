@@ -192,6 +192,9 @@ fn request_field(stripe_param: &str) -> Option<&'static str> {
     if let Some(field) = ["starting_after", "type", "value"].into_iter().find(|field| *field == stripe_param) {
         return Some(field);
     }
+    if stripe_param == "discounts[0][promotion_code]" || stripe_param == "promotion_code" {
+        return Some("promotion_code");
+    }
     // An address field: `address[postal_code]` is the client's `postal_code`.
     if let Some(field) = stripe_param.strip_prefix("address[").and_then(|rest| rest.strip_suffix(']')) {
         return ["line1", "line2", "city", "postal_code", "state", "country"].into_iter().find(|known| *known == field);
@@ -218,6 +221,20 @@ pub struct NewStripeCustomer<'a> {
     pub email: &'a str,
 }
 
+/// What Stripe needs to create a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewSubscription<'a> {
+    /// The Stripe customer.
+    pub customer: &'a str,
+    pub order: &'a SubscriptionOrder,
+    /// The id (`promo_...`) of the promotion code the order names, once looked up.
+    pub promotion: Option<&'a str>,
+    pub trial_days: Option<u32>,
+    /// Ours, for Stripe's metadata.
+    pub user_id: &'a str,
+    pub local_id: &'a str,
+}
+
 /// The Stripe API as the rules use it.
 pub trait Billing {
     fn create_customer(&self, customer: &NewStripeCustomer<'_>, idempotency_key: &str)
@@ -232,17 +249,12 @@ pub trait Billing {
     /// A digest of the name and email, keyed with this account's secret key (HMAC-SHA-256, hex):
     /// it tells whether Stripe already holds a profile, and nothing to whoever reads our database.
     fn profile_digest(&self, profile: &Profile) -> String;
+    /// The id (`promo_...`) of the active promotion code `code`, if Stripe has one.
+    fn promotion_code_id(&self, code: &str) -> Result<Option<String>, StripeError>;
+    /// `promotion`: a promotion code's id, whose coupon discounts the subscription's invoices.
     /// With `trial_days`, Stripe starts it `trialing` and charges nothing until the trial ends;
     /// then it charges the default payment method, or cancels the subscription if there is none.
-    fn create_subscription(
-        &self,
-        customer: &str,
-        order: &SubscriptionOrder,
-        trial_days: Option<u32>,
-        user_id: &str,
-        local_id: &str,
-        idempotency_key: &str,
-    ) -> Result<StripeSubscription, StripeError>;
+    fn create_subscription(&self, new: &NewSubscription<'_>, idempotency_key: &str) -> Result<StripeSubscription, StripeError>;
     fn subscription(&self, id: &str) -> Result<Option<StripeSubscription>, StripeError>;
     /// As [`Billing::subscription`], with the latest invoice's PaymentIntent expanded, so that a
     /// payment waiting for the user is read along (only reads that show it need the larger answer).
@@ -353,6 +365,7 @@ mod tests {
         assert_eq!(rejected(Some("value"), Some("tax_id_invalid")), [FieldError::new("value", "rejected", "No such price: 'price_x'")]);
         assert_eq!(rejected(Some("type"), None), [FieldError::new("type", "rejected", "No such price: 'price_x'")]);
         assert_eq!(rejected(Some("address[postal_code]"), None), [FieldError::new("postal_code", "rejected", "No such price: 'price_x'")]);
+        assert_eq!(rejected(Some("discounts[0][promotion_code]"), None), [FieldError::new("promotion_code", "rejected", "No such price: 'price_x'")]);
         for param in ["items[12][plan]", "price", "plan", "subscription_details[items][0][price]"] {
             assert_eq!(rejected(Some(param), Some("parameter_invalid")), [FieldError::new("price_id", "rejected", "No such price: 'price_x'")], "{param}");
         }

@@ -150,11 +150,32 @@ impl Quantity {
     }
 }
 
-/// What a user subscribes to: a price, and how many units of it.
+/// What a user subscribes to: a price, how many units of it, and a promotion code the user
+/// typed, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionOrder {
     pub price: PriceId,
     pub quantity: Quantity,
+    pub promotion_code: Option<PromotionCode>,
+}
+
+/// A customer-facing promotion code as the user types it (`LAUNCH20`), not Stripe's
+/// `promo_...` id: 1 to 64 letters, digits, `-` and `_`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromotionCode(String);
+
+impl PromotionCode {
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        let code = raw.trim();
+        if code.is_empty() || code.len() > 64 || !code.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')) {
+            return Err("must be 1 to 64 letters, digits, - and _");
+        }
+        Ok(Self(code.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A Stripe PaymentMethod id (`pm_...`), as Stripe.js hands it to the browser.
@@ -756,6 +777,15 @@ mod tests {
                 }
                 Err(_) => prop_assert!(!visible, "{raw:?} refused"),
             }
+        }
+    }
+
+    #[test]
+    fn promotion_codes_are_what_a_user_types_trimmed() {
+        assert_eq!(PromotionCode::parse(" LAUNCH_20-b ").unwrap().as_str(), "LAUNCH_20-b");
+        let long = "A".repeat(65);
+        for raw in ["", "  ", "20% OFF", "promo/1", "CÓDIGO", long.as_str()] {
+            assert!(PromotionCode::parse(raw).is_err(), "{raw:?}");
         }
     }
 
