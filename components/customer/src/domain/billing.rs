@@ -399,10 +399,6 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, order: &SubscriptionOrder, trial_
             adopted.set(true);
             return Ok(sub);
         }
-        // The first invoice is made with the subscription: it carries the current name and
-        // email. (Should the subscription fail, the digest rolls back with it and the next read
-        // sends the profile once more.)
-        sync_stripe_profile_or_log(ctx, user, &stripe_customer, &profile);
         // The code the user typed, as Stripe's id; one Stripe does not know (or no longer offers)
         // is refused before anything is made.
         let promotion = match &order.promotion_code {
@@ -411,6 +407,10 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, order: &SubscriptionOrder, trial_
             })?),
             None => None,
         };
+        // The first invoice is made with the subscription: it carries the current name and
+        // email. (Should the subscription fail, the digest rolls back with it and the next read
+        // sends the profile once more.)
+        sync_stripe_profile_or_log(ctx, user, &stripe_customer, &profile);
         let local_id = new_local_id();
         let mut sub = pending_subscription(local_id.clone(), user.as_str(), price.as_str().to_string(), order.quantity.get());
         store.insert_subscription(&sub)?;
