@@ -544,19 +544,9 @@ async fn twenty_concurrent_creates_make_one_customer() {
 #[tokio::test]
 async fn services_read_customers_with_a_service_token() {
     let ops = Key::generate("ops-1");
-    let trusted = format!("ops:{}:{}", ops.kid, ops.public_b64());
-    let app = spawn(move |vars| {
-        vars.insert("customer_trusted_service_keys".into(), trusted);
-    })
-    .await;
+    let app = support::spawn_trusting(&ops).await;
     app.customer("u-7").await;
-    let read = |token: String, path: &'static str| {
-        let request = app.app.client.get(app.url(path)).bearer_auth(token);
-        async move {
-            let response = request.send().await.unwrap();
-            (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
+    let read = |token: String, path: &'static str| app.get_with(token, path);
     let (status, body) = read(ops.service_token("ops"), "/api/v3/customers/u-7?include=profile").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["id"], "u-7");
@@ -1285,29 +1275,19 @@ async fn an_open_invoice_is_paid_after_the_card_is_replaced() {
 #[tokio::test]
 async fn services_read_a_customers_subscriptions_to_unlock_paid_features() {
     let ops = Key::generate("ops-1");
-    let trusted = format!("ops:{}:{}", ops.kid, ops.public_b64());
-    let app = spawn(move |vars| {
-        vars.insert("customer_trusted_service_keys".into(), trusted);
-    })
-    .await;
+    let app = support::spawn_trusting(&ops).await;
     app.stripe.add_card(&app.billing_user().await).await;
     let price = app.stripe.price("1500").await;
     let (status, sub, _) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": price, "quantity": 4})), &[]).await;
     assert_eq!(status, 201, "{sub}");
     app.customer("u-8").await;
-    let read = |path: String| {
-        let request = app.app.client.get(app.url(&path)).bearer_auth(ops.service_token("ops"));
-        async move {
-            let response = request.send().await.unwrap();
-            (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
-    let (status, one) = read("/api/v3/customers/u-1?include=subscriptions".into()).await;
+    let read = |path: &'static str| app.get_with(ops.service_token("ops"), path);
+    let (status, one) = read("/api/v3/customers/u-1?include=subscriptions").await;
     assert_eq!(status, 200, "{one}");
     let paid = &one["subscriptions"][0];
     assert_eq!((&paid["id"], &paid["price_id"], &paid["quantity"]), (&sub["id"], &json!(price), &json!(4)), "{one}");
     assert!(one.get("profile").is_none(), "only what was asked: {one}");
-    let (status, page) = read("/api/v3/customers?include=subscriptions,profile".into()).await;
+    let (status, page) = read("/api/v3/customers?include=subscriptions,profile").await;
     assert_eq!(status, 200, "{page}");
     let customers = page["customers"].as_array().cloned().unwrap_or_default();
     let of = |id: &str| customers.iter().find(|c| c["id"] == id).cloned().unwrap_or(Value::Null);
@@ -1317,7 +1297,7 @@ async fn services_read_a_customers_subscriptions_to_unlock_paid_features() {
     // The user itself may ask too; an unknown include is refused.
     let (status, me, _) = app.call("GET", "/api/v3/customers/me?include=profile,subscriptions", "u-1", None, &[]).await;
     assert_eq!((status, &me["subscriptions"][0]["quantity"], &me["profile"]["name"]), (200, &json!(4), &json!("Ada Lovelace")), "{me}");
-    let (status, problem) = read("/api/v3/customers/u-1?include=subscriptions,invoices".into()).await;
+    let (status, problem) = read("/api/v3/customers/u-1?include=subscriptions,invoices").await;
     assert_eq!((status, &problem["code"]), (400, &json!("invalid_query")), "{problem}");
 }
 

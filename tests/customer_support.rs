@@ -519,9 +519,24 @@ pub async fn spawn(adjust: impl FnOnce(&mut BTreeMap<String, String>)) -> Custom
     CustomerApp { app, stripe, auth, key }
 }
 
+/// As [`spawn`], with `ops` trusted as the service `ops` (`customer_trusted_service_keys`).
+pub async fn spawn_trusting(ops: &Key) -> CustomerApp {
+    let trusted = format!("ops:{}:{}", ops.kid, ops.public_b64());
+    spawn(move |vars| {
+        vars.insert("customer_trusted_service_keys".into(), trusted);
+    })
+    .await
+}
+
 impl CustomerApp {
     pub fn url(&self, path: &str) -> String {
         self.app.url(path)
+    }
+
+    /// A GET with a bearer `token` (a service's, say): the status and the JSON body.
+    pub async fn get_with(&self, token: String, path: &str) -> (u16, Value) {
+        let response = self.app.client.get(self.url(path)).bearer_auth(token).send().await.unwrap();
+        (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
     }
 
     /// localstripe's webhooks sent to the app, and `u-1` (Ada Lovelace at auth) made a customer:

@@ -533,13 +533,18 @@ fn subscription_at_stripe(store: &dyn Store, user: &UserId, id: &str) -> Result<
 /// (`canceled`, `incomplete_expired`) is 409 `subscription_ended`.
 fn live_subscription(store: &dyn Store, user: &UserId, id: &str) -> Result<(Subscription, String), Error> {
     let (sub, stripe_id) = subscription_at_stripe(store, user, id)?;
+    ensure_live(&sub)?;
+    Ok((sub, stripe_id))
+}
+
+fn ensure_live(sub: &Subscription) -> Result<(), Error> {
     if !sub.status.is_live() {
         return Err(Error::Conflict {
             code: "subscription_ended",
             detail: "This subscription has ended and cannot be changed; subscribe again.".into(),
         });
     }
-    Ok((sub, stripe_id))
+    Ok(())
 }
 
 /// Stores what Stripe answered to a change of `sub` (inside the caller's locked transaction)
@@ -685,7 +690,7 @@ pub fn upcoming_invoice(ctx: &Ctx<'_>, user: &UserId, id: &str, price: Option<&P
     // What the subscription already has previews the renewal, as changing to it changes nothing.
     let item = match ItemTarget::of(&sub, price, quantity) {
         Some(target) => {
-            live_subscription(store, user, id)?;
+            ensure_live(&sub)?;
             target.ensure_price_free(store, user, &sub)?;
             Some((target, stripe_item(ctx, &stripe_id)?))
         }
@@ -922,7 +927,7 @@ fn refresh_subscription(ctx: &Ctx<'_>, user: &UserId, stripe_id: &str) -> Result
         let Some(mut sub) = store.subscription_by_stripe_id(stripe_id)?.filter(|sub| sub.customer_id == user.as_str()) else {
             return Ok(());
         };
-        if let Some(remote) = ctx.stripe.subscription(stripe_id)?.filter(|remote| sub.stripe_subscription_id.as_deref() == Some(remote.id.as_str())) {
+        if let Some(remote) = ctx.stripe.subscription(stripe_id)? {
             sub.apply(&remote);
             store.update_subscription(&sub)?;
         }
