@@ -1168,6 +1168,11 @@ async fn a_customer_keeps_its_billing_address_at_stripe() {
     let (status, problem, _) = app.call("PUT", path, "u-1", Some(json!({"line1": "", "country": "France"})), &[]).await;
     let fields: Vec<_> = problem["errors"].as_array().into_iter().flatten().map(|e| e["field"].clone()).collect();
     assert_eq!((status, fields), (422, vec![json!("line1"), json!("country")]), "{problem}");
+    // Two letters that name no country (Stripe would keep `ZZ` and print it) and a withdrawn code.
+    for country in ["ZZ", "yu"] {
+        let (status, problem, _) = app.call("PUT", path, "u-1", Some(json!({"line1": "1 Main St", "country": country})), &[]).await;
+        assert_eq!((status, &problem["errors"][0]["field"]), (422, &json!("country")), "{problem}");
+    }
     let (_, read, _) = app.call("GET", path, "u-1", None, &[]).await;
     assert_eq!(read, moved);
     let (status, _, _) = app.call("PUT", path, "u-3", Some(json!({"line1": "x", "country": "FR"})), &[]).await;

@@ -247,6 +247,22 @@ impl StripePaymentMethod {
     }
 }
 
+/// The 249 officially assigned ISO 3166-1 alpha-2 codes, and `XK` (Kosovo, user-assigned by
+/// ISO but a country in Stripe's list), sorted. Data, checked against the standard's list when written.
+pub const COUNTRY_CODES: &str = "\
+AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ \
+BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ \
+CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ \
+DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR \
+GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU \
+ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ \
+LA LB LC LI LK LR LS LT LU LV LY \
+MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ \
+NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA \
+RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ \
+TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ \
+VA VC VE VG VI VN VU WF WS XK YE YT ZA ZM ZW";
+
 /// The postal address Stripe prints on the customer's invoices (the buyer's address an EU VAT
 /// invoice must carry) and Stripe Tax computes with. Each line given is trimmed, at most 200
 /// characters without control characters (`line1` is required); `country` is an ISO 3166-1
@@ -276,12 +292,15 @@ impl BillingAddress {
         Ok((!line.is_empty()).then(|| line.to_string()))
     }
 
+    /// A country Stripe can print and tax: one of the [`COUNTRY_CODES`], in either case. Two
+    /// letters alone are not enough: Stripe keeps an unassigned code such as `ZZ` as given and
+    /// the invoice shows it.
     pub fn parse_country(raw: &str) -> Result<String, &'static str> {
-        let code = raw.trim();
-        if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_alphabetic()) {
+        let code = raw.trim().to_ascii_uppercase();
+        if code.len() != 2 || !COUNTRY_CODES.split(' ').any(|known| known == code) {
             return Err("must be a two-letter ISO 3166-1 country code");
         }
-        Ok(code.to_ascii_uppercase())
+        Ok(code)
     }
 
     /// From Stripe's `address` object; None when Stripe holds none (no line or no country).
@@ -808,6 +827,21 @@ mod tests {
             "verification":{"status":"pending"}})).unwrap();
         assert_eq!((read.country.as_deref(), read.verification_status.as_deref()), (Some("DE"), Some("pending")));
         assert!(TaxId::from_json(&serde_json::json!({"id":"txi/../1","type":"eu_vat","value":"x"})).is_none());
+    }
+
+    #[test]
+    fn countries_are_assigned_iso_codes_in_either_case() {
+        let codes: Vec<&str> = COUNTRY_CODES.split(' ').collect();
+        assert_eq!(codes.len(), 250);
+        assert!(codes.windows(2).all(|pair| pair[0] < pair[1]), "sorted, no repeats");
+        assert!(codes.iter().all(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase())));
+        for (raw, code) in [("de", "DE"), (" Fr ", "FR"), ("XK", "XK"), ("AD", "AD"), ("zw", "ZW")] {
+            assert_eq!(BillingAddress::parse_country(raw).as_deref(), Ok(code));
+        }
+        // Unassigned, reserved for private use, withdrawn (Yugoslavia, Netherlands Antilles), alpha-3, not letters.
+        for raw in ["ZZ", "XX", "AA", "UK", "EU", "YU", "AN", "DEU", "D", "", "4E", "D\u{0301}"] {
+            assert!(BillingAddress::parse_country(raw).is_err(), "{raw:?}");
+        }
     }
 
     #[test]
