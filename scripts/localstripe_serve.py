@@ -35,6 +35,13 @@ accepts what the live Stripe API accepts for our calls:
 * `POST /v1/billing_portal/sessions` (customer, return_url) answers a customer-portal session
   with its `url`, as Stripe does; a missing `return_url` is refused as Stripe refuses it when the
   portal has no default. The portal page itself is not served.
+* Checkout sessions in subscription mode (`POST`/`GET /v1/checkout/sessions`,
+  `GET /v1/checkout/sessions/{id}`, `POST /v1/checkout/sessions/{id}/expire`): a missing
+  `success_url`, an unknown customer, price (`line_items[0][price]`) or promotion code are
+  refused as Stripe refuses them, and a session no longer open cannot be expired. The page is not
+  served: `POST /_checkout/{id}/complete` does what it does when the user pays (the subscription
+  made from the session's items, discounts and `subscription_data`, then
+  `checkout.session.completed`).
 * Customer tax ids (`POST`/`GET /v1/customers/{id}/tax_ids`) take the common types of live
   Stripe (localstripe knew four) and refuse as Stripe does, naming the param: an unknown `type`
   (400, `param: type`), a value that does not fit its type (400 `tax_id_invalid`,
@@ -384,6 +391,117 @@ async def create_portal_session(request):
     })
 
 
+class _Exported:
+    """A plain dict that localstripe's Event can carry (it calls `_export()` on its object)."""
+
+    def __init__(self, exported):
+        self._exported = exported
+
+    def _export(self):
+        return self._exported
+
+
+def _page_url(data, name, required):
+    url = data.get(name)
+    if url is None:
+        if required:
+            raise UserError(400, "Missing required param: %s." % name, {"param": name})
+        return None
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise UserError(400, "Not a valid URL", {"param": name})
+    return url
+
+
+def _checkout_session(session_id):
+    session = resources.store.get("checkout_session:" + session_id)
+    if session is None:
+        raise UserError(404, "No such checkout.session: '%s'" % session_id, {"code": "resource_missing", "param": "session"})
+    return session
+
+
+def _checkout_export(session):
+    return {k: v for k, v in session.items() if not k.startswith("_")}
+
+
+async def create_checkout_session(request):
+    # Stripe Checkout in subscription mode: a hosted page that makes the subscription once the
+    # user pays. localstripe has no Checkout; sessions are kept here, refused as Stripe refuses
+    # them, and `POST /_checkout/{id}/complete` does what the page does when the user pays.
+    data = await server.get_post_data(request) or {}
+    if data.get("mode") != "subscription":
+        raise UserError(400, "Invalid mode: only subscription is modelled here", {"param": "mode"})
+    customer = data.get("customer")
+    if not isinstance(customer, str) or resources.store.get("customer:" + customer) is None:
+        raise UserError(400, "No such customer: '%s'" % customer, {"code": "resource_missing", "param": "customer"})
+    success_url = _page_url(data, "success_url", True)
+    cancel_url = _page_url(data, "cancel_url", False)
+    items = data.get("line_items")
+    first = items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
+    price = first.get("price")
+    if not isinstance(price, str) or resources.store.get("plan:" + price) is None:
+        raise UserError(400, "No such price: '%s'" % price, {"code": "resource_missing", "param": "line_items[0][price]"})
+    try:
+        quantity = int(first.get("quantity", "1"))
+        assert 1 <= quantity <= 999999
+    except (ValueError, TypeError, AssertionError):
+        raise UserError(400, "Invalid integer: %s" % first.get("quantity"), {"param": "line_items[0][quantity]"})
+    _redeemable_promotion_code(data.get("discounts"))
+    subscription_data = data.get("subscription_data") or {}
+    now = int(time.time())
+    session_id = "cs_test_" + resources.random_id(24)
+    session = {
+        "id": session_id, "object": "checkout.session", "mode": "subscription", "customer": customer,
+        "client_reference_id": data.get("client_reference_id"), "status": "open", "payment_status": "unpaid",
+        "url": "https://checkout.stripe.com/c/pay/" + session_id, "success_url": success_url,
+        "cancel_url": cancel_url, "created": now, "expires_at": now + 24 * 3600, "subscription": None,
+        "livemode": False,
+        "_items": [{"price": price, "quantity": str(quantity)}], "_discounts": data.get("discounts"),
+        "_subscription_data": subscription_data,
+    }
+    resources.store["checkout_session:" + session_id] = session
+    return server.json_response(_checkout_export(session))
+
+
+async def list_checkout_sessions(request):
+    customer = request.query.get("customer")
+    status = request.query.get("status")
+    found = [_checkout_export(v) for k, v in resources.store.items() if k.startswith("checkout_session:")
+             and (customer is None or v["customer"] == customer) and (status is None or v["status"] == status)]
+    limit = int(request.query.get("limit", "10"))
+    return server.json_response({"object": "list", "url": "/v1/checkout/sessions", "has_more": len(found) > limit,
+                                 "data": found[:limit]})
+
+
+async def retrieve_checkout_session(request):
+    return server.json_response(_checkout_export(_checkout_session(request.match_info["id"])))
+
+
+async def expire_checkout_session(request):
+    session = _checkout_session(request.match_info["id"])
+    if session["status"] != "open":
+        raise UserError(400, 'Only Checkout Sessions with a status in ["open"] can be expired.')
+    session["status"] = "expired"
+    return server.json_response(_checkout_export(session))
+
+
+async def complete_checkout_session(request):
+    # What the hosted page does once the user has paid: the subscription is made with the
+    # session's items, discounts and subscription_data, then `checkout.session.completed` is sent.
+    session = _checkout_session(request.match_info["id"])
+    if session["status"] != "open":
+        raise UserError(400, "This Checkout Session is no longer open.")
+    subscription_data = session["_subscription_data"]
+    options = {key: subscription_data[key] for key in ("metadata", "trial_period_days", "trial_settings")
+               if key in subscription_data}
+    if session["_discounts"] is not None:
+        options["discounts"] = session["_discounts"]
+    items = [dict(item) for item in session["_items"]]
+    subscription = resources.Subscription._api_create(customer=session["customer"], items=items, **options)
+    session.update(status="complete", payment_status="paid", subscription=subscription.id)
+    schedule_webhook(resources.Event("checkout.session.completed", _Exported(_checkout_export(session))))
+    return server.json_response(_checkout_export(session))
+
+
 @web.middleware
 async def detach_middleware(request, handler):
     # Live Stripe also unsets a customer's invoice_settings.default_payment_method when that
@@ -595,6 +713,11 @@ def install(app):
     app.router.add_post("/v1/billing_portal/sessions", create_portal_session)
     app.router.add_post("/v1/promotion_codes", create_promotion_code)
     app.router.add_get("/v1/promotion_codes", list_promotion_codes)
+    app.router.add_post("/v1/checkout/sessions", create_checkout_session)
+    app.router.add_get("/v1/checkout/sessions", list_checkout_sessions)
+    app.router.add_get("/v1/checkout/sessions/{id}", retrieve_checkout_session)
+    app.router.add_post("/v1/checkout/sessions/{id}/expire", expire_checkout_session)
+    app.router.add_post("/_checkout/{id}/complete", complete_checkout_session)
 
 
 def main():

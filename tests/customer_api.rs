@@ -970,6 +970,81 @@ async fn a_portal_session_sends_the_user_to_stripe_and_back_to_the_app() {
     assert!(!app.app.host.log().contains(session["url"].as_str().unwrap()), "the URL is never logged");
 }
 
+/// Stripe Checkout (Cashier's `checkout`): the order is checked as a subscription is, Stripe's
+/// page is paid, and the subscription it made reaches the mirror by webhook under the id chosen
+/// when the page was made, with its trial counted as the user's one.
+#[tokio::test]
+async fn a_subscription_is_bought_on_stripes_checkout_page() {
+    let app = spawn(|vars| {
+        vars.insert("customer_checkout_success_url".into(), "https://app.example.org/billing?session={CHECKOUT_SESSION_ID}".into());
+        vars.insert("customer_checkout_cancel_url".into(), "https://app.example.org/pricing".into());
+        vars.insert("subscription_trial_days".into(), "14".into());
+    })
+    .await;
+    let path = "/api/v3/customers/me/checkout-sessions";
+    let price = app.stripe.price("1500").await;
+    app.billing_user().await;
+    app.auth.add_user("u-2", "Grace Hopper", "grace@example.org");
+    let (status, problem, _) = app.call("POST", path, "u-2", Some(json!({"price_id": price})), &[]).await;
+    assert_eq!((status, &problem["code"]), (404, &json!("not_a_customer")), "{problem}");
+
+    // Refused with the field named: ours before Stripe, Stripe's after.
+    let (status, problem, _) = app.call("POST", path, "u-1", Some(json!({"price_id": price, "quantity": 0})), &[]).await;
+    assert_eq!((status, &problem["errors"][0]["field"]), (422, &json!("quantity")), "{problem}");
+    let (status, problem, _) = app.call("POST", path, "u-1", Some(json!({"price_id": "price_nope"})), &[]).await;
+    assert_eq!((status, &problem["errors"][0]["field"], &problem["errors"][0]["code"]), (422, &json!("price_id"), &json!("not_found")), "{problem}");
+
+    let (status, first, _) = app.call("POST", path, "u-1", Some(json!({"price_id": price, "quantity": 2})), &[]).await;
+    assert_eq!(status, 201, "{first}\n{}", app.app.host.log());
+    let first_id = first["id"].as_str().unwrap_or_default().to_string();
+    assert!(first["url"].as_str().is_some_and(|url| url == format!("https://checkout.stripe.com/c/pay/{first_id}")), "{first}");
+    assert!(first["expires_at"].as_str().is_some_and(|at| at.ends_with('Z')), "{first}");
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/checkout/sessions/{first_id}")).await;
+    assert_eq!(at_stripe["success_url"], "https://app.example.org/billing?session={CHECKOUT_SESSION_ID}", "{at_stripe}");
+    assert_eq!((&at_stripe["cancel_url"], &at_stripe["client_reference_id"]), (&json!("https://app.example.org/pricing"), &json!("u-1")));
+
+    // A second page closes the first: the two could not both be paid.
+    let (status, second, _) = app.call("POST", path, "u-1", Some(json!({"price_id": price, "quantity": 2})), &[]).await;
+    assert_eq!(status, 201, "{second}");
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/checkout/sessions/{first_id}")).await;
+    assert_eq!(at_stripe["status"], "expired", "{at_stripe}");
+    let (_, list, _) = app.call("GET", "/api/v3/customers/me/subscriptions", "u-1", None, &[]).await;
+    assert_eq!(list["subscriptions"], json!([]), "nothing until the page is paid");
+
+    // The user pays on Stripe's page; the webhook brings the subscription.
+    let paid = app.stripe.post(&format!("/_checkout/{}/complete", second["id"].as_str().unwrap_or_default()), &[]).await;
+    let stripe_subscription = paid["subscription"].as_str().unwrap_or_default().to_string();
+    assert!(stripe_subscription.starts_with("sub_"), "{paid}");
+    support::wait_for_applied_webhook(&app.app, &stripe_subscription).await;
+    let (_, list, _) = app.call("GET", "/api/v3/customers/me/subscriptions", "u-1", None, &[]).await;
+    let mirrored = &list["subscriptions"][0];
+    assert_eq!((&mirrored["stripe_subscription_id"], &mirrored["price_id"], &mirrored["quantity"]), (&json!(stripe_subscription), &json!(price), &json!(2)), "{list}");
+    assert_eq!(mirrored["status"], "trialing", "the first subscription's trial: {list}");
+    let (_, remote) = app.stripe.get(&format!("/v1/subscriptions/{stripe_subscription}")).await;
+    assert_eq!(mirrored["id"], remote["metadata"]["subscription_id"], "our id, chosen with the page: {remote}");
+    let granted = app.db_rows("SELECT days FROM trial_grants WHERE customer_id = 'u-1'").await;
+    assert_eq!(granted.len(), 1, "the trial is used up");
+
+    // Paid for: another page for that price is refused before Stripe is asked.
+    let (status, problem, _) = app.call("POST", path, "u-1", Some(json!({"price_id": price})), &[]).await;
+    assert_eq!((status, &problem["code"]), (409, &json!("already_subscribed")), "{problem}");
+    let made: Vec<_> = app.stripe.requests().await.into_iter().filter(|(m, p, _, _)| m == "POST" && p == "/v1/checkout/sessions").collect();
+    assert_eq!(made.len(), 3, "two pages and the refused price: {made:?}");
+}
+
+/// Without `customer_checkout_success_url` there is no page to come back to: the operator's
+/// error, named, and Stripe is not asked.
+#[tokio::test]
+async fn checkout_without_a_success_url_names_the_variable() {
+    let app = spawn(|_| {}).await;
+    let price = app.stripe.price("1500").await;
+    app.billing_user().await;
+    let (status, problem, _) = app.call("POST", "/api/v3/customers/me/checkout-sessions", "u-1", Some(json!({"price_id": price})), &[]).await;
+    assert_eq!(status, 500, "{problem}");
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("checkout_success_url")), "{problem}");
+    assert!(!app.stripe.requests().await.iter().any(|(_, p, _, _)| p.starts_with("/v1/checkout")));
+}
+
 /// What the next invoice will be (Cashier's `upcomingInvoice`), and what it would be after a
 /// change of price (`previewInvoice`), read from Stripe without changing anything there.
 #[tokio::test]

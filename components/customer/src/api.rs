@@ -16,7 +16,7 @@ use crate::domain::idempotency::{self, Begin};
 use crate::domain::webhook::{self, Event, Outcome};
 use crate::domain::{
     AreaIds, AreaIdsError, Customer, IdempotencyKey, PaymentMethodId, PaymentMethodSummary, PriceId, ProfileError,
-    ProfileLookup, ProfileSource, Profiles, Quantity, SetupIntent, Store, Subscription, SubscriptionOrder, TaxId, NewTaxId, UserId, Invoice, PendingPayment, BillingAddress, PromotionCode, is_stripe_id,
+    CheckoutUrls, ProfileLookup, ProfileSource, Profiles, Quantity, SetupIntent, Store, Subscription, SubscriptionOrder, TaxId, NewTaxId, UserId, Invoice, PendingPayment, BillingAddress, PromotionCode, is_stripe_id,
 };
 use crate::error::Error;
 use crate::kv::SpinKv;
@@ -1210,6 +1210,21 @@ pub fn create_portal_session(request: Request, _params: Params) -> Response {
             let return_url = config::portal_return_url()?;
             let url = billing_run(deps, &user, |ctx| billing::create_portal_session(ctx, &user, return_url.as_deref()))?;
             Ok(Reply::json(201, &json!({ "url": url })))
+        })
+    })
+}
+
+/// `POST /api/v3/customers/me/checkout-sessions` {price_id, quantity?, promotion_code?}
+pub fn create_checkout_session(request: Request, _params: Params) -> Response {
+    with_principal(&request, |req, deps, principal| {
+        idempotent(req, deps, &principal, || {
+            let user = user_only(principal.clone())?;
+            let order = SubscriptionOrder::try_from(json_body::<SubscribeDto>(req)?)?;
+            let (trial_days, (success, cancel)) = (config::trial_days()?, config::checkout_urls()?);
+            let urls = CheckoutUrls { success: &success, cancel: cancel.as_deref() };
+            let session = billing_run(deps, &user, |ctx| billing::create_checkout_session(ctx, &user, &order, trial_days, urls))?;
+            let body = json!({"id": session.id, "url": session.url, "expires_at": rfc3339::format(session.expires_at)});
+            Ok(Reply::json(201, &body))
         })
     })
 }

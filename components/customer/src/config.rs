@@ -30,6 +30,11 @@ pub const REQUIRE_VERIFIED_EMAIL: &str = "require_verified_email";
 /// Where Stripe's customer portal sends the user back (`http(s)://…`); empty: the portal's
 /// default return URL, set in Stripe's dashboard.
 pub const BILLING_PORTAL_RETURN_URL: &str = "billing_portal_return_url";
+/// Where Stripe's Checkout page sends the user after paying (`http(s)://…`, may carry
+/// `{CHECKOUT_SESSION_ID}`); required by `POST /customers/me/checkout-sessions`.
+pub const CHECKOUT_SUCCESS_URL: &str = "checkout_success_url";
+/// Where its back link goes; empty: the page has none.
+pub const CHECKOUT_CANCEL_URL: &str = "checkout_cancel_url";
 /// Milliseconds auth has to answer one call (default 2000).
 pub const AUTH_TIMEOUT_MS: &str = "auth_timeout_ms";
 
@@ -68,13 +73,26 @@ pub fn trial_days() -> Result<u32, Error> {
 
 /// The portal's return URL, if set; one that is not an absolute http(s) URL is a configuration error.
 pub fn portal_return_url() -> Result<Option<String>, Error> {
-    let url = optional(BILLING_PORTAL_RETURN_URL);
+    page_url(BILLING_PORTAL_RETURN_URL)
+}
+
+/// Checkout's success URL (required) and cancel URL (optional).
+pub fn checkout_urls() -> Result<(String, Option<String>), Error> {
+    let success = page_url(CHECKOUT_SUCCESS_URL)?
+        .ok_or(Error::Misconfigured { variable: CHECKOUT_SUCCESS_URL, what: "is not set (Checkout needs it)".into() })?;
+    Ok((success, page_url(CHECKOUT_CANCEL_URL)?))
+}
+
+/// An optional variable naming a page of the app that Stripe sends the user to: an absolute
+/// http(s) URL, or a configuration error. Ours, never the client's: Stripe would redirect anywhere.
+fn page_url(name: &'static str) -> Result<Option<String>, Error> {
+    let url = optional(name);
     if url.is_empty() {
         return Ok(None);
     }
     let host = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).unwrap_or_default();
     if host.is_empty() || host.starts_with('/') || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(Error::Misconfigured { variable: BILLING_PORTAL_RETURN_URL, what: "is not an absolute http(s) URL".into() });
+        return Err(Error::Misconfigured { variable: name, what: "is not an absolute http(s) URL".into() });
     }
     Ok(Some(url))
 }

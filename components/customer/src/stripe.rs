@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::domain::{
-    Billing, Invoice, InvoiceLine, InvoicePage, InvoicePreview, ItemChange, NewStripeCustomer, Profile, SetupIntent,
+    Billing, CheckoutSession, CheckoutUrls, Invoice, InvoiceLine, InvoicePage, InvoicePreview, ItemChange, NewStripeCustomer, Profile, SetupIntent,
     StripeCustomerRef, StripeError, StripePaymentMethod, StripeSubscription, NewSubscription, TaxId, NewTaxId, StripeInvoice, PendingPayment, BillingAddress, billing, is_stripe_id,
 };
 use crate::transport::{HttpRequest, HttpResponse, Timeouts, Transport, TransportError, send_logged};
@@ -513,6 +513,51 @@ impl Billing for StripeClient<'_> {
         stripe_invoice(&self.call("POST", &format!("/v1/invoices/{}/pay", path_segment(id)?), Some(&form), Some(idempotency_key))?)
     }
 
+    fn create_checkout_session(&self, new: &NewSubscription<'_>, urls: CheckoutUrls<'_>, idempotency_key: &str) -> Result<CheckoutSession, StripeError> {
+        let mut form = Form::new()
+            .field(&["mode"], "subscription")
+            .field(&["customer"], new.customer)
+            .field(&["client_reference_id"], new.user_id)
+            .field(&["line_items", "0", "price"], new.order.price.as_str())
+            .field(&["line_items", "0", "quantity"], new.order.quantity.get().to_string())
+            .field(&["subscription_data", "metadata", "user_id"], new.user_id)
+            .field(&["subscription_data", "metadata", "subscription_id"], new.local_id)
+            .field(&["success_url"], urls.success);
+        if let Some(cancel) = urls.cancel {
+            form = form.field(&["cancel_url"], cancel);
+        }
+        if let Some(promotion) = new.promotion {
+            form = form.field(&["discounts", "0", "promotion_code"], promotion);
+        }
+        if let Some(days) = new.trial_days {
+            form = form
+                .field(&["subscription_data", "trial_period_days"], days.to_string())
+                .field(&["subscription_data", "trial_settings", "end_behavior", "missing_payment_method"], "cancel");
+        }
+        let value = self.call("POST", "/v1/checkout/sessions", Some(&form), Some(idempotency_key))?;
+        let id = value.get("id").and_then(Value::as_str).filter(|id| is_stripe_id(id));
+        // Only an https page of Stripe's (or http on a stand-in) is passed to the client.
+        let url = value.get("url").and_then(Value::as_str).filter(|url| url.starts_with("https://") || url.starts_with("http://"));
+        match (id, url, value.get("expires_at").and_then(Value::as_i64)) {
+            (Some(id), Some(url), Some(expires_at)) => Ok(CheckoutSession { id: id.to_string(), url: url.to_string(), expires_at }),
+            _ => Err(StripeError::Malformed("unreadable checkout session".into())),
+        }
+    }
+
+    fn open_checkout_sessions(&self, customer: &str) -> Result<Vec<String>, StripeError> {
+        let query = Form::new().field(&["customer"], customer).field(&["status"], "open").field(&["limit"], "100").encode();
+        let value = self.call("GET", &format!("/v1/checkout/sessions?{query}"), None, None)?;
+        let ids = list_data(&value)?.iter().map(|session| session.get("id").and_then(Value::as_str).filter(|id| is_stripe_id(id)));
+        ids.map(|id| id.map(str::to_string).ok_or_else(|| StripeError::Malformed("unreadable checkout session".into()))).collect()
+    }
+
+    fn expire_checkout_session(&self, id: &str) -> Result<(), StripeError> {
+        let form = Form::new();
+        // Expiring twice is refused by Stripe anyway: the key only makes a retry of a lost answer safe.
+        let key = format!("checkout-expire:{id}");
+        self.call("POST", &format!("/v1/checkout/sessions/{}/expire", path_segment(id)?), Some(&form), Some(&key)).map(drop)
+    }
+
     fn billing_address(&self, customer: &str) -> Result<Option<BillingAddress>, StripeError> {
         let value = self.call("GET", &format!("/v1/customers/{}", path_segment(customer)?), None, None)?;
         Ok(value.get("address").and_then(BillingAddress::from_json))
@@ -784,6 +829,37 @@ mod tests {
         assert!(form_fields(&sent[0]).contains(&"discounts[0][promotion_code]=promo_1".to_string()));
         assert_eq!(items(1), ["items[0][id]=si_1", "items[0][price]=price_b", "items[0][quantity]=4"]);
         assert_eq!(sent[1].url, "http://stripe.test/v1/subscriptions/sub_1");
+    }
+
+    #[test]
+    fn a_checkout_session_carries_the_order_to_the_subscription_it_makes() {
+        let session = r#"{"id":"cs_test_1","object":"checkout.session","url":"https://checkout.stripe.com/c/pay/cs_test_1","expires_at":1800000000}"#;
+        let script = Script::new(vec![
+            answer(200, session),
+            answer(200, r#"{"object":"list","data":[{"id":"cs_test_0"},{"id":"cs_test_1"}]}"#),
+            answer(200, r#"{"id":"cs_test_0","status":"expired"}"#),
+            answer(200, r#"{"id":"cs_test_2","url":"javascript:alert(1)","expires_at":1}"#),
+        ]);
+        let client = StripeClient::for_tests(&script);
+        let order = SubscriptionOrder { price: PriceId::parse("price_a").unwrap(), quantity: Quantity::parse(3).unwrap(), promotion_code: None };
+        let new = NewSubscription { customer: "cus_1", order: &order, promotion: Some("promo_1"), trial_days: Some(14), user_id: "u1", local_id: "l1" };
+        let urls = CheckoutUrls { success: "https://app.example.org/billing?session={CHECKOUT_SESSION_ID}", cancel: None };
+        let made = client.create_checkout_session(&new, urls, "k1").unwrap();
+        assert_eq!(made, CheckoutSession { id: "cs_test_1".into(), url: "https://checkout.stripe.com/c/pay/cs_test_1".into(), expires_at: 1_800_000_000 });
+        assert_eq!(client.open_checkout_sessions("cus_1").unwrap(), ["cs_test_0", "cs_test_1"]);
+        client.expire_checkout_session("cs_test_0").unwrap();
+        // A page that is not http(s) never reaches the client.
+        assert!(matches!(client.create_checkout_session(&new, urls, "k2").unwrap_err(), StripeError::Malformed(_)));
+        let sent = script.sent.borrow();
+        assert_eq!(
+            form_fields(&sent[0]),
+            ["mode=subscription", "customer=cus_1", "client_reference_id=u1", "line_items[0][price]=price_a", "line_items[0][quantity]=3",
+             "subscription_data[metadata][user_id]=u1", "subscription_data[metadata][subscription_id]=l1",
+             "success_url=https://app.example.org/billing?session={CHECKOUT_SESSION_ID}", "discounts[0][promotion_code]=promo_1",
+             "subscription_data[trial_period_days]=14", "subscription_data[trial_settings][end_behavior][missing_payment_method]=cancel"]
+        );
+        assert_eq!(sent[1].url, "http://stripe.test/v1/checkout/sessions?customer=cus_1&status=open&limit=100");
+        assert_eq!((sent[2].method, sent[2].url.as_str()), ("POST", "http://stripe.test/v1/checkout/sessions/cs_test_0/expire"));
     }
 
     #[test]

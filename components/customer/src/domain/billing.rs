@@ -9,7 +9,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 use super::{
-    AreaIds, Billing, Claim, Customer, InvoicePage, InvoicePreview, NewStripeCustomer, PaymentMethodId, PaymentMethodSummary,
+    AreaIds, Billing, CheckoutSession, CheckoutUrls, Claim, Customer, InvoicePage, InvoicePreview, NewStripeCustomer, PaymentMethodId, PaymentMethodSummary,
     ItemChange, PendingPayment, PriceId, Profile, ProfileLookup, ProfileSource, Profiles, Quantity, SetupIntent, Store, StoreError, StripeCustomerRef,
     BillingAddress, NewSubscription, StripeError, StripeInvoice, Subscription, SubscriptionOrder, SubscriptionStatus, TaxId, NewTaxId, UserId,
 };
@@ -367,16 +367,95 @@ pub struct SubscriptionView {
 /// Stripe, or a trial (`trial_grants` outlives leaving billing), cannot get a new trial by
 /// cancelling, or leaving and coming back, and subscribing again.
 pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, order: &SubscriptionOrder, trial_days: u32) -> Result<SubscriptionView, Error> {
+    let store = ctx.store;
+    let mut made = None;
+    start_subscription(ctx, user, order, trial_days, &mut |new| {
+        let mut sub = pending_subscription(new.local_id.to_string(), user.as_str(), order.price.as_str().to_string(), order.quantity.get());
+        store.insert_subscription(&sub)?;
+        let remote = ctx.stripe.create_subscription(new, &subscription_create_key(new.local_id))?;
+        sub.apply(&remote);
+        store.update_subscription(&sub)?;
+        if let Some(days) = new.trial_days {
+            store.record_trial(user.as_str(), ctx.now, days)?;
+        }
+        let detail = format!(
+            "subscription={} stripe_subscription={} price={} quantity={} status={} trial_days={} promotion={}",
+            sub.id,
+            remote.id,
+            order.price.as_str(),
+            sub.quantity,
+            sub.status.as_str(),
+            new.trial_days.unwrap_or(0),
+            new.promotion.unwrap_or("none")
+        );
+        store.audit(ctx.now, user.as_str(), "subscription.created", Some(user.as_str()), &detail)?;
+        made = Some(SubscriptionView { subscription: sub, pending_payment: remote.pending_payment });
+        Ok(())
+    })?;
+    made.ok_or_else(|| Error::Internal("subscribe: started without a subscription".into()))
+}
+
+/// `POST /customers/me/checkout-sessions`: the same order as [`subscribe`], checked the same way
+/// (a live subscription to the price is 409, the first one gets the trial, the promotion code is
+/// looked up), paid on Stripe's hosted page instead of with the card on file. The subscription
+/// the page makes reaches the mirror through its webhooks, under the id chosen here. One page at
+/// a time: the customer's sessions still open are expired first, so two tabs cannot both be paid.
+pub fn create_checkout_session(
+    ctx: &Ctx<'_>,
+    user: &UserId,
+    order: &SubscriptionOrder,
+    trial_days: u32,
+    urls: CheckoutUrls<'_>,
+) -> Result<CheckoutSession, Error> {
+    let mut made = None;
+    start_subscription(ctx, user, order, trial_days, &mut |new| {
+        for open in ctx.stripe.open_checkout_sessions(new.customer)? {
+            match ctx.stripe.expire_checkout_session(&open) {
+                // Completed or expired since the list: nothing left to close.
+                Ok(()) | Err(StripeError::InvalidRequest { .. }) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        let key = format!("checkout-session:{}", new.local_id);
+        let session = ctx.stripe.create_checkout_session(new, urls, &key)?;
+        let detail = format!(
+            "checkout_session={} subscription={} price={} quantity={} trial_days={} promotion={}",
+            session.id,
+            new.local_id,
+            order.price.as_str(),
+            order.quantity.get(),
+            new.trial_days.unwrap_or(0),
+            new.promotion.unwrap_or("none")
+        );
+        ctx.store.audit(ctx.now, user.as_str(), "checkout.session_created", Some(user.as_str()), &detail)?;
+        made = Some(session);
+        Ok(())
+    })?;
+    made.ok_or_else(|| Error::Internal("checkout: started without a session".into()))
+}
+
+/// What [`subscribe`] and [`create_checkout_session`] share: under the customer's lock, the order
+/// is checked against the mirror and Stripe, the trial decided, the promotion code looked up and
+/// the profile sent to Stripe; then `start` makes the subscription (or the page that will) from
+/// the [`NewSubscription`]. A live subscription to the price found at Stripe and not yet mirrored
+/// (an interrupted earlier request, or one made outside this API) is adopted instead: 409.
+///
+/// `start` is a `dyn` closure so that this function is compiled once, not once per caller (the
+/// component's size is budgeted).
+fn start_subscription(
+    ctx: &Ctx<'_>,
+    user: &UserId,
+    order: &SubscriptionOrder,
+    trial_days: u32,
+    start: &mut dyn FnMut(&NewSubscription<'_>) -> Result<(), Error>,
+) -> Result<(), Error> {
     let price = &order.price;
     // A deleted account must not start paying: its access token outlives it (up to 15 min), its
     // profile does not (gone at auth, and from our cache after `profile_cache_ttl_secs`). Auth
     // down: a cached profile (even stale) lets the subscription through, none is a 503.
     let profile = ctx.profiles.profile(user.as_str())?;
     let store = ctx.store;
-    // Outcome: Ok(sub) = created; Err(Conflict) after adopting a subscription found at Stripe.
-    let adopted = std::cell::Cell::new(false);
-    let mut pending_payment = None;
-    let result = with_customer_locked(store, user, || {
+    let started = with_customer_locked(store, user, || {
         let stripe_customer = stripe_customer_of(store, user)?;
         let local = store.subscriptions(user.as_str())?;
         if local.iter().any(|s| s.status.is_live() && s.price_id == price.as_str()) {
@@ -384,8 +463,6 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, order: &SubscriptionOrder, trial_
         }
         let remotes = ctx.stripe.subscriptions_of(&stripe_customer)?;
         let trial = (trial_days > 0 && local.is_empty() && remotes.is_empty() && !store.trial_granted(user.as_str())?).then_some(trial_days);
-        // A subscription created by an interrupted earlier request (or outside this API) that no
-        // webhook has brought in yet: adopt it instead of creating a duplicate.
         for remote in remotes {
             if !remote.status.is_live() || remote.price_id.as_deref() != Some(price.as_str()) {
                 continue;
@@ -395,9 +472,9 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, order: &SubscriptionOrder, trial_
             }
             let sub = mirror_subscription(store, user.as_str(), &remote)?;
             store.insert_subscription(&sub)?;
+            record_trial_of(store, user.as_str(), &remote, ctx.now)?;
             store.audit(ctx.now, user.as_str(), "subscription.adopted", Some(user.as_str()), &format!("stripe_subscription={}", remote.id))?;
-            adopted.set(true);
-            return Ok(sub);
+            return Ok(Err(sub.id));
         }
         // The code the user typed, as Stripe's id; one Stripe does not know (or no longer offers)
         // is refused before anything is made.
@@ -412,8 +489,6 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, order: &SubscriptionOrder, trial_
         // sends the profile once more.)
         sync_stripe_profile_or_log(ctx, user, &stripe_customer, &profile);
         let local_id = new_local_id();
-        let mut sub = pending_subscription(local_id.clone(), user.as_str(), price.as_str().to_string(), order.quantity.get());
-        store.insert_subscription(&sub)?;
         let new = NewSubscription {
             customer: &stripe_customer,
             order,
@@ -422,41 +497,13 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, order: &SubscriptionOrder, trial_
             user_id: user.as_str(),
             local_id: &local_id,
         };
-        let remote = ctx.stripe.create_subscription(&new, &subscription_create_key(&local_id))?;
-        sub.apply(&remote);
-        pending_payment = remote.pending_payment;
-        store.update_subscription(&sub)?;
-        if let Some(days) = trial {
-            store.record_trial(user.as_str(), ctx.now, days)?;
-        }
-        store.audit(
-            ctx.now,
-            user.as_str(),
-            "subscription.created",
-            Some(user.as_str()),
-            &format!(
-                "subscription={} stripe_subscription={} price={} quantity={} status={} trial_days={} promotion={}",
-                sub.id,
-                remote.id,
-                price.as_str(),
-                sub.quantity,
-                sub.status.as_str(),
-                trial.unwrap_or(0),
-                promotion.as_deref().unwrap_or("none")
-            ),
-        )?;
-        Ok(sub)
+        start(&new).map(Ok)
     })?;
-    if adopted.get() {
-        return Err(Error::Conflict {
-            code: "already_subscribed",
-            detail: format!(
-                "There already is a live subscription to this price ({}); it is now listed under /customers/me/subscriptions.",
-                result.id
-            ),
-        });
-    }
-    Ok(SubscriptionView { subscription: result, pending_payment })
+    // The adoption is committed before the conflict is answered.
+    started.map_err(|adopted| Error::Conflict {
+        code: "already_subscribed",
+        detail: format!("There already is a live subscription to this price ({adopted}); it is now listed under /customers/me/subscriptions."),
+    })
 }
 
 /// `GET /customers/me/subscriptions/{id}`: the mirror, and for a subscription whose payment is
@@ -505,6 +552,18 @@ pub(super) fn mirror_subscription(
     let mut sub = pending_subscription(adoptable_local_id(store, remote)?, customer_id, price_id, remote.quantity.unwrap_or(1));
     sub.apply(remote);
     Ok(sub)
+}
+
+/// A subscription that reached the mirror from Stripe in its trial (a Checkout page's, the
+/// dashboard's) uses up the user's trial as one made here does, so leaving billing and coming
+/// back gives no second one. Its length is read from its first period.
+pub(super) fn record_trial_of(store: &dyn Store, customer_id: &str, remote: &super::StripeSubscription, now: i64) -> Result<(), Error> {
+    if remote.status != SubscriptionStatus::Trialing || store.trial_granted(customer_id)? {
+        return Ok(());
+    }
+    let seconds = remote.current_period_end.unwrap_or(remote.created).saturating_sub(remote.created).clamp(0, i64::MAX - 86_400);
+    let days = u32::try_from((seconds + 86_399) / 86_400).unwrap_or(u32::MAX);
+    Ok(store.record_trial(customer_id, now, days)?)
 }
 
 /// Our id for a subscription found at Stripe: the one in its metadata when it is a free UUID.
@@ -1628,6 +1687,46 @@ pub(crate) mod tests {
         let events = fakes.store.audit_events();
         assert_eq!(events.iter().filter(|e| *e == "customer.payment_method_removed").count(), 2, "{events:?}");
         assert_eq!(remove_default_payment_method(&ctx, &user("u3")).unwrap_err().status(), 404, "not a customer");
+    }
+
+    /// Checkout takes the order `subscribe` takes, checked the same way; one page is open at a time.
+    #[test]
+    fn a_checkout_session_is_checked_as_a_subscription_and_closes_the_one_before() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        let urls = CheckoutUrls { success: "https://app.example.org/billing/done", cancel: None };
+        let basic = PriceId::parse("price_basic").unwrap();
+        let order = SubscriptionOrder { quantity: Quantity::parse(4).unwrap(), ..one(&basic) };
+        assert_eq!(create_checkout_session(&ctx, &user("u1"), &order, 14, urls).unwrap_err().status(), 404, "not a customer");
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+
+        let first = create_checkout_session(&ctx, &user("u1"), &order, 14, urls).unwrap();
+        assert_eq!(first.url, format!("https://checkout.stripe.test/c/pay/{}", first.id));
+        let sessions = fakes.stripe.checkout_sessions.borrow().clone();
+        assert_eq!((sessions[0].price.as_str(), sessions[0].quantity, sessions[0].trial_days), ("price_basic", 4, Some(14)), "the first subscription's trial");
+        assert_eq!(sessions[0].success_url, "https://app.example.org/billing/done");
+        assert!(fakes.store.subscriptions("u1").unwrap().is_empty(), "nothing is mirrored before the page is paid");
+        assert!(fakes.store.audit_events().contains(&"checkout.session_created".to_string()));
+
+        // A second page (another price, say) closes the first: both could not be paid.
+        let second = create_checkout_session(&ctx, &user("u1"), &one(&PriceId::parse("price_pro").unwrap()), 14, urls).unwrap();
+        let open: Vec<_> = fakes.stripe.checkout_sessions.borrow().iter().filter(|s| s.open).map(|s| s.id.clone()).collect();
+        assert_eq!(open, [second.id.clone()]);
+
+        // An unknown promotion code and a price already paid for are refused before any page is made.
+        let coded = SubscriptionOrder { promotion_code: PromotionCode::parse("NOPE").ok(), ..one(&basic) };
+        let err = create_checkout_session(&ctx, &user("u1"), &coded, 14, urls).unwrap_err();
+        assert_eq!(err.problem().errors[0].field, "promotion_code");
+        subscribe(&ctx, &user("u1"), &one(&basic), 14).unwrap();
+        let err = create_checkout_session(&ctx, &user("u1"), &one(&basic), 14, urls).unwrap_err();
+        assert!(matches!(err, Error::Conflict { code: "already_subscribed", .. }), "{err:?}");
+        assert_eq!(fakes.stripe.checkout_sessions.borrow().len(), 2);
+        let promoted = SubscriptionOrder { promotion_code: PromotionCode::parse("LAUNCH20").ok(), ..one(&PriceId::parse("price_team").unwrap()) };
+        create_checkout_session(&ctx, &user("u1"), &promoted, 14, urls).unwrap();
+        let last = fakes.stripe.checkout_sessions.borrow().last().cloned().unwrap();
+        assert_eq!((last.promotion.as_deref(), last.trial_days), (Some("promo_launch20"), None), "the trial was used by the subscription");
+        fakes.stripe.down.set(true);
+        assert_eq!(create_checkout_session(&ctx, &user("u1"), &one(&PriceId::parse("price_x").unwrap()), 14, urls).unwrap_err().status(), 503);
     }
 
     #[test]

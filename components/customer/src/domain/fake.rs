@@ -306,7 +306,23 @@ pub struct FakeStripe {
     pub redeemed: RefCell<Vec<(String, String)>>,
     /// Each customer's address.
     pub addresses: RefCell<BTreeMap<String, BillingAddress>>,
+    pub checkout_sessions: RefCell<Vec<FakeCheckout>>,
     counter: Cell<u32>,
+}
+
+/// A Checkout session as the fake keeps it: what the page would subscribe to, and whether it is open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeCheckout {
+    pub id: String,
+    pub customer: String,
+    pub price: String,
+    pub quantity: u32,
+    pub promotion: Option<String>,
+    pub trial_days: Option<u32>,
+    pub success_url: String,
+    /// Our id for the subscription the page will make (its metadata).
+    pub local_id: String,
+    pub open: bool,
 }
 
 impl FakeStripe {
@@ -531,6 +547,36 @@ impl Billing for FakeStripe {
         self.check_up()?;
         self.default_payment_methods.borrow_mut().remove(customer);
         Ok(())
+    }
+    fn create_checkout_session(&self, new: &NewSubscription<'_>, urls: CheckoutUrls<'_>, _key: &str) -> Result<CheckoutSession, StripeError> {
+        self.check_up()?;
+        let id = self.next_id("cs_test");
+        self.checkout_sessions.borrow_mut().push(FakeCheckout {
+            id: id.clone(),
+            customer: new.customer.into(),
+            price: new.order.price.as_str().into(),
+            quantity: new.order.quantity.get(),
+            promotion: new.promotion.map(str::to_string),
+            trial_days: new.trial_days,
+            success_url: urls.success.into(),
+            local_id: new.local_id.into(),
+            open: true,
+        });
+        Ok(CheckoutSession { url: format!("https://checkout.stripe.test/c/pay/{id}"), id, expires_at: 90_000 })
+    }
+    fn open_checkout_sessions(&self, customer: &str) -> Result<Vec<String>, StripeError> {
+        self.check_up()?;
+        Ok(self.checkout_sessions.borrow().iter().filter(|c| c.open && c.customer == customer).map(|c| c.id.clone()).collect())
+    }
+    fn expire_checkout_session(&self, id: &str) -> Result<(), StripeError> {
+        self.check_up()?;
+        match self.checkout_sessions.borrow_mut().iter_mut().find(|c| c.id == id && c.open) {
+            Some(session) => {
+                session.open = false;
+                Ok(())
+            }
+            None => Err(StripeError::InvalidRequest { message: "not open".into(), param: None, code: None, status: 400 }),
+        }
     }
     fn create_portal_session(&self, customer: &str, return_url: Option<&str>, _key: &str) -> Result<String, StripeError> {
         self.check_up()?;

@@ -199,8 +199,12 @@ fn request_field(stripe_param: &str) -> Option<&'static str> {
     if let Some(field) = stripe_param.strip_prefix("address[").and_then(|rest| rest.strip_suffix(']')) {
         return ["line1", "line2", "city", "postal_code", "state", "country"].into_iter().find(|known| *known == field);
     }
-    // An invoice preview names a subscription's items under `subscription_details`.
-    let item = stripe_param.strip_prefix("items[").or_else(|| stripe_param.strip_prefix("subscription_details[items]["));
+    // An invoice preview names a subscription's items under `subscription_details`, a
+    // Checkout session its own under `line_items`.
+    let item = stripe_param
+        .strip_prefix("items[")
+        .or_else(|| stripe_param.strip_prefix("subscription_details[items]["))
+        .or_else(|| stripe_param.strip_prefix("line_items["));
     let field = match item.and_then(|rest| rest.split_once("][")) {
         Some((index, field)) if !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) => field.strip_suffix(']')?,
         Some(_) => return None,
@@ -293,6 +297,15 @@ pub trait Billing {
     /// A customer-portal session: the URL of Stripe's hosted page where the customer manages
     /// cards, subscriptions and invoices, back to `return_url` (else the portal's default).
     fn create_portal_session(&self, customer: &str, return_url: Option<&str>, idempotency_key: &str) -> Result<String, StripeError>;
+    /// A Checkout session in subscription mode for `new` (its price, quantity, promotion, trial
+    /// and our metadata go to the subscription the page makes).
+    fn create_checkout_session(&self, new: &NewSubscription<'_>, urls: CheckoutUrls<'_>, idempotency_key: &str)
+    -> Result<CheckoutSession, StripeError>;
+    /// The ids of the customer's Checkout sessions still open (at most 100).
+    fn open_checkout_sessions(&self, customer: &str) -> Result<Vec<String>, StripeError>;
+    /// Closes an open session: its page can no longer be paid. One no longer open is an
+    /// `InvalidRequest`.
+    fn expire_checkout_session(&self, id: &str) -> Result<(), StripeError>;
     /// The address Stripe holds for the customer, if any.
     fn billing_address(&self, customer: &str) -> Result<Option<BillingAddress>, StripeError>;
     /// Replaces it: every field is sent, an absent one as empty, which Stripe clears.
@@ -366,10 +379,10 @@ mod tests {
         assert_eq!(rejected(Some("type"), None), [FieldError::new("type", "rejected", "No such price: 'price_x'")]);
         assert_eq!(rejected(Some("address[postal_code]"), None), [FieldError::new("postal_code", "rejected", "No such price: 'price_x'")]);
         assert_eq!(rejected(Some("discounts[0][promotion_code]"), None), [FieldError::new("promotion_code", "rejected", "No such price: 'price_x'")]);
-        for param in ["items[12][plan]", "price", "plan", "subscription_details[items][0][price]"] {
+        for param in ["items[12][plan]", "price", "plan", "subscription_details[items][0][price]", "line_items[0][price]"] {
             assert_eq!(rejected(Some(param), Some("parameter_invalid")), [FieldError::new("price_id", "rejected", "No such price: 'price_x'")], "{param}");
         }
-        for param in ["items[0][quantity]", "subscription_details[items][0][quantity]"] {
+        for param in ["items[0][quantity]", "subscription_details[items][0][quantity]", "line_items[0][quantity]"] {
             assert_eq!(rejected(Some(param), Some("parameter_invalid")), [FieldError::new("quantity", "rejected", "No such price: 'price_x'")], "{param}");
         }
     }
@@ -378,7 +391,8 @@ mod tests {
     fn stripes_own_params_are_not_the_clients_fields() {
         for param in [None, Some("customer"), Some("metadata[user_id]"), Some("items[0]"), Some("items[][price]"), Some("items[a][price]"), Some("items[0][price][x]"),
             Some("subscription_details[items][0][id]"), Some("subscription_details[proration_date]"), Some("subscription_details[items][x][price]"),
-            Some("address[x]"), Some("address[line1"), Some("shipping[address][line1]")] {
+            Some("address[x]"), Some("address[line1"), Some("shipping[address][line1]"), Some("success_url"), Some("line_items[0][x]"),
+            Some("subscription_data[trial_period_days]")] {
             assert_eq!(rejected(param, Some("resource_missing")), [], "{param:?}");
         }
     }

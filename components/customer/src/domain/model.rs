@@ -395,6 +395,23 @@ pub struct SetupIntent {
     pub status: String,
 }
 
+/// A Stripe Checkout session for a subscription: `url` is Stripe's hosted payment page, where the
+/// user pays (3-D Secure, promotion codes, wallets: Stripe's); usable until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutSession {
+    pub id: String,
+    pub url: String,
+    pub expires_at: i64,
+}
+
+/// Where Stripe's payment page sends the user: after paying (required by Stripe; it may carry
+/// Stripe's `{CHECKOUT_SESSION_ID}` placeholder) and on going back (else the page has no way back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckoutUrls<'a> {
+    pub success: &'a str,
+    pub cancel: Option<&'a str>,
+}
+
 /// A Stripe object id as we accept it in our own URLs and query strings (`in_...`, `sub_...`).
 pub fn is_stripe_id(raw: &str) -> bool {
     !raw.is_empty() && raw.len() <= 255 && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')

@@ -223,8 +223,9 @@ fn apply(ctx: &Ctx<'_>, event: &Event) -> Result<Outcome, Error> {
             };
             sync_subscription(store, stripe, event, sub_id, customer, now)
         }
-        // `invoice.payment_succeeded` is what older API versions (and localstripe) send.
-        "invoice.paid" | "invoice.payment_succeeded" | "invoice.payment_failed" => {
+        // `invoice.payment_succeeded` is what older API versions (and localstripe) send. A
+        // completed Checkout page names the subscription it made, whose own events may come later.
+        "invoice.paid" | "invoice.payment_succeeded" | "invoice.payment_failed" | "checkout.session.completed" => {
             let (Some(sub_id), Some(customer)) = (event.object_str("subscription"), event.object_str("customer")) else {
                 return Ok(Outcome::Ignored("no_subscription"));
             };
@@ -348,7 +349,7 @@ fn sync_subscription(
             let mut sub = super::billing::mirror_subscription(store, &customer_id, &remote)?;
             sub.last_event_at = event.created;
             match store.insert_subscription(&sub) {
-                Ok(()) => {}
+                Ok(()) => super::billing::record_trial_of(store, &customer_id, &remote, now)?,
                 Err(StoreError::Duplicate { constraint }) => {
                     telemetry::warn(
                         "webhook: cannot mirror a second live subscription to one price",
@@ -404,8 +405,8 @@ mod tests {
     use super::*;
     use crate::domain::billing::tests::{Fakes, one};
     use crate::domain::fake::FakeProfiles;
-    use crate::domain::billing::{create_customer, subscribe};
-    use crate::domain::{AreaIds, PriceId, SubscriptionStatus, UserId};
+    use crate::domain::billing::{create_checkout_session, create_customer, subscribe};
+    use crate::domain::{AreaIds, CheckoutUrls, NewSubscription, PriceId, SubscriptionStatus, UserId};
 
     fn sign(secret: &str, t: i64, payload: &[u8]) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
@@ -534,6 +535,36 @@ mod tests {
         let invoice = event("evt_c4", "invoice.created", 2100, serde_json::json!({"id": "in_1", "customer": cus}));
         assert_eq!(handle(&fakes.ctx(2100), &invoice).unwrap(), Outcome::Applied);
         assert_eq!(sent().len(), 2);
+    }
+
+    /// A Checkout page's subscription reaches the mirror from its `checkout.session.completed`,
+    /// under the id chosen when the page was made, and its trial counts as the user's one.
+    #[test]
+    fn a_paid_checkout_page_brings_its_subscription_and_uses_up_the_trial() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        let user = UserId::parse("u1").unwrap();
+        let customer = create_customer(&ctx, &user, &AreaIds::parse(&[1]).unwrap()).unwrap();
+        let cus = customer.stripe_customer_id.unwrap();
+        let urls = CheckoutUrls { success: "https://app.example.org/done", cancel: None };
+        create_checkout_session(&ctx, &user, &one(&PriceId::parse("price_a").unwrap()), 7, urls).unwrap();
+        // What the paid page makes at Stripe, with the session's metadata.
+        let local_id = fakes.stripe.checkout_sessions.borrow()[0].local_id.clone();
+        let order = one(&PriceId::parse("price_a").unwrap());
+        let made = NewSubscription { customer: &cus, order: &order, promotion: None, trial_days: Some(7), user_id: "u1", local_id: &local_id };
+        let sid = fakes.stripe.create_subscription(&made, "k").unwrap().id;
+
+        let completed = event("evt_c", "checkout.session.completed", 1500, serde_json::json!({"id": "cs_test_1", "customer": cus, "subscription": sid}));
+        assert_eq!(handle(&fakes.ctx(1501), &completed).unwrap(), Outcome::Applied);
+        let mirrored = fakes.store.subscription_by_stripe_id(&sid).unwrap().unwrap();
+        assert_eq!((mirrored.id.as_str(), mirrored.status), (local_id.as_str(), SubscriptionStatus::Trialing));
+        assert!(fakes.store.trial_granted("u1").unwrap());
+        // A page paid once more than once (its created event after it) changes nothing twice.
+        let created = event("evt_d", "customer.subscription.created", 1400, serde_json::json!({"id": sid, "customer": cus}));
+        assert_eq!(handle(&fakes.ctx(1502), &created).unwrap(), Outcome::Stale);
+        // A page in payment mode made no subscription.
+        let payment = event("evt_e", "checkout.session.completed", 1600, serde_json::json!({"id": "cs_test_2", "customer": cus, "subscription": null}));
+        assert_eq!(handle(&fakes.ctx(1601), &payment).unwrap(), Outcome::Ignored("no_subscription"));
     }
 
     #[test]
