@@ -60,6 +60,9 @@ env_file="$work/app.env"
     # One generated user makes thousands of billing calls: keep customer's per-user budget out of
     # it too, so the operations' other answers are what gets checked (the budget has its own test).
     echo "SPIN_VARIABLE_STRIPE_CALLS_PER_USER_PER_MINUTE=1000000"
+    # Checkout is configured as an operator using it would (without it, its answer is the 500
+    # naming the variable, which tests/customer_api.rs checks).
+    echo "SPIN_VARIABLE_CUSTOMER_CHECKOUT_SUCCESS_URL=https://app.example.org/billing?session={CHECKOUT_SESSION_ID}"
 } >"$env_file"
 grep -q '^SPIN_VARIABLE_TOKEN_SIGNING_KEYS=' "$env_file" || { echo "conformance: admin keys generate printed no keys" >&2; exit 1; }
 target/native/admin --env-file "$env_file" migrate up >"$work/migrate.log" 2>&1 || { cat "$work/migrate.log" >&2; exit 1; }

@@ -399,7 +399,7 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, order: &SubscriptionOrder, trial_
 /// (a live subscription to the price is 409, the first one gets the trial, the promotion code is
 /// looked up), paid on Stripe's hosted page instead of with the card on file. The subscription
 /// the page makes reaches the mirror through its webhooks, under the id chosen here. One page at
-/// a time: the customer's sessions still open are expired first, so two tabs cannot both be paid.
+/// a time: [`start_subscription`] expires the customer's open ones first.
 pub fn create_checkout_session(
     ctx: &Ctx<'_>,
     user: &UserId,
@@ -409,13 +409,6 @@ pub fn create_checkout_session(
 ) -> Result<CheckoutSession, Error> {
     let mut made = None;
     start_subscription(ctx, user, order, trial_days, &mut |new| {
-        for open in ctx.stripe.open_checkout_sessions(new.customer)? {
-            match ctx.stripe.expire_checkout_session(&open) {
-                // Completed or expired since the list: nothing left to close.
-                Ok(()) | Err(StripeError::InvalidRequest { .. }) => {}
-                Err(err) => return Err(err.into()),
-            }
-        }
         let key = format!("checkout-session:{}", new.local_id);
         let session = ctx.stripe.create_checkout_session(new, urls, &key)?;
         let detail = format!(
@@ -435,8 +428,8 @@ pub fn create_checkout_session(
 }
 
 /// What [`subscribe`] and [`create_checkout_session`] share: under the customer's lock, the order
-/// is checked against the mirror and Stripe, the trial decided, the promotion code looked up and
-/// the profile sent to Stripe; then `start` makes the subscription (or the page that will) from
+/// is checked against the mirror and Stripe, the trial decided, the promotion code looked up, the
+/// customer's Checkout pages still open expired and the profile sent to Stripe; then `start` makes the subscription (or the page that will) from
 /// the [`NewSubscription`]. A live subscription to the price found at Stripe and not yet mirrored
 /// (an interrupted earlier request, or one made outside this API) is adopted instead: 409.
 ///
@@ -484,6 +477,15 @@ fn start_subscription(
             })?),
             None => None,
         };
+        // One purchase at a time: a Checkout page still open (another tab, an earlier attempt)
+        // could otherwise be paid after this subscription starts, for the same price or not.
+        for open in ctx.stripe.open_checkout_sessions(&stripe_customer)? {
+            match ctx.stripe.expire_checkout_session(&open) {
+                // Completed or expired since the list: nothing left to close.
+                Ok(()) | Err(StripeError::InvalidRequest { .. }) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
         // The first invoice is made with the subscription: it carries the current name and
         // email. (Should the subscription fail, the digest rolls back with it and the next read
         // sends the profile once more.)
@@ -1713,6 +1715,9 @@ pub(crate) mod tests {
         let open: Vec<_> = fakes.stripe.checkout_sessions.borrow().iter().filter(|s| s.open).map(|s| s.id.clone()).collect();
         assert_eq!(open, [second.id.clone()]);
 
+        // Subscribing with the card on file closes an open page too.
+        subscribe(&ctx, &user("u1"), &one(&PriceId::parse("price_team").unwrap()), 14).unwrap();
+        assert!(fakes.stripe.checkout_sessions.borrow().iter().all(|s| !s.open), "no page left to pay");
         // An unknown promotion code and a price already paid for are refused before any page is made.
         let coded = SubscriptionOrder { promotion_code: PromotionCode::parse("NOPE").ok(), ..one(&basic) };
         let err = create_checkout_session(&ctx, &user("u1"), &coded, 14, urls).unwrap_err();
@@ -1721,7 +1726,7 @@ pub(crate) mod tests {
         let err = create_checkout_session(&ctx, &user("u1"), &one(&basic), 14, urls).unwrap_err();
         assert!(matches!(err, Error::Conflict { code: "already_subscribed", .. }), "{err:?}");
         assert_eq!(fakes.stripe.checkout_sessions.borrow().len(), 2);
-        let promoted = SubscriptionOrder { promotion_code: PromotionCode::parse("LAUNCH20").ok(), ..one(&PriceId::parse("price_team").unwrap()) };
+        let promoted = SubscriptionOrder { promotion_code: PromotionCode::parse("LAUNCH20").ok(), ..one(&PriceId::parse("price_enterprise").unwrap()) };
         create_checkout_session(&ctx, &user("u1"), &promoted, 14, urls).unwrap();
         let last = fakes.stripe.checkout_sessions.borrow().last().cloned().unwrap();
         assert_eq!((last.promotion.as_deref(), last.trial_days), (Some("promo_launch20"), None), "the trial was used by the subscription");
