@@ -39,7 +39,8 @@ accepts what the live Stripe API accepts for our calls:
   `GET /v1/checkout/sessions/{id}`, `POST /v1/checkout/sessions/{id}/expire`): a missing
   `success_url`, an unknown customer, price (`line_items[0][price]`) or promotion code are
   refused as Stripe refuses them, and a session no longer open cannot be expired. The page is not
-  served: `POST /_checkout/{id}/complete` does what it does when the user pays (the subscription
+  served: `POST /_checkout/{id}/complete` (form: `card_number`, 4242… by default) does what it
+  does when the user pays (the card attached and made the customer's default, the subscription
   made from the session's items, discounts and `subscription_data`, then
   `checkout.session.completed`).
 * Customer tax ids (`POST`/`GET /v1/customers/{id}/tax_ids`) take the common types of live
@@ -490,6 +491,15 @@ async def complete_checkout_session(request):
     session = _checkout_session(request.match_info["id"])
     if session["status"] != "open":
         raise UserError(400, "This Checkout Session is no longer open.")
+    # The card typed on the page (`card_number`, Stripe's test 4242… by default): attached to the
+    # customer, as the page does, and made its default, which is where localstripe charges from
+    # (Stripe makes it the subscription's default_payment_method). A declined card (4000…0002)
+    # is a 402 and the session stays open, as the page lets the user try another.
+    data = await server.get_post_data(request) or {}
+    card = {"number": data.get("card_number", "4242424242424242"), "exp_month": "12", "exp_year": "2030", "cvc": "123"}
+    method = resources.PaymentMethod._api_create(type="card", card=card)
+    resources.PaymentMethod._api_attach(method.id, customer=session["customer"])
+    resources.Customer._api_update(session["customer"], invoice_settings={"default_payment_method": method.id})
     subscription_data = session["_subscription_data"]
     options = {key: subscription_data[key] for key in ("metadata", "trial_period_days", "trial_settings")
                if key in subscription_data}
