@@ -1030,6 +1030,17 @@ async fn a_subscription_is_bought_on_stripes_checkout_page() {
     assert_eq!((status, &problem["code"]), (409, &json!("already_subscribed")), "{problem}");
     let made: Vec<_> = app.stripe.requests().await.into_iter().filter(|(m, p, _, _)| m == "POST" && p == "/v1/checkout/sessions").collect();
     assert_eq!(made.len(), 3, "two pages and the refused price: {made:?}");
+
+    // A second price: no trial any more, so the page's card is charged and it starts active.
+    let team = app.stripe.price("4000").await;
+    let (status, page, _) = app.call("POST", path, "u-1", Some(json!({"price_id": team})), &[]).await;
+    assert_eq!(status, 201, "{page}");
+    let paid = app.stripe.post(&format!("/_checkout/{}/complete", page["id"].as_str().unwrap_or_default()), &[]).await;
+    let team_subscription = paid["subscription"].as_str().unwrap_or_default().to_string();
+    support::wait_for_applied_webhook(&app.app, &team_subscription).await;
+    let (_, list, _) = app.call("GET", "/api/v3/customers/me/subscriptions", "u-1", None, &[]).await;
+    let statuses: Vec<_> = list["subscriptions"].as_array().into_iter().flatten().map(|s| (s["price_id"].clone(), s["status"].clone())).collect();
+    assert_eq!(statuses, [(json!(price), json!("trialing")), (json!(team), json!("active"))], "{list}");
 }
 
 /// Without `customer_checkout_success_url` there is no page to come back to: the operator's
