@@ -456,22 +456,32 @@ pub fn json_body<T: serde::de::DeserializeOwned>(req: &Req) -> Result<T, Error> 
 /// named twice → 400 `malformed_json`; JSON of another shape (an array, a string) → 400
 /// `invalid_body`, as at auth.
 pub fn parse_json_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
-    let malformed = || Error::bad_request("malformed_json", "The request body is not valid JSON.");
-    let not_object = || Error::bad_request("invalid_body", "The request body must be a JSON object.");
-    let text = std::str::from_utf8(body).map_err(|_| malformed())?;
+    // Only the last step depends on `T`: the checks are compiled once, not once per body type.
+    let text = json_object_text(body)?;
+    serde_json::from_str(text).map_err(json_shape_error)
+}
+
+fn json_object_text(body: &[u8]) -> Result<&str, Error> {
+    let text = std::str::from_utf8(body).map_err(|_| malformed_json())?;
     // Every string decoded (a lone surrogate escape in an ignored field is still not JSON).
-    serde_json::from_str::<Value>(text).map_err(|_| malformed())?;
+    serde_json::from_str::<Value>(text).map_err(|_| malformed_json())?;
     if !text.trim_start().starts_with('{') {
         // serde would read `[[1]]` as a struct in sequence form; we take objects only.
-        return Err(not_object());
+        return Err(not_a_json_object());
     }
-    serde_json::from_str(text).map_err(|err| {
-        if err.is_data() && !err.to_string().starts_with("duplicate field") {
-            not_object()
-        } else {
-            malformed()
-        }
-    })
+    Ok(text)
+}
+
+fn json_shape_error(err: serde_json::Error) -> Error {
+    if err.is_data() && !err.to_string().starts_with("duplicate field") { not_a_json_object() } else { malformed_json() }
+}
+
+fn malformed_json() -> Error {
+    Error::bad_request("malformed_json", "The request body is not valid JSON.")
+}
+
+fn not_a_json_object() -> Error {
+    Error::bad_request("invalid_body", "The request body must be a JSON object.")
 }
 
 // ---- per-request dependencies ------------------------------------------------------------------
@@ -682,6 +692,13 @@ fn user_only(principal: Principal) -> Result<UserId, Error> {
 
 /// Runs a write under the request's `Idempotency-Key`, if it has one.
 fn idempotent(req: &Req, deps: &Deps, principal: &Principal, run: impl FnOnce() -> Result<Reply, Error>) -> Result<Reply, Error> {
+    // The work goes through a `dyn` closure so that the function below is compiled once, not
+    // once per write route (the component's size is budgeted: tests/wasm_imports.rs).
+    let mut run = Some(run);
+    run_idempotent(req, deps, principal, &mut || run.take().map_or_else(|| Err(Error::internal("a write ran twice")), |run| run()))
+}
+
+fn run_idempotent(req: &Req, deps: &Deps, principal: &Principal, run: &mut dyn FnMut() -> Result<Reply, Error>) -> Result<Reply, Error> {
     let Some(raw) = req.header("idempotency-key") else {
         return run();
     };
