@@ -1043,6 +1043,46 @@ async fn a_subscription_is_bought_on_stripes_checkout_page() {
     assert_eq!(statuses, [(json!(price), json!("trialing")), (json!(team), json!("active"))], "{list}");
 }
 
+/// The success page reads its session: once paid, the subscription is in the mirror then and
+/// there, with no webhook at all (none is registered here), so the page never shows "not yet".
+#[tokio::test]
+async fn the_success_page_finds_the_subscription_before_any_webhook() {
+    let app = spawn(|vars| {
+        vars.insert("customer_checkout_success_url".into(), "https://app.example.org/done?session={CHECKOUT_SESSION_ID}".into());
+    })
+    .await;
+    let price = app.stripe.price("2500").await;
+    app.auth.add_user("u-1", "Ada Lovelace", "ada@example.org");
+    app.auth.add_user("u-2", "Grace Hopper", "grace@example.org");
+    for user in ["u-1", "u-2"] {
+        let (status, body, _) = app.call("POST", "/api/v3/customers", user, Some(json!({"area_ids": [1]})), &[]).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, page, _) = app.call("POST", "/api/v3/customers/me/checkout-sessions", "u-1", Some(json!({"price_id": price, "quantity": 5})), &[]).await;
+    assert_eq!(status, 201, "{page}");
+    let id = page["id"].as_str().unwrap_or_default().to_string();
+    let path = format!("/api/v3/customers/me/checkout-sessions/{id}");
+    let (status, open, _) = app.call("GET", &path, "u-1", None, &[]).await;
+    assert_eq!((status, &open["status"], &open["subscription"]), (200, &json!("open"), &Value::Null), "{open}");
+    let (status, _, _) = app.call("GET", &path, "u-2", None, &[]).await;
+    assert_eq!(status, 404, "another customer's session");
+    let (status, _, _) = app.call("GET", "/api/v3/customers/me/checkout-sessions/cs_test_nothing", "u-1", None, &[]).await;
+    assert_eq!(status, 404);
+
+    let paid = app.stripe.post(&format!("/_checkout/{id}/complete"), &[]).await;
+    let (status, done, _) = app.call("GET", &path, "u-1", None, &[]).await;
+    assert_eq!((status, &done["status"], &done["payment_status"]), (200, &json!("complete"), &json!("paid")), "{done}\n{}", app.app.host.log());
+    let sub = &done["subscription"];
+    assert_eq!((&sub["stripe_subscription_id"], &sub["status"], &sub["quantity"]), (&paid["subscription"], &json!("active"), &json!(5)), "{done}");
+    let (_, list, _) = app.call("GET", "/api/v3/customers/me/subscriptions", "u-1", None, &[]).await;
+    assert_eq!(list["subscriptions"], json!([sub]), "{list}");
+    // A reload reads the same subscription; nothing is mirrored twice.
+    let (_, reload, _) = app.call("GET", &path, "u-1", None, &[]).await;
+    assert_eq!(reload["subscription"]["id"], sub["id"]);
+    let rows = app.db_rows("SELECT id FROM subscriptions WHERE customer_id = 'u-1'").await;
+    assert_eq!(rows.len(), 1);
+}
+
 /// Without `customer_checkout_success_url` there is no page to come back to: the operator's
 /// error, named, and Stripe is not asked.
 #[tokio::test]

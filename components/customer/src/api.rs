@@ -1246,6 +1246,26 @@ pub fn create_checkout_session(request: Request, _params: Params) -> Response {
     })
 }
 
+/// `GET /api/v3/customers/me/checkout-sessions/{id}`
+pub fn get_checkout_session(request: Request, params: Params) -> Response {
+    let id = params.get("id").unwrap_or_default().to_string();
+    with_principal(&request, move |_req, deps, principal| {
+        let user = user_only(principal)?;
+        if !is_stripe_id(&id) {
+            return Err(Error::not_found("No such checkout session."));
+        }
+        let view = billing_run(deps, &user, |ctx| billing::checkout_session(ctx, &user, &id))?;
+        let session = &view.session;
+        Ok(Reply::json(200, &json!({
+            "id": session.id,
+            "status": session.status,
+            "payment_status": session.payment_status,
+            "expires_at": session.expires_at.map(rfc3339::format),
+            "subscription": view.subscription.as_ref().map(subscription_json),
+        })))
+    })
+}
+
 /// `GET /api/v3/customers/me/payment-method`
 pub fn get_payment_method(request: Request, _params: Params) -> Response {
     with_principal(&request, |_req, deps, principal| {

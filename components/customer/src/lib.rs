@@ -52,6 +52,7 @@ const ROUTES: &[(&str, &str, Handler)] = &[
     ("POST", "/api/v3/customers/me/setup-intents", api::create_setup_intent),
     ("POST", "/api/v3/customers/me/portal-sessions", api::create_portal_session),
     ("POST", "/api/v3/customers/me/checkout-sessions", api::create_checkout_session),
+    ("GET", "/api/v3/customers/me/checkout-sessions/:id", api::get_checkout_session),
     ("GET", "/api/v3/customers/me/payment-method", api::get_payment_method),
     ("PUT", "/api/v3/customers/me/payment-method", api::set_payment_method),
     ("DELETE", "/api/v3/customers/me/payment-method", api::remove_payment_method),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::domain::{
-    Billing, CheckoutSession, CheckoutUrls, Invoice, InvoiceLine, InvoicePage, InvoicePreview, ItemChange, NewStripeCustomer, Profile, SetupIntent,
+    Billing, CheckoutSession, CheckoutState, CheckoutUrls, Invoice, InvoiceLine, InvoicePage, InvoicePreview, ItemChange, NewStripeCustomer, Profile, SetupIntent,
     StripeCustomerRef, StripeError, StripePaymentMethod, StripeSubscription, NewSubscription, TaxId, NewTaxId, StripeInvoice, PendingPayment, BillingAddress, billing, is_stripe_id,
 };
 use crate::transport::{HttpRequest, HttpResponse, Timeouts, Transport, TransportError, send_logged};
@@ -541,6 +541,14 @@ impl Billing for StripeClient<'_> {
         match (id, url, value.get("expires_at").and_then(Value::as_i64)) {
             (Some(id), Some(url), Some(expires_at)) => Ok(CheckoutSession { id: id.to_string(), url: url.to_string(), expires_at }),
             _ => Err(StripeError::Malformed("unreadable checkout session".into())),
+        }
+    }
+
+    fn checkout_session(&self, id: &str) -> Result<Option<CheckoutState>, StripeError> {
+        match self.call("GET", &format!("/v1/checkout/sessions/{}", path_segment(id)?), None, None) {
+            Ok(value) => CheckoutState::from_json(&value).map(Some).ok_or_else(|| StripeError::Malformed("unreadable checkout session".into())),
+            Err(err) if err.is_not_found() => Ok(None),
+            Err(err) => Err(err),
         }
     }
 

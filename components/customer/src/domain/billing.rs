@@ -9,7 +9,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 use super::{
-    AreaIds, Billing, CheckoutSession, CheckoutUrls, Claim, Customer, InvoicePage, InvoicePreview, NewStripeCustomer, PaymentMethodId, PaymentMethodSummary,
+    AreaIds, Billing, CheckoutSession, CheckoutState, CheckoutUrls, Claim, Customer, InvoicePage, InvoicePreview, NewStripeCustomer, PaymentMethodId, PaymentMethodSummary,
     ItemChange, PendingPayment, PriceId, Profile, ProfileLookup, ProfileSource, Profiles, Quantity, SetupIntent, Store, StoreError, StripeCustomerRef,
     BillingAddress, NewSubscription, StripeError, StripeInvoice, Subscription, SubscriptionOrder, SubscriptionStatus, TaxId, NewTaxId, UserId,
 };
@@ -425,6 +425,62 @@ pub fn create_checkout_session(
         Ok(())
     })?;
     made.ok_or_else(|| Error::Internal("checkout: started without a session".into()))
+}
+
+/// A Checkout session as its owner's success page reads it: Stripe's state of the session, and
+/// once the page is paid, its subscription, brought into the mirror now if no webhook has yet
+/// (Stripe's advice: fulfil on the success page and in the webhook, whichever comes first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutView {
+    pub session: CheckoutState,
+    pub subscription: Option<Subscription>,
+}
+
+/// `GET /customers/me/checkout-sessions/{id}`: another customer's session is 404, as is one
+/// Stripe does not know.
+pub fn checkout_session(ctx: &Ctx<'_>, user: &UserId, id: &str) -> Result<CheckoutView, Error> {
+    let stripe_customer = stripe_customer_of(ctx.store, user)?;
+    let session = ctx
+        .stripe
+        .checkout_session(id)?
+        .filter(|session| session.customer.as_deref() == Some(stripe_customer.as_str()))
+        .ok_or_else(|| Error::not_found("No such checkout session."))?;
+    let subscription = match &session.subscription {
+        Some(stripe_id) if session.status == "complete" => bring_subscription(ctx, user, &stripe_customer, stripe_id)?,
+        _ => None,
+    };
+    Ok(CheckoutView { session, subscription })
+}
+
+/// The caller's subscription `stripe_id` in the mirror with Stripe's current state: updated if
+/// there, inserted if not (as its webhook would), under the customer's lock so that the webhook
+/// and this never insert it twice. None when Stripe has it for another customer, or when another
+/// live subscription to its price is mirrored (logged: a page paid twice).
+fn bring_subscription(ctx: &Ctx<'_>, user: &UserId, stripe_customer: &str, stripe_id: &str) -> Result<Option<Subscription>, Error> {
+    let store = ctx.store;
+    with_customer_locked(store, user, || {
+        let Some(remote) = ctx.stripe.subscription(stripe_id)?.filter(|remote| remote.customer == stripe_customer) else {
+            return Ok(None);
+        };
+        if let Some(mut sub) = store.subscription_by_stripe_id(stripe_id)? {
+            sub.apply(&remote);
+            store.update_subscription(&sub)?;
+            return Ok(Some(sub).filter(|sub| sub.customer_id == user.as_str()));
+        }
+        let sub = mirror_subscription(store, user.as_str(), &remote)?;
+        match store.insert_subscription(&sub) {
+            Ok(()) => {}
+            Err(StoreError::Duplicate { .. }) => {
+                telemetry::warn("checkout: cannot mirror a second live subscription to one price", &[("stripe_subscription", stripe_id.into())]);
+                return Ok(None);
+            }
+            Err(err) => return Err(err.into()),
+        }
+        record_trial_of(store, user.as_str(), &remote, ctx.now)?;
+        let detail = format!("stripe_subscription={stripe_id} status={} source=checkout_page", remote.status.as_str());
+        store.audit(ctx.now, user.as_str(), "subscription.synced", Some(user.as_str()), &detail)?;
+        Ok(Some(sub))
+    })
 }
 
 /// What [`subscribe`] and [`create_checkout_session`] share: under the customer's lock, the order
@@ -1732,6 +1788,37 @@ pub(crate) mod tests {
         assert_eq!((last.promotion.as_deref(), last.trial_days), (Some("promo_launch20"), None), "the trial was used by the subscription");
         fakes.stripe.down.set(true);
         assert_eq!(create_checkout_session(&ctx, &user("u1"), &one(&PriceId::parse("price_x").unwrap()), 14, urls).unwrap_err().status(), 503);
+    }
+
+    /// The success page reads its session: once paid, the subscription is in the mirror at once,
+    /// webhook or not, under the id chosen with the page; nobody else reads it.
+    #[test]
+    fn a_paid_checkout_session_brings_its_subscription_when_read() {
+        let fakes = Fakes::up();
+        let ctx = fakes.ctx(1000);
+        let urls = CheckoutUrls { success: "https://app.example.org/done", cancel: None };
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        create_customer(&ctx, &user("u2"), &AreaIds::parse(&[1]).unwrap()).unwrap();
+        let page = create_checkout_session(&ctx, &user("u1"), &one(&PriceId::parse("price_basic").unwrap()), 7, urls).unwrap();
+        let read = checkout_session(&ctx, &user("u1"), &page.id).unwrap();
+        assert_eq!((read.session.status.as_str(), read.subscription), ("open", None));
+        assert_eq!(checkout_session(&ctx, &user("u2"), &page.id).unwrap_err().status(), 404, "another customer's");
+        assert_eq!(checkout_session(&ctx, &user("u1"), "cs_unknown").unwrap_err().status(), 404);
+
+        let stripe_id = fakes.stripe.complete_checkout(&page.id);
+        let read = checkout_session(&ctx, &user("u1"), &page.id).unwrap();
+        let sub = read.subscription.expect("mirrored on the read");
+        let local_id = fakes.stripe.checkout_sessions.borrow()[0].local_id.clone();
+        assert_eq!((read.session.status.as_str(), sub.id.as_str(), sub.stripe_subscription_id.as_deref()), ("complete", local_id.as_str(), Some(stripe_id.as_str())));
+        assert_eq!(sub.status, SubscriptionStatus::Trialing);
+        assert!(fakes.store.trial_granted("u1").unwrap(), "its trial is the user's one");
+        // Read again (a reload): the same row, brought up to date, not a second one.
+        fakes.stripe.set_status(&stripe_id, SubscriptionStatus::Active);
+        let again = checkout_session(&ctx, &user("u1"), &page.id).unwrap().subscription.unwrap();
+        assert_eq!((again.id, again.status), (local_id, SubscriptionStatus::Active));
+        assert_eq!(fakes.store.subscriptions("u1").unwrap().len(), 1);
+        fakes.stripe.down.set(true);
+        assert_eq!(checkout_session(&ctx, &user("u1"), &page.id).unwrap_err().status(), 503);
     }
 
     #[test]

@@ -323,6 +323,8 @@ pub struct FakeCheckout {
     /// Our id for the subscription the page will make (its metadata).
     pub local_id: String,
     pub open: bool,
+    /// The Stripe subscription the paid page made.
+    pub subscription: Option<String>,
 }
 
 impl FakeStripe {
@@ -345,6 +347,18 @@ impl FakeStripe {
             },
             customer: None,
         });
+    }
+
+    /// What Stripe's page does when the user pays: the subscription made from the session.
+    pub fn complete_checkout(&self, id: &str) -> String {
+        let session = self.checkout_sessions.borrow().iter().find(|c| c.id == id).cloned().expect("a session the test made");
+        let order = SubscriptionOrder { price: PriceId::parse(&session.price).expect("a valid price"), quantity: Quantity::parse(i64::from(session.quantity)).expect("a valid quantity"), promotion_code: None };
+        let new = NewSubscription { customer: &session.customer, order: &order, promotion: session.promotion.as_deref(), trial_days: session.trial_days, user_id: "", local_id: &session.local_id };
+        let made = self.create_subscription(&new, "checkout").expect("the fake Stripe is up").id;
+        if let Some(stored) = self.checkout_sessions.borrow_mut().iter_mut().find(|c| c.id == id) {
+            (stored.open, stored.subscription) = (false, Some(made.clone()));
+        }
+        made
     }
 
     pub fn set_status(&self, id: &str, status: SubscriptionStatus) {
@@ -561,8 +575,20 @@ impl Billing for FakeStripe {
             success_url: urls.success.into(),
             local_id: new.local_id.into(),
             open: true,
+            subscription: None,
         });
         Ok(CheckoutSession { url: format!("https://checkout.stripe.test/c/pay/{id}"), id, expires_at: 90_000 })
+    }
+    fn checkout_session(&self, id: &str) -> Result<Option<CheckoutState>, StripeError> {
+        self.check_up()?;
+        Ok(self.checkout_sessions.borrow().iter().find(|c| c.id == id).map(|c| CheckoutState {
+            id: c.id.clone(),
+            customer: Some(c.customer.clone()),
+            status: if c.subscription.is_some() { "complete" } else if c.open { "open" } else { "expired" }.into(),
+            payment_status: Some(if c.subscription.is_some() { "paid" } else { "unpaid" }.into()),
+            subscription: c.subscription.clone(),
+            expires_at: Some(90_000),
+        }))
     }
     fn open_checkout_sessions(&self, customer: &str) -> Result<Vec<String>, StripeError> {
         self.check_up()?;

@@ -301,6 +301,8 @@ pub trait Billing {
     /// and our metadata go to the subscription the page makes).
     fn create_checkout_session(&self, new: &NewSubscription<'_>, urls: CheckoutUrls<'_>, idempotency_key: &str)
     -> Result<CheckoutSession, StripeError>;
+    /// A Checkout session; None when Stripe knows no such session.
+    fn checkout_session(&self, id: &str) -> Result<Option<CheckoutState>, StripeError>;
     /// The ids of the customer's Checkout sessions still open (at most 100).
     fn open_checkout_sessions(&self, customer: &str) -> Result<Vec<String>, StripeError>;
     /// Closes an open session: its page can no longer be paid. One no longer open is an

@@ -404,6 +404,34 @@ pub struct CheckoutSession {
     pub expires_at: i64,
 }
 
+/// A Checkout session as Stripe reports it later: `open` (not paid yet), `complete` or
+/// `expired`; `subscription` is the Stripe id of what the paid page made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutState {
+    pub id: String,
+    pub customer: Option<String>,
+    pub status: String,
+    pub payment_status: Option<String>,
+    pub subscription: Option<String>,
+    pub expires_at: Option<i64>,
+}
+
+impl CheckoutState {
+    pub fn from_json(value: &serde_json::Value) -> Option<Self> {
+        let text = |name: &str| value.get(name).and_then(serde_json::Value::as_str).map(str::to_string);
+        // `subscription` is an id, or the object when expanded.
+        let subscription = value.get("subscription").and_then(|s| s.as_str().or_else(|| s.get("id").and_then(serde_json::Value::as_str)));
+        Some(Self {
+            id: text("id").filter(|id| is_stripe_id(id))?,
+            customer: text("customer"),
+            status: text("status")?,
+            payment_status: text("payment_status"),
+            subscription: subscription.filter(|id| is_stripe_id(id)).map(str::to_string),
+            expires_at: value.get("expires_at").and_then(serde_json::Value::as_i64),
+        })
+    }
+}
+
 /// Where Stripe's payment page sends the user: after paying (required by Stripe; it may carry
 /// Stripe's `{CHECKOUT_SESSION_ID}` placeholder) and on going back (else the page has no way back).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -844,6 +872,19 @@ mod tests {
             "verification":{"status":"pending"}})).unwrap();
         assert_eq!((read.country.as_deref(), read.verification_status.as_deref()), (Some("DE"), Some("pending")));
         assert!(TaxId::from_json(&serde_json::json!({"id":"txi/../1","type":"eu_vat","value":"x"})).is_none());
+    }
+
+    #[test]
+    fn a_checkout_session_names_its_subscription_by_id_or_expanded() {
+        let read = |v: serde_json::Value| CheckoutState::from_json(&v);
+        let paid = read(serde_json::json!({"id": "cs_1", "customer": "cus_1", "status": "complete", "payment_status": "paid", "subscription": "sub_1", "expires_at": 5})).unwrap();
+        assert_eq!((paid.subscription.as_deref(), paid.expires_at, paid.payment_status.as_deref()), (Some("sub_1"), Some(5), Some("paid")));
+        let expanded = read(serde_json::json!({"id": "cs_1", "status": "complete", "subscription": {"id": "sub_2"}})).unwrap();
+        assert_eq!(expanded.subscription.as_deref(), Some("sub_2"));
+        assert_eq!(read(serde_json::json!({"id": "cs_1", "status": "open", "subscription": null})).unwrap().subscription, None);
+        assert!(read(serde_json::json!({"id": "cs/../1", "status": "open"})).is_none());
+        assert!(read(serde_json::json!({"id": "cs_1"})).is_none(), "no status");
+        assert_eq!(read(serde_json::json!({"id": "cs_1", "status": "complete", "subscription": "sub/x"})).unwrap().subscription, None);
     }
 
     #[test]
