@@ -514,10 +514,12 @@ impl Billing for StripeClient<'_> {
     }
 
     fn create_checkout_session(&self, new: &NewSubscription<'_>, urls: CheckoutUrls<'_>, idempotency_key: &str) -> Result<CheckoutSession, StripeError> {
-        let mut form = Form::new()
-            .field(&["mode"], "subscription")
-            .field(&["customer"], new.customer)
-            .field(&["client_reference_id"], new.user_id)
+        let mut form = Form::new().field(&["mode"], "subscription").field(&["customer"], new.customer);
+        // Stripe takes at most 200 characters here (auth's ids are 36); the metadata has it anyway.
+        if new.user_id.len() <= 200 {
+            form = form.field(&["client_reference_id"], new.user_id);
+        }
+        form = form
             .field(&["line_items", "0", "price"], new.order.price.as_str())
             .field(&["line_items", "0", "quantity"], new.order.quantity.get().to_string())
             .field(&["subscription_data", "metadata", "user_id"], new.user_id)

@@ -392,7 +392,7 @@ pub fn subscribe(ctx: &Ctx<'_>, user: &UserId, order: &SubscriptionOrder, trial_
         made = Some(SubscriptionView { subscription: sub, pending_payment: remote.pending_payment });
         Ok(())
     })?;
-    made.ok_or_else(|| Error::Internal("subscribe: started without a subscription".into()))
+    made.ok_or_else(|| Error::internal("subscribe: started without a subscription"))
 }
 
 /// `POST /customers/me/checkout-sessions`: the same order as [`subscribe`], checked the same way
@@ -424,7 +424,7 @@ pub fn create_checkout_session(
         made = Some(session);
         Ok(())
     })?;
-    made.ok_or_else(|| Error::Internal("checkout: started without a session".into()))
+    made.ok_or_else(|| Error::internal("checkout: started without a session"))
 }
 
 /// A Checkout session as its owner's success page reads it: Stripe's state of the session, and
@@ -463,9 +463,12 @@ fn bring_subscription(ctx: &Ctx<'_>, user: &UserId, stripe_customer: &str, strip
             return Ok(None);
         };
         if let Some(mut sub) = store.subscription_by_stripe_id(stripe_id)? {
+            if sub.customer_id != user.as_str() {
+                return Ok(None);
+            }
             sub.apply(&remote);
             store.update_subscription(&sub)?;
-            return Ok(Some(sub).filter(|sub| sub.customer_id == user.as_str()));
+            return Ok(Some(sub));
         }
         let sub = mirror_subscription(store, user.as_str(), &remote)?;
         match store.insert_subscription(&sub) {
@@ -485,9 +488,10 @@ fn bring_subscription(ctx: &Ctx<'_>, user: &UserId, stripe_customer: &str, strip
 
 /// What [`subscribe`] and [`create_checkout_session`] share: under the customer's lock, the order
 /// is checked against the mirror and Stripe, the trial decided, the promotion code looked up, the
-/// customer's Checkout pages still open expired and the profile sent to Stripe; then `start` makes the subscription (or the page that will) from
-/// the [`NewSubscription`]. A live subscription to the price found at Stripe and not yet mirrored
-/// (an interrupted earlier request, or one made outside this API) is adopted instead: 409.
+/// customer's Checkout pages still open expired and the profile sent to Stripe; then `start`
+/// makes the subscription (or the page that will) from the [`NewSubscription`]. A live
+/// subscription to the price found at Stripe and not yet mirrored (an interrupted earlier
+/// request, or one made outside this API) is adopted instead: 409.
 ///
 /// `start` is a `dyn` closure so that this function is compiled once, not once per caller (the
 /// component's size is budgeted).
@@ -512,6 +516,8 @@ fn start_subscription(
         }
         let remotes = ctx.stripe.subscriptions_of(&stripe_customer)?;
         let trial = (trial_days > 0 && local.is_empty() && remotes.is_empty() && !store.trial_granted(user.as_str())?).then_some(trial_days);
+        // A subscription created by an interrupted earlier request (or outside this API) that no
+        // webhook has brought in yet: adopt it instead of creating a duplicate.
         for remote in remotes {
             if !remote.status.is_live() || remote.price_id.as_deref() != Some(price.as_str()) {
                 continue;

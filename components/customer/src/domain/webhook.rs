@@ -559,7 +559,7 @@ mod tests {
         let mirrored = fakes.store.subscription_by_stripe_id(&sid).unwrap().unwrap();
         assert_eq!((mirrored.id.as_str(), mirrored.status), (local_id.as_str(), SubscriptionStatus::Trialing));
         assert!(fakes.store.trial_granted("u1").unwrap());
-        // A page paid once more than once (its created event after it) changes nothing twice.
+        // The subscription's own created event, older than the one applied, changes nothing.
         let created = event("evt_d", "customer.subscription.created", 1400, serde_json::json!({"id": sid, "customer": cus}));
         assert_eq!(handle(&fakes.ctx(1502), &created).unwrap(), Outcome::Stale);
         // A page in payment mode made no subscription.
