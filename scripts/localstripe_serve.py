@@ -25,7 +25,8 @@ accepts what the live Stripe API accepts for our calls:
   a 400 naming that param). Its coupon discounts the subscription's invoices: `percent_off` of
   the subtotal or `amount_off`, on every invoice (`forever`, and `repeating`, whose months are
   not counted) or the first only (`once`). localstripe applied no discount at all.
-* Invoices are exported with `number`, `hosted_invoice_url` and `invoice_pdf` (null when localstripe has none),
+* Invoices are exported with `number` (`<customer's prefix>-0001`, …, once not a draft, as
+  Stripe numbers finalized invoices), `hosted_invoice_url` and `invoice_pdf` (null for a draft),
   their lines with `price`.
 * `POST /v1/invoices/create_preview` takes `subscription_details[items][N][price]` (an unknown
   one is a 400 naming that param), and has no invoice to preview for a subscription that is
@@ -217,9 +218,17 @@ def patch_live_api():
 
     def invoice_export(self, expand=None):
         exported = original_invoice_export(self, expand=expand)
-        exported.setdefault("number", None)
-        exported.setdefault("hosted_invoice_url", None)
-        exported.setdefault("invoice_pdf", None)
+        # Stripe numbers an invoice when it is finalized, `<customer's prefix>-<sequence>`, and
+        # gives it a hosted page and a PDF; a draft has none of them.
+        if exported.get("status") != "draft" and getattr(self, "_number", None) is None:
+            prefix = (self.customer or "cus_X")[-8:].upper()
+            sequence = 1 + sum(1 for k, v in resources.store.items() if k.startswith("invoice:")
+                               and v.customer == self.customer and getattr(v, "_number", None) is not None)
+            self._number = "%s-%04d" % (prefix, sequence)
+        number = getattr(self, "_number", None)
+        exported.setdefault("number", number)
+        exported.setdefault("hosted_invoice_url", number and "https://invoice.stripe.com/i/acct_local/test_" + self.id)
+        exported.setdefault("invoice_pdf", number and "https://pay.stripe.com/invoice/acct_local/test_%s/pdf" % self.id)
         return exported
 
     Invoice._export = invoice_export
