@@ -1046,6 +1046,14 @@ async fn a_subscription_is_bought_on_stripes_checkout_page() {
     let (_, list, _) = app.call("GET", "/api/v3/customers/me/subscriptions", "u-1", None, &[]).await;
     let statuses: Vec<_> = list["subscriptions"].as_array().into_iter().flatten().map(|s| (s["price_id"].clone(), s["status"].clone())).collect();
     assert_eq!(statuses, [(json!(price), json!("trialing")), (json!(team), json!("active"))], "{list}");
+
+    // Leaving billing closes a page left open: it cannot start a subscription afterwards.
+    let (status, left_open, _) = app.call("POST", path, "u-1", Some(json!({"price_id": app.stripe.price("900").await})), &[]).await;
+    assert_eq!(status, 201, "{left_open}");
+    let (status, _, _) = app.call("DELETE", "/api/v3/customers/me", "u-1", None, &[]).await;
+    assert_eq!(status, 204);
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/checkout/sessions/{}", left_open["id"].as_str().unwrap_or_default())).await;
+    assert_eq!(at_stripe["status"], "expired", "{at_stripe}");
 }
 
 /// The success page reads its session: once paid, the subscription is in the mirror then and

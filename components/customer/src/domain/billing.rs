@@ -302,6 +302,8 @@ pub fn delete_customer(ctx: &Ctx<'_>, user: &UserId) -> Result<ClosedBilling, Er
     let customer = get_customer(ctx.store, user)?;
     let mut canceled = 0;
     if let Some(stripe_id) = &customer.stripe_customer_id {
+        // First, so that no page can start a subscription while the others are canceled.
+        expire_open_checkouts(ctx.stripe, stripe_id)?;
         match ctx.stripe.subscriptions_of(stripe_id) {
             Ok(remote) => {
                 for sub in remote.iter().filter(|s| s.status.is_live()) {
@@ -486,6 +488,23 @@ fn bring_subscription(ctx: &Ctx<'_>, user: &UserId, stripe_customer: &str, strip
     })
 }
 
+/// Closes the customer's Checkout pages still open: none can be paid afterwards. One completed or
+/// expired since the list is skipped; a customer Stripe no longer knows has none.
+fn expire_open_checkouts(stripe: &dyn Billing, customer: &str) -> Result<(), Error> {
+    let open = match stripe.open_checkout_sessions(customer) {
+        Ok(open) => open,
+        Err(err) if err.is_not_found() => return Ok(()),
+        Err(err) => return Err(err.into()),
+    };
+    for id in open {
+        match stripe.expire_checkout_session(&id) {
+            Ok(()) | Err(StripeError::InvalidRequest { .. }) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
+}
+
 /// What [`subscribe`] and [`create_checkout_session`] share: under the customer's lock, the order
 /// is checked against the mirror and Stripe, the trial decided, the promotion code looked up, the
 /// customer's Checkout pages still open expired and the profile sent to Stripe; then `start`
@@ -541,13 +560,7 @@ fn start_subscription(
         };
         // One purchase at a time: a Checkout page still open (another tab, an earlier attempt)
         // could otherwise be paid after this subscription starts, for the same price or not.
-        for open in ctx.stripe.open_checkout_sessions(&stripe_customer)? {
-            match ctx.stripe.expire_checkout_session(&open) {
-                // Completed or expired since the list: nothing left to close.
-                Ok(()) | Err(StripeError::InvalidRequest { .. }) => {}
-                Err(err) => return Err(err.into()),
-            }
-        }
+        expire_open_checkouts(ctx.stripe, &stripe_customer)?;
         // The first invoice is made with the subscription: it carries the current name and
         // email. (Should the subscription fail, the digest rolls back with it and the next read
         // sends the profile once more.)
@@ -1792,6 +1805,10 @@ pub(crate) mod tests {
         create_checkout_session(&ctx, &user("u1"), &promoted, 14, urls).unwrap();
         let last = fakes.stripe.checkout_sessions.borrow().last().cloned().unwrap();
         assert_eq!((last.promotion.as_deref(), last.trial_days), (Some("promo_launch20"), None), "the trial was used by the subscription");
+        // Leaving billing closes the page left open.
+        delete_customer(&ctx, &user("u1")).unwrap();
+        assert!(fakes.stripe.checkout_sessions.borrow().iter().all(|s| !s.open), "no page left to pay after leaving");
+        create_customer(&ctx, &user("u1"), &AreaIds::parse(&[1]).unwrap()).unwrap();
         fakes.stripe.down.set(true);
         assert_eq!(create_checkout_session(&ctx, &user("u1"), &one(&PriceId::parse("price_x").unwrap()), 14, urls).unwrap_err().status(), 503);
     }
