@@ -464,28 +464,57 @@ fn bring_subscription(ctx: &Ctx<'_>, user: &UserId, stripe_customer: &str, strip
         let Some(remote) = ctx.stripe.subscription(stripe_id)?.filter(|remote| remote.customer == stripe_customer) else {
             return Ok(None);
         };
-        if let Some(mut sub) = store.subscription_by_stripe_id(stripe_id)? {
-            if sub.customer_id != user.as_str() {
-                return Ok(None);
-            }
-            sub.apply(&remote);
-            store.update_subscription(&sub)?;
-            return Ok(Some(sub));
+        let existing = store.subscription_by_stripe_id(stripe_id)?;
+        if existing.as_ref().is_some_and(|sub| sub.customer_id != user.as_str()) {
+            return Ok(None);
         }
-        let sub = mirror_subscription(store, user.as_str(), &remote)?;
-        match store.insert_subscription(&sub) {
-            Ok(()) => {}
-            Err(StoreError::Duplicate { .. }) => {
-                telemetry::warn("checkout: cannot mirror a second live subscription to one price", &[("stripe_subscription", stripe_id.into())]);
-                return Ok(None);
-            }
-            Err(err) => return Err(err.into()),
-        }
-        record_trial_of(store, user.as_str(), &remote, ctx.now)?;
+        let Some(sub) = store_stripe_state(store, user.as_str(), existing, &remote, 0, ctx.now)? else {
+            return Ok(None);
+        };
         let detail = format!("stripe_subscription={stripe_id} status={} source=checkout_page", remote.status.as_str());
         store.audit(ctx.now, user.as_str(), "subscription.synced", Some(user.as_str()), &detail)?;
         Ok(Some(sub))
     })
+}
+
+/// Stores Stripe's state of a subscription of `customer_id` in the mirror, as its webhook and a
+/// success page's read both do: into `existing` when there is a row, else into a new one (its
+/// trial, if any, recorded as the user's one). `event_created`: the Stripe event that brought it
+/// (0 for a read), so that older events are then skipped as stale. None when another live
+/// subscription to its price is already mirrored (logged: a price paid twice at Stripe).
+pub(super) fn store_stripe_state(
+    store: &dyn Store,
+    customer_id: &str,
+    existing: Option<Subscription>,
+    remote: &super::StripeSubscription,
+    event_created: i64,
+    now: i64,
+) -> Result<Option<Subscription>, Error> {
+    if let Some(mut sub) = existing {
+        sub.apply(remote);
+        sub.last_event_at = sub.last_event_at.max(event_created);
+        store.update_subscription(&sub)?;
+        return Ok(Some(sub));
+    }
+    let mut sub = mirror_subscription(store, customer_id, remote)?;
+    sub.last_event_at = event_created;
+    match store.insert_subscription(&sub) {
+        Ok(()) => {}
+        Err(StoreError::Duplicate { constraint }) => {
+            telemetry::warn(
+                "cannot mirror a second live subscription to one price",
+                &[
+                    ("stripe_subscription", remote.id.clone().into()),
+                    ("customer", customer_id.to_string().into()),
+                    ("constraint", constraint.as_str().into()),
+                ],
+            );
+            return Ok(None);
+        }
+        Err(err) => return Err(err.into()),
+    }
+    record_trial_of(store, customer_id, remote, now)?;
+    Ok(Some(sub))
 }
 
 /// Closes the customer's Checkout pages still open: none can be paid afterwards. One completed or
@@ -634,7 +663,7 @@ pub(super) fn mirror_subscription(
 /// A subscription that reached the mirror from Stripe in its trial (a Checkout page's, the
 /// dashboard's) uses up the user's trial as one made here does, so leaving billing and coming
 /// back gives no second one. Its length is read from its first period.
-pub(super) fn record_trial_of(store: &dyn Store, customer_id: &str, remote: &super::StripeSubscription, now: i64) -> Result<(), Error> {
+fn record_trial_of(store: &dyn Store, customer_id: &str, remote: &super::StripeSubscription, now: i64) -> Result<(), Error> {
     if remote.status != SubscriptionStatus::Trialing || store.trial_granted(customer_id)? {
         return Ok(());
     }

@@ -339,31 +339,8 @@ fn sync_subscription(
     if remote.customer != stripe_customer {
         return Ok(Outcome::Ignored("customer_mismatch"));
     }
-    match existing {
-        Some(mut sub) => {
-            sub.apply(&remote);
-            sub.last_event_at = sub.last_event_at.max(event.created);
-            store.update_subscription(&sub)?;
-        }
-        None => {
-            let mut sub = super::billing::mirror_subscription(store, &customer_id, &remote)?;
-            sub.last_event_at = event.created;
-            match store.insert_subscription(&sub) {
-                Ok(()) => super::billing::record_trial_of(store, &customer_id, &remote, now)?,
-                Err(StoreError::Duplicate { constraint }) => {
-                    telemetry::warn(
-                        "webhook: cannot mirror a second live subscription to one price",
-                        &[
-                            ("stripe_subscription", sub_id.to_string().into()),
-                            ("customer", customer_id.to_string().into()),
-                            ("constraint", constraint.as_str().into()),
-                        ],
-                    );
-                    return Ok(Outcome::Ignored("duplicate_live_price"));
-                }
-                Err(err) => return Err(err.into()),
-            }
-        }
+    if super::billing::store_stripe_state(store, &customer_id, existing, &remote, event.created, now)?.is_none() {
+        return Ok(Outcome::Ignored("duplicate_live_price"));
     }
     store.audit(
         now,
