@@ -234,7 +234,7 @@ impl CrossDb {
     }
 }
 
-fn warn_key_flag(flag: Option<&str>) {
+pub(crate) fn warn_key_flag(flag: Option<&str>) {
     if flag.is_some_and(|v| !v.trim().is_empty()) {
         eprintln!(
             "warning: --encryption-key puts a secret on the command line (visible in `ps`); prefer {ENCRYPTION_KEY_VAR} in the environment or .env"

@@ -47,6 +47,10 @@ enum Command {
     /// Delete expired refresh tokens, revoked families, idle throttle rows and old Stripe events
     /// (audit rows only with --audit-older-than-days); run daily. docs/operations.md
     Purge(admin::purge::Args),
+    /// Support's actions on one account (by id or email): show it, sign it out everywhere,
+    /// require a new password, remove its authenticator app, replace its email. Audited.
+    /// docs/operations.md §14
+    Account(admin::account::Args),
     /// Print the GRANT statements for a service's app user: every table read and written but
     /// the audit log, which it may only append to. docs/operations.md §2.1
     Grants(admin::grants::Args),
@@ -284,6 +288,7 @@ fn run(cli: Cli, secrets: &mut Vec<String>) -> Result<()> {
         Command::Verify(args) => admin::verify::command(args, cli.env_file.as_deref(), secrets),
         Command::Reencrypt(args) => admin::reencrypt::command(args, cli.env_file.as_deref(), secrets),
         Command::Purge(args) => admin::purge::command(args, cli.env_file.as_deref(), secrets),
+        Command::Account(args) => admin::account::command(args, cli.env_file.as_deref(), secrets),
         Command::Grants(args) => admin::grants::command(args, cli.env_file.as_deref(), secrets),
         Command::Migrate { action } => {
             let cwd = std::env::current_dir().context("Failed to read the current directory")?;
