@@ -697,11 +697,6 @@ async fn a_verification_token_mailed_to_the_address_verifies_it() {
 
 /// The code an authenticator app shows for `secret` (base32) at Unix time `at`, computed by
 /// another implementation of RFC 6238 than auth's.
-fn app_code(secret: &str, at: u64) -> String {
-    let key = data_encoding::BASE32_NOPAD.decode(secret.as_bytes()).expect("base32 secret");
-    totp_lite::totp_custom::<totp_lite::Sha1>(30, 6, &key, at)
-}
-
 /// A second factor, as Supabase's and Kratos's TOTP: added in two steps, then every login needs
 /// a code (once each) or a recovery code (once each); turning it off needs the password and a
 /// code. Nothing secret reaches the database in clear, the log or the audit trail.

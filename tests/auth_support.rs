@@ -156,6 +156,13 @@ pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
 }
 
+/// The code an authenticator app shows at `at` for a base32 `secret` (RFC 6238: SHA-1, six
+/// digits, 30 s).
+pub fn app_code(secret: &str, at: u64) -> String {
+    let key = data_encoding::BASE32_NOPAD.decode(secret.as_bytes()).expect("base32 secret");
+    totp_lite::totp_custom::<totp_lite::Sha1>(30, 6, &key, at)
+}
+
 /// Rows of a query on auth's database, each column as text (NULL as "NULL").
 pub async fn rows(app: &TestApp, sql: &str) -> Vec<Vec<String>> {
     db_rows(&app.auth_db, sql).await

@@ -108,6 +108,16 @@ async fn the_app_runs_with_least_privilege_and_cannot_rewrite_its_audit_log() {
     let profile = send(client, &host, "GET", "/api/v3/customers/me?include=profile", Some(&token), None).await;
     assert_eq!((profile.status, profile.body["profile"]["name"].as_str()), (200, Some("Ada L.")), "{}", profile.text);
     assert_eq!(send(client, &host, "DELETE", "/api/v3/customers/me", Some(&token), None).await.status, 204);
+    // Support's `admin account` runs with the app user's credentials too (operations.md §14).
+    let support = admin::legacy::CrossDb::new(Some(&auth_url), None, Some(&variables["encryption_key"]));
+    let operator = admin::account::Operator::parse("jane", Some("SUP-1")).expect("operator");
+    let shown = admin::account::show(&support, "ada@example.org").await.expect("show as the app user");
+    assert_eq!(shown.live_sessions, 2, "registered, then signed in: {shown:?}");
+    let email = sealed_email::normalize_email("ada@example.org").expect("email");
+    for change in [admin::account::Change::SignOut, admin::account::Change::SetEmail { email, verified: true }] {
+        let done = admin::account::apply(&support, "ada@example.org", &change, &operator).await.expect("a change as the app user");
+        assert!(done.changed, "{done:?}");
+    }
     assert_eq!(send(client, &host, "DELETE", "/api/v3/users/me", Some(&token), Some(json!({"password": PASSWORD}))).await.status, 204);
 
     // The audit logs got their rows; the app's credentials can add to them but not change them.
