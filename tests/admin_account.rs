@@ -9,40 +9,21 @@ mod support;
 
 use std::process::Output;
 
-use integration_tests::{TestApp, repo_root};
+use integration_tests::TestApp;
 use serde_json::{Value, json};
 use support::*;
 
 const NEW_PASSWORD: &str = "difference-engine-1822";
 
-/// Runs target/native/admin (built by `make test`) with the app's database and key, from an
-/// empty folder so that no `.env` is read.
+/// Runs the admin binary with the app's database and key, from an empty folder so that no
+/// `.env` is read.
 async fn admin(app: &TestApp, args: &[&str]) -> Output {
-    let bin = std::env::var_os("ADMIN_BIN").map_or_else(|| repo_root().join("target/native/admin"), std::path::PathBuf::from);
-    assert!(bin.exists(), "{} is missing: `cargo build --profile native -p admin` first", bin.display());
     let cwd = tempfile::tempdir().expect("a temporary folder");
-    let mut cmd = tokio::process::Command::new(bin);
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("SPIN_VARIABLE_")) {
-        cmd.env_remove(k);
-    }
-    let out = cmd
-        .args(args)
-        .current_dir(cwd.path())
-        .env("SPIN_VARIABLE_AUTH_DB_URL", &app.auth_db.url)
+    let mut cmd = integration_tests::admin_command(args, cwd.path());
+    cmd.env("SPIN_VARIABLE_AUTH_DB_URL", &app.auth_db.url)
         .env("SPIN_VARIABLE_ENCRYPTION_KEY", &app.variables["encryption_key"])
-        .env("USER", "jane")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("admin runs");
-    eprintln!(
-        "$ admin {}\n{}{}exit {:?}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status.code()
-    );
-    out
+        .env("USER", "jane");
+    integration_tests::run_admin(cmd, args).await
 }
 
 fn stdout_json(out: &Output) -> Value {
@@ -61,17 +42,7 @@ async fn operator_audit(app: &TestApp) -> Vec<Vec<String>> {
 
 #[tokio::test]
 async fn an_operator_takes_a_stolen_account_back() {
-    let mailer = admin::keys::SeedKey::generate().expect("key");
-    let mailer_entry = mailer.trusted_entry("mailer");
-    let app = integration_tests::spawn_app_with(move |vars: &mut std::collections::BTreeMap<String, String>| {
-        let trusted = format!("{},{mailer_entry}", vars["trusted_service_keys"]);
-        vars.insert("trusted_service_keys".into(), trusted);
-        vars.insert("auth_password_reset_services".into(), "mailer".into());
-        vars.insert("auth_email_verification_services".into(), "mailer".into());
-    })
-    .await
-    .expect("app starts");
-    let mailer_token = tokens::SigningKeys::parse(&mailer.encode()).expect("key").issue_service_token("mailer", now()).expect("token").token;
+    let (app, mailer_token) = app_with_mailer(&["auth_password_reset_services", "auth_email_verification_services"]).await;
     let owner = register(&app, "Ada", "ada@example.org").await;
     let id = user_id(&owner);
     register(&app, "Bob", "bob@example.org").await;

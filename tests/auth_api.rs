@@ -515,17 +515,8 @@ async fn health_and_jwks() {
 /// token and would email it; the user sets a new password with it, once, and every session ends.
 #[tokio::test]
 async fn a_reset_token_from_the_mailer_sets_a_new_password_once() {
-    let mailer = admin::keys::SeedKey::generate().expect("key");
-    let mailer_entry = mailer.trusted_entry("mailer");
-    let app = integration_tests::spawn_app_with(move |vars: &mut std::collections::BTreeMap<String, String>| {
-        let trusted = format!("{},{mailer_entry}", vars["trusted_service_keys"]);
-        vars.insert("trusted_service_keys".into(), trusted);
-        vars.insert("auth_password_reset_services".into(), "mailer".into());
-    })
-    .await
-    .expect("app starts");
+    let (app, mailer_token) = app_with_mailer(&["auth_password_reset_services"]).await;
     let session = register(&app, "Ada", "ada@example.org").await;
-    let mailer_token = tokens::SigningKeys::parse(&mailer.encode()).expect("key").issue_service_token("mailer", now()).expect("token").token;
     let customer_token = tokens::SigningKeys::parse(&app.variables["service_token_key"]).expect("key").issue_service_token("customer", now()).expect("token").token;
 
     // Only the mailer may ask; an unknown email is 404 to it.
@@ -603,18 +594,9 @@ async fn a_reset_token_from_the_mailer_sets_a_new_password_once() {
 /// shows `email_verified: true` everywhere it is read, until the email changes.
 #[tokio::test]
 async fn a_verification_token_mailed_to_the_address_verifies_it() {
-    let mailer = admin::keys::SeedKey::generate().expect("key");
-    let mailer_entry = mailer.trusted_entry("mailer");
-    let app = integration_tests::spawn_app_with(move |vars: &mut std::collections::BTreeMap<String, String>| {
-        let trusted = format!("{},{mailer_entry}", vars["trusted_service_keys"]);
-        vars.insert("trusted_service_keys".into(), trusted);
-        vars.insert("auth_email_verification_services".into(), "mailer".into());
-    })
-    .await
-    .expect("app starts");
+    let (app, mailer_token) = app_with_mailer(&["auth_email_verification_services"]).await;
     let session = register(&app, "Ada", "ada@example.org").await;
     assert_eq!(session["user"]["email_verified"], false, "{session}");
-    let mailer_token = tokens::SigningKeys::parse(&mailer.encode()).expect("key").issue_service_token("mailer", now()).expect("token").token;
     let customer_token = tokens::SigningKeys::parse(&app.variables["service_token_key"]).expect("key").issue_service_token("customer", now()).expect("token").token;
     let ask = |bearer: Option<String>, email: &str| {
         let body = json!({"email": email});

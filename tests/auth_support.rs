@@ -24,6 +24,25 @@ pub async fn app_with(settings: &[(&str, &str)]) -> TestApp {
     .expect("app starts")
 }
 
+/// An app that trusts a service "mailer" with a key of its own and lists it in each app variable
+/// of `lists` (`auth_password_reset_services`, `auth_email_verification_services`); returns the
+/// app and a service token of the mailer's.
+pub async fn app_with_mailer(lists: &'static [&'static str]) -> (TestApp, String) {
+    let mailer = admin::keys::SeedKey::generate().expect("key");
+    let mailer_entry = mailer.trusted_entry("mailer");
+    let app = spawn_app_with(move |vars: &mut BTreeMap<String, String>| {
+        let trusted = format!("{},{mailer_entry}", vars["trusted_service_keys"]);
+        vars.insert("trusted_service_keys".into(), trusted);
+        for list in lists {
+            vars.insert((*list).into(), "mailer".into());
+        }
+    })
+    .await
+    .expect("app starts");
+    let token = tokens::SigningKeys::parse(&mailer.encode()).expect("key").issue_service_token("mailer", now()).expect("token").token;
+    (app, token)
+}
+
 /// A response as (status, headers of interest, JSON body or Null).
 #[derive(Debug, Clone)]
 pub struct Answer {

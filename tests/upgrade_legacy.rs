@@ -16,7 +16,6 @@
 //! with ADMIN_BIN). UPGRADE_ROWS changes the number of customers (default 10,000).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -27,7 +26,7 @@ use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use integration_tests::mariadb::PrivateMariaDb;
-use integration_tests::{TestDatabase, repo_root};
+use integration_tests::TestDatabase;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, Value};
 use sealed_email::{EmailKeyring, normalize_email};
@@ -438,20 +437,8 @@ async fn customer_columns(world: &World) -> Vec<String> {
 // ------------------------------------------------------------------------------------------------
 // The admin binary
 
-fn admin_bin() -> PathBuf {
-    let path = std::env::var_os("ADMIN_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/native/admin"));
-    assert!(path.exists(), "{} is missing: `cargo build --profile native -p admin` first", path.display());
-    path
-}
-
 fn admin_command(world: &World, key_var: &str, args: &[&str], cwd: &std::path::Path) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(admin_bin());
-    cmd.args(args).current_dir(cwd).kill_on_drop(true);
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("SPIN_VARIABLE_")) {
-        cmd.env_remove(k);
-    }
+    let mut cmd = integration_tests::admin_command(args, cwd);
     cmd.env("SPIN_VARIABLE_AUTH_DB_URL", &world.auth.url)
         .env("SPIN_VARIABLE_CUSTOMER_DB_URL", &world.customer.url)
         .env("SPIN_VARIABLE_ENCRYPTION_KEY", key_var);
@@ -460,15 +447,7 @@ fn admin_command(world: &World, key_var: &str, args: &[&str], cwd: &std::path::P
 
 async fn admin(world: &World, key_var: &str, args: &[&str]) -> Output {
     let cwd = tempfile::tempdir().unwrap();
-    let out = admin_command(world, key_var, args, cwd.path()).output().await.unwrap();
-    eprintln!(
-        "$ admin {}\n{}{}exit {:?}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status.code()
-    );
-    out
+    integration_tests::run_admin(admin_command(world, key_var, args, cwd.path()), args).await
 }
 
 fn json(out: &Output) -> serde_json::Value {

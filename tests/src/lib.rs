@@ -19,6 +19,38 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
+/// The admin binary: `$ADMIN_BIN`, else target/native/admin (built by `make test`).
+pub fn admin_bin() -> PathBuf {
+    let path = std::env::var_os("ADMIN_BIN").map_or_else(|| repo_root().join("target/native/admin"), PathBuf::from);
+    assert!(path.exists(), "{} is missing: `cargo build --profile native -p admin` first", path.display());
+    path
+}
+
+/// The admin binary with `args`, run in `cwd`, inheriting no `SPIN_VARIABLE_*`: only what the
+/// test sets is read.
+pub fn admin_command(args: &[&str], cwd: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(admin_bin());
+    cmd.args(args).current_dir(cwd).kill_on_drop(true);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("SPIN_VARIABLE_")) {
+        cmd.env_remove(k);
+    }
+    cmd
+}
+
+/// Runs `cmd` (an [`admin_command`] for `args`) and echoes what it printed and its exit status
+/// to the test's output.
+pub async fn run_admin(mut cmd: tokio::process::Command, args: &[&str]) -> std::process::Output {
+    let out = cmd.output().await.expect("admin runs");
+    eprintln!(
+        "$ admin {}\n{}{}exit {:?}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status.code()
+    );
+    out
+}
+
 /// A value from the environment, else from `.local/stack.env` (written by `scripts/stack.sh`).
 pub fn stack_setting(name: &str) -> Result<String> {
     if let Ok(value) = std::env::var(name) {
