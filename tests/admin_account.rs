@@ -7,6 +7,12 @@
 #[path = "auth_support.rs"]
 mod support;
 
+#[path = "customer_support.rs"]
+mod cs;
+
+#[path = "attack_support.rs"]
+mod attack;
+
 use std::process::Output;
 
 use integration_tests::TestApp;
@@ -15,14 +21,22 @@ use support::*;
 
 const NEW_PASSWORD: &str = "difference-engine-1822";
 
-/// Runs the admin binary with the app's database and key, from an empty folder so that no
+/// Runs the admin binary with the app's auth database and key, from an empty folder so that no
 /// `.env` is read.
 async fn admin(app: &TestApp, args: &[&str]) -> Output {
+    admin_with(app, false, args).await
+}
+
+/// [`admin`], with customer's database as well when `billing`.
+async fn admin_with(app: &TestApp, billing: bool, args: &[&str]) -> Output {
     let cwd = tempfile::tempdir().expect("a temporary folder");
     let mut cmd = integration_tests::admin_command(args, cwd.path());
     cmd.env("SPIN_VARIABLE_AUTH_DB_URL", &app.auth_db.url)
         .env("SPIN_VARIABLE_ENCRYPTION_KEY", &app.variables["encryption_key"])
         .env("USER", "jane");
+    if billing {
+        cmd.env("SPIN_VARIABLE_CUSTOMER_DB_URL", &app.customer_db.url);
+    }
     integration_tests::run_admin(cmd, args).await
 }
 
@@ -183,4 +197,48 @@ async fn sign_out_ends_every_session_and_only_that_account_s() {
     assert_eq!(audit.len(), 1);
     assert_eq!((audit[0][0].as_str(), audit[0][1].as_str()), ("operator_sign_out", "operator:jane"));
     assert_eq!(rows(&app, &format!("SELECT COUNT(*) FROM refresh_token_families WHERE revoked_reason = 'operator_sign_out' AND user_id = '{}'", user_id(&first))).await[0][0], "2");
+}
+
+/// Support often starts from Stripe (a dispute, the dashboard): the account is found by its
+/// Stripe customer id, and `show` says what billing holds for it beside what auth holds.
+#[tokio::test]
+async fn an_account_is_found_by_its_stripe_customer_and_shows_its_billing() {
+    let full = attack::full().await;
+    let payer = full.user("Ada", "ada@example.org").await;
+    let free = full.user("Bob", "bob@example.org").await;
+    let customer = full.customer(&payer).await;
+    let stripe_id = customer["stripe_customer_id"].as_str().expect("a Stripe customer").to_string();
+    let price = full.stripe.price("900").await;
+    let subscription = full.subscribe(&payer, &price).await;
+
+    let shown = stdout_json(&admin_with(&full.app, true, &["account", "show", &stripe_id, "--json"]).await);
+    assert_eq!((&shown["id"], &shown["email"]), (&json!(payer.id), &json!("ada@example.org")), "{shown}");
+    let billing = &shown["billing"];
+    assert_eq!(billing["stripe_customer_id"], stripe_id.as_str());
+    let lines = billing["subscriptions"].as_array().expect("subscriptions");
+    assert_eq!(lines.len(), 1, "{billing}");
+    assert_eq!((&lines[0]["stripe_subscription_id"], &lines[0]["price_id"]), (&subscription["stripe_subscription_id"], &json!(price)));
+    assert_eq!((&lines[0]["status"], &lines[0]["quantity"], &lines[0]["cancel_at_period_end"]), (&subscription["status"], &json!(1), &json!(false)));
+    assert!(lines[0]["current_period_end"].as_str().is_some_and(|t| t.ends_with('Z')), "{billing}");
+    let text = admin_with(&full.app, true, &["account", "show", &stripe_id]).await;
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(text.contains(&format!("billing         Stripe customer {stripe_id}, 1 subscription(s)")), "{text}");
+
+    // A free user, and no customer database configured.
+    let bob = stdout_json(&admin_with(&full.app, true, &["account", "show", "bob@example.org", "--json"]).await);
+    assert_eq!(bob["billing"], json!({"stripe_customer_id": null, "subscriptions": []}), "{bob}");
+    let unread = stdout_json(&admin(&full.app, &["account", "show", &free.id, "--json"]).await);
+    assert_eq!(unread["billing"], Value::Null, "{unread}");
+
+    // Acting by Stripe id signs out that account only; an unknown or unreachable one is refused.
+    let out = stdout_json(&admin_with(&full.app, true, &["account", "sign-out", &stripe_id, "--json"]).await);
+    assert_eq!((&out["user_id"], &out["sessions_ended"]), (&json!(payer.id), &json!(1)));
+    assert_eq!(post(&full.app, "/api/v3/auth/refresh", json!({"refresh_token": payer.refresh})).await.status, 401);
+    assert_eq!(post(&full.app, "/api/v3/auth/refresh", json!({"refresh_token": free.refresh})).await.status, 200);
+    let unknown = admin_with(&full.app, true, &["account", "sign-out", "cus_unknown"]).await;
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stderr(&unknown).contains("Failed to find a customer with the Stripe customer id \"cus_unknown\""), "{}", stderr(&unknown));
+    let no_db = admin(&full.app, &["account", "sign-out", &stripe_id]).await;
+    assert_eq!(no_db.status.code(), Some(1));
+    assert!(stderr(&no_db).contains("SPIN_VARIABLE_CUSTOMER_DB_URL"), "{}", stderr(&no_db));
 }

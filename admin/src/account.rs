@@ -5,7 +5,9 @@
 //! code does not change: every action writes the columns auth itself writes and behaves, to
 //! auth, as the user's own change would.
 //!
-//! - `show`: the account's state (email, verified, password, second factor, live sessions).
+//! - `show`: the account's state (email, verified, password, second factor, live sessions) and,
+//!   when customer's database is configured, what billing holds for it (the Stripe customer,
+//!   the mirrored subscriptions).
 //! - `sign-out`: every session ends (every refresh-token family revoked). Access tokens already
 //!   issued run out within their 15 minutes, as after a logout.
 //! - `require-password-reset`: the password is removed (sign-in answers the same 401 as a wrong
@@ -18,7 +20,9 @@
 //!
 //! Each runs in one transaction that locks the user's row (as auth's own writes do) and appends
 //! one row to auth's `audit_log` (`operator_*`, actor `operator:<name>`, the ticket in `detail`);
-//! an action that finds nothing to change changes nothing and writes no row.
+//! an action that finds nothing to change changes nothing and writes no row. The account is
+//! named by its id, its email, or its Stripe customer id (`cus_…`, looked up in customer's
+//! database: what a dispute or a Stripe dashboard shows support).
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -60,7 +64,7 @@ pub enum ActionArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct Common {
-    /// The account: its id, or its email (case and spaces do not matter)
+    /// The account: its id, its email (case and spaces do not matter), or its Stripe customer id (cus_…)
     pub user: String,
     /// Who does this, for the audit trail [default: $USER]
     #[arg(long, value_name = "NAME")]
@@ -71,6 +75,10 @@ pub struct Common {
     /// auth database URL [default: $SPIN_VARIABLE_AUTH_DB_URL, then .env]
     #[arg(long, value_name = "URL")]
     pub auth_db_url: Option<String>,
+    /// customer database URL, to find an account by Stripe customer id and to show its billing
+    /// [default: $SPIN_VARIABLE_CUSTOMER_DB_URL, then .env; without one, neither]
+    #[arg(long, value_name = "URL")]
+    pub customer_db_url: Option<String>,
     /// auth's encryption_key keyring, to find an account by email and read or write its email.
     /// Other users can read it with `ps`: prefer $SPIN_VARIABLE_ENCRYPTION_KEY or .env
     #[arg(long, value_name = "KEYRING")]
@@ -169,11 +177,95 @@ pub struct Account {
     pub last_sign_in_at: Option<String>,
     /// Unexpired password-reset tokens (each would set the password once).
     pub pending_password_resets: u64,
+    /// What customer's database holds; `None` when its URL is not configured.
+    pub billing: Option<Billing>,
+}
+
+/// An account as customer's database knows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Billing {
+    /// `None`: not a customer (a free user).
+    pub stripe_customer_id: Option<String>,
+    /// The mirror of its Stripe subscriptions, the newest first.
+    pub subscriptions: Vec<SubscriptionLine>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SubscriptionLine {
+    pub stripe_subscription_id: Option<String>,
+    pub status: String,
+    pub price_id: String,
+    pub quantity: u32,
+    pub current_period_end: Option<String>,
+    pub cancel_at_period_end: bool,
 }
 
 fn now_secs() -> Result<i64> {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).context("Failed to read the clock")?.as_secs();
     i64::try_from(secs).context("Failed to read the clock: out of range")
+}
+
+/// The user id of the customer with Stripe customer id `stripe_id`, from customer's database.
+async fn id_of_stripe_customer(cross: &CrossDb, stripe_id: &str) -> Result<String> {
+    let url = cross.customer_url("finding an account by Stripe customer id needs customer's database")?;
+    let mut conn = legacy::connect(url).await?;
+    let found: Result<Option<(String,)>> = sqlx::query_as("SELECT id FROM customers WHERE stripe_customer_id = ?")
+        .bind(stripe_id)
+        .fetch_optional(&mut conn)
+        .await
+        .context("Failed to look the customer up by Stripe customer id");
+    conn.close().await.ok();
+    found?.map(|(id,)| id).ok_or_else(|| anyhow!("Failed to find a customer with the Stripe customer id {stripe_id:?}"))
+}
+
+/// `user` as [`find_account`] takes it: a Stripe customer id becomes the user id it belongs to.
+async fn resolve_user(cross: &CrossDb, user: &str) -> Result<String> {
+    let user = user.trim();
+    if user.starts_with("cus_") {
+        return id_of_stripe_customer(cross, user).await;
+    }
+    Ok(user.to_owned())
+}
+
+/// A row of customer's `subscriptions`: Stripe id, status, price, quantity, period end, cancel
+/// at period end (0/1).
+type SubscriptionRow = (Option<String>, String, String, i64, Option<i64>, i64);
+
+/// What customer's database holds for `user_id`.
+async fn billing_of(url: &str, user_id: &str) -> Result<Billing> {
+    let mut conn = legacy::connect(url).await?;
+    let billing = async {
+        let customer: Option<(Option<String>,)> = sqlx::query_as("SELECT stripe_customer_id FROM customers WHERE id = ?")
+            .bind(user_id)
+            .fetch_optional(&mut conn)
+            .await
+            .context("Failed to read the customer")?;
+        let lines: Vec<SubscriptionRow> = sqlx::query_as(
+            "SELECT stripe_subscription_id, status, price_id, CAST(quantity AS SIGNED), current_period_end, \
+             CAST(cancel_at_period_end AS SIGNED) FROM subscriptions WHERE customer_id = ? ORDER BY created_at DESC, id",
+        )
+        .bind(user_id)
+        .fetch_all(&mut conn)
+        .await
+        .context("Failed to read the customer's subscriptions")?;
+        Ok::<_, anyhow::Error>(Billing {
+            stripe_customer_id: customer.and_then(|(id,)| id),
+            subscriptions: lines
+                .into_iter()
+                .map(|(stripe_subscription_id, status, price_id, quantity, period_end, cancel)| SubscriptionLine {
+                    stripe_subscription_id,
+                    status,
+                    price_id,
+                    quantity: u32::try_from(quantity).unwrap_or(0),
+                    current_period_end: period_end.map(rfc3339::format),
+                    cancel_at_period_end: cancel != 0,
+                })
+                .collect(),
+        })
+    }
+    .await;
+    conn.close().await.ok();
+    billing
 }
 
 /// Finds the account `user` names (an email when it has an `@`, else an id); with `lock`, locks
@@ -222,6 +314,8 @@ async fn void_tokens(tx: &mut Transaction<'_, MySql>, table: &str, user_id: &str
 pub async fn apply(cross: &CrossDb, user: &str, change: &Change, operator: &Operator) -> Result<Outcome> {
     let needs_keyring = user.contains('@') || matches!(change, Change::SetEmail { .. });
     let keyring = needs_keyring.then(|| cross.keyring("finding an account by email, or setting one")).transpose()?;
+    let user = resolve_user(cross, user).await?;
+    let user = user.as_str();
     let mut conn = legacy::connect(cross.auth_url("admin account changes an account in auth's database")?).await?;
     legacy::require_client_auth(&mut conn).await?;
     let outcome = apply_on(&mut conn, keyring.as_ref(), user, change, operator).await;
@@ -354,11 +448,16 @@ type AccountRow = (String, String, Option<i64>, i64, i64, i64, i64, Option<i64>,
 /// The state of the account `user` names (reads only).
 pub async fn show(cross: &CrossDb, user: &str) -> Result<Account> {
     let keyring = cross.keyring("showing an account's email")?;
+    let user = resolve_user(cross, user).await?;
     let mut conn = legacy::connect(cross.auth_url("admin account show reads auth's database")?).await?;
     legacy::require_client_auth(&mut conn).await?;
-    let account = show_on(&mut conn, &keyring, user).await;
+    let account = show_on(&mut conn, &keyring, &user).await;
     conn.close().await.ok();
-    account
+    let mut account = account?;
+    if let Some(url) = cross.customer_url.as_deref() {
+        account.billing = Some(billing_of(url, &account.id).await?);
+    }
+    Ok(account)
 }
 
 async fn show_on(conn: &mut MySqlConnection, keyring: &EmailKeyring, user: &str) -> Result<Account> {
@@ -408,6 +507,7 @@ async fn show_on(conn: &mut MySqlConnection, keyring: &EmailKeyring, user: &str)
         live_sessions: u64::try_from(live_sessions).unwrap_or(0),
         last_sign_in_at: last_sign_in.map(rfc3339::format),
         pending_password_resets: u64::try_from(resets).unwrap_or(0),
+        billing: None,
         id,
     })
 }
@@ -421,10 +521,27 @@ pub fn render_account(a: &Account) -> String {
     };
     let password = if a.password == "set" { "set" } else { "none: sign-in fails until a password reset" };
     let last = a.last_sign_in_at.as_deref().map_or_else(String::new, |at| format!(", last sign-in {at}"));
-    format!(
+    let mut text = format!(
         "account {}\n  email           {} ({verified})\n  created         {}\n  password        {password}\n  second factor   {second_factor}\n  sessions        {} live{last}\n  password resets {} pending\n",
         a.id, a.email, a.created_at, a.live_sessions, a.pending_password_resets
-    )
+    );
+    match &a.billing {
+        None => text.push_str("  billing         not read (no customer database URL)\n"),
+        Some(Billing { stripe_customer_id: None, .. }) => text.push_str("  billing         not a customer\n"),
+        Some(Billing { stripe_customer_id: Some(id), subscriptions }) => {
+            text.push_str(&format!("  billing         Stripe customer {id}, {} subscription(s)\n", subscriptions.len()));
+            for line in subscriptions {
+                let ends = match (&line.current_period_end, line.cancel_at_period_end) {
+                    (Some(at), true) => format!(", ends {at}"),
+                    (Some(at), false) => format!(", renews {at}"),
+                    (None, _) => String::new(),
+                };
+                let stripe_id = line.stripe_subscription_id.as_deref().unwrap_or("(not at Stripe yet)");
+                text.push_str(&format!("    {stripe_id} {} {} x{}{ends}\n", line.status, line.price_id, line.quantity));
+            }
+        }
+    }
+    text
 }
 
 pub fn render_outcome(o: &Outcome) -> String {
@@ -467,10 +584,11 @@ pub fn command(args: Args, env_file: Option<&Path>, secrets: &mut Vec<String>) -
     legacy::block_on(env_file, async |env: EnvFile| {
         legacy::warn_key_flag(common.encryption_key.as_deref());
         let auth_url = config::resolve(common.auth_db_url.as_deref(), config::AUTH_DB_URL_VAR, &env);
+        let customer_url = config::resolve(common.customer_db_url.as_deref(), config::CUSTOMER_DB_URL_VAR, &env);
         let key = config::resolve(common.encryption_key.as_deref(), ENCRYPTION_KEY_VAR, &env);
-        secrets.extend(auth_url.iter().flat_map(|u| config::secrets_of(u)));
+        secrets.extend(auth_url.iter().chain(customer_url.iter()).flat_map(|u| config::secrets_of(u)));
         secrets.extend(key.iter().cloned());
-        let cross = CrossDb::new(auth_url.as_deref(), None, key.as_deref());
+        let cross = CrossDb::new(auth_url.as_deref(), customer_url.as_deref(), key.as_deref());
         let text = match (change, operator) {
             (Some(change), Some(operator)) => {
                 let outcome = apply(&cross, &common.user, &change, &operator).await?;
