@@ -179,6 +179,14 @@ async fn sign_out_ends_every_session_and_only_that_account_s() {
 
     let shown = stdout_json(&admin(&app, &["account", "show", &user_id(&first), "--json"]).await);
     assert_eq!((&shown["live_sessions"], &shown["second_factor"], &shown["password"]), (&json!(2), &json!("none"), &json!("set")));
+    assert_eq!((&shown["failed_sign_ins"], &shown["last_failed_sign_in_at"]), (&json!(0), &Value::Null));
+    // Someone guesses at the password: support sees it.
+    for _ in 0..3 {
+        assert_problem(&login(&app, "ada@example.org", "not-the-password-1").await, 401, "invalid_credentials");
+    }
+    let shown = stdout_json(&admin(&app, &["account", "show", "ada@example.org", "--json"]).await);
+    assert_eq!(shown["failed_sign_ins"], 3, "{shown}");
+    assert!(shown["last_failed_sign_in_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{shown}");
     let out = stdout_json(&admin(&app, &["account", "sign-out", "ada@example.org", "--json"]).await);
     assert_eq!((&out["changed"], &out["sessions_ended"], &out["tokens_voided"]), (&json!(true), &json!(2), &json!(0)));
 
@@ -192,6 +200,7 @@ async fn sign_out_ends_every_session_and_only_that_account_s() {
     let text = admin(&app, &["account", "show", "ada@example.org"]).await;
     let text = String::from_utf8_lossy(&text.stdout).into_owned();
     assert!(text.contains("sessions        1 live") && text.contains("email           ada@example.org (not verified)"), "{text}");
+    assert!(text.contains("failed sign-ins none since the last success"), "a success clears them: {text}");
 
     let audit = operator_audit(&app).await;
     assert_eq!(audit.len(), 1);

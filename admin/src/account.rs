@@ -177,6 +177,10 @@ pub struct Account {
     pub last_sign_in_at: Option<String>,
     /// Unexpired password-reset tokens (each would set the password once).
     pub pending_password_resets: u64,
+    /// Failed sign-ins in a row on this account (a success clears them) and the last one's
+    /// time: what auth's per-account throttle counts (`auth_login_max_failures_per_account`).
+    pub failed_sign_ins: u32,
+    pub last_failed_sign_in_at: Option<String>,
     /// What customer's database holds; `None` when its URL is not configured.
     pub billing: Option<Billing>,
 }
@@ -442,8 +446,8 @@ async fn apply_on(
 }
 
 /// The row `show` reads: id, sealed email, verified at, created at, has a password (0/1), must
-/// reset (0/1), has a TOTP secret (0/1), enabled at, recovery-code hashes.
-type AccountRow = (String, String, Option<i64>, i64, i64, i64, i64, Option<i64>, Option<String>);
+/// reset (0/1), has a TOTP secret (0/1), enabled at, recovery-code hashes, blind index.
+type AccountRow = (String, String, Option<i64>, i64, i64, i64, i64, Option<i64>, Option<String>, String);
 
 /// The state of the account `user` names (reads only).
 pub async fn show(cross: &CrossDb, user: &str) -> Result<Account> {
@@ -465,10 +469,10 @@ async fn show_on(conn: &mut MySqlConnection, keyring: &EmailKeyring, user: &str)
     // One consistent view of the account; nothing is written or locked.
     let mut tx = conn.begin().await.context("Failed to begin a transaction")?;
     let id = find_account(&mut tx, Some(keyring), user, false).await?;
-    let (id, sealed, verified_at, created_at, has_password, must_reset, has_totp, totp_on, codes): AccountRow = sqlx::query_as(
+    let (id, sealed, verified_at, created_at, has_password, must_reset, has_totp, totp_on, codes, email_hash): AccountRow = sqlx::query_as(
         "SELECT id, email_encrypted, email_verified_at, CAST(UNIX_TIMESTAMP(created_at) AS SIGNED), \
          CAST(password_hash IS NOT NULL AS SIGNED), CAST(must_reset_password <> 0 AS SIGNED), \
-         CAST(totp_secret IS NOT NULL AS SIGNED), totp_enabled_at, mfa_recovery_codes \
+         CAST(totp_secret IS NOT NULL AS SIGNED), totp_enabled_at, mfa_recovery_codes, email_hash \
          FROM client_auth WHERE id = ?",
     )
     .bind(&id)
@@ -490,6 +494,13 @@ async fn show_on(conn: &mut MySqlConnection, keyring: &EmailKeyring, user: &str)
         .fetch_one(&mut *tx)
         .await
         .context("Failed to count the account's reset tokens")?;
+    // Auth counts an account's failures under its blind index (unknown emails are counted too).
+    let failures: Option<(i64, i64)> =
+        sqlx::query_as("SELECT CAST(failures AS SIGNED), last_failure_at FROM login_throttle WHERE scope = 'account' AND subject = ?")
+            .bind(&email_hash)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("Failed to read the account's failed sign-ins")?;
     tx.rollback().await.context("Failed to end the transaction")?;
     let email = legacy::open_email(keyring, &sealed, &id)
         .map_err(|e| anyhow!("Failed to open the stored email of {id} ({e:?}): is {ENCRYPTION_KEY_VAR} auth's keyring?"))?;
@@ -507,6 +518,8 @@ async fn show_on(conn: &mut MySqlConnection, keyring: &EmailKeyring, user: &str)
         live_sessions: u64::try_from(live_sessions).unwrap_or(0),
         last_sign_in_at: last_sign_in.map(rfc3339::format),
         pending_password_resets: u64::try_from(resets).unwrap_or(0),
+        failed_sign_ins: failures.map_or(0, |(n, _)| u32::try_from(n).unwrap_or(u32::MAX)),
+        last_failed_sign_in_at: failures.map(|(_, at)| rfc3339::format(at)),
         billing: None,
         id,
     })
@@ -521,8 +534,9 @@ pub fn render_account(a: &Account) -> String {
     };
     let password = if a.password == "set" { "set" } else { "none: sign-in fails until a password reset" };
     let last = a.last_sign_in_at.as_deref().map_or_else(String::new, |at| format!(", last sign-in {at}"));
+    let failed = a.last_failed_sign_in_at.as_deref().map_or_else(|| "none since the last success".to_owned(), |at| format!("{} in a row, the last {at}", a.failed_sign_ins));
     let mut text = format!(
-        "account {}\n  email           {} ({verified})\n  created         {}\n  password        {password}\n  second factor   {second_factor}\n  sessions        {} live{last}\n  password resets {} pending\n",
+        "account {}\n  email           {} ({verified})\n  created         {}\n  password        {password}\n  second factor   {second_factor}\n  sessions        {} live{last}\n  failed sign-ins {failed}\n  password resets {} pending\n",
         a.id, a.email, a.created_at, a.live_sessions, a.pending_password_resets
     );
     match &a.billing {
