@@ -545,7 +545,10 @@ pub fn render_account(a: &Account) -> String {
         Some(Billing { stripe_customer_id: Some(id), subscriptions }) => {
             text.push_str(&format!("  billing         Stripe customer {id}, {} subscription(s)\n", subscriptions.len()));
             for line in subscriptions {
+                // Only a live subscription renews; an ended one's period end says nothing more.
+                let ended = matches!(line.status.as_str(), "canceled" | "incomplete_expired");
                 let ends = match (&line.current_period_end, line.cancel_at_period_end) {
+                    (Some(_), _) if ended => String::new(),
                     (Some(at), true) => format!(", ends {at}"),
                     (Some(at), false) => format!(", renews {at}"),
                     (None, _) => String::new(),
