@@ -3,8 +3,9 @@
 //!
 //! The app user may read and write every table of its service, except that it may only read and
 //! append to `audit_log`: with the app's credentials (leaked from a deployment, or a bug) the
-//! audit trail cannot be rewritten or deleted (ASVS 5.0 V16.4.2). It gets nothing on
-//! `_sqlx_migrations` and no schema privilege: only `admin migrate`, as the migration user,
+//! audit trail cannot be rewritten or deleted (ASVS 5.0 V16.4.2). It may not write the seal
+//! columns `admin audit seal` fills, and gets nothing on `audit_seal` (the seal's head), on
+//! `_sqlx_migrations`, and no schema privilege: only `admin migrate`, as the migration user,
 //! changes the schema. Deleting old audit rows (`admin purge --audit-older-than-days`) is
 //! therefore the migration user's job.
 
@@ -18,7 +19,10 @@ use crate::legacy;
 
 /// Tables the app may only read and append to.
 pub const APPEND_ONLY_TABLES: [&str; 1] = ["audit_log"];
-/// sqlx's bookkeeping: the migration user's alone.
+/// Columns of those that only `admin audit seal` writes.
+pub const SEAL_COLUMNS: [&str; 2] = ["seal_prev", "seal"];
+/// sqlx's bookkeeping, and the audit seal's head: the operator's alone.
+const OPERATOR_TABLES: [&str; 2] = ["_sqlx_migrations", "audit_seal"];
 const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
 
 #[derive(clap::Args, Debug)]
@@ -83,14 +87,26 @@ pub async fn statements(conn: &mut MySqlConnection, account: &Account) -> Result
         tables.iter().any(|t| t == MIGRATIONS_TABLE),
         "Failed to write grants: {database} has no {MIGRATIONS_TABLE}; run `admin migrate up` first"
     );
-    Ok(tables
-        .iter()
-        .filter(|t| *t != MIGRATIONS_TABLE)
-        .map(|table| {
-            let privileges = if APPEND_ONLY_TABLES.contains(&table.as_str()) { "SELECT, INSERT" } else { "SELECT, INSERT, UPDATE, DELETE" };
-            format!("GRANT {privileges} ON {}.{} TO {account};", quoted(&database), quoted(table))
-        })
-        .collect())
+    let mut statements = Vec::new();
+    for table in tables.iter().filter(|t| !OPERATOR_TABLES.contains(&t.as_str())) {
+        let privileges = if APPEND_ONLY_TABLES.contains(&table.as_str()) {
+            // Every column but the seals: a row the app writes cannot come pre-sealed.
+            let columns: Vec<String> = sqlx::query_scalar(
+                "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            )
+            .bind(table)
+            .fetch_all(&mut *conn)
+            .await
+            .with_context(|| format!("Failed to list the columns of {table}"))?;
+            let insertable: Vec<String> = columns.iter().filter(|c| !SEAL_COLUMNS.contains(&c.as_str())).map(|c| quoted(c)).collect();
+            format!("SELECT, INSERT ({})", insertable.join(", "))
+        } else {
+            "SELECT, INSERT, UPDATE, DELETE".to_owned()
+        };
+        statements.push(format!("GRANT {privileges} ON {}.{} TO {account};", quoted(&database), quoted(table)));
+    }
+    Ok(statements)
 }
 
 pub fn command(args: Args, env_file: Option<&Path>, secrets: &mut Vec<String>) -> Result<()> {
@@ -104,8 +120,9 @@ pub fn command(args: Args, env_file: Option<&Path>, secrets: &mut Vec<String>) -
             .ok_or_else(|| anyhow!("Failed to find the {service} database URL: pass --db-url or set {var}"))?;
         secrets.extend(config::secrets_of(&url));
         let mut conn = legacy::connect(&url).await?;
-        println!("-- {account}: every {service} table but the audit log read and written, the audit log only appended to.");
-        println!("-- Instead of ON <database>.*; run again after a migration that adds a table.");
+        println!("-- {account}: every {service} table but the audit log read and written, the audit log only appended to");
+        println!("-- (its seal columns not even that), nothing on audit_seal. Instead of ON <database>.*; run again after a");
+        println!("-- migration that adds a table. A user granted INSERT on the whole audit_log before: REVOKE INSERT first.");
         for statement in statements(&mut conn, &account).await? {
             println!("{statement}");
         }

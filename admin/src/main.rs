@@ -51,6 +51,9 @@ enum Command {
     /// require a new password, remove its authenticator app, replace its email. Audited.
     /// docs/operations.md §14
     Account(admin::account::Args),
+    /// Make both audit logs tamper-evident: seal their rows into an HMAC chain under a key the
+    /// database does not hold, and verify it. docs/operations.md §15
+    Audit(admin::audit::Args),
     /// Print the GRANT statements for a service's app user: every table read and written but
     /// the audit log, which it may only append to. docs/operations.md §2.1
     Grants(admin::grants::Args),
@@ -289,6 +292,7 @@ fn run(cli: Cli, secrets: &mut Vec<String>) -> Result<()> {
         Command::Reencrypt(args) => admin::reencrypt::command(args, cli.env_file.as_deref(), secrets),
         Command::Purge(args) => admin::purge::command(args, cli.env_file.as_deref(), secrets),
         Command::Account(args) => admin::account::command(args, cli.env_file.as_deref(), secrets),
+        Command::Audit(args) => admin::audit::command(args, cli.env_file.as_deref(), secrets),
         Command::Grants(args) => admin::grants::command(args, cli.env_file.as_deref(), secrets),
         Command::Migrate { action } => {
             let cwd = std::env::current_dir().context("Failed to read the current directory")?;
