@@ -133,6 +133,10 @@ async fn the_app_runs_with_least_privilege_and_cannot_rewrite_its_audit_log() {
         assert_eq!(error_of(url, "DROP TABLE audit_log").await, 1142, "{url}: DROP");
         assert_eq!(error_of(url, "CREATE TABLE x (id INT)").await, 1142, "{url}: CREATE");
         assert_eq!(error_of(url, "DELETE FROM _sqlx_migrations").await, 1142, "{url}: the migrations table");
+        // The seal's head and the seal columns are `admin audit seal`'s alone (1143: column denied).
+        assert_eq!(error_of(url, "SELECT head FROM audit_seal").await, 1142, "{url}: the seal's head");
+        assert_eq!(error_of(url, "UPDATE audit_seal SET rows_sealed = 0").await, 1142, "{url}: the seal's head");
+        assert_eq!(error_of(url, "INSERT INTO audit_log (actor, detail, seal) VALUES ('x', 'pre-sealed', REPEAT('a', 64))").await, 1143, "{url}: a pre-sealed row");
     }
     drop(host);
     drop_user(&auth_user).await;
