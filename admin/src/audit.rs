@@ -253,11 +253,8 @@ pub async fn seal(conn: &mut MySqlConnection, key: &SealKey, service: Service, m
             rows_sealed: head.rows_sealed + count,
             sealed_at: now_secs()?,
         };
-        sqlx::query(
-            "INSERT INTO audit_seal (id, sealed_through, head, rows_sealed, sealed_at, mac) VALUES (1, ?, ?, ?, ?, ?) \
-             ON DUPLICATE KEY UPDATE sealed_through = VALUES(sealed_through), head = VALUES(head), \
-             rows_sealed = VALUES(rows_sealed), sealed_at = VALUES(sealed_at), mac = VALUES(mac)",
-        )
+        // The migration wrote the row (read above, locked): an UPDATE, so sealing needs no INSERT.
+        sqlx::query("UPDATE audit_seal SET sealed_through = ?, head = ?, rows_sealed = ?, sealed_at = ?, mac = ? WHERE id = 1")
         .bind(next.sealed_through)
         .bind(&next.head)
         .bind(next.rows_sealed)
