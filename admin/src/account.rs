@@ -25,7 +25,6 @@
 //! database: what a dispute or a Stripe dashboard shows support).
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use sealed_email::{EmailKeyring, NormalizedEmail, normalize_email};
@@ -34,7 +33,7 @@ use sqlx::mysql::MySqlConnection;
 use sqlx::{Connection as _, MySql, Transaction};
 
 use crate::config::{self, EnvFile};
-use crate::legacy::{self, CrossDb, ENCRYPTION_KEY_VAR};
+use crate::legacy::{self, CrossDb, ENCRYPTION_KEY_VAR, now_secs};
 
 /// `client_addr` of the audit rows written here: not a network address, the tool.
 pub const AUDIT_CLIENT: &str = "admin";
@@ -202,11 +201,6 @@ pub struct SubscriptionLine {
     pub quantity: u32,
     pub current_period_end: Option<String>,
     pub cancel_at_period_end: bool,
-}
-
-fn now_secs() -> Result<i64> {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).context("Failed to read the clock")?.as_secs();
-    i64::try_from(secs).context("Failed to read the clock: out of range")
 }
 
 /// The user id of the customer with Stripe customer id `stripe_id`, from customer's database.

@@ -20,7 +20,6 @@
 //! The services write their audit rows as before and never read these columns.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use base64::Engine as _;
@@ -31,7 +30,7 @@ use sqlx::mysql::{MySqlConnection, MySqlRow};
 use sqlx::{Connection as _, Row as _};
 
 use crate::config::{self, EnvFile};
-use crate::legacy::{self, Findings};
+use crate::legacy::{self, Findings, now_secs};
 
 /// Where the operator's seal key comes from: the environment, then `.env`.
 pub const SEAL_KEY_VAR: &str = "AUDIT_SEAL_KEY";
@@ -195,11 +194,6 @@ async fn read_head(conn: &mut MySqlConnection, key: &SealKey, service: Service, 
     };
     let head = Head { sealed_through, head, rows_sealed, sealed_at };
     Ok(if head == Head::genesis() && mac.is_empty() || head.mac(key, service) == mac { Ok(head) } else { Err(head) })
-}
-
-fn now_secs() -> Result<i64> {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).context("Failed to read the clock")?.as_secs();
-    i64::try_from(secs).context("Failed to read the clock: out of range")
 }
 
 /// What `seal` did to one service's log.

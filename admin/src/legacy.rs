@@ -257,6 +257,15 @@ pub fn block_on<T>(
     runtime.block_on(f(env_file))
 }
 
+/// Now, in Unix seconds, as the services store times.
+pub fn now_secs() -> Result<i64> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("Failed to read the clock")?
+        .as_secs();
+    i64::try_from(secs).context("Failed to read the clock: out of range")
+}
+
 // -------------------------------------------------------------------------------------------------
 // Exit codes
 

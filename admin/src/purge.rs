@@ -29,7 +29,7 @@
 //! long; `--dry-run` counts instead.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use serde::Serialize;
@@ -187,7 +187,7 @@ const CUSTOMER_AUDIT: Rule = Rule {
 };
 
 pub async fn run(cross: &CrossDb, settings: &Settings) -> Result<Report> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).context("Failed to read the clock")?.as_secs() as i64;
+    let now = legacy::now_secs()?;
     let before = |age: Duration| now - age.as_secs() as i64;
     let mut report = Report { dry_run: settings.dry_run, purged: Vec::new() };
     if matches!(settings.service, Service::Auth | Service::All) {
