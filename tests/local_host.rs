@@ -76,6 +76,34 @@ async fn components_read_only_their_own_variables() {
 }
 
 #[tokio::test]
+async fn compiled_components_are_cached_unless_the_cache_is_disabled() {
+    let folder = tempfile::tempdir().unwrap();
+    let config = folder.path().join("cache.toml");
+    let entries = folder.path().join("entries");
+    std::fs::write(&config, format!("[cache]\ndirectory = {:?}\n", entries.display().to_string())).unwrap();
+    let manifest = repo_root().join("tests/fixtures/probe/spin.toml");
+    let variables = BTreeMap::from([("secret_token".to_string(), "s3cret-token".to_string())]);
+    let start = |env: Vec<(&'static str, String)>| {
+        let (manifest, variables) = (manifest.clone(), variables.clone());
+        async move {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let host = HostProcess::start_with_env(&manifest, &variables, &env).await.expect("probe host starts");
+            let log = host.log();
+            host.stop().await;
+            log
+        }
+    };
+    let with_cache = || vec![("WASMTIME_CACHE_FILE", config.display().to_string())];
+    let first = start(with_cache()).await;
+    assert!(first.contains("from_cache=false"), "{first}");
+    assert!(std::fs::read_dir(&entries).map(|mut dir| dir.next().is_some()).unwrap_or(false), "the cache folder has entries\n{first}");
+    let second = start(with_cache()).await;
+    assert!(second.contains("from_cache=true"), "the second start loads the compiled component\n{second}");
+    let disabled = start(vec![("DISABLE_WASMTIME_CACHE", "1".to_string())]).await;
+    assert!(disabled.contains("cache=disabled") && disabled.contains("from_cache=false"), "{disabled}");
+}
+
+#[tokio::test]
 async fn a_required_variable_without_value_stops_startup() {
     let manifest = repo_root().join("tests/fixtures/probe/spin.toml");
     let error = HostProcess::start(&manifest, &BTreeMap::new()).await.err().expect("startup must fail");

@@ -5,6 +5,7 @@
 
 pub mod allowed_hosts;
 mod bindings;
+pub mod compile_cache;
 pub mod key_value;
 pub mod manifest;
 pub mod mysql;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
+use spin_local_host::compile_cache::{CACHE_FILE_ENV, CompileCache, DISABLE_CACHE_ENV};
 use spin_local_host::runtime::{App, AppOptions};
 use spin_local_host::variables::VariableSources;
 
@@ -39,12 +40,19 @@ enum Command {
         /// SPIN_LOCAL_LOG_JSON takes 1/0, true/false, yes/no, on/off.
         #[arg(long, env = "SPIN_LOCAL_LOG_JSON", value_parser = clap::builder::BoolishValueParser::new())]
         log_json: bool,
+        /// Wasmtime cache configuration file (as `spin up`; default: wasmtime's own, which caches
+        /// compiled components under ~/.cache/BytecodeAlliance/wasmtime).
+        #[arg(long = "cache", value_name = "WASMTIME_CACHE_FILE", env = CACHE_FILE_ENV, conflicts_with = "disable_cache")]
+        cache: Option<PathBuf>,
+        /// Disable Wasmtime cache (as `spin up`): compile every component on every start.
+        #[arg(long, env = DISABLE_CACHE_ENV, value_parser = clap::builder::BoolishValueParser::new())]
+        disable_cache: bool,
     },
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let Command::Up { from, listen, variables, env_file, state_dir, log_json } = Cli::parse().command;
+    let Command::Up { from, listen, variables, env_file, state_dir, log_json, cache, disable_cache } = Cli::parse().command;
     init_logging(log_json);
 
     let manifest = if from.is_dir() { from.join("spin.toml") } else { from };
@@ -56,7 +64,7 @@ async fn main() -> Result<()> {
         cli_variables.insert(name.to_string(), value.to_string());
     }
     let sources = VariableSources::from_process(cli_variables, &env_file)?;
-    let app = App::load(AppOptions { manifest, sources, state_dir })?;
+    let app = App::load(AppOptions { manifest, sources, state_dir, compile_cache: CompileCache::from_options(cache, disable_cache) })?;
 
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

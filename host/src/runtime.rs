@@ -20,6 +20,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::allowed_hosts::AllowedHosts;
 use crate::bindings::SpinImports;
+use crate::compile_cache::CompileCache;
 use crate::key_value::KeyValueBackend;
 use crate::manifest::Manifest;
 use crate::outbound::OutboundHooks;
@@ -102,6 +103,8 @@ pub struct AppOptions {
     pub sources: VariableSources,
     /// Folder for the key-value database (Spin: `.spin` beside spin.toml).
     pub state_dir: Option<PathBuf>,
+    /// Wasmtime's compilation cache (`--cache`, `--disable-cache`).
+    pub compile_cache: CompileCache,
 }
 
 pub type ResponseResult = Result<hyper::Response<HyperOutgoingBody>>;
@@ -114,6 +117,9 @@ impl App {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.profiler(profiler_from_env()?);
+        let cache = options.compile_cache.apply(&mut config)?;
+        let cache_dir = cache.as_ref().map_or_else(|| "disabled".into(), |cache| cache.directory().display().to_string());
+        tracing::info!(cache = %cache_dir, "compilation cache");
         // Spin pre-allocates instance slots; so do we (fresh instance per request, cheaply).
         let mut pooling = PoolingAllocationConfig::default();
         pooling
@@ -140,6 +146,7 @@ impl App {
         let mut components = HashMap::new();
         for (id, decl) in &manifest.components {
             let started = Instant::now();
+            let hits_before = cache.as_ref().map_or(0, wasmtime::Cache::cache_hits);
             let component = Component::from_file(&engine, &decl.source)
                 .map_err(anyhow::Error::from)
                 .with_context(|| format!("Failed to load component `{id}` from {}", decl.source.display()))?;
@@ -165,7 +172,8 @@ impl App {
                 .map(|(name, template)| Ok((name.clone(), variables.render(template)?)))
                 .collect::<Result<BTreeMap<_, _>>>()
                 .with_context(|| format!("component `{id}`: variables"))?;
-            tracing::info!(component = %id, compile_ms = started.elapsed().as_millis() as u64, "component ready");
+            let from_cache = cache.as_ref().is_some_and(|cache| cache.cache_hits() > hits_before);
+            tracing::info!(component = %id, compile_ms = started.elapsed().as_millis() as u64, from_cache, "component ready");
             components.insert(
                 id.clone(),
                 Arc::new(LoadedComponent {
