@@ -211,6 +211,22 @@ async fn with_a_500_ms_auth_timeout() -> CustomerApp {
     app
 }
 
+#[tokio::test]
+async fn a_cold_start_burst_is_served_when_one_fetch_of_the_keys_answers() {
+    let app = spawn(|vars| {
+        vars.insert("auth_timeout_ms".into(), "1000".into());
+    })
+    .await;
+    // Nothing cached yet: each of ten requests fetches auth's keys. The first fetch is answered
+    // after 300 ms; every later one would be after 3 s, past the 1 s timeout.
+    app.auth.state.lock().unwrap().jwks_delays = [300].into_iter().chain([3000; 9]).map(Duration::from_millis).collect();
+    let requests = (0..10).map(|i| app.call("GET", "/api/v3/customers/me", if i % 2 == 0 { "u-1" } else { "u-2" }, None, &[]));
+    let outcomes: Vec<_> = integration_tests::join_all(requests).await.into_iter().map(|(status, body, _)| (status, body["code"].clone())).collect();
+    // Each request whose own fetch timed out used the keys the first one cached meanwhile.
+    assert!(outcomes.iter().all(|(status, code)| (*status, code.as_str()) == (404, Some("not_a_customer"))), "{outcomes:?}\n{}", app.app.host.log());
+    assert!(call_errors(&app, "auth").iter().any(|e| e.starts_with("timed out")), "some fetches timed out\n{}", app.app.host.log());
+}
+
 /// `POST /customers` for `u-1` while auth misbehaves: a 503 `auth_unavailable` with
 /// `Retry-After`, and no Stripe customer. Returns the errors of the calls to auth.
 async fn create_refused_as_auth_unavailable(app: &CustomerApp) -> Vec<String> {

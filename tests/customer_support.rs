@@ -254,6 +254,8 @@ pub struct AuthState {
     pub seen: Vec<String>,
     /// Answer nothing for this long (a slow auth).
     pub delay: Option<Duration>,
+    /// The delays of the next JWKS answers, first call first (then `delay`).
+    pub jwks_delays: std::collections::VecDeque<Duration>,
     /// Send the head at once, then the body a byte at a time, this long apart (an auth that
     /// trickles its answer, each byte inside the client's between-bytes timeout).
     pub trickle: Option<Duration>,
@@ -373,7 +375,8 @@ async fn serve(listener: TcpListener, state: Arc<Mutex<AuthState>>) {
             let (delay, trickle, answer) = {
                 let mut s = state.lock().unwrap();
                 s.seen.push(format!("{method} {path} {authorization}"));
-                (s.delay, s.trickle, route(&s, &method, &path, &authorization, forwarded_for.as_deref(), &body))
+                let delay = if path == "/.well-known/jwks.json" { s.jwks_delays.pop_front().or(s.delay) } else { s.delay };
+                (delay, s.trickle, route(&s, &method, &path, &authorization, forwarded_for.as_deref(), &body))
             };
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;

@@ -629,8 +629,11 @@ impl<'a> AuthClient<'a> {
                 Ok(verifier)
             }
             Err(reason) => {
-                // A stale JWKS still verifies tokens signed by the keys it knows.
-                if let Some(verifier) = cached.and_then(|entry| tokens::Verifier::from_jwks(&entry.json).ok()) {
+                // Read again: on a cold start every instance fetches at once, and another one's
+                // answer may have arrived while ours timed out. Else a stale JWKS still verifies
+                // tokens signed by the keys it knows.
+                let known = self.kv.get(JWKS_KEY).and_then(|b| serde_json::from_slice::<CachedJwks>(&b).ok()).or(cached);
+                if let Some(verifier) = known.and_then(|entry| tokens::Verifier::from_jwks(&entry.json).ok()) {
                     telemetry::warn("JWKS refetch failed; using the cached keys", &[("reason", reason.as_str().into())]);
                     return Ok(verifier);
                 }
@@ -1000,6 +1003,26 @@ mod tests {
         assert_eq!(fake.calls.get(), 1, "refetch rate-limited");
         assert!(at(1031).jwks(true).is_ok());
         assert_eq!(fake.calls.get(), 2);
+    }
+
+    #[test]
+    fn a_failed_jwks_fetch_uses_the_keys_another_instance_cached_meanwhile() {
+        let kv = std::rc::Rc::new(MemoryKv::default());
+        let jwks = keys().jwks_json();
+        let other_instance = kv.clone();
+        // Our fetch times out; while it waited, another instance's fetch cached the keys.
+        let fake = Fake::new(move |_| {
+            let entry = CachedJwks { json: jwks.clone(), fetched_at: 1000 };
+            other_instance.set(JWKS_KEY, &serde_json::to_vec(&entry).unwrap());
+            Err(TransportError::Timeout("first byte".into()))
+        });
+        let verifier = AuthClient::new(settings(), &fake, &*kv, None, 1000).jwks(false).unwrap();
+        assert!(verifier.contains_kid("k1"));
+
+        // With nothing cached anywhere, the failure is the caller's 503.
+        let empty = MemoryKv::default();
+        fake.set(|_| Err(TransportError::Timeout("first byte".into())));
+        assert!(matches!(AuthClient::new(settings(), &fake, &empty, None, 1000).jwks(false), Err(ProfileError::Unavailable { .. })));
     }
 
     /// The bearer token of every call the fake saw.
