@@ -41,7 +41,7 @@ enum Command {
         #[arg(long, env = "SPIN_LOCAL_LOG_JSON", value_parser = clap::builder::BoolishValueParser::new())]
         log_json: bool,
         /// Wasmtime cache configuration file (as `spin up`; default: wasmtime's own, which caches
-        /// compiled components under ~/.cache/BytecodeAlliance/wasmtime).
+        /// compiled components under ~/.cache/wasmtime on Linux).
         #[arg(long = "cache", value_name = "WASMTIME_CACHE_FILE", env = CACHE_FILE_ENV, conflicts_with = "disable_cache")]
         cache: Option<PathBuf>,
         /// Disable Wasmtime cache (as `spin up`): compile every component on every start.
