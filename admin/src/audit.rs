@@ -389,12 +389,8 @@ pub struct CommonArgs {
     /// Which service's audit log
     #[arg(long, value_enum, default_value_t = ServiceArg::All)]
     pub service: ServiceArg,
-    /// auth database URL [default: $SPIN_VARIABLE_AUTH_DB_URL, then .env]
-    #[arg(long, value_name = "URL")]
-    pub auth_db_url: Option<String>,
-    /// customer database URL [default: $SPIN_VARIABLE_CUSTOMER_DB_URL, then .env]
-    #[arg(long, value_name = "URL")]
-    pub customer_db_url: Option<String>,
+    #[command(flatten)]
+    pub urls: crate::legacy::DbUrls,
     /// Rows read per statement
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH)]
     pub batch_size: u32,
@@ -459,8 +455,8 @@ pub fn command(args: Args, env_file: Option<&Path>, secrets: &mut Vec<String>) -
         secrets.push(raw_key.clone());
         let key = SealKey::parse(&raw_key)?;
         let services: &[(Service, Option<&String>, &str, &str)] = &[
-            (Service::Auth, common.auth_db_url.as_ref(), config::AUTH_DB_URL_VAR, "--auth-db-url"),
-            (Service::Customer, common.customer_db_url.as_ref(), config::CUSTOMER_DB_URL_VAR, "--customer-db-url"),
+            (Service::Auth, common.urls.auth_db_url.as_ref(), config::AUTH_DB_URL_VAR, "--auth-db-url"),
+            (Service::Customer, common.urls.customer_db_url.as_ref(), config::CUSTOMER_DB_URL_VAR, "--customer-db-url"),
         ];
         let mut findings = Vec::new();
         let mut reports = Vec::new();

@@ -42,16 +42,23 @@ pub const MAX_IDS_PER_KIND: usize = 1000;
 // -------------------------------------------------------------------------------------------------
 // Settings
 
-/// Flags shared by the commands that work on both databases in batches (`backfill`, `verify`,
-/// `reencrypt`, `purge`).
+/// The two database URL flags of the commands that work on both databases.
 #[derive(clap::Args, Debug, Clone)]
-pub struct DbArgs {
+pub struct DbUrls {
     /// auth database URL [default: $SPIN_VARIABLE_AUTH_DB_URL, then .env]
     #[arg(long, value_name = "URL")]
     pub auth_db_url: Option<String>,
     /// customer database URL [default: $SPIN_VARIABLE_CUSTOMER_DB_URL, then .env]
     #[arg(long, value_name = "URL")]
     pub customer_db_url: Option<String>,
+}
+
+/// Flags shared by the commands that work on both databases in batches (`backfill`, `verify`,
+/// `reencrypt`, `purge`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DbArgs {
+    #[command(flatten)]
+    pub urls: DbUrls,
     /// Rows per batch (each batch is one read or delete, and at most one transaction per database)
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
@@ -147,9 +154,9 @@ impl CrossDb {
     /// The databases only, no keyring (`purge`).
     pub fn from_db_args(args: &DbArgs, env_file: &EnvFile, secrets: &mut Vec<String>) -> Result<Self> {
         ensure!(args.batch_size >= 1, "Failed to start: --batch-size must be at least 1");
-        let auth_url = config::resolve(args.auth_db_url.as_deref(), config::AUTH_DB_URL_VAR, env_file);
+        let auth_url = config::resolve(args.urls.auth_db_url.as_deref(), config::AUTH_DB_URL_VAR, env_file);
         let customer_url =
-            config::resolve(args.customer_db_url.as_deref(), config::CUSTOMER_DB_URL_VAR, env_file);
+            config::resolve(args.urls.customer_db_url.as_deref(), config::CUSTOMER_DB_URL_VAR, env_file);
         for url in auth_url.iter().chain(customer_url.iter()) {
             secrets.extend(config::secrets_of(url));
         }
