@@ -499,6 +499,31 @@ async fn password_change_revokes_sessions_and_deletion_removes_everything() {
 }
 
 #[tokio::test]
+async fn a_login_over_a_hash_of_weaker_parameters_stores_one_of_the_current_parameters() {
+    use argon2::password_hash::PasswordHasher as _;
+    use mysql_async::prelude::Queryable as _;
+    // An account hashed with weaker parameters (an import, or an older release): 4 MiB and one
+    // pass. The login verifies it and stores a hash of today's parameters: two argon2 runs of
+    // different sizes in one instance, which the component's allocator serves differently
+    // (fresh pages for the first, the system allocator for the larger second).
+    let app = app().await;
+    let id = user_id(&register(&app, "Ada", "ada@example.org").await);
+    let weak = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, argon2::Params::new(4096, 1, 1, None).expect("params"))
+        .hash_password_with_salt(PASSWORD.as_bytes(), b"0123456789abcdef")
+        .expect("hash")
+        .to_string();
+    let mut conn = app.auth_db.connect().await.expect("connect");
+    conn.exec_drop("UPDATE client_auth SET password_hash = ? WHERE id = ?", (&weak, &id)).await.expect("update");
+    drop(conn);
+
+    assert_eq!(login(&app, "ada@example.org", PASSWORD).await.status, 200);
+    let stored = rows(&app, "SELECT password_hash FROM client_auth").await;
+    assert!(stored[0][0].starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{stored:?}");
+    assert_eq!(login(&app, "ada@example.org", PASSWORD).await.status, 200);
+    assert_problem(&login(&app, "ada@example.org", "analytical-engine-1844").await, 401, "invalid_credentials");
+}
+
+#[tokio::test]
 async fn health_and_jwks() {
     let app = app().await;
     let health = send(&app, "GET", "/api/v3/auth/health", None, None).await;

@@ -10,6 +10,7 @@ pub mod api;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod fresh_pages;
 pub mod routes;
 pub mod store;
 
