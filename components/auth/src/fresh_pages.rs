@@ -6,10 +6,10 @@
 //! 3.5% of a login's CPU (docs/benchmarks.md, "Where a login's CPU goes"). An instance serves
 //! one request, so the first large zeroed allocation of an instance takes fresh pages and skips
 //! that fill. The pages are kept for the instance's life (wasm memory cannot shrink); a second
-//! hash in the same request (a login that re-hashes) gets them back zeroed by hand, as `calloc`
-//! would have. Everything else, and any large request while the pages are lent, goes to the
-//! system allocator, which copes with memory grown by someone else (dlmalloc starts a new
-//! segment).
+//! hash of no larger size in the same request (a password change verifies, then hashes) gets
+//! them back zeroed by hand, as `calloc` would have. Everything else, and any large request
+//! while the pages are lent or larger than they are, goes to the system allocator, which copes
+//! with memory grown by someone else (dlmalloc starts a new segment).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
