@@ -20,6 +20,13 @@ SPIN ?= 0
 # (docs/operations.md#11-login-latency-keep-argon2s-memory-resident). Honoured by spin and spin-local.
 export SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT ?= 33554432
 MIGRATE_ARGS ?= up
+# Panic messages in the components name their crate's source file, which for a dependency lies
+# under $CARGO_HOME/registry/src/: with 44 of them in auth.wasm, each character of the builder's
+# CARGO_HOME path cost 44 bytes of its 1 MB budget. Cutting that prefix makes the components the
+# same size on every machine ("index.crates.io-.../argon2-0.6.0/src/memory.rs" stays). Cargo adds
+# these flags to .cargo/config.toml's for the target (simd128); a plain `cargo build` or
+# `spin build` works without them, with those paths in full.
+export CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS ?= --remap-path-prefix=$(or $(CARGO_HOME),$(HOME)/.cargo)/registry/src/=
 # Native test crates; --profile native shares the optimised wasmtime build with `make build`
 # instead of compiling it again in the dev profile.
 TEST_CARGO_FLAGS ?= --profile native -p admin -p spin-local-host -p integration-tests
