@@ -15,10 +15,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 
 /// wasm's page.
-pub const PAGE: usize = 65_536;
+const PAGE: usize = 65_536;
 /// Zeroed allocations from this size on are served from fresh pages (argon2's is 19 MiB; the
 /// component's other allocations are far smaller).
-pub const LARGE: usize = 1 << 20;
+const LARGE: usize = 1 << 20;
 
 const NONE: u8 = 0;
 const LENT: u8 = 1;
@@ -129,7 +129,8 @@ mod tests {
     }
 
     fn argon2_layout() -> Layout {
-        Layout::from_size_align(19_456 * 1024, 64).expect("layout")
+        // What argon2 asks for: M_COST blocks of 1 KiB, aligned to 64 bytes.
+        Layout::from_size_align(crate::domain::password::M_COST as usize * 1024, 64).expect("layout")
     }
 
     #[test]
