@@ -496,7 +496,9 @@ pub fn refresh<S: Store>(store: &mut S, crypto: &Crypto, settings: &Settings, ct
         }
         let mut reason = None;
         match row.rotated_at {
-            Some(rotated_at) if ctx.now.saturating_sub(rotated_at) <= settings.refresh_grace_secs => {
+            // Times are whole seconds, so `<`: a token rotated at 100.9 s (stored 100) and presented at
+            // 110.0 s is reuse, never more than the window late; and a window of 0 means none.
+            Some(rotated_at) if ctx.now.saturating_sub(rotated_at) < settings.refresh_grace_secs => {
                 // A concurrent refresh from the same client: a sibling successor, same family.
                 reason = Some("grace");
             }

@@ -219,12 +219,20 @@ fn refresh_rotates_and_reuse_after_the_grace_window_revokes_the_family() {
     // Within the grace window the old token yields a sibling instead of revoking.
     let sibling = refresh(&mut store, &crypto, &settings, &ctx(NOW + 105), &first).expect("grace").refresh;
     assert_ne!(sibling, second);
-    // After it, reuse of the old token revokes the whole family.
-    assert_eq!(refresh(&mut store, &crypto, &settings, &ctx(NOW + 111), &first).unwrap_err(), Error::InvalidRefreshToken);
+    // From its 10th whole second on (it may be 10.9 s), reuse of the old token revokes the
+    // whole family.
+    assert_eq!(refresh(&mut store, &crypto, &settings, &ctx(NOW + 110), &first).unwrap_err(), Error::InvalidRefreshToken);
     for token in [&second, &sibling] {
         assert_eq!(refresh(&mut store, &crypto, &settings, &ctx(NOW + 112), token).unwrap_err(), Error::InvalidRefreshToken);
     }
     assert!(store.events().contains(&("refresh_reuse", false, Some("reuse"))));
+
+    // A window of 0 turns it off: reuse within the same second revokes too.
+    let (mut store, crypto, mut settings, session) = setup();
+    settings.refresh_grace_secs = 0;
+    let second = refresh(&mut store, &crypto, &settings, &ctx(NOW + 100), &session.refresh).expect("rotated").refresh;
+    assert_eq!(refresh(&mut store, &crypto, &settings, &ctx(NOW + 100), &session.refresh).unwrap_err(), Error::InvalidRefreshToken);
+    assert_eq!(refresh(&mut store, &crypto, &settings, &ctx(NOW + 100), &second).unwrap_err(), Error::InvalidRefreshToken);
 }
 
 #[test]
