@@ -709,7 +709,7 @@ async fn services_read_profiles_from_the_real_auth_which_audits_them() {
     assert_eq!(reads.len(), 1, "{reads:?}");
     assert_eq!((reads[0][0].as_str(), reads[0][1].as_str()), ("service:customer", user_id.as_str()), "{reads:?}");
     let detail: Value = serde_json::from_str(&reads[0][2]).unwrap();
-    assert_eq!(detail, json!({"ids": [user_id], "found": 1}));
+    assert_eq!(detail, json!({"ids": [user_id], "ids_omitted": 0, "found": 1}));
 
     // The list: profiles through auth's batch endpoint, also audited as customer's read.
     let (status, page) = read("/api/v3/customers?include=profile".to_string()).await;
@@ -722,7 +722,7 @@ async fn services_read_profiles_from_the_real_auth_which_audits_them() {
     assert_eq!(reads.len(), 2, "{reads:?}");
     assert_eq!(reads[1][0], "service:customer");
     let detail: Value = serde_json::from_str(&reads[1][2]).unwrap();
-    assert_eq!(detail, json!({"ids": [user_id], "found": 1}));
+    assert_eq!(detail, json!({"ids": [user_id], "ids_omitted": 0, "found": 1}));
 }
 
 /// Leaving with an active subscription: Stripe first (cancel, delete the customer), our rows only

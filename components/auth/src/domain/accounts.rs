@@ -837,8 +837,26 @@ fn audit_service_read<S: Store>(store: &mut S, ctx: &Ctx, service: &str, ids: &[
         audit.subject = Some(id.chars().take(MAX_ID_CHARS).collect());
     }
     let ids: Vec<String> = ids.iter().map(|id| id.chars().take(MAX_ID_CHARS).collect()).collect();
-    audit.detail = Some(serde_json::json!({ "ids": ids, "found": found }).to_string());
+    audit.detail = Some(service_read_detail(&ids, found));
     store.audit(&audit).map_err(Error::from)
+}
+
+/// What `audit_log.detail` (TEXT) holds, in bytes.
+const MAX_AUDIT_DETAIL_BYTES: usize = 65_535;
+
+/// `{"ids": [...], "found": n}`, with as many ids as the column holds: a batch within the 64 KiB
+/// body limit, of long ids in multibyte characters, can need more. The last ones are then
+/// counted instead (`"ids_omitted": k`), so the read is still audited, never a 500.
+fn service_read_detail(ids: &[String], found: usize) -> String {
+    let mut listed = ids.len();
+    loop {
+        let omitted = ids.len() - listed;
+        let detail = serde_json::json!({ "ids": &ids[..listed], "ids_omitted": omitted, "found": found }).to_string();
+        if detail.len() <= MAX_AUDIT_DETAIL_BYTES || listed == 0 {
+            return detail;
+        }
+        listed -= 1;
+    }
 }
 
 /// `GET /users/{id}`: a service reads any user; a user only itself (anything else is 404, the

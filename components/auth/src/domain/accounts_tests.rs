@@ -495,6 +495,20 @@ fn old_hashes_are_replaced_on_login_and_old_keys_resealed() {
 }
 
 #[test]
+fn a_service_read_too_long_to_list_in_full_lists_what_fits_and_counts_the_rest() {
+    // 100 ids of 255 three-byte characters: 76 KB of ids, over the audit column's 65,535 bytes.
+    let ids: Vec<String> = (0..100).map(|i| format!("{i:03}{}", "€".repeat(252))).collect();
+    let detail: serde_json::Value = serde_json::from_str(&service_read_detail(&ids, 0)).expect("json");
+    let listed = detail["ids"].as_array().expect("ids").len();
+    assert!(service_read_detail(&ids, 0).len() <= 65_535);
+    assert_eq!((listed + detail["ids_omitted"].as_u64().expect("omitted") as usize, detail["found"].as_u64()), (100, Some(0)));
+    assert!(listed >= 80, "only the last ones are left out: {listed}");
+    assert_eq!(detail["ids"][0], ids[0].as_str());
+    let short = service_read_detail(&ids[..2], 1);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&short).expect("json"), serde_json::json!({ "ids": &ids[..2], "ids_omitted": 0, "found": 1 }));
+}
+
+#[test]
 fn batch_size_bounds() {
     assert_eq!(check_batch_size(0).unwrap_err().code, "too_few");
     assert!(check_batch_size(100).is_ok());
