@@ -754,6 +754,40 @@ mod verification {
         let rename = ProfileChange { name: Some(Name::parse("name", "Augusta Ada King").expect("name")), email: None, current_password: None };
         assert!(update_profile(&mut store, &crypto, &settings, &ctx(NOW + 9), &id, rename).expect("renamed").email_verified);
     }
+
+    /// The mailer looked the address up, then an email change (or a verification) committed
+    /// before the token was stored: no token, for it would be mailed to the old address yet work
+    /// for the account at its new one.
+    #[test]
+    fn no_token_is_stored_for_an_address_the_account_left_while_it_was_issued() {
+        use crate::domain::recovery::issue_reset;
+        fn email_changed_meanwhile(state: &mut crate::domain::memory::State) {
+            for user in state.users.values_mut() {
+                user.email_hash = "hash-of-the-new-address".into();
+            }
+        }
+        fn verified_meanwhile(state: &mut crate::domain::memory::State) {
+            for user in state.users.values_mut() {
+                user.email_verified_at = Some(1);
+            }
+        }
+        let (mut store, crypto, settings, _) = setup();
+        let ada = email("ada@example.org");
+        store.before_lock_user = Some(email_changed_meanwhile);
+        let err = issue_reset(&mut store, &crypto, &settings, &ctx(NOW), &mailer(), &allowed(), &ada).unwrap_err();
+        assert_eq!(err, Error::UserNotFound);
+        assert!(store.state.one_time_tokens.is_empty());
+        let (mut store, crypto, settings, _) = setup();
+        store.before_lock_user = Some(email_changed_meanwhile);
+        let err = issue_verification(&mut store, &crypto, &settings, &ctx(NOW), &mailer(), &allowed(), &ada).unwrap_err();
+        assert_eq!(err, Error::UserNotFound);
+        assert!(store.state.one_time_tokens.is_empty());
+        let (mut store, crypto, settings, _) = setup();
+        store.before_lock_user = Some(verified_meanwhile);
+        let err = issue_verification(&mut store, &crypto, &settings, &ctx(NOW), &mailer(), &allowed(), &ada).unwrap_err();
+        assert_eq!(err, Error::EmailAlreadyVerified);
+        assert!(store.state.one_time_tokens.is_empty());
+    }
 }
 
 // ---- the second factor -------------------------------------------------------------------------

@@ -65,11 +65,22 @@ fn mailer_target<S: Store>(
     Ok((user, audit))
 }
 
-/// Stores a new token of `kind` for `user`, replacing any older one, and records `audit`.
+/// Stores a new token of `kind` for `user`, replacing any older one, and records `audit`. The
+/// user's row is locked first and must still hold the address asked for: an email change
+/// committed since the lookup deleted the account's tokens, and a token stored after it would
+/// be mailed to the old address yet work for the new one (404 then, as for an address with no
+/// account). A verification finds the address verified meanwhile: 409, as before the lookup.
 fn issue<S: Store>(store: &mut S, ctx: &Ctx, kind: OneTimeKind, user: UserRow, audit: &AuditEvent, ttl: u64) -> Result<IssuedToken, Error> {
     let token = RefreshToken::generate();
     let expires_at = ctx.now + ttl;
     in_transaction(store, |store| {
+        let locked = store.lock_user(&user.id)?.ok_or(Error::UserNotFound)?;
+        if locked.email_hash != user.email_hash {
+            return Err(Error::UserNotFound);
+        }
+        if kind == OneTimeKind::EmailVerification && locked.email_verified_at.is_some() {
+            return Err(Error::EmailAlreadyVerified);
+        }
         store.replace_one_time_token(kind, &user.id, &token.hash(), ctx.now, expires_at)?;
         store.audit(audit)?;
         Ok(())
