@@ -182,6 +182,15 @@ pub(super) fn lock_confirmed<S: Store>(store: &mut S, checked: &UserRow) -> Resu
     }
 }
 
+/// Audits a change that lost to a password change committed since its check
+/// ([`lock_confirmed`]'s `WrongPassword`): `action` failed, reason `password_changed`.
+pub(super) fn audit_if_outrun<S: Store>(store: &mut S, ctx: &Ctx, user_id: &str, action: &'static str, result: Result<(), Error>) -> Result<(), Error> {
+    if result == Err(Error::WrongPassword) {
+        store.audit(&user_event(action, false, Some("password_changed"), ctx, user_id))?;
+    }
+    result
+}
+
 /// Seconds to wait when either key's settled failures have reached its limit, else `None`.
 fn throttle_wait(account: Counter, address: Counter, settings: &Settings, now: u64) -> Option<u64> {
     let window = settings.throttle_window_secs;
@@ -242,17 +251,19 @@ impl<'a> CountedAttempt<'a> {
 }
 
 /// Checks a password of a signed-in user who confirms a sensitive change: throttled like a
-/// login on the same account, and a wrong one counts as a failure. `second_factor_ok` is the
-/// check of a second factor given with it (true when none is asked): false (a wrong code) is a
-/// failure of the same attempt (403 `wrong_mfa_code`), so codes cannot be guessed faster than
-/// passwords.
+/// login on the same account, and a wrong one counts as a failure. `second_factor` is the
+/// check of a second factor given with it (`None` when none is asked): `Some(false)` (a wrong
+/// code) is a failure of the same attempt (403 `wrong_mfa_code`), so codes cannot be guessed
+/// faster than passwords. A right password with no code asked does not end the account's streak
+/// when it has a confirmed factor: else a password holder could guess codes at login and wipe
+/// the failures with a change confirmed by the password alone.
 pub(super) fn reauthenticate<S: Store>(
     store: &mut S,
     settings: &Settings,
     ctx: &Ctx,
     user: &UserRow,
     password: &Password,
-    (action, second_factor_ok): (&'static str, bool),
+    (action, second_factor): (&'static str, Option<bool>),
 ) -> Result<Verified, Error> {
     let attempt = match CountedAttempt::reserve(store, settings, ctx, &user.email_hash)? {
         Ok(attempt) => attempt,
@@ -264,7 +275,7 @@ pub(super) fn reauthenticate<S: Store>(
     let verified = password::verify(password, user.password_hash.as_deref())?;
     let refused = match verified {
         Verified::Mismatch => Some(("wrong_password", Error::WrongPassword)),
-        _ if !second_factor_ok => Some(("wrong_mfa_code", Error::WrongMfaCode)),
+        _ if second_factor == Some(false) => Some(("wrong_mfa_code", Error::WrongMfaCode)),
         _ => None,
     };
     match refused {
@@ -274,7 +285,11 @@ pub(super) fn reauthenticate<S: Store>(
             Err(err)
         }
         None => {
-            attempt.settle(store, settings, ctx, Attempt::Succeeded)?;
+            let outcome = match (user.totp.enabled_at, second_factor) {
+                (Some(_), None) => Attempt::PasswordOnly,
+                _ => Attempt::Succeeded,
+            };
+            attempt.settle(store, settings, ctx, outcome)?;
             Ok(verified)
         }
     }
@@ -676,7 +691,7 @@ pub fn update_profile<S: Store>(
         return Err(Error::field("current_password", "required", "is required to change the email"));
     }
     if let Some(password) = &change.current_password {
-        reauthenticate(store, settings, ctx, &row, password, ("profile_change", true))?;
+        reauthenticate(store, settings, ctx, &row, password, ("profile_change", None))?;
     }
     let new_name = change.name.map(|name| name.as_str().to_owned()).filter(|name| *name != row.name);
     let sealed_email = new_email.map(|email| (crypto.email.blind_index(&email), crypto.email.seal_with_aad(&email, row.id.as_bytes())));
@@ -724,11 +739,10 @@ pub fn update_profile<S: Store>(
         current_user(store, &row.id)
     })
     .or_else(|err| {
-        match err {
-            Error::EmailTaken => store.audit(&user_event("email_change", false, Some("email_taken"), ctx, &row.id))?,
-            Error::WrongPassword => store.audit(&user_event("profile_change", false, Some("password_changed"), ctx, &row.id))?,
-            _ => {}
+        if err == Error::EmailTaken {
+            store.audit(&user_event("email_change", false, Some("email_taken"), ctx, &row.id))?;
         }
+        audit_if_outrun(store, ctx, &row.id, "profile_change", Err(err.clone()))?;
         Err(err)
     })?;
     to_user(crypto, &updated)
@@ -745,9 +759,9 @@ pub fn change_password<S: Store>(
     new: &Password,
 ) -> Result<(), Error> {
     let row = current_user(store, user_id)?;
-    reauthenticate(store, settings, ctx, &row, current, ("password_change", true))?;
+    reauthenticate(store, settings, ctx, &row, current, ("password_change", None))?;
     let new_hash = password::hash(new)?;
-    in_transaction(store, |store| {
+    let changed = in_transaction(store, |store| {
         // Changed by another request since our check, the password given is no longer current.
         let locked = lock_confirmed(store, &row)?;
         let mut write = write_of(&locked);
@@ -761,7 +775,8 @@ pub fn change_password<S: Store>(
         store.delete_one_time_tokens(OneTimeKind::PasswordReset, &row.id)?;
         store.audit(&user_event("password_change", true, None, ctx, &row.id))?;
         Ok(())
-    })
+    });
+    audit_if_outrun(store, ctx, &row.id, "password_change", changed)
 }
 
 /// `DELETE /users/me`: deletes the record and every token.
@@ -773,14 +788,15 @@ pub fn delete_account<S: Store>(
     password: &Password,
 ) -> Result<(), Error> {
     let row = current_user(store, user_id)?;
-    reauthenticate(store, settings, ctx, &row, password, ("account_delete", true))?;
-    in_transaction(store, |store| {
+    reauthenticate(store, settings, ctx, &row, password, ("account_delete", None))?;
+    let deleted = in_transaction(store, |store| {
         lock_confirmed(store, &row)?;
         store.revoke_user_families(&row.id, None, ctx.now, "account_deleted")?;
         store.delete_user(&row.id)?;
         store.audit(&user_event("account_delete", true, None, ctx, &row.id))?;
         Ok(())
-    })
+    });
+    audit_if_outrun(store, ctx, &row.id, "account_delete", deleted)
 }
 
 // ---- reads by services -------------------------------------------------------------------------

@@ -379,17 +379,27 @@ fn a_password_change_committed_meanwhile_is_neither_undone_nor_outlived() {
     assert_eq!(update_profile(&mut store, &crypto, &settings, &ctx(NOW), &id, move_email).unwrap_err(), Error::WrongPassword);
     assert_eq!(to_user(&crypto, &store.state.users[&id]).expect("user").email, "ada@example.org");
     assert_eq!(store.state.users[&id].password_hash, changed());
+    // Each refusal is audited as the login's is.
+    assert_eq!(store.events().last(), Some(&("profile_change", false, Some("password_changed"))));
 
+    // Each on a store of its own: the change made meanwhile stays, and would fail the next
+    // check before it races.
+    let (mut store, crypto, settings, session_c) = setup();
+    let id = session_c.user.id.clone();
     store.before_lock_user = Some(password_changed_meanwhile);
     let new = Password::new_secret("difference-engine-1822").expect("valid");
     let err = change_password(&mut store, &crypto, &settings, &ctx(NOW), &id, &Password::presented("analytical-engine-1843"), &new).unwrap_err();
     assert_eq!(err, Error::WrongPassword);
     assert_eq!(store.state.users[&id].password_hash, changed());
+    assert_eq!(store.events().last(), Some(&("password_change", false, Some("password_changed"))));
 
+    let (mut store, _, settings, session_d) = setup();
+    let id = session_d.user.id.clone();
     store.before_lock_user = Some(password_changed_meanwhile);
     let err = delete_account(&mut store, &settings, &ctx(NOW), &id, &Password::presented("analytical-engine-1843")).unwrap_err();
     assert_eq!(err, Error::WrongPassword);
     assert!(store.state.users.contains_key(&id));
+    assert_eq!(store.events().last(), Some(&("account_delete", false, Some("password_changed"))));
     drop(session);
 }
 
@@ -888,6 +898,39 @@ fn wrong_codes_count_as_failed_logins_and_turning_the_app_off_needs_a_right_one(
     assert!(events.contains(&("mfa_disable", false, Some("wrong_mfa_code"))) && events.contains(&("mfa_disable", true, None)), "{events:?}");
 }
 
+/// A password holder guessing codes at login cannot wipe the failures with a change confirmed
+/// by the password alone: with an app confirmed, only a check of both factors ends the streak.
+#[test]
+fn a_right_password_alone_does_not_end_a_streak_of_wrong_codes() {
+    let (mut store, crypto, settings, session) = setup();
+    let id = session.user.id.clone();
+    let password = || Password::presented("analytical-engine-1843");
+    let enrollment = mfa::enroll(&mut store, &crypto, &settings, &ctx(NOW), &id, &password(), "auth").expect("enrolled");
+    mfa::confirm(&mut store, &crypto, &ctx(NOW), &id, &app_code(&enrollment, NOW)).expect("confirmed");
+    let guess = |n: u32| with_factor("ada@example.org", "analytical-engine-1843", mfa::SecondFactor::Totp(mfa::TotpCode::parse("c", &format!("{:06}", 100_000 + n)).expect("digits")));
+    for n in 1..settings.account_max_failures {
+        assert_eq!(login(&mut store, &crypto, &settings, &ctx(NOW + 2), guess(n)).unwrap_err(), Error::InvalidMfaCode, "guess {n}");
+        let rename = ProfileChange { name: Some(Name::parse("name", &format!("Ada {n}")).expect("name")), email: None, current_password: Some(password()) };
+        update_profile(&mut store, &crypto, &settings, &ctx(NOW + 2), &id, rename).expect("the password is right");
+    }
+    let last = settings.account_max_failures;
+    assert_eq!(login(&mut store, &crypto, &settings, &ctx(NOW + 2), guess(last)).unwrap_err(), Error::InvalidMfaCode);
+    let right = with_factor("ada@example.org", "analytical-engine-1843", mfa::SecondFactor::Totp(app_code(&enrollment, NOW + 30)));
+    assert!(matches!(login(&mut store, &crypto, &settings, &ctx(NOW + 30), right).unwrap_err(), Error::Throttled { .. }), "ten wrong codes in a row");
+
+    // Without a second factor a right password is all there is to prove: it ends the streak.
+    let (mut store, crypto, settings, session) = setup();
+    for _ in 1..settings.account_max_failures {
+        let wrong = credentials("ada@example.org", "difference-engine");
+        assert_eq!(login(&mut store, &crypto, &settings, &ctx(NOW), wrong).unwrap_err(), Error::InvalidCredentials);
+    }
+    let rename = ProfileChange { name: Some(Name::parse("name", "Countess").expect("name")), email: None, current_password: Some(password()) };
+    update_profile(&mut store, &crypto, &settings, &ctx(NOW), &session.user.id, rename).expect("renamed");
+    let wrong = credentials("ada@example.org", "difference-engine");
+    assert_eq!(login(&mut store, &crypto, &settings, &ctx(NOW), wrong).unwrap_err(), Error::InvalidCredentials);
+    assert!(login(&mut store, &crypto, &settings, &ctx(NOW), credentials("ada@example.org", "analytical-engine-1843")).is_ok());
+}
+
 #[test]
 fn an_app_added_but_never_confirmed_is_dropped_with_the_password_and_a_reset_keeps_a_confirmed_one() {
     let (mut store, crypto, settings, session) = setup();
@@ -897,6 +940,19 @@ fn an_app_added_but_never_confirmed_is_dropped_with_the_password_and_a_reset_kee
     let code = mfa::TotpCode::parse("code", "123456").expect("digits");
     mfa::disable(&mut store, &crypto, &settings, &ctx(NOW), &id, &password, None).expect("dropped");
     assert_eq!(mfa::confirm(&mut store, &crypto, &ctx(NOW), &id, &code).unwrap_err(), Error::MfaNotEnrolled);
+
+    // Confirmed between the drop's read and its write: then it needs a code like any other.
+    fn confirmed_meanwhile(state: &mut crate::domain::memory::State) {
+        for user in state.users.values_mut() {
+            user.totp.enabled_at = Some(1);
+        }
+    }
+    mfa::enroll(&mut store, &crypto, &settings, &ctx(NOW), &id, &password, "auth").expect("enrolled");
+    store.before_lock_user = Some(confirmed_meanwhile);
+    let err = mfa::disable(&mut store, &crypto, &settings, &ctx(NOW), &id, &password, None).unwrap_err();
+    assert!(matches!(err, Error::Validation(ref errors) if errors[0].field == "mfa_code"), "{err:?}");
+    assert!(store.state.users[&id].totp.enabled_at.is_some(), "still on");
+    store.state.users.get_mut(&id).expect("user").totp = crate::domain::ports::TotpRow::default();
 
     // Changing the password keeps the factor: a password is not a second factor.
     let enrollment = mfa::enroll(&mut store, &crypto, &settings, &ctx(NOW), &id, &password, "auth").expect("enrolled");

@@ -263,7 +263,7 @@ impl Store for MemoryStore {
             Attempt::Succeeded => {
                 self.state.counters.remove(&("account", account.to_owned()));
             }
-            Attempt::Refused => {}
+            Attempt::PasswordOnly | Attempt::Refused => {}
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use std::fmt;
 use base32::Alphabet;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::accounts::{current_user, in_transaction, lock_confirmed, reauthenticate, reseal_if_needed, to_user, user_event, write_of};
+use super::accounts::{audit_if_outrun, current_user, in_transaction, lock_confirmed, reauthenticate, reseal_if_needed, to_user, user_event, write_of};
 use super::password::Password;
 use super::ports::{Store, TotpRow, UserRow, UserWrite};
 use super::{Crypto, Ctx, Settings};
@@ -236,7 +236,7 @@ fn write_totp<S: Store>(
     change: TotpChange,
     next: &dyn Fn(&UserRow) -> Result<TotpRow, Error>,
 ) -> Result<(), Error> {
-    in_transaction(store, |store| {
+    let written = in_transaction(store, |store| {
         let locked = match change.password_checked {
             true => lock_confirmed(store, row)?,
             false => store.lock_user(&row.id)?.ok_or(Error::InvalidToken)?,
@@ -250,7 +250,8 @@ fn write_totp<S: Store>(
         }
         store.audit(&user_event(change.event, true, None, ctx, &row.id))?;
         Ok(())
-    })
+    });
+    audit_if_outrun(store, ctx, &row.id, change.event, written)
 }
 
 /// `POST /users/me/mfa/totp`: a new secret for the user's app, replacing one not confirmed yet.
@@ -267,7 +268,7 @@ pub fn enroll<S: Store>(
     issuer: &str,
 ) -> Result<Enrollment, Error> {
     let row = current_user(store, user_id)?;
-    reauthenticate(store, settings, ctx, &row, password, ("mfa_enroll", true))?;
+    reauthenticate(store, settings, ctx, &row, password, ("mfa_enroll", None))?;
     if row.totp.enabled_at.is_some() {
         return Err(Error::MfaAlreadyEnabled);
     }
@@ -337,16 +338,21 @@ pub fn disable<S: Store>(
         return Err(Error::MfaNotEnrolled);
     }
     let enabled = row.totp.enabled_at.is_some();
+    let code_required = || Error::field("mfa_code", "required", "give a code from the authenticator app, or a recovery_code");
     if enabled && factor.is_none() {
-        return Err(Error::field("mfa_code", "required", "give a code from the authenticator app, or a recovery_code"));
+        return Err(code_required());
     }
     let matched = match (enabled, factor) {
         (true, Some(factor)) => Some(check(crypto, &row, factor, ctx.now)?),
         _ => None,
     };
-    reauthenticate(store, settings, ctx, &row, password, ("mfa_disable", !matches!(matched, Some(None))))?;
+    reauthenticate(store, settings, ctx, &row, password, ("mfa_disable", matched.as_ref().map(Option::is_some)))?;
     let change = TotpChange { password_checked: true, sign_out: false, event: "mfa_disable" };
     write_totp(store, crypto, ctx, &row, change, &|locked| {
+        if !enabled && locked.totp.enabled_at.is_some() {
+            // Confirmed since our read: the password alone no longer turns it off.
+            return Err(code_required());
+        }
         if let Some(Some(matched)) = &matched {
             // Spent by a login meanwhile: this code no longer proves anything.
             spend(locked, &mut write_of(locked), matched).map_err(|_| Error::WrongMfaCode)?;

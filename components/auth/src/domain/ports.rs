@@ -132,8 +132,13 @@ pub const CHECK_EXPIRY_SECS: u64 = 60;
 pub enum Attempt {
     /// The password was wrong: a failure on both keys.
     Failed,
-    /// The password was right: the account's consecutive failures end.
+    /// The password was right (and the second factor, where the account has one): the
+    /// account's consecutive failures end.
     Succeeded,
+    /// The password was right, but the account's second factor was not asked (a change
+    /// confirmed with the password): counted nowhere, and the account's streak stays, for it may
+    /// hold wrong codes that a password alone must not wipe.
+    PasswordOnly,
     /// Refused before any check (a limit was reached): counted nowhere, so refused attempts
     /// never prolong a wait.
     Refused,

@@ -504,7 +504,7 @@ impl Store for MysqlStore {
                 "DELETE FROM login_throttle WHERE scope = 'account' AND subject = ?",
                 &[s(account)],
             )?,
-            Attempt::Succeeded | Attempt::Refused => {}
+            Attempt::Succeeded | Attempt::PasswordOnly | Attempt::Refused => {}
         }
         // With this check go any that never ended.
         self.exec(
