@@ -135,6 +135,30 @@ async fn duplicated_and_reversed_events_end_in_stripes_state() {
     assert_eq!((status, body["outcome"].as_str()), (200, Some("stale")), "{body}");
 }
 
+/// A subscription moved at Stripe (its dashboard, the portal) onto a price another live one of
+/// the customer's has: the mirror holds one live subscription per price, so it cannot follow.
+/// The event is acknowledged (and logged), never answered with an error Stripe would retry for
+/// days; the row keeps its last state until either subscription ends.
+#[tokio::test]
+async fn a_subscription_moved_onto_the_price_of_another_live_one_is_acknowledged() {
+    let app = spawn(|_| {}).await;
+    let secret = app.app.variables["stripe_webhook_secret"].clone();
+    let (cus, first, first_local) = local_subscription(&app).await;
+    let other_price = app.stripe.price("2400").await;
+    let (status, second, _) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": other_price})), &[]).await;
+    assert_eq!(status, 201, "{second}");
+    let (_, at_stripe) = app.stripe.get(&format!("/v1/subscriptions/{first}")).await;
+    let item = at_stripe["items"]["data"][0]["id"].as_str().expect("item").to_string();
+    app.stripe.post(&format!("/v1/subscriptions/{first}"), &[("items[0][id]", &item), ("items[0][price]", &other_price)]).await;
+    let moved = event("evt_moved", "customer.subscription.updated", now(), json!({"id": first, "customer": cus, "status": "active"}));
+    let (status, body) = deliver(&app, &moved, Some(stripe_signature(&secret, now(), &moved))).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("duplicate_live_price")), "{body}\n{}", app.app.host.log());
+    let (_, list, _) = app.call("GET", "/api/v3/customers/me/subscriptions", "u-1", None, &[]).await;
+    let prices: Vec<&Value> = list["subscriptions"].as_array().expect("list").iter().map(|sub| &sub["price_id"]).collect();
+    assert_eq!(prices, [&first_local["price_id"], &second["price_id"]], "{list}");
+    assert!(app.app.host.log().contains("cannot mirror a second live subscription to one price"));
+}
+
 #[tokio::test]
 async fn a_subscription_made_at_stripe_is_mirrored_from_its_event() {
     let app = spawn(|_| {}).await;

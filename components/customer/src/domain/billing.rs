@@ -490,27 +490,35 @@ pub(super) fn store_stripe_state(
     event_created: i64,
     now: i64,
 ) -> Result<Option<Subscription>, Error> {
+    // Also when a subscription mirrored on another price is moved (in Stripe's dashboard or
+    // portal) onto a price another live one has: its row then keeps its last state until either
+    // ends, rather than an error that Stripe would retry for days, holding up nothing but
+    // itself and risking the endpoint's being disabled.
+    let second_live = |constraint: String| {
+        telemetry::warn(
+            "cannot mirror a second live subscription to one price",
+            &[
+                ("stripe_subscription", remote.id.clone().into()),
+                ("customer", customer_id.to_string().into()),
+                ("constraint", constraint.into()),
+            ],
+        );
+        Ok(None)
+    };
     if let Some(mut sub) = existing {
         sub.apply(remote);
         sub.last_event_at = sub.last_event_at.max(event_created);
-        store.update_subscription(&sub)?;
-        return Ok(Some(sub));
+        return match store.update_subscription(&sub) {
+            Ok(()) => Ok(Some(sub)),
+            Err(StoreError::Duplicate { constraint }) => second_live(constraint),
+            Err(err) => Err(err.into()),
+        };
     }
     let mut sub = mirror_subscription(store, customer_id, remote)?;
     sub.last_event_at = event_created;
     match store.insert_subscription(&sub) {
         Ok(()) => {}
-        Err(StoreError::Duplicate { constraint }) => {
-            telemetry::warn(
-                "cannot mirror a second live subscription to one price",
-                &[
-                    ("stripe_subscription", remote.id.clone().into()),
-                    ("customer", customer_id.to_string().into()),
-                    ("constraint", constraint.as_str().into()),
-                ],
-            );
-            return Ok(None);
-        }
+        Err(StoreError::Duplicate { constraint }) => return second_live(constraint),
         Err(err) => return Err(err.into()),
     }
     record_trial_of(store, customer_id, remote, now)?;
