@@ -174,6 +174,14 @@ async fn each_user_has_a_budget_of_requests_that_reach_stripe() {
     let retry_after: u64 = headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).expect("Retry-After");
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     assert_eq!(app.stripe.requests().await.len(), before, "the refused request reached nothing at Stripe");
+    // A keyed write refused so is not kept for its key: sent again with the same key, it runs
+    // again (429 again here, with its Retry-After, not a replay that would last a day).
+    let keyed = [("idempotency-key", "subscribe-once")];
+    for attempt in ["first", "retry"] {
+        let (status, problem, headers) = app.call("POST", "/api/v3/customers/me/subscriptions", "u-1", Some(json!({"price_id": "price_x"})), &keyed).await;
+        assert_eq!((status, &problem["code"]), (429, &json!("rate_limited")), "{attempt}: {problem}");
+        assert!(headers.get("retry-after").is_some() && headers.get("idempotent-replayed").is_none(), "{attempt}: {headers:?}");
+    }
     // Not counted: the read that never calls Stripe. Another user has a budget of their own.
     let (status, _, _) = app.call("GET", "/api/v3/customers/me", "u-1", None, &[]).await;
     assert_eq!(status, 200);

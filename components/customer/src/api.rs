@@ -717,7 +717,8 @@ fn run_idempotent(req: &Req, deps: &Deps, principal: &Principal, run: &mut dyn F
         }),
         Begin::Proceed => {
             let reply = run().unwrap_or_else(|err| Reply::error(&err));
-            idempotency::finish(store, &scope, key.as_str(), reply.status, &reply.content_type, &reply.body);
+            let retry_later = reply.headers.iter().any(|(name, _)| name == "retry-after");
+            idempotency::finish(store, &scope, key.as_str(), reply.status, retry_later, &reply.content_type, &reply.body);
             Ok(reply)
         }
     }

@@ -31,6 +31,10 @@ pub enum Error {
     /// 409 with a stable code.
     #[error("conflict ({code}): {detail}")]
     Conflict { code: &'static str, detail: String },
+    /// 409 with a stable code and `Retry-After: 1`: another request is doing this very thing
+    /// (creating the customer, creating the subscription); it will be done in a moment.
+    #[error("busy ({code}): {detail}")]
+    Busy { code: &'static str, detail: String },
     #[error("payload too large")]
     PayloadTooLarge,
     #[error("unsupported media type")]
@@ -144,6 +148,7 @@ impl Error {
                 .with_detail("Verify your email address (the link mailed to it) before billing starts."),
             Self::NotFound { code, detail } => Problem::new(404, code, "Not found").with_detail(detail.clone()),
             Self::Conflict { code, detail } => Problem::new(409, code, "Conflict").with_detail(detail.clone()),
+            Self::Busy { code, detail } => Problem::new(409, code, "Conflict").with_detail(detail.clone()).with_retry_after(1),
             Self::PayloadTooLarge => Problem::new(413, "payload_too_large", "Payload too large")
                 .with_detail("The request body exceeds what this route accepts: 64 KiB, or 512 KiB for Stripe webhooks."),
             Self::UnsupportedMediaType => Problem::new(415, "unsupported_media_type", "Unsupported media type")

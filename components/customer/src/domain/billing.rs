@@ -141,7 +141,7 @@ pub fn create_customer_with(ctx: &Ctx<'_>, user: &UserId, areas: &AreaIds, polic
     let (attempt, resumed, last_error, started) =
         match store.claim_provisioning(user.as_str(), ctx.now, PROVISIONING_LEASE_SECS)? {
             Claim::Busy => {
-                return Err(Error::Conflict {
+                return Err(Error::Busy {
                     code: "customer_creation_in_progress",
                     detail: "This user's customer is being created by another request; retry shortly.".into(),
                 });
@@ -695,7 +695,7 @@ fn subscription_at_stripe(store: &dyn Store, user: &UserId, id: &str) -> Result<
     let sub = store.subscription(user.as_str(), id)?.ok_or_else(|| Error::not_found("No such subscription."))?;
     match sub.stripe_subscription_id.clone() {
         Some(stripe_id) => Ok((sub, stripe_id)),
-        None => Err(Error::Conflict {
+        None => Err(Error::Busy {
             code: "subscription_pending",
             detail: "The subscription is still being created; retry shortly.".into(),
         }),

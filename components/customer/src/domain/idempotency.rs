@@ -102,9 +102,12 @@ pub fn begin(store: &dyn Store, principal: &str, key: &str, request_hash: &str, 
     Err(Error::IdempotencyInProgress)
 }
 
-/// Keeps the answer (2xx-4xx) or frees the key (5xx).
-pub fn finish(store: &dyn Store, principal: &str, key: &str, status: u16, content_type: &str, body: &str) {
-    let result = if status >= 500 {
+/// Keeps the answer (2xx-4xx) or frees the key: after a 5xx, or an answer that says when to try
+/// again (`retry_later`: a 429, a 409 for work another request is finishing), the same request
+/// with the same key must run again, not replay a refusal for a day. Stripe, too, keeps no
+/// answer of a request that a rate limit or a concurrent request stopped.
+pub fn finish(store: &dyn Store, principal: &str, key: &str, status: u16, retry_later: bool, content_type: &str, body: &str) {
+    let result = if status >= 500 || retry_later {
         store.idem_delete(principal, key)
     } else {
         store.idem_complete(principal, key, status, content_type, body)
@@ -137,7 +140,7 @@ mod tests {
         assert_eq!(begin(&store, "user:1", "k", "h2", 101).unwrap_err(), Error::IdempotencyMismatch);
         // Another caller's identical key is independent.
         assert_eq!(begin(&store, "user:2", "k", "h9", 101).unwrap(), Begin::Proceed);
-        finish(&store, "user:1", "k", 201, "application/json", "{}");
+        finish(&store, "user:1", "k", 201, false, "application/json", "{}");
         assert_eq!(
             begin(&store, "user:1", "k", "h1", 102).unwrap(),
             Begin::Replay { status: 201, content_type: "application/json".into(), body: "{}".into() }
@@ -145,7 +148,13 @@ mod tests {
         assert_eq!(begin(&store, "user:1", "k", "h2", 102).unwrap_err(), Error::IdempotencyMismatch);
         assert_eq!(begin(&store, "user:1", "k", "h2", 100 + TTL_SECS).unwrap(), Begin::Proceed);
         // 5xx answers free the key.
-        finish(&store, "user:1", "k", 503, "application/problem+json", "{}");
+        finish(&store, "user:1", "k", 503, true, "application/problem+json", "{}");
         assert_eq!(begin(&store, "user:1", "k", "h3", 100 + TTL_SECS).unwrap(), Begin::Proceed);
+        // So do answers that say when to try again (429, a 409 for work another request is
+        // finishing): the retry runs. Other 4xx answers are kept.
+        finish(&store, "user:1", "k", 429, true, "application/problem+json", "{}");
+        assert_eq!(begin(&store, "user:1", "k", "h3", 100 + TTL_SECS).unwrap(), Begin::Proceed);
+        finish(&store, "user:1", "k", 409, false, "application/problem+json", "{}");
+        assert!(matches!(begin(&store, "user:1", "k", "h3", 100 + TTL_SECS).unwrap(), Begin::Replay { status: 409, .. }));
     }
 }
