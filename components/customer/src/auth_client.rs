@@ -101,6 +101,11 @@ pub struct ProfileFetch<'a> {
     /// then the stale copy is read only if auth fails).
     cached: Option<Option<CachedProfile>>,
     state: FetchState<'a>,
+    /// Set while this lookup is the half-open breaker's one probe and unread: dropped unread
+    /// (its request refused for another reason, or for another user), it hands the probe on,
+    /// else the breaker would stay shut for the probe's whole window, and a client sending
+    /// such requests could keep it shut.
+    probe_of: Option<&'a dyn Kv>,
 }
 
 impl ProfileFetch<'_> {
@@ -108,6 +113,28 @@ impl ProfileFetch<'_> {
     pub fn id(&self) -> &str {
         &self.id
     }
+}
+
+impl Drop for ProfileFetch<'_> {
+    fn drop(&mut self) {
+        if let Some(kv) = self.probe_of.take() {
+            let mut state = breaker_in(kv);
+            state.probe_until = 0;
+            save_breaker_in(kv, &state);
+            telemetry::info("auth circuit: a probe dropped unread; the next call probes", &[]);
+        }
+    }
+}
+
+/// How the breaker lets a call through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Closed, no failure counted: a success has nothing to reset.
+    Clear,
+    /// Closed, with failures counted.
+    Counted,
+    /// Half-open: this call is the one probe.
+    Probe,
 }
 
 // One value per profile lookup, moved once: boxing the larger variant would buy nothing.
@@ -122,9 +149,8 @@ enum FetchState<'a> {
         call: LoggedCall<'a>,
         /// Sent with the caller's own token rather than the service token.
         as_user: bool,
-        /// The breaker was closed, with no failure counted, when the call was sent: a success
-        /// has nothing to reset.
-        breaker_was_clear: bool,
+        /// How the breaker let it through.
+        pass: Pass,
     },
 }
 
@@ -148,6 +174,18 @@ pub trait FailureCount {
 
 /// Failures further apart than this are not consecutive.
 pub const FAILURE_STREAK_SECS: i64 = 60;
+
+fn breaker_in(kv: &dyn Kv) -> BreakerState {
+    kv.get(BREAKER_KEY).and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+fn save_breaker_in(kv: &dyn Kv, state: &BreakerState) {
+    if *state == BreakerState::default() {
+        kv.delete(BREAKER_KEY);
+    } else if let Ok(bytes) = serde_json::to_vec(state) {
+        kv.set(BREAKER_KEY, &bytes);
+    }
+}
 
 pub struct AuthClient<'a> {
     settings: AuthSettings,
@@ -316,23 +354,19 @@ impl<'a> AuthClient<'a> {
     // ---- circuit breaker ---------------------------------------------------------------------
 
     pub fn breaker(&self) -> BreakerState {
-        self.kv.get(BREAKER_KEY).and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        breaker_in(self.kv)
     }
 
     fn save_breaker(&self, state: &BreakerState) {
-        if *state == BreakerState::default() {
-            self.kv.delete(BREAKER_KEY);
-        } else if let Ok(bytes) = serde_json::to_vec(state) {
-            self.kv.set(BREAKER_KEY, &bytes);
-        }
+        save_breaker_in(self.kv, state);
     }
 
-    /// `Err(retry_after)` while the breaker is open (or another request is probing); `Ok(clear)`
-    /// tells whether it was closed with no failure counted.
-    fn breaker_allows(&self) -> Result<bool, u32> {
+    /// `Err(retry_after)` while the breaker is open (or another request is probing); else how
+    /// it lets the call through.
+    fn breaker_allows(&self) -> Result<Pass, u32> {
         let mut state = self.breaker();
         if state.failures < self.settings.threshold {
-            return Ok(state == BreakerState::default());
+            return Ok(if state == BreakerState::default() { Pass::Clear } else { Pass::Counted });
         }
         if self.now < state.open_until {
             return Err(u32::try_from(state.open_until - self.now).unwrap_or(1).max(1));
@@ -345,7 +379,7 @@ impl<'a> AuthClient<'a> {
         state.probe_until = self.now + probe_window;
         self.save_breaker(&state);
         telemetry::warn("auth circuit half-open: sending one probe", &[]);
-        Ok(false)
+        Ok(Pass::Probe)
     }
 
     fn record_success(&self) {
@@ -470,7 +504,7 @@ impl<'a> AuthClient<'a> {
                     let stale = cached.clone().unwrap_or_else(|| self.cached(id));
                     FetchState::Done(self.stale_or(stale, format!("circuit open; retry in {retry_after} s"), retry_after))
                 }
-                Ok(breaker_was_clear) => {
+                Ok(pass) => {
                     let user_token = self.user_token.filter(|token| token.user == id);
                     let request = match user_token {
                         Some(token) => Ok(self.user_request(token)),
@@ -479,24 +513,28 @@ impl<'a> AuthClient<'a> {
                     match request {
                         Ok(request) => {
                             let call = self.start_once(&request);
-                            FetchState::Sent { request, call, as_user: user_token.is_some(), breaker_was_clear }
+                            FetchState::Sent { request, call, as_user: user_token.is_some(), pass }
                         }
                         Err(reason) => FetchState::Failed(reason),
                     }
                 }
             }
         };
-        ProfileFetch { id: id.to_owned(), cached, state }
+        let probe_of = matches!(state, FetchState::Sent { pass: Pass::Probe, .. }).then_some(self.kv);
+        ProfileFetch { id: id.to_owned(), cached, state, probe_of }
     }
 
     /// Reads the answer of [`Self::start_profile`] (retrying once if no connection could be
     /// made), caches it and updates the circuit breaker.
-    pub fn finish_profile(&self, fetch: ProfileFetch<'a>) -> Result<ProfileLookup, ProfileError> {
-        let ProfileFetch { id, cached, state } = fetch;
-        let (fetched, breaker_was_clear) = match state {
+    pub fn finish_profile(&self, mut fetch: ProfileFetch<'a>) -> Result<ProfileLookup, ProfileError> {
+        // Read, the probe settles the breaker below.
+        fetch.probe_of = None;
+        let (id, cached) = (std::mem::take(&mut fetch.id), fetch.cached.take());
+        let state = std::mem::replace(&mut fetch.state, FetchState::Failed(String::new()));
+        let (fetched, pass) = match state {
             FetchState::Done(result) => return result,
-            FetchState::Failed(reason) => (Err(reason), false),
-            FetchState::Sent { request, call, as_user, breaker_was_clear } => {
+            FetchState::Failed(reason) => (Err(reason), Pass::Counted),
+            FetchState::Sent { request, call, as_user, pass } => {
                 let response = match call.wait() {
                     Err(TransportError::Connect(_)) => self.send_once(&request, 2, &[]),
                     other => other,
@@ -510,10 +548,10 @@ impl<'a> AuthClient<'a> {
                         .and_then(|response| self.read_profile(&id, &response)),
                     other => other.map_err(|e| e.to_string()).and_then(|response| self.read_profile(&id, &response)),
                 };
-                (fetched, breaker_was_clear)
+                (fetched, pass)
             }
         };
-        if fetched.is_ok() && !breaker_was_clear {
+        if fetched.is_ok() && pass != Pass::Clear {
             self.record_success();
         }
         match fetched {
@@ -928,6 +966,28 @@ mod tests {
         assert!(at(1011).breaker_allows().is_err());
         probe.record_success();
         assert!(at(1012).profile("u1").is_ok());
+        assert_eq!(at(1012).breaker(), BreakerState::default());
+    }
+
+    /// A probe dropped unread (its request refused for a bad token, or not a customer) hands the
+    /// probe on at once: else each such request would shut the breaker for the probe's window.
+    #[test]
+    fn a_probe_dropped_unread_lets_the_next_call_probe() {
+        let kv = MemoryKv::default();
+        let fake = Fake::new(|_| Err(TransportError::Timeout("slow".into())));
+        let keys = keys();
+        let at = |now| AuthClient::new(settings(), &fake, &kv, Some(&keys), now);
+        for _ in 0..3 {
+            assert!(at(1000).profile("u1").is_err());
+        }
+        fake.set(|_| ok(serde_json::json!({"user": user("u1")})));
+        let client = at(1011);
+        drop(client.start_profile("u1"));
+        assert_eq!(fake.calls.get(), 4, "the probe was sent");
+        assert!(at(1011).profile("u1").is_ok(), "the next call probed, and auth answered");
+        assert_eq!((fake.calls.get(), at(1011).breaker()), (5, BreakerState::default()));
+        // A lookup that is not the probe leaves the breaker as it is when dropped.
+        drop(at(1012).start_profile("u2"));
         assert_eq!(at(1012).breaker(), BreakerState::default());
     }
 
