@@ -146,6 +146,32 @@ async fn the_whole_journey_with_the_auth_stand_in() {
     assert!(actions.contains(&"customer.created".to_string()) && actions.contains(&"customer.deleted".to_string()), "{actions:?}");
 }
 
+/// Leaving billing while a creation has inserted the customer but not yet committed (the race
+/// the erasure meets: auth said the account exists, then the erasure deleted it and closed
+/// billing): the close waits for the COMMIT and closes that customer, rather than seeing no row
+/// and leaving it behind. The creation's transaction is played here by a connection of the test.
+#[tokio::test]
+async fn leaving_billing_waits_for_a_creation_in_flight_and_closes_its_customer() {
+    use mysql_async::prelude::Queryable;
+    let app = spawn(|_| {}).await;
+    app.auth.add_user("u-1", "Ada Lovelace", "ada@example.org");
+    let stripe_customer = app.stripe.post("/v1/customers", &[("email", "ada@example.org")]).await["id"].as_str().expect("id").to_string();
+    let mut creation = app.app.customer_db.connect().await.unwrap();
+    let mut tx = creation.start_transaction(mysql_async::TxOpts::default()).await.unwrap();
+    tx.exec_drop("INSERT INTO customers (id, stripe_customer_id) VALUES ('u-1', ?)", (stripe_customer.as_str(),)).await.unwrap();
+    let leave = app.call("DELETE", "/api/v3/customers/me", "u-1", None, &[]);
+    let commit = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tx.commit().await.unwrap();
+    };
+    let ((status, body, _), ()) = tokio::join!(leave, commit);
+    assert_eq!(status, 204, "{body}");
+    assert!(app.db_rows("SELECT id FROM customers").await.is_empty());
+    let (status, _) = app.stripe.get(&format!("/v1/customers/{stripe_customer}")).await;
+    assert_eq!(status, 404, "the Stripe customer is deleted");
+    creation.disconnect().await.ok();
+}
+
 /// One user's script cannot spend the Stripe account's rate limit: past its budget a minute,
 /// the user's requests that would reach Stripe get 429 and reach nothing; other users, and the
 /// routes that never call Stripe, go on.

@@ -299,7 +299,11 @@ pub struct ClosedBilling {
 
 /// `DELETE /customers/me`: Stripe first (subscriptions, then the customer), then our rows.
 pub fn delete_customer(ctx: &Ctx<'_>, user: &UserId) -> Result<ClosedBilling, Error> {
-    let customer = get_customer(ctx.store, user)?;
+    // Read under the row's lock, which waits for a creation that inserted the row and has not
+    // committed (see `profile_from_auth`): an erasure then finds the customer to close. A
+    // plain read would see no row, answer "nothing billed", and leave it behind. The lock is
+    // not held across the calls to Stripe.
+    let customer = with_customer_locked(ctx.store, user, || get_customer(ctx.store, user))?;
     let mut canceled = 0;
     if let Some(stripe_id) = &customer.stripe_customer_id {
         // First, so that no page can start a subscription while the others are canceled.
