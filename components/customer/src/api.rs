@@ -1199,7 +1199,7 @@ pub fn update_subscription(request: Request, params: Params) -> Response {
                     sub = Some(billing::change_item(ctx, &user, &id, change.price.as_ref(), change.quantity)?);
                 }
                 match change.cancel_at_period_end {
-                    Some(true) => billing::cancel_subscription(ctx, &user, &id, true),
+                    Some(true) => billing::schedule_end(ctx, &user, &id),
                     Some(false) => billing::resume_subscription(ctx, &user, &id),
                     None => sub.ok_or_else(|| Error::internal("a subscription change without a change")),
                 }

@@ -739,11 +739,28 @@ fn record_change(ctx: &Ctx<'_>, user: &UserId, mut sub: Subscription, remote: &s
     Ok(sub)
 }
 
-/// `DELETE /customers/me/subscriptions/{id}`.
+/// `DELETE /customers/me/subscriptions/{id}`: an ended subscription is answered as it is.
 pub fn cancel_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str, at_period_end: bool) -> Result<Subscription, Error> {
+    end_subscription(ctx, user, id, at_period_end, subscription_at_stripe)
+}
+
+/// `PATCH /customers/me/subscriptions/{id}` with `cancel_at_period_end: true`: as `DELETE`
+/// schedules it, but an ended subscription is 409 `subscription_ended`, as for every change by
+/// PATCH.
+pub fn schedule_end(ctx: &Ctx<'_>, user: &UserId, id: &str) -> Result<Subscription, Error> {
+    end_subscription(ctx, user, id, true, live_subscription)
+}
+
+fn end_subscription(
+    ctx: &Ctx<'_>,
+    user: &UserId,
+    id: &str,
+    at_period_end: bool,
+    read: fn(&dyn Store, &UserId, &str) -> Result<(Subscription, String), Error>,
+) -> Result<Subscription, Error> {
     let store = ctx.store;
     with_customer_locked(store, user, || {
-        let (sub, stripe_id) = subscription_at_stripe(store, user, id)?;
+        let (sub, stripe_id) = read(store, user, id)?;
         if !sub.status.is_live() || (at_period_end && sub.cancel_at_period_end) {
             return Ok(sub);
         }
@@ -1450,6 +1467,10 @@ pub(crate) mod tests {
         cancel_subscription(&ctx, &user("u1"), &sub.id, false).unwrap();
         let err = resume_subscription(&ctx, &user("u1"), &sub.id).unwrap_err();
         assert!(matches!(err, Error::Conflict { code: "subscription_ended", .. }), "{err:?}");
+        // Scheduling its end by PATCH is a change too; DELETE answers it as it is.
+        let err = schedule_end(&ctx, &user("u1"), &sub.id).unwrap_err();
+        assert!(matches!(err, Error::Conflict { code: "subscription_ended", .. }), "{err:?}");
+        assert!(!cancel_subscription(&ctx, &user("u1"), &sub.id, true).unwrap().status.is_live());
     }
 
     #[test]
