@@ -563,8 +563,12 @@ impl Billing for StripeClient<'_> {
 
     fn expire_checkout_session(&self, id: &str) -> Result<(), StripeError> {
         let form = Form::new();
-        // Expiring twice is refused by Stripe anyway: the key only makes a retry of a lost answer safe.
-        let key = format!("checkout-expire:{id}");
+        // The client's retries of this call repeat the key; every later expiry gets its own.
+        // Stripe keeps an answer for a key 24 h, a 500 too: a key of the session alone would
+        // replay one 500 to every later expiry of it, and each subscribe, checkout, leaving
+        // billing and erasure of the user (they expire open pages first) would fail for a day.
+        // Expiring twice is refused by Stripe anyway.
+        let key = format!("checkout-expire:{id}:{}", uuid::Uuid::new_v4());
         self.call("POST", &format!("/v1/checkout/sessions/{}/expire", path_segment(id)?), Some(&form), Some(&key)).map(drop)
     }
 
@@ -849,6 +853,7 @@ mod tests {
             answer(200, r#"{"object":"list","data":[{"id":"cs_test_0"},{"id":"cs_test_1"}]}"#),
             answer(200, r#"{"id":"cs_test_0","status":"expired"}"#),
             answer(200, r#"{"id":"cs_test_2","url":"javascript:alert(1)","expires_at":1}"#),
+            answer(200, r#"{"id":"cs_test_0","status":"expired"}"#),
         ]);
         let client = StripeClient::for_tests(&script);
         let order = SubscriptionOrder { price: PriceId::parse("price_a").unwrap(), quantity: Quantity::parse(3).unwrap(), promotion_code: None };
@@ -860,7 +865,11 @@ mod tests {
         client.expire_checkout_session("cs_test_0").unwrap();
         // A page that is not http(s) never reaches the client.
         assert!(matches!(client.create_checkout_session(&new, urls, "k2").unwrap_err(), StripeError::Malformed(_)));
+        client.expire_checkout_session("cs_test_0").unwrap();
         let sent = script.sent.borrow();
+        // Each expiry its own key (a kept 500 is never replayed to a later one).
+        let key = |i: usize| sent[i].headers.iter().find(|(name, _)| name == "idempotency-key").map(|(_, value)| value.clone());
+        assert!(key(2).is_some_and(|k| k.starts_with("checkout-expire:cs_test_0:")) && key(2) != key(4), "{:?} {:?}", key(2), key(4));
         assert_eq!(
             form_fields(&sent[0]),
             ["mode=subscription", "customer=cus_1", "client_reference_id=u1", "line_items[0][price]=price_a", "line_items[0][quantity]=3",
