@@ -48,7 +48,7 @@ routes=(
     "hello|bare hello (probe component)|$probe/hello"
     "select1|probe: open a MySQL connection, SELECT 1|$select1_url"
     "auth-health|GET /api/v3/auth/health (SELECT 1)|$app/api/v3/auth/health"
-    "customer-health|GET /api/v3/customers/health (SELECT 1 + auth and Stripe reachability)|$app/api/v3/customers/health"
+    "customer-health|GET /api/v3/customers/health (SELECT 1; auth and Stripe checked at most every 5 s)|$app/api/v3/customers/health"
 )
 
 machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)"

@@ -623,6 +623,10 @@ async fn services_read_customers_with_a_service_token() {
 #[tokio::test]
 async fn health_reports_auth_and_stripe_with_latencies() {
     let app = spawn(|_| {}).await;
+    let balance_reads = || async {
+        app.stripe.requests().await.into_iter().filter(|(method, path, ..)| method == "GET" && path.starts_with("/v1/balance")).count()
+    };
+    let before = balance_reads().await;
     let body: Value = app.app.client.get(app.url("/api/v3/customers/health")).send().await.unwrap().json().await.unwrap();
     assert_eq!(body["status"], "ok", "{body}");
     assert_eq!(body["database"], "ok");
@@ -630,6 +634,15 @@ async fn health_reports_auth_and_stripe_with_latencies() {
     assert!(body["auth"]["latency_ms"].as_f64().is_some());
     assert_eq!(body["stripe"]["status"], "ok", "{body}");
     assert!(body["stripe"]["latency_ms"].as_f64().is_some());
+    // The route is public: a loop on it reaches Stripe once per 5 s, not once per request.
+    // (One refresh is allowed for: a slow machine may cross the 5 s.)
+    for _ in 0..5 {
+        let again: Value = app.app.client.get(app.url("/api/v3/customers/health")).send().await.unwrap().json().await.unwrap();
+        assert_eq!((&again["auth"]["status"], &again["stripe"]["status"]), (&json!("ok"), &json!("ok")), "{again}");
+        assert!(again["dependencies_age_s"].as_i64().is_some_and(|age| (0..5).contains(&age)), "{again}");
+    }
+    let reads = balance_reads().await - before;
+    assert!((1..=2).contains(&reads), "{reads} reads of Stripe's /v1/balance for 6 health checks");
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use crate::domain::{
     CheckoutUrls, ProfileLookup, ProfileSource, Profiles, Quantity, SetupIntent, Store, Subscription, SubscriptionOrder, TaxId, NewTaxId, UserId, Invoice, PendingPayment, BillingAddress, PromotionCode, is_stripe_id,
 };
 use crate::error::Error;
-use crate::kv::SpinKv;
+use crate::kv::{Kv, SpinKv};
 use crate::outbound::WasiTransport;
 use crate::problem::{FieldError, Problem};
 use crate::store::mysql::MysqlStore;
@@ -750,21 +750,50 @@ pub fn health(_request: Request, _params: Params) -> Response {
             telemetry::error("health: SELECT 1 failed", &[("cause", err.to_string().into())]);
             Error::DatabaseUnavailable
         })?;
-        let auth = match deps.auth_public().map(|a| a.health()) {
-            Ok(Ok(latency)) => json!({"status": "ok", "latency_ms": latency}),
-            Ok(Err(reason)) => json!({"status": "unavailable", "reason": reason}),
-            Err(err) => json!({"status": "unavailable", "reason": err.problem().detail}),
-        };
-        let stripe = match deps.stripe().map(|s| s.ping(Timeouts::all(HEALTH_TIMEOUT))) {
-            Ok(Ok(latency)) => {
-                let ms = latency.as_secs_f64() * 1000.0;
-                json!({"status": "ok", "latency_ms": (ms * 100.0).round() / 100.0})
+        let (checked, age) = match recent_dependency_check(&deps.kv, deps.now) {
+            Some(recent) => recent,
+            None => {
+                let checked = check_dependencies(&deps);
+                deps.kv.set(HEALTH_DEPENDENCIES_KEY, checked.to_string().as_bytes());
+                (checked, 0)
             }
-            Ok(Err(reason)) => json!({"status": "unavailable", "reason": reason}),
-            Err(err) => json!({"status": "unavailable", "reason": err.problem().detail}),
         };
-        Ok(Reply::json(200, &json!({"status": "ok", "database": "ok", "auth": auth, "stripe": stripe})))
+        Ok(Reply::json(
+            200,
+            &json!({"status": "ok", "database": "ok", "auth": checked["auth"], "stripe": checked["stripe"], "dependencies_age_s": age}),
+        ))
     })())
+}
+
+/// The route is public and each check of auth and Stripe is a call to each: one check answers
+/// every health request for this long (shared by all instances through key-value), so that
+/// monitors, or anyone looping on the route, reach Stripe at most once per this many seconds
+/// and cannot spend the account's rate limit (which every user's billing shares).
+const HEALTH_DEPENDENCIES_TTL_SECS: i64 = 5;
+const HEALTH_DEPENDENCIES_KEY: &str = "health:dependencies";
+
+/// A check of auth and Stripe younger than [`HEALTH_DEPENDENCIES_TTL_SECS`], with its age.
+fn recent_dependency_check(kv: &dyn Kv, now: i64) -> Option<(Value, i64)> {
+    let checked: Value = serde_json::from_slice(&kv.get(HEALTH_DEPENDENCIES_KEY)?).ok()?;
+    let age = now.checked_sub(checked["checked_at"].as_i64()?)?;
+    (0..HEALTH_DEPENDENCIES_TTL_SECS).contains(&age).then_some((checked, age))
+}
+
+fn check_dependencies(deps: &Deps) -> Value {
+    let auth = match deps.auth_public().map(|a| a.health()) {
+        Ok(Ok(latency)) => json!({"status": "ok", "latency_ms": latency}),
+        Ok(Err(reason)) => json!({"status": "unavailable", "reason": reason}),
+        Err(err) => json!({"status": "unavailable", "reason": err.problem().detail}),
+    };
+    let stripe = match deps.stripe().map(|s| s.ping(Timeouts::all(HEALTH_TIMEOUT))) {
+        Ok(Ok(latency)) => {
+            let ms = latency.as_secs_f64() * 1000.0;
+            json!({"status": "ok", "latency_ms": (ms * 100.0).round() / 100.0})
+        }
+        Ok(Err(reason)) => json!({"status": "unavailable", "reason": reason}),
+        Err(err) => json!({"status": "unavailable", "reason": err.problem().detail}),
+    };
+    json!({"checked_at": deps.now, "auth": auth, "stripe": stripe})
 }
 
 /// Runs a handler with authentication and the per-request dependencies.
