@@ -383,6 +383,14 @@ async fn x_forwarded_for_is_believed_only_from_trusted_proxies() {
         assert_eq!(failed_login_via(&direct, claimed, &format!("nobody{i}@example.org")).await.status, 401);
     }
     assert_problem(&failed_login_via(&direct, "192.0.2.99", "nobody9@example.org").await, 429, "too_many_attempts");
+    // Nor can a client name its own address in the runtime's `spin-client-addr`: Spin (and the
+    // local host, as Spin) appends its own line after the client's, and only that one counts.
+    let forged = direct
+        .client
+        .post(direct.url("/api/v3/auth/login"))
+        .header("spin-client-addr", "203.0.113.50:443")
+        .json(&json!({"email": "nobody@example.org", "password": "not-the-password-1"}));
+    assert_problem(&answer(forged.send().await.expect("request sent")).await, 429, "too_many_attempts");
     let addresses = rows(&direct, "SELECT DISTINCT client_addr FROM audit_log").await;
     assert_eq!(addresses, vec![vec!["127.0.0.1".to_string()]]);
 

@@ -275,8 +275,14 @@ impl App {
     }
 }
 
-/// Spin's request headers, plus its treatment of `Host` for chained requests.
+/// Spin's request headers, plus its treatment of `Host` for chained requests. As Spin's
+/// `prepare_request_headers`: a header value that is not UTF-8 fails the request, and the
+/// `spin-*` headers are appended after the client's, so a client that sends one of them itself
+/// (a forged `spin-client-addr`) is seen first, Spin's value last.
 fn add_spin_headers<B>(request: &mut hyper::Request<B>, route: &RouteMatch, client_addr: SocketAddr) -> Result<()> {
+    if let Some((name, _)) = request.headers().iter().find(|(_, value)| std::str::from_utf8(value.as_bytes()).is_err()) {
+        anyhow::bail!("request header {name} is not UTF-8");
+    }
     let headers = request.headers_mut();
     if let Some(host) = headers.get(http::header::HOST).and_then(|h| h.to_str().ok())
         && crate::allowed_hosts::service_chaining_target(host).is_some()
@@ -304,7 +310,7 @@ fn add_spin_headers<B>(request: &mut hyper::Request<B>, route: &RouteMatch, clie
     }
     let headers = request.headers_mut();
     for (name, value) in pairs {
-        headers.insert(
+        headers.append(
             http::HeaderName::try_from(name.as_str()).context("Failed to build a spin header name")?,
             http::HeaderValue::try_from(value.as_str()).context("Failed to build a spin header value")?,
         );

@@ -13,11 +13,15 @@ pub const SINGLETON_FIELDS: [&str; 4] = ["authorization", "content-type", "idemp
 
 /// The request's header fields, one entry per name in the order of first appearance, repeated
 /// lines joined with ", " (`Cookie` lines, which HTTP/2 may split, with "; ", RFC 9113 §8.2.3).
-/// `Err` names (in lowercase) a [`SINGLETON_FIELDS`] field sent more than once.
+/// `Err` names (in lowercase) a [`SINGLETON_FIELDS`] field sent more than once. A `spin-*`
+/// field keeps its last line only: those are the runtime's (`spin-client-addr`, the peer's
+/// address, above all), and Spin appends its own after any the client sent, so an earlier line
+/// is a client's forgery (joined, it would also make the address unreadable).
 pub fn merge_repeated(fields: Vec<(String, Vec<u8>)>) -> Result<Vec<(String, Vec<u8>)>, &'static str> {
     let mut merged: Vec<(String, Vec<u8>)> = Vec::with_capacity(fields.len());
     for (name, value) in fields {
         match merged.iter_mut().find(|(seen, _)| seen.eq_ignore_ascii_case(&name)) {
+            Some((_, last)) if name.get(..5).is_some_and(|prefix| prefix.eq_ignore_ascii_case("spin-")) => *last = value,
             Some((_, joined)) => {
                 if let Some(singleton) = SINGLETON_FIELDS.iter().find(|s| s.eq_ignore_ascii_case(&name)) {
                     return Err(singleton);
@@ -50,6 +54,13 @@ mod tests {
         assert_eq!(merged, fields(&[("x-forwarded-for", "203.0.113.7, 10.0.0.2, 10.0.0.3"), ("accept", "application/json")]));
         let cookies = merge_repeated(fields(&[("cookie", "a=1"), ("cookie", "b=2")])).unwrap();
         assert_eq!(cookies, fields(&[("cookie", "a=1; b=2")]));
+    }
+
+    #[test]
+    fn the_runtimes_spin_fields_are_their_last_lines() {
+        // A client's own `spin-client-addr`, then Spin's (appended after the client's).
+        let merged = merge_repeated(fields(&[("spin-client-addr", "1.2.3.4"), ("accept", "*/*"), ("Spin-Client-Addr", "10.244.1.7:5123")])).unwrap();
+        assert_eq!(merged, fields(&[("spin-client-addr", "10.244.1.7:5123"), ("accept", "*/*")]));
     }
 
     #[test]
