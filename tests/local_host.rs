@@ -61,6 +61,16 @@ async fn routes_and_spin_headers_match_spin() {
 
     let named = probe.get("/users/42").await;
     assert_eq!(named["headers"]["spin-path-match-id"], "42");
+
+    // A client's own spin-* header comes before Spin's, which is what the component reads last.
+    let forged = probe.client.get(probe.host.url("/headers")).header("spin-client-addr", "203.0.113.50:443").send().await.unwrap();
+    let forged: Value = forged.json().await.unwrap();
+    assert!(forged["headers"]["spin-client-addr"].as_str().unwrap().starts_with("127.0.0.1:"), "{forged}");
+    // As Spin: a header value that is not UTF-8 fails the request before the component runs.
+    let latin1 = reqwest::header::HeaderValue::from_bytes(b"Andr\xe9").unwrap();
+    let refused = probe.client.get(probe.host.url("/headers")).header("x-name", latin1).send().await.unwrap();
+    assert_eq!(refused.status(), 500);
+    assert!(probe.host.log().contains("is not UTF-8"), "{}", probe.host.log());
 }
 
 #[tokio::test]
