@@ -157,3 +157,14 @@ async fn every_auth_migration_reverts_to_the_schema_before_it() {
 async fn every_customer_migration_reverts_to_the_schema_before_it() {
     round_trip(Service::Customer).await;
 }
+
+/// A rollback is of one service's release: `admin migrate down` without `--service` refuses
+/// before it opens either database (by default it would revert both services' latest).
+#[tokio::test]
+async fn migrate_down_names_one_service() {
+    let cwd = tempfile::tempdir().expect("a temporary folder");
+    let args = ["migrate", "down"];
+    let out = integration_tests::run_admin(integration_tests::admin_command(&args, cwd.path()), &args).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--service auth or --service customer"), "{stderr}");
+}

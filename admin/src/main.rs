@@ -63,7 +63,8 @@ enum Command {
 enum MigrateAction {
     /// Apply pending migrations (all, or up to --to)
     Up(MigrateArgs),
-    /// Revert the latest applied migration (or every one above --to)
+    /// Revert the latest applied migration (or every one above --to) of --service auth or
+    /// --service customer: one service at a time
     Down(MigrateArgs),
     /// Show each migration: version, name, applied/pending, checksum ok/mismatch
     Status(MigrateArgs),
@@ -324,6 +325,12 @@ async fn migrate_cmd(
     ensure!(
         args.to.is_none() || services.len() == 1,
         "Failed to migrate: --to needs --service auth or --service customer (versions are per service)"
+    );
+    // A rollback undoes one service's release; reverting the other's latest migration too (by
+    // default) could drop what it holds, e.g. auth's audit seal.
+    ensure!(
+        verb != "down" || services.len() == 1,
+        "Failed to migrate down: name the database with --service auth or --service customer (one service at a time)"
     );
     // Resolve every URL before touching any database.
     let mut targets = Vec::new();
