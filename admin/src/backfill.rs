@@ -177,8 +177,9 @@ pub async fn run(cross: &CrossDb, opts: Options) -> Result<Report> {
 }
 
 /// `--auth-wins` for one customer: its legacy name and email become auth's (email re-sealed with
-/// the active key, AAD = id). Only if auth holds a readable record and the legacy row is still
-/// the one that was compared; returns whether it was written.
+/// the active key, AAD = id). Only if auth holds a readable record; returns whether it was
+/// written. The legacy row is overwritten as it is then, not only if it still is the one that was
+/// compared: the backfill runs with the legacy app's writes stopped (docs/upgrade.md, step 0).
 async fn overwrite_from_auth(
     customers: &mut MySqlConnection,
     auth: &mut MySqlConnection,
