@@ -741,26 +741,21 @@ fn record_change(ctx: &Ctx<'_>, user: &UserId, mut sub: Subscription, remote: &s
 
 /// `DELETE /customers/me/subscriptions/{id}`: an ended subscription is answered as it is.
 pub fn cancel_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str, at_period_end: bool) -> Result<Subscription, Error> {
-    end_subscription(ctx, user, id, at_period_end, subscription_at_stripe)
+    end_subscription(ctx, user, id, at_period_end, false)
 }
 
 /// `PATCH /customers/me/subscriptions/{id}` with `cancel_at_period_end: true`: as `DELETE`
 /// schedules it, but an ended subscription is 409 `subscription_ended`, as for every change by
 /// PATCH.
 pub fn schedule_end(ctx: &Ctx<'_>, user: &UserId, id: &str) -> Result<Subscription, Error> {
-    end_subscription(ctx, user, id, true, live_subscription)
+    end_subscription(ctx, user, id, true, true)
 }
 
-fn end_subscription(
-    ctx: &Ctx<'_>,
-    user: &UserId,
-    id: &str,
-    at_period_end: bool,
-    read: fn(&dyn Store, &UserId, &str) -> Result<(Subscription, String), Error>,
-) -> Result<Subscription, Error> {
+/// `refuse_ended`: an ended subscription is 409 `subscription_ended` rather than answered as it is.
+fn end_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str, at_period_end: bool, refuse_ended: bool) -> Result<Subscription, Error> {
     let store = ctx.store;
     with_customer_locked(store, user, || {
-        let (sub, stripe_id) = read(store, user, id)?;
+        let (sub, stripe_id) = if refuse_ended { live_subscription(store, user, id)? } else { subscription_at_stripe(store, user, id)? };
         if !sub.status.is_live() || (at_period_end && sub.cancel_at_period_end) {
             return Ok(sub);
         }
