@@ -943,15 +943,20 @@ mod tests {
         assert!(matches!(lookup, Ok(_) | Err(ProfileError::Unavailable { .. })), "{lookup:?}");
     }
 
+    /// Three failed lookups at t = 1000 open the breaker (threshold 3, cool-down 10 s).
+    fn trip<'a>(at: &impl Fn(i64) -> AuthClient<'a>) {
+        for _ in 0..3 {
+            assert!(at(1000).profile("u1").is_err());
+        }
+    }
+
     #[test]
     fn the_breaker_opens_then_lets_one_probe_through() {
         let kv = MemoryKv::default();
         let fake = Fake::new(|_| Err(TransportError::Timeout("slow".into())));
         let keys = keys();
         let at = |now| AuthClient::new(settings(), &fake, &kv, Some(&keys), now);
-        for _ in 0..3 {
-            assert!(at(1000).profile("u1").is_err());
-        }
+        trip(&at);
         assert_eq!(fake.calls.get(), 3);
         // Open: no call at all.
         match at(1001).profile("u1") {
@@ -977,9 +982,7 @@ mod tests {
         let fake = Fake::new(|_| Err(TransportError::Timeout("slow".into())));
         let keys = keys();
         let at = |now| AuthClient::new(settings(), &fake, &kv, Some(&keys), now);
-        for _ in 0..3 {
-            assert!(at(1000).profile("u1").is_err());
-        }
+        trip(&at);
         fake.set(|_| ok(serde_json::json!({"user": user("u1")})));
         let client = at(1011);
         drop(client.start_profile("u1"));
