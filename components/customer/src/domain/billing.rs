@@ -714,6 +714,29 @@ fn live_subscription(store: &dyn Store, user: &UserId, id: &str) -> Result<(Subs
     Ok((sub, stripe_id))
 }
 
+/// `sub` as Stripe has it now, for a change that the mirror says is made already, before it is
+/// answered as a no-op: the mirror lags a change made in Stripe's dashboard or customer portal
+/// until its webhook comes (or for as long as webhooks fail), and a change answered from a stale
+/// copy would change nothing while saying it had (seats left at the portal's number, a
+/// cancellation left in place). The mirror catches up; only would-be no-ops pay this read. Stripe
+/// unreachable: the mirror's answer, as before this read (a no-op needs no Stripe), logged.
+fn caught_up(ctx: &Ctx<'_>, sub: Subscription, stripe_id: &str) -> Result<Subscription, Error> {
+    let remote = match ctx.stripe.subscription(stripe_id) {
+        Ok(Some(remote)) => remote,
+        Ok(None) => return Ok(sub),
+        Err(err) => {
+            telemetry::warn("a no-op change answered from the mirror: Stripe could not confirm it", &[("cause", err.to_string().into())]);
+            return Ok(sub);
+        }
+    };
+    let mut fresh = sub.clone();
+    fresh.apply(&remote);
+    if fresh != sub {
+        ctx.store.update_subscription(&fresh)?;
+    }
+    Ok(fresh)
+}
+
 fn ensure_live(sub: &Subscription) -> Result<(), Error> {
     if !sub.status.is_live() {
         return Err(Error::Conflict {
@@ -755,9 +778,18 @@ pub fn schedule_end(ctx: &Ctx<'_>, user: &UserId, id: &str) -> Result<Subscripti
 fn end_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str, at_period_end: bool, refuse_ended: bool) -> Result<Subscription, Error> {
     let store = ctx.store;
     with_customer_locked(store, user, || {
-        let (sub, stripe_id) = if refuse_ended { live_subscription(store, user, id)? } else { subscription_at_stripe(store, user, id)? };
-        if !sub.status.is_live() || (at_period_end && sub.cancel_at_period_end) {
+        let (mut sub, stripe_id) = if refuse_ended { live_subscription(store, user, id)? } else { subscription_at_stripe(store, user, id)? };
+        if !sub.status.is_live() {
             return Ok(sub);
+        }
+        if at_period_end && sub.cancel_at_period_end {
+            sub = caught_up(ctx, sub, &stripe_id)?;
+            if !sub.status.is_live() && refuse_ended {
+                ensure_live(&sub)?;
+            }
+            if !sub.status.is_live() || sub.cancel_at_period_end {
+                return Ok(sub);
+            }
         }
         let remote = if at_period_end {
             ctx.stripe.set_cancel_at_period_end(&stripe_id, true, &subscription_change_key(&sub.id, "cancel"))?
@@ -771,14 +803,18 @@ fn end_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str, at_period_end: bool,
 
 /// `PATCH /customers/me/subscriptions/{id}` with `cancel_at_period_end: false`: withdraws a
 /// cancellation scheduled for the end of the period, so the subscription renews (Cashier's
-/// `resume`). Nothing to withdraw → the subscription as it is, without a call to Stripe; an
+/// `resume`). Nothing to withdraw (at Stripe too, [`caught_up`]) → the subscription as it is; an
 /// ended subscription cannot come back (409 `subscription_ended`: subscribe again).
 pub fn resume_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str) -> Result<Subscription, Error> {
     let store = ctx.store;
     with_customer_locked(store, user, || {
-        let (sub, stripe_id) = live_subscription(store, user, id)?;
+        let (mut sub, stripe_id) = live_subscription(store, user, id)?;
         if !sub.cancel_at_period_end {
-            return Ok(sub);
+            sub = caught_up(ctx, sub, &stripe_id)?;
+            ensure_live(&sub)?;
+            if !sub.cancel_at_period_end {
+                return Ok(sub);
+            }
         }
         let remote = ctx.stripe.set_cancel_at_period_end(&stripe_id, false, &subscription_change_key(&sub.id, "resume"))?;
         record_change(ctx, user, sub, &remote, "subscription.resumed", "")
@@ -793,7 +829,11 @@ pub fn resume_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str) -> Result<Sub
 pub fn change_item(ctx: &Ctx<'_>, user: &UserId, id: &str, price: Option<&PriceId>, quantity: Option<Quantity>) -> Result<Subscription, Error> {
     let store = ctx.store;
     with_customer_locked(store, user, || {
-        let (sub, stripe_id) = live_subscription(store, user, id)?;
+        let (mut sub, stripe_id) = live_subscription(store, user, id)?;
+        if ItemTarget::of(&sub, price, quantity).is_none() {
+            sub = caught_up(ctx, sub, &stripe_id)?;
+            ensure_live(&sub)?;
+        }
         let Some(target) = ItemTarget::of(&sub, price, quantity) else {
             return Ok(sub);
         };
@@ -1453,8 +1493,22 @@ pub(crate) mod tests {
         assert!(at_stripe(), "the second cancel reached Stripe");
         assert!(!resume_subscription(&ctx, &user("u1"), &sub.id).unwrap().cancel_at_period_end);
         assert!(!at_stripe(), "the second resume reached Stripe");
+        // Scheduled in the customer portal, its webhook not come yet: the mirror says there is
+        // nothing to withdraw, Stripe says otherwise, and the resume reaches it.
+        fakes.stripe.subscriptions.borrow_mut().iter_mut().find(|s| s.id == stripe_id).unwrap().cancel_at_period_end = true;
+        assert!(!resume_subscription(&ctx, &user("u1"), &sub.id).unwrap().cancel_at_period_end);
+        assert!(!at_stripe(), "the portal's cancellation withdrawn");
+        // And withdrawn in the portal: a DELETE at period end the mirror thinks made is made.
+        assert!(cancel_subscription(&ctx, &user("u1"), &sub.id, true).unwrap().cancel_at_period_end);
+        fakes.stripe.subscriptions.borrow_mut().iter_mut().find(|s| s.id == stripe_id).unwrap().cancel_at_period_end = false;
+        assert!(cancel_subscription(&ctx, &user("u1"), &sub.id, true).unwrap().cancel_at_period_end);
+        assert!(at_stripe(), "scheduled again at Stripe");
         let events: Vec<String> = fakes.store.audit_events().into_iter().filter(|e| e.starts_with("subscription.")).collect();
-        assert_eq!(events[1..], ["subscription.cancel_at_period_end", "subscription.resumed", "subscription.cancel_at_period_end", "subscription.resumed"]);
+        assert_eq!(
+            events[1..],
+            ["subscription.cancel_at_period_end", "subscription.resumed", "subscription.cancel_at_period_end", "subscription.resumed",
+             "subscription.resumed", "subscription.cancel_at_period_end", "subscription.cancel_at_period_end"]
+        );
 
         // Someone else's, unknown, ended.
         assert_eq!(resume_subscription(&ctx, &user("u2"), &sub.id).unwrap_err().status(), 404);
@@ -1557,10 +1611,15 @@ pub(crate) mod tests {
         assert_eq!((grown.price_id.as_str(), grown.quantity), ("price_team", 8));
         assert_eq!(at_stripe(&sub), ("price_team".to_string(), 8));
         assert!(fakes.store.audit_events().contains(&"subscription.quantity_changed".to_string()));
-        // What it has already: nothing is sent (Stripe down would otherwise fail it).
+        // What it has already: nothing is sent (Stripe down, the mirror's answer stands).
         fakes.stripe.down.set(true);
         assert_eq!(change_item(&ctx, &user("u1"), &sub.id, Some(&price("price_team")), Some(seats(8))).unwrap(), grown);
         fakes.stripe.down.set(false);
+        // What the mirror has, but not Stripe (10 seats set in the customer portal, its webhook
+        // not come yet): checked at Stripe, and changed back to 8 there.
+        fakes.stripe.subscriptions.borrow_mut()[0].quantity = Some(10);
+        assert_eq!(change_item(&ctx, &user("u1"), &sub.id, None, Some(seats(8))).unwrap().quantity, 8);
+        assert_eq!(at_stripe(&sub), ("price_team".to_string(), 8));
 
         // The price alone keeps the quantity Stripe has, even when our mirror has not seen it yet.
         fakes.stripe.subscriptions.borrow_mut()[0].quantity = Some(12);
