@@ -739,10 +739,11 @@ pub fn update_profile<S: Store>(
         current_user(store, &row.id)
     })
     .or_else(|err| {
-        if err == Error::EmailTaken {
-            store.audit(&user_event("email_change", false, Some("email_taken"), ctx, &row.id))?;
+        match err {
+            Error::EmailTaken => store.audit(&user_event("email_change", false, Some("email_taken"), ctx, &row.id))?,
+            Error::WrongPassword => store.audit(&user_event("profile_change", false, Some("password_changed"), ctx, &row.id))?,
+            _ => {}
         }
-        audit_if_outrun(store, ctx, &row.id, "profile_change", Err(err.clone()))?;
         Err(err)
     })?;
     to_user(crypto, &updated)
@@ -867,7 +868,8 @@ fn service_read_detail(ids: &[String], found: usize) -> String {
     let mut listed = ids.len();
     loop {
         let omitted = ids.len() - listed;
-        let detail = serde_json::json!({ "ids": &ids[..listed], "ids_omitted": omitted, "found": found }).to_string();
+        let listed_ids = serde_json::to_string(&ids[..listed]).unwrap_or_default();
+        let detail = format!(r#"{{"ids":{listed_ids},"ids_omitted":{omitted},"found":{found}}}"#);
         if detail.len() <= MAX_AUDIT_DETAIL_BYTES || listed == 0 {
             return detail;
         }
