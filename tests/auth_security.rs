@@ -311,6 +311,16 @@ async fn a_bad_key_configuration_is_a_500_naming_the_variable_only() {
     let answer = send(&app, "GET", "/api/v3/users/x", Some(&st), None).await;
     assert_problem(&answer, 500, "configuration_error");
     assert!(answer.text.contains("trusted_service_keys"), "{}", answer.text);
+
+    // A database URL that names no MySQL database, or an address spin.toml does not allow, is a
+    // configuration error too (not 503 "retry shortly" for ever), and never shows the password.
+    for url in ["postgres://auth:hunter2@127.0.0.1:5432/auth", "mysql://auth:hunter2@192.0.2.1:3306/auth"] {
+        let app = app_with(&[("auth_db_url", url)]).await;
+        let answer = send(&app, "GET", "/api/v3/auth/health", None, None).await;
+        assert_problem(&answer, 500, "configuration_error");
+        assert!(answer.text.contains("db_url") && !answer.text.contains("hunter2"), "{}", answer.text);
+        assert!(!app.host.log().contains("hunter2"), "{}", app.host.log());
+    }
 }
 
 /// A failed login sent as if through a reverse proxy that wrote `forwarded_for`.

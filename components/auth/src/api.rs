@@ -11,7 +11,7 @@ use crate::domain::client_addr::{UNKNOWN_ADDRESS, parse_addr};
 use crate::domain::fields::{Name, parse_email};
 use crate::domain::mfa::{self, RecoveryCode, SecondFactor, TotpCode};
 use crate::domain::password::Password;
-use crate::domain::ports::{OneTimeKind, SessionRow};
+use crate::domain::ports::{OneTimeKind, SessionRow, StoreError};
 use crate::domain::recovery::{self, IssuedToken, ResetToken, VerificationToken};
 use crate::domain::{Ctx, time};
 use crate::error::{Error, FieldError};
@@ -434,9 +434,20 @@ pub fn session_json(session: &Session) -> Value {
 
 // ---- handlers ----------------------------------------------------------------------------------
 
+/// A `db_url` that cannot name a MySQL database, or whose address spin.toml does not allow
+/// (`auth_db_address`), is the operator's mistake, not an outage: 500 naming the variable rather
+/// than 503 "retry shortly" for ever.
 fn open_store(source: &impl Source) -> Result<MysqlStore, Error> {
     let url = config::required(source, config::DB_URL)?;
-    MysqlStore::open(&url).map_err(Error::from)
+    if !url.strip_prefix("mysql://").is_some_and(|rest| rest.contains('/')) {
+        return Err(Error::misconfigured(config::DB_URL, "is not a mysql://…/database URL"));
+    }
+    MysqlStore::open(&url).map_err(|err| match err {
+        StoreError::Unavailable(cause) if cause.contains("is not permitted") => {
+            Error::misconfigured(config::DB_URL, "names an address spin.toml does not allow")
+        }
+        other => Error::from(other),
+    })
 }
 
 pub fn health(source: &impl Source) -> Result<Reply, Error> {
