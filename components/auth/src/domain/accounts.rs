@@ -861,9 +861,9 @@ fn audit_service_read<S: Store>(store: &mut S, ctx: &Ctx, service: &str, ids: &[
 /// What `audit_log.detail` (TEXT) holds, in bytes.
 const MAX_AUDIT_DETAIL_BYTES: usize = 65_535;
 
-/// `{"ids": [...], "found": n}`, with as many ids as the column holds: a batch within the 64 KiB
-/// body limit, of long ids in multibyte characters, can need more. The last ones are then
-/// counted instead (`"ids_omitted": k`), so the read is still audited, never a 500.
+/// `{"ids": [...], "ids_omitted": k, "found": n}`, with as many ids as the column holds (k = 0
+/// but for a batch within the 64 KiB body limit of long ids in multibyte characters, whose last
+/// ids are then counted instead of listed), so the read is still audited, never a 500.
 fn service_read_detail(ids: &[String], found: usize) -> String {
     let mut listed = ids.len();
     loop {

@@ -784,7 +784,7 @@ fn end_subscription(ctx: &Ctx<'_>, user: &UserId, id: &str, at_period_end: bool,
         }
         if at_period_end && sub.cancel_at_period_end {
             sub = caught_up(ctx, sub, &stripe_id)?;
-            if !sub.status.is_live() && refuse_ended {
+            if refuse_ended {
                 ensure_live(&sub)?;
             }
             if !sub.status.is_live() || sub.cancel_at_period_end {
